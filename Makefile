@@ -1,0 +1,55 @@
+# The front door: every command a developer, technician or CI needs.
+# `make sim` runs the product, `make test` runs everything CI runs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+DEVLIB := build/device-lib/.stamp
+
+.PHONY: help setup deps sim test lint pytest bench clean sysdeps
+
+help:
+	@echo "make sim     run a simulated case (cloud arrives with the cloud service)"
+	@echo "make test    lint + every test (firmware under the MicroPython Unix port)"
+	@echo "make lint    ruff + pyright (firmware against the esp32 and rp2 stubs)"
+	@echo "make bench   heap, boot-to-ready time and .mpy size figures"
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (python3.11 or python3 on PATH)"; exit 1; }
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP)
+
+$(DEVLIB): $(STAMP) device-packages.lock
+	$(PY) -m casectl.devdeps
+
+deps: $(DEVLIB)
+
+sysdeps:
+	@tools/sysdeps.sh
+
+sim: deps
+	$(PY) -m casectl.sim
+
+lint: $(STAMP)
+	$(BIN)/ruff check firmware boards host_tools tests bench tools
+	$(BIN)/pyright -p pyrightconfig.esp32.json
+	$(BIN)/pyright -p pyrightconfig.rp2.json
+	$(BIN)/pyright -p pyrightconfig.host.json
+
+pytest: deps sysdeps
+	$(BIN)/pytest
+
+test: deps sysdeps lint pytest
+
+bench: deps
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""LockCase reference cloud service."""

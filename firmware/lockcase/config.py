@@ -1,0 +1,139 @@
+# The case's one config dict, written by provisioning as config.json and validated at boot.
+# Every key has a default so a partial config is usable; every value is range-checked so a bad
+# one is refused with a message that names the key, instead of a surprise deep in the lock code.
+import json
+
+PATH = "config.json"
+
+# key: (default, type, low, high). None bounds are unchecked.
+_NUM = {
+    "unlock_ms": (5000, int, 500, 15000),
+    "pull_in_ms": (300, int, 50, 2000),
+    "held_open_s": (30, int, 5, 3600),
+    "duty_budget_ms": (20000, int, 1000, 60000),
+    "duty_window_s": (60, int, 10, 3600),
+    "lockout_after": (5, int, 1, 50),
+    "lockout_base_s": (30, int, 1, 3600),
+    "lockout_max_s": (900, int, 1, 86400),
+    "entry_timeout_s": (20, int, 5, 300),
+    "wdt_ms": (8000, int, 1000, 60000),
+    "hold_duty": (0.4, float, 0.1, 1.0),
+}
+_STR = {
+    "board": "sim",
+    "store_id": "",
+    "case_id": "",
+    "country": "US",
+    "display": "lcd1602",
+    "keypad": "4x3",
+    "name": "",
+}
+_DISPLAYS = ("lcd1602", "lcd2004", "ssd1306", "none")
+_KEYPADS = ("4x3", "4x4")
+
+
+class ConfigError(Exception):
+    pass
+
+
+class NotProvisioned(ConfigError):
+    pass
+
+
+def defaults():
+    cfg = {}
+    for k, spec in _NUM.items():
+        cfg[k] = spec[0]
+    for k, v in _STR.items():
+        cfg[k] = v
+    cfg["staff"] = {"salt": "", "iter": 1000, "pins": [], "badges": []}
+    cfg["provisioned"] = False
+    return cfg
+
+
+def validate(raw):
+    if not isinstance(raw, dict):
+        raise ConfigError("config: top level must be a JSON object")
+    cfg = defaults()
+    for k, (_, typ, lo, hi) in _NUM.items():
+        if k not in raw:
+            continue
+        v = raw[k]
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) or not isinstance(v, typ):
+            raise ConfigError("config: %s must be a %s" % (k, "number" if typ is float else "whole number"))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ConfigError("config: %s=%s is outside %s..%s" % (k, v, lo, hi))
+        cfg[k] = v
+    for k in _STR:
+        if k in raw:
+            if not isinstance(raw[k], str):
+                raise ConfigError("config: %s must be a string" % k)
+            cfg[k] = raw[k]
+    if cfg["pull_in_ms"] > cfg["unlock_ms"]:
+        raise ConfigError("config: pull_in_ms must not exceed unlock_ms")
+    if cfg["unlock_ms"] > cfg["duty_budget_ms"]:
+        raise ConfigError("config: unlock_ms must not exceed duty_budget_ms")
+    if cfg["display"] not in _DISPLAYS:
+        raise ConfigError("config: display must be one of " + ", ".join(_DISPLAYS))
+    if cfg["keypad"] not in _KEYPADS:
+        raise ConfigError("config: keypad must be one of " + ", ".join(_KEYPADS))
+    if len(cfg["country"]) != 2:
+        raise ConfigError("config: country must be a two-letter ISO code")
+    cfg["staff"] = _staff(raw.get("staff", {}))
+    for k in raw:
+        if k not in cfg and k not in ("cloud", "nfc", "version"):
+            raise ConfigError("config: unknown key " + k)
+    if "cloud" in raw:
+        if not isinstance(raw["cloud"], dict):
+            raise ConfigError("config: cloud must be an object")
+        cfg["cloud"] = raw["cloud"]
+    if "nfc" in raw:
+        cfg["nfc"] = raw["nfc"]
+    cfg["provisioned"] = bool(cfg["case_id"])
+    return cfg
+
+
+def _staff(st):
+    if not isinstance(st, dict):
+        raise ConfigError("config: staff must be an object")
+    out = {"salt": st.get("salt", ""), "iter": st.get("iter", 1000), "pins": [], "badges": []}
+    if not isinstance(out["salt"], str) or (st.get("pins") or st.get("badges")) and len(out["salt"]) < 16:
+        raise ConfigError("config: staff.salt must be a hex string of at least 8 bytes")
+    it = out["iter"]
+    if isinstance(it, bool) or not isinstance(it, int) or not 1 <= it <= 100000:
+        raise ConfigError("config: staff.iter must be a whole number in 1..100000")
+    for kind in ("pins", "badges"):
+        items = st.get(kind, [])
+        if not isinstance(items, list):
+            raise ConfigError("config: staff.%s must be a list" % kind)
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("hash"), str) or len(item["hash"]) != 64:
+                raise ConfigError("config: staff.%s[%d] needs a 64-hex-digit hash" % (kind, i))
+            out[kind].append({"id": str(item.get("id", "%s%d" % (kind[0], i))), "hash": item["hash"]})
+    return out
+
+
+def load(path=PATH):
+    """Return the validated config. NotProvisioned if absent, ConfigError if corrupt or invalid."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise NotProvisioned("not provisioned: no " + path)
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ConfigError("config: %s is not valid JSON" % path)
+    return validate(raw)
+
+
+def save(cfg, path=PATH):
+    # Write then rename: a power cut leaves either the old file or the new one, never half.
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(cfg))
+    import os
+
+    os.rename(tmp, path)

