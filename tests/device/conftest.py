@@ -65,7 +65,8 @@ class MicroPythonFile(pytest.File):
             yield MicroPythonItem.from_parent(self, name=name, fname=name)
 
 
-def pytest_collect_file(parent, file_path: Path):
-    if file_path.suffix == ".py" and file_path.name.startswith("mp_test_"):
-        return MicroPythonFile.from_parent(parent, path=file_path)
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    # mp_test_* files are MicroPython code: never import them into CPython.
+    if module_path.name.startswith("mp_test_"):
+        return MicroPythonFile.from_parent(parent, path=module_path)
     return None

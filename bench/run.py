@@ -1,0 +1,134 @@
+"""`make bench`: the figures the issues set targets for, measured on this machine.
+
+- peak heap of the full firmware scenario under `micropython -X heapsize=96k`, and the smallest
+  heap it still completes in;
+- boot-to-ready time of the sim case (process start to the firmware's READY line), from source
+  and from the compiled .mpy build;
+- total compiled size per board;
+- time of one staff PIN check (PBKDF2, 1000 iterations) under MicroPython.
+
+Figures are printed and written to build/bench.json. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "firmware"), str(REPO / "host_tools")]
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from casectl.build import compile_board  # noqa: E402
+from casectl.sim import demo_config  # noqa: E402
+from casectl.simproc import START, micropython  # noqa: E402
+from tests.conftest import run_micropython  # noqa: E402
+from tests.host.test_safety_props import CFG, HARNESS, PIN, expand  # noqa: E402
+
+SCENARIO = [
+    ("staff", PIN), ("wait", 500), ("door", 1), ("wait", 1000), ("door", 0), ("wait", 200),
+    ("phone", "2025550143"), ("wait", 3500),
+    ("staff", "9999"), ("wait", 3100), ("staff", "9999"), ("wait", 3100), ("staff", "9999"),
+    ("wait", 6000), ("door", 1), ("wait", 25000), ("door", 0), ("tamper", 1), ("tamper", 0),
+    ("stall", 3000), ("staff", PIN), ("wait", 4000), ("reset", "hard"), ("staff", PIN), ("wait", 4000),
+]
+
+
+def scenario(heap: str) -> dict | None:
+    actions, _ = expand(SCENARIO)
+    proc = run_micropython([str(HARNESS)], heap=heap, input=json.dumps({"cfg": CFG, "actions": actions}))
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if line.startswith("@@OUT "):
+            return json.loads(line[6:])
+    return None
+
+
+def min_heap() -> int:
+    lo, hi = 8, 96  # KiB; 96 must pass
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if scenario(f"{mid}k"):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def boot_to_ready(fw: Path | None, runs: int = 5) -> list[float]:
+    times = []
+    cfg = demo_config()
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "cfg.json").write_text(json.dumps(cfg))
+            cmd = [micropython(), "-X", "heapsize=96k", str(START), "--flash", f"{d}/flash.img", "--config", f"{d}/cfg.json"]
+            if fw:
+                cmd += ["--fw", str(fw)]
+            # First boot formats the flash; measure the second, the one a case does every day.
+            for attempt in range(2):
+                t0 = time.perf_counter()
+                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=d)
+                assert p.stdout is not None
+                for line in p.stdout:
+                    if line.startswith(b"READY"):
+                        break
+                else:
+                    raise RuntimeError("sim never became ready")
+                elapsed = time.perf_counter() - t0
+                p.kill()
+                p.wait()
+            times.append(elapsed * 1000)
+    return times
+
+
+def pin_check_ms() -> float:
+    out = run_micropython(["-c", """
+import time
+from lockcase import creds
+salt = "00112233445566778899aabbccddeeff"
+c = creds.StaffCreds({"salt": salt, "iter": 1000, "pins": [{"id": "a", "hash": creds.hash_pin("2468", salt, 1000)}], "badges": []})
+t = time.ticks_us()
+for _ in range(3):
+    c.check_pin("1357")
+print(time.ticks_diff(time.ticks_us(), t) / 3000)
+"""])
+    return float(out.stdout.decode().strip().splitlines()[-1])
+
+
+def main() -> int:
+    con = Console()
+    figures: dict[str, object] = {}
+    res = scenario("96k")
+    if res is None:
+        con.print("[red]the full scenario failed under heapsize=96k[/red]")
+        return 1
+    figures["scenario_peak_heap_bytes_96k"] = res["mem_peak"]
+    figures["scenario_min_heap_kib"] = min_heap()
+    src = boot_to_ready(None)
+    sim_build = compile_board("sim", REPO / "build" / "bench-sim")
+    mpy = boot_to_ready(REPO / "build" / "bench-sim")
+    figures["boot_to_ready_ms_source_median"] = round(statistics.median(src), 1)
+    figures["boot_to_ready_ms_mpy_median"] = round(statistics.median(mpy), 1)
+    for board in ("esp32s3", "picow"):
+        built = compile_board(board, REPO / "build" / f"bench-{board}")
+        figures[f"mpy_total_bytes_{board}"] = sum(b.size for b in built)
+        figures[f"files_{board}"] = len(built)
+    figures["mpy_total_bytes_sim"] = sum(b.size for b in sim_build)
+    figures["staff_pin_check_ms_iter1000_unix"] = round(pin_check_ms(), 2)
+    t = Table("figure", "value", title="LockCase bench")
+    for k, v in figures.items():
+        t.add_row(k, str(v))
+    con.print(t)
+    (REPO / "build").mkdir(exist_ok=True)
+    (REPO / "build" / "bench.json").write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+# The simulated board: the board contract of docs/boards.md on the MicroPython Unix port, with
+# emulated peripherals. Installed as the top-level module `board` by boards/sim/start.py (on a
+# real device `board.py` is the board's own file), so the firmware never imports a fake itself.
+from boards.sim.hw import PWM, WDT, Hardware, InPin, OutPin, Timer
+
+NAME = "sim"
+
+# Set by the launcher (boards/sim/start.py) or a test harness before create().
+OPTIONS = {"virtual": False, "start_ms": 0, "ctl": None, "reset_cause": "power_on"}
+
+# The chip's pins exist before the firmware runs, so the hardware exists at import.
+HW = Hardware()
+
+
+def power_on(virtual=False, start_ms=0, reset_cause="power_on"):
+    """A fresh chip: every latch at its reset level. Tests call this to model a reset."""
+    global HW
+    OPTIONS["virtual"] = virtual
+    OPTIONS["start_ms"] = start_ms
+    OPTIONS["reset_cause"] = reset_cause
+    HW = Hardware(virtual=virtual, start_ms=start_ms)
+    return HW
+
+
+def lock_safe():
+    HW.set_output("lock", 0)
+
+
+def reset_cause():
+    return OPTIONS["reset_cause"]
+
+
+class Board:
+    def __init__(self, hw, cfg):
+        from boards.sim.i2c import SimI2C
+        from boards.sim.keymatrix import SimKeyMatrix
+        from lockcase.drivers.keypad import KEYMAP_4X3, KEYMAP_4X4
+
+        self.hw = hw
+        self.name = NAME
+        self.ticks_ms = hw.ticks_ms
+        self.lock_pin = OutPin(hw, "lock")
+        self.lock_pwm = PWM(hw, "lock", freq=20000)
+        self.keymap = KEYMAP_4X4 if cfg.get("keypad") == "4x4" else KEYMAP_4X3
+        self.keys = SimKeyMatrix(self.keymap, hw.ticks_ms)
+        self.keypad_rows = self.keys.rows
+        self.keypad_cols = self.keys.cols
+        self.i2c = SimI2C()
+        self.display_device = None
+        kind = cfg.get("display", "lcd1602")
+        on_change = hw.set_output
+        if kind in ("lcd1602", "lcd2004"):
+            from boards.sim.lcd import SimLcd
+
+            self.display_device = SimLcd(on_change=on_change)
+            self.i2c.attach(0x27, self.display_device)
+        elif kind == "ssd1306":
+            from boards.sim.oled import SimSsd1306
+
+            self.display_device = SimSsd1306(on_change=on_change)
+            self.i2c.attach(0x3C, self.display_device)
+        self.buzzer_pwm = PWM(hw, "buzzer", report="freq")
+        self.led = OutPin(hw, "led")
+        self._door = InPin(hw, "door")
+        self._tamper = InPin(hw, "tamper")
+
+    def door_open(self):
+        return bool(self._door.value())
+
+    def tamper(self):
+        return bool(self._tamper.value())
+
+    def timer(self):
+        return Timer(self.hw)
+
+    def wdt(self, timeout_ms):
+        self.hw.start_thread()
+        return WDT(self.hw, timeout_ms)
+
+    def extras(self, app):
+        if OPTIONS.get("ctl"):
+            from boards.sim.control import serve
+
+            return (serve(self, app, OPTIONS["ctl"]),)
+        return ()
+
+
+def create(cfg):
+    return Board(HW, cfg)
+
+
+def fatal(exc):
+    HW.reset("crash")
+    if HW.on_reset is None:
+        raise exc

@@ -1,0 +1,148 @@
+# The sim's control socket: line-delimited JSON over TCP (see docs/sim.md). One request per line,
+# one JSON answer per line; after {"cmd": "watch"} the connection also streams output changes
+# and events as they happen.
+import asyncio
+import json
+
+from lockcase.events import JOURNALED
+
+_QUEUE_MAX = 256
+
+
+class _Watcher:
+    def __init__(self):
+        self.q = []
+        self.dropped = 0
+
+    def put(self, item):
+        # May run on the timer thread: append only, never block.
+        if len(self.q) < _QUEUE_MAX:
+            self.q.append(item)
+        else:
+            self.dropped += 1
+
+
+class Control:
+    def __init__(self, board, app):
+        self.board = board
+        self.app = app
+        self.hw = board.hw
+        self.watchers = []
+        self.hw.listeners.append(self._on_output)
+        app.bus.subscribe(self._on_event, JOURNALED)
+
+    def _on_output(self, t, name, value):
+        for w in self.watchers:
+            w.put({"ev": "out", "t": t, "name": name, "value": value})
+
+    def _on_event(self, kind, data):
+        t = self.hw.uptime_ms()
+        for w in self.watchers:
+            w.put({"ev": "event", "t": t, "type": kind, "data": data})
+
+    def state(self):
+        st = self.app.status()
+        st["outputs"] = dict(self.hw.outputs)
+        st["uptime_ms"] = self.hw.uptime_ms()
+        st["inputs"] = dict(self.hw.inputs)
+        return st
+
+    async def do(self, req, watcher):
+        cmd = req.get("cmd")
+        keys = self.board.keys
+        if cmd == "key":
+            keys.tap(str(req["key"]), int(req.get("hold_ms", 60)))
+            return {"ok": True}
+        if cmd == "keys":
+            hold = int(req.get("hold_ms", 60))
+            gap = int(req.get("gap_ms", 60))
+            for k in str(req["keys"]):
+                keys.tap(k, hold)
+                await asyncio.sleep_ms(hold + gap)
+            return {"ok": True}
+        if cmd == "door":
+            self.hw.inputs["door"] = 1 if req.get("open") else 0
+            return {"ok": True}
+        if cmd == "tamper":
+            self.hw.inputs["tamper"] = 1 if req.get("on") else 0
+            return {"ok": True}
+        if cmd == "advance":
+            self.hw.advance(int(req["ms"]))
+            return {"ok": True, "uptime_ms": self.hw.uptime_ms()}
+        if cmd == "state":
+            return {"ok": True, "state": self.state()}
+        if cmd == "events":
+            j = self.app.journal
+            recs = list(j.records(int(req.get("after", 0)), int(req.get("limit", 50)))) if j else []
+            return {"ok": True, "events": recs}
+        if cmd == "watch":
+            self.watchers.append(watcher)
+            return {"ok": True, "state": self.state()}
+        if cmd == "hang":
+            # Stall the firmware's loop the way a driver stuck in a blocking call would.
+            import time
+
+            while True:
+                time.sleep_ms(1000)
+        if cmd == "crash":
+            # The next step raises in the firmware's own loop, so main.py's crash path runs.
+            def boom(now):
+                raise RuntimeError("crash requested over the control socket")
+
+            self.app.step = boom
+            return {"ok": True}
+        if cmd == "reset":
+            self.hw.reset(str(req.get("cause", "hard")))
+            return {"ok": True}
+        return {"ok": False, "error": "unknown cmd %r" % (cmd,)}
+
+    async def client(self, reader, writer):
+        watcher = _Watcher()
+        pump = asyncio.create_task(self._pump(watcher, writer))
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                req = None
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        raise ValueError("request must be a JSON object")
+                    resp = await self.do(req, watcher)
+                except Exception as exc:
+                    resp = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+                if isinstance(req, dict) and "id" in req:
+                    resp["id"] = req["id"]
+                if watcher in self.watchers:
+                    watcher.put(resp)  # keep answers in order with the streamed items
+                else:
+                    await _send(writer, resp)
+        except OSError:
+            pass
+        finally:
+            pump.cancel()
+            if watcher in self.watchers:
+                self.watchers.remove(watcher)
+            writer.close()
+
+    async def _pump(self, watcher, writer):
+        while True:
+            await asyncio.sleep_ms(10)
+            if watcher.q:
+                items = watcher.q
+                watcher.q = []
+                for item in items:
+                    await _send(writer, item)
+
+
+async def _send(writer, obj):
+    writer.write(json.dumps(obj).encode() + b"\n")
+    await writer.drain()
+
+
+async def serve(board, app, addr):
+    host, port = addr.rsplit(":", 1)
+    ctl = Control(board, app)
+    await asyncio.start_server(ctl.client, host, int(port))
+    print("CONTROL", addr)

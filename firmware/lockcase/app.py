@@ -1,0 +1,133 @@
+# The case application: builds the drivers from the board, wires them to the bus, and steps
+# everything from one loop that also feeds the watchdog. step() is synchronous so tests can drive
+# it with a virtual clock; run() is the asyncio loop used on boards and in the sim.
+import asyncio
+
+from lockcase.compat import const
+from lockcase.creds import StaffCreds
+from lockcase.display import make_display
+from lockcase.drivers.buzzer import Buzzer
+from lockcase.drivers.coil import Coil
+from lockcase.drivers.keypad import Keypad
+from lockcase.drivers.led import StatusLed
+from lockcase.drivers.oneshot import OneShot
+from lockcase.entry import OFFLINE, Entry
+from lockcase.events import JOURNALED, Bus
+from lockcase.lock import LOCKED, OPEN, RELEASED, Lock
+
+_TICK_MS = const(10)
+_MAX_KEYS_PER_STEP = const(4)
+
+_TONES = {"granted": "success", "denied": "failure", "lockout": "failure", "forced": "alarm",
+          "held_open": "alarm", "tamper": "alarm"}
+
+
+class App:
+    def __init__(self, board, cfg, journal, reset_cause="unknown", config_error=None):
+        self.board = board
+        self.cfg = cfg
+        self.bus = bus = Bus()
+        self.journal = journal
+        self.ready = False
+        self.faults = []
+        now = board.ticks_ms()
+        if journal is not None:
+            journal.attach(bus)
+        bus.subscribe(self._log, JOURNALED)
+        self.display = self._make_display(cfg)
+        self.coil = Coil(board.lock_pin, board.lock_pwm, cfg["hold_duty"])
+        self.lock = Lock(self.coil, board.door_open, board.tamper, OneShot(board.timer()), bus, cfg, now)
+        self.keypad = Keypad(board.keypad_rows, board.keypad_cols, board.keymap)
+        self.staff = StaffCreds(cfg["staff"])
+        self.buzzer = Buzzer(board.buzzer_pwm)
+        self.led = StatusLed(board.led)
+        self.led.mode("idle")
+        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now)
+        if config_error:
+            self.entry.state = OFFLINE
+            self.entry.offline_text = ("Config error", config_error[-16:])
+            self.entry._render(now)
+        bus.subscribe(self._feedback)
+        bus.emit("boot", reset=reset_cause, provisioned=bool(cfg.get("provisioned")), fw=_version())
+        if config_error:
+            bus.emit("config_error", error=config_error)
+        for f in self.faults:
+            bus.emit("fault", part=f[0], error=f[1])
+
+    def _make_display(self, cfg):
+        try:
+            return make_display(cfg["display"], self.board.i2c)
+        except Exception as exc:  # a dead display must not keep the lock from working
+            self.faults.append(("display", str(exc)))
+            return make_display("none", None)
+
+    def _log(self, kind, data):
+        print("event:", kind, data)
+
+    def _feedback(self, kind, data):
+        tone = _TONES.get(kind)
+        if kind == "denied" and data.get("reason") == "offline":
+            tone = "failure"
+        if tone:
+            self._tone(tone)
+
+    def _tone(self, name):
+        # Tones need the event loop; when stepped by a test without one they are skipped.
+        if self.ready:
+            self.buzzer.start(name)
+
+    # -- stepping -------------------------------------------------------------------------------
+    def step(self, now):
+        keys = self.keypad.scan(now)
+        for k in keys[:_MAX_KEYS_PER_STEP]:
+            self._tone("key")
+            self.entry.key(k, now)
+        self.lock.step(now)
+        self.entry.step(now)
+        self._led(now)
+
+    def _led(self, now):
+        st = self.lock.state
+        if self.lock.alarms():
+            mode = "alarm"
+        elif st in (RELEASED, OPEN):
+            mode = "ok"
+        elif self.entry.state == OFFLINE:
+            mode = "error"
+        elif st == LOCKED and self.entry.state not in ("idle", "message"):
+            mode = "busy"
+        else:
+            mode = "idle"
+        self.led.mode(mode)
+        self.led.step(now)
+
+    def status(self):
+        lk = self.lock
+        return {
+            "lock": lk.state,
+            "energized": lk.coil.energized(),
+            "door_open": lk.door_open(),
+            "alarms": lk.alarms(),
+            "entry": self.entry.state,
+            "display": self.display.lines(),
+            "ready": self.ready,
+        }
+
+    async def run(self):
+        board = self.board
+        wdt = board.wdt(self.cfg["wdt_ms"])
+        for coro in board.extras(self):
+            asyncio.create_task(coro)
+        self.ready = True
+        self.bus.emit("ready")
+        print("READY")
+        while True:
+            self.step(board.ticks_ms())
+            wdt.feed()
+            await asyncio.sleep_ms(_TICK_MS)
+
+
+def _version():
+    from lockcase import VERSION
+
+    return VERSION

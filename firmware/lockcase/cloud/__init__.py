@@ -1,0 +1,1 @@
+# The case's side of the cloud link. protocol.py is the message codec (docs/protocol.md).

@@ -1,0 +1,304 @@
+# LockCase cloud protocol v1, the case's side (docs/protocol.md is the contract; the cloud's twin
+# is cloud/casecloud/codec.py and tests/vectors/protocol_v1.json keeps the two in step).
+#
+# Every message is {"p": <body JSON text>, "s": <hex HMAC-SHA256(key, topic + "\n" + p)>}: the
+# signature covers the exact text that was sent, so neither side ever re-serializes JSON.
+import binascii
+import json
+import os
+
+try:
+    from lockcase.creds import equal, hmac_sha256
+except ImportError:
+    # TEMPORARY: lockcase/creds.py (same API) is being written elsewhere; delete this branch then.
+    import hashlib
+
+    def hmac_sha256(key, msg):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key + bytes(64 - len(key))
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        inner.update(msg)
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def equal(a, b):
+        if len(a) != len(b):
+            return False
+        d = 0
+        for i in range(len(a)):
+            d |= a[i] ^ b[i]
+        return d == 0
+
+
+VERSION = 1
+PREFIX = "lockcase/v1"
+MAX_BYTES = 1024  # whole MQTT payload; both sides refuse bigger ones before parsing
+TTL = 30  # seconds a message stays valid after it is signed
+WINDOW = 16  # seqs below the highest still accepted once, for the cloud's several connections
+_MASK = (1 << WINDOW) - 1  # fits a small int on 32-bit ports: no heap allocation per check
+_TX_BLOCK = 64  # outgoing seqs are reserved in blocks so flash is written once per 64 sends
+
+# kind -> type -> required fields (name, code): s str, i int, b bool, l list, d dict.
+# Every body also has the header fields of _HEAD. Extra fields are allowed (forward compatible).
+SCHEMA = {
+    # case -> cloud
+    "req": {
+        "phone": (("num", "s"),),
+        "otp": (("sid", "s"), ("code", "s")),
+        "token": (("tok", "s"), ("src", "s")),
+        "help": (),
+    },
+    "evt": {"evts": (("evts", "l"),)},
+    "status": {"hello": (("fw", "s"),), "beat": (("up", "i"),)},
+    "ack": {"ack": (("re", "s"), ("ok", "b"))},
+    # cloud -> case
+    "rep": {
+        "allow": (("re", "s"), ("grant", "s")),
+        "challenge": (("re", "s"), ("sid", "s"), ("need", "s"), ("ttl", "i")),
+        "deny": (("re", "s"), ("why", "s")),
+        "ok": (("re", "s"),),
+    },
+    "cmd": {
+        "unlock": (("grant", "s"),),
+        "relock": (),
+        "staff": (("op", "s"), ("kind", "s"), ("sid", "s")),
+        "config": (("set", "d"),),
+        "time": (("re", "s"), ("now", "i"), ("rx", "i")),
+    },
+    "evtack": {"evtack": (("re", "s"), ("ids", "l"))},
+}
+_HEAD = (("v", "i"), ("case", "s"), ("id", "s"), ("seq", "i"), ("exp", "i"), ("t", "s"))
+
+
+class Rejected(Exception):
+    # reason: one of the codes in docs/protocol.md ("bad_sig", "replay", ...)
+    @property
+    def reason(self):
+        return self.args[0]
+
+
+def topics(prefix, store, case):
+    base = "%s/%s/%s/" % (prefix, store, case)
+    t = {}
+    for kind in ("req", "evt", "status", "ack", "rep", "cmd", "evtack", "presence"):
+        t[kind] = base + kind
+    return t
+
+
+def subscriptions(prefix, store, case):
+    # What the case subscribes to: exactly the cloud -> case kinds.
+    base = "%s/%s/%s/" % (prefix, store, case)
+    return (base + "rep", base + "cmd", base + "evtack")
+
+
+def seal(key, topic, p):
+    # p: the body JSON text. Returns the envelope bytes ready to publish.
+    sig = binascii.hexlify(hmac_sha256(key, (topic + "\n" + p).encode())).decode()
+    return json.dumps({"p": p, "s": sig}, separators=(",", ":")).encode()
+
+
+def _typed(v, code):
+    if code == "s":
+        return type(v) is str
+    if code == "i":
+        return type(v) is int  # not bool, not float
+    if code == "b":
+        return type(v) is bool
+    if code == "l":
+        return type(v) is list
+    return type(v) is dict
+
+
+def _check_fields(body, fields):
+    for name, code in fields:
+        if name not in body or not _typed(body[name], code):
+            raise Rejected("bad_field")
+
+
+def verify(key, topic, payload):
+    """Signature and shape only (no clock, no seq): returns (kind, body) or raises Rejected."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if isinstance(topic, bytes):
+        topic = topic.decode()
+    if len(payload) > MAX_BYTES:
+        raise Rejected("too_large")
+    try:
+        env = json.loads(payload)
+    except ValueError:
+        raise Rejected("bad_json")
+    if type(env) is not dict or type(env.get("p")) is not str or type(env.get("s")) is not str:
+        raise Rejected("bad_json")
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] + "/" + parts[1] != PREFIX or parts[4] not in SCHEMA:
+        raise Rejected("bad_topic")
+    p = env["p"]
+    try:
+        sig = binascii.unhexlify(env["s"])
+    except ValueError:
+        raise Rejected("bad_sig")
+    if not equal(hmac_sha256(key, (topic + "\n" + p).encode()), sig):
+        raise Rejected("bad_sig")
+    try:
+        body = json.loads(p)
+    except ValueError:
+        raise Rejected("bad_json")
+    if type(body) is not dict:
+        raise Rejected("bad_json")
+    if body.get("v") != VERSION or type(body.get("v")) is not int:
+        raise Rejected("bad_version")
+    _check_fields(body, _HEAD)
+    if body["case"] != parts[3]:
+        raise Rejected("wrong_case")
+    kind = parts[4]
+    fields = SCHEMA[kind].get(body["t"])
+    if fields is None:
+        raise Rejected("bad_type")
+    _check_fields(body, fields)
+    return kind, body
+
+
+def window(rx, mask, seq):
+    """Replay window: returns the new (rx, mask) or raises Rejected("replay").
+
+    rx is the highest seq accepted; bit k of mask means rx - k was accepted.
+    """
+    if seq > rx:
+        shift = seq - rx
+        mask = ((mask << shift) | 1) & _MASK if shift < WINDOW else 1
+        return seq, mask
+    k = rx - seq
+    if k >= WINDOW or mask & (1 << k):
+        raise Rejected("replay")
+    return rx, mask | (1 << k)
+
+
+def new_id():
+    # Random, not a counter: a hello id must be unpredictable so an old time reply never matches.
+    return binascii.hexlify(os.urandom(6)).decode()
+
+
+class MemorySeqs:
+    # Seq store for tests and the sim: load() -> (rx, tx), save(rx, tx).
+    def __init__(self, rx=0, tx=0):
+        self.rx = rx
+        self.tx = tx
+        self.saves = 0
+
+    def load(self):
+        return self.rx, self.tx
+
+    def save(self, rx, tx):
+        self.rx = rx
+        self.tx = tx
+        self.saves += 1
+
+
+class FileSeqs:
+    # Seq store in a tiny file, written then renamed so a power cut leaves the old or the new one.
+    def __init__(self, path="seq.json"):
+        self.path = path
+
+    def load(self):
+        try:
+            with open(self.path) as f:
+                v = json.loads(f.read())
+            return int(v[0]), int(v[1])
+        except (OSError, ValueError, TypeError, IndexError, KeyError):
+            # Lost or corrupt: start from zero; the cloud's time reply re-seeds tx (see protocol.md).
+            return 0, 0
+
+    def save(self, rx, tx):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("[%d,%d]" % (rx, tx))
+        os.rename(tmp, self.path)
+
+
+class Codec:
+    """The case's codec: sign(topic, body) -> bytes, open(topic, payload, now) -> body.
+
+    Until a signed `time` cmd answering this codec's own `hello` arrives, open() refuses
+    everything else with "no_clock": the case's RTC cannot be trusted to check `exp`.
+    """
+
+    def __init__(self, case_id, key, seqs, clock=None, ttl=TTL):
+        self.case = case_id
+        self.key = key
+        self.seqs = seqs
+        self.ttl = ttl
+        if clock is None:
+            import time
+
+            clock = time.time
+        self.clock = clock
+        rx, tx = seqs.load()
+        self.rx = rx
+        self.mask = _MASK if rx else 0  # after a reboot every seq up to rx counts as seen
+        self.tx = tx
+        self._tx_limit = tx
+        self.offset = 0  # cloud time - local time, learnt from the time cmd
+        self.synced = False
+        self._hello = None
+
+    def now(self, local=None):
+        # Cloud time in epoch seconds (meaningful once synced).
+        if local is None:
+            local = self.clock()
+        return int(local) + self.offset
+
+    def sign(self, topic, body, now_epoch=None):
+        # Fills v, case, id (unless given), seq and exp into body (in place) and returns the payload.
+        kind = topic[topic.rfind("/") + 1 :]
+        if body.get("t") not in SCHEMA.get(kind, ()):
+            raise ValueError("no type %s on %s" % (body.get("t"), kind))
+        body["v"] = VERSION
+        body["case"] = self.case
+        if "id" not in body:
+            body["id"] = new_id()
+        seq = self.tx + 1
+        if seq > self._tx_limit:
+            self._tx_limit = seq + _TX_BLOCK - 1
+            self.seqs.save(self.rx, self._tx_limit)
+        self.tx = seq
+        body["seq"] = seq
+        body["exp"] = self.now(now_epoch) + self.ttl
+        if body["t"] == "hello":
+            self._hello = body["id"]
+        out = seal(self.key, topic, json.dumps(body, separators=(",", ":")))
+        if len(out) > MAX_BYTES:
+            raise ValueError("too_large")
+        return out
+
+    def open(self, topic, payload, now_epoch=None):
+        kind, body = verify(self.key, topic, payload)
+        if body["case"] != self.case:
+            raise Rejected("wrong_case")
+        if now_epoch is None:
+            now_epoch = self.clock()
+        if body["t"] == "time":
+            # Fresh by construction: it answers the hello we sent last, whatever our clock says.
+            if self._hello is None or body["re"] != self._hello:
+                raise Rejected("replay")
+        elif not self.synced:
+            raise Rejected("no_clock")
+        elif self.now(now_epoch) > body["exp"]:
+            raise Rejected("expired")
+        rx, mask = window(self.rx, self.mask, body["seq"])
+        changed = rx != self.rx
+        if body["t"] == "time":
+            self.offset = body["now"] - int(now_epoch)
+            self.synced = True
+            self._hello = None
+            if body["rx"] > self.tx:
+                # Our seq file was lost: jump past what the cloud already accepted from us.
+                self.tx = body["rx"]
+                self._tx_limit = self.tx
+                changed = True
+        self.rx = rx
+        self.mask = mask
+        if changed:
+            self.seqs.save(rx, self._tx_limit)
+        return body

@@ -1,0 +1,147 @@
+# Staff credentials: PINs and badge UIDs are stored only as salted PBKDF2-HMAC-SHA256 hashes, so
+# a config.json read off a stolen case does not give away the PINs of the whole store.
+#
+# MicroPython has hashlib.sha256 but neither hmac nor pbkdf2_hmac, so both are built here. The
+# provisioning tool imports hash_pin/hash_badge from this module under CPython: the same code on
+# both interpreters is what guarantees the case accepts what was provisioned.
+
+import hashlib
+from binascii import hexlify, unhexlify
+
+from lockcase.compat import const
+
+_BLOCK = const(64)  # SHA-256 block size
+_IPAD = const(0x36)
+_OPAD = const(0x5C)
+
+
+def _bytes(x):
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError("expected str or bytes")  # bytes(1234) would silently be 1234 zero bytes
+
+
+def _pads(key):
+    key = _bytes(key)
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key + b"\x00" * (_BLOCK - len(key))
+    return bytes(b ^ _IPAD for b in key), bytes(b ^ _OPAD for b in key)
+
+
+def _hmac(ipad, opad, msg):
+    # No hash .copy() on MicroPython, so the padded key is rehashed each time.
+    inner = hashlib.sha256(ipad)
+    inner.update(msg)
+    outer = hashlib.sha256(opad)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def hmac_sha256(key, msg):
+    ipad, opad = _pads(key)
+    return _hmac(ipad, opad, _bytes(msg))
+
+
+def pbkdf2_sha256(password, salt, iterations, dklen=32):
+    """RFC 8018 PBKDF2 with HMAC-SHA-256."""
+    if iterations < 1 or dklen < 1:
+        raise ValueError("iterations and dklen must be positive")
+    ipad, opad = _pads(password)
+    salt = _bytes(salt)
+    out = b""
+    block = 1
+    while len(out) < dklen:
+        u = _hmac(ipad, opad, salt + block.to_bytes(4, "big"))
+        # XOR of the rounds as one big int: one operation per round instead of 32 byte ops.
+        acc = int.from_bytes(u, "big")
+        for _ in range(iterations - 1):
+            u = _hmac(ipad, opad, u)
+            acc ^= int.from_bytes(u, "big")
+        out += acc.to_bytes(32, "big")
+        block += 1
+    return out[:dklen]
+
+
+def equal(a, b):
+    """Constant-time comparison: the time taken does not depend on where a and b differ."""
+    a = _bytes(a)
+    b = _bytes(b)
+    diff = len(a) ^ len(b)
+    if diff:
+        b = a  # still walk a whole input so a length mismatch costs the same
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def _uid(uid):
+    # Readers hand over raw bytes; the config tools and logs write UIDs as hex.
+    if isinstance(uid, str):
+        return unhexlify(uid)
+    return _bytes(uid)
+
+
+def _hash(kind, secret, salt_hex, iterations):
+    return pbkdf2_sha256(kind + secret, unhexlify(salt_hex), iterations)
+
+
+def hash_pin(pin, salt_hex, iterations):
+    # The domain prefixes keep a PIN from ever matching a badge whose UID has the same bytes.
+    return hexlify(_hash(b"pin:", _bytes(pin), salt_hex, iterations)).decode()
+
+
+def hash_badge(uid_bytes, salt_hex, iterations):
+    return hexlify(_hash(b"badge:", _uid(uid_bytes), salt_hex, iterations)).decode()
+
+
+def _entries(items):
+    out = []
+    for e in items or ():
+        try:
+            h = unhexlify(e["hash"])
+            ident = e["id"]
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed entry can never match; config validation reports it
+        if len(h) == 32:
+            out.append((ident, h))
+    return out
+
+
+class StaffCreds:
+    def __init__(self, staff_cfg):
+        cfg = staff_cfg or {}
+        self._salt = cfg.get("salt", "")
+        self._iter = cfg.get("iter", 1000)
+        self._pins = _entries(cfg.get("pins"))
+        self._badges = _entries(cfg.get("badges"))
+
+    def _check(self, kind, secret, entries):
+        if not entries:
+            return None
+        try:
+            digest = _hash(kind, secret, self._salt, self._iter)
+        except (TypeError, ValueError):
+            return None
+        found = None
+        # Every entry is compared, match or not, so the time does not tell which one matched.
+        for ident, h in entries:
+            if equal(digest, h) and found is None:
+                found = ident
+        return found
+
+    def check_pin(self, pin):
+        if not isinstance(pin, str) or not pin:
+            return None
+        return self._check(b"pin:", pin.encode(), self._pins)
+
+    def check_badge(self, uid):
+        try:
+            uid = _uid(uid)
+        except (TypeError, ValueError):
+            return None
+        if not uid:
+            return None
+        return self._check(b"badge:", uid, self._badges)

@@ -1,0 +1,64 @@
+# Piezo tones on a PWM channel. Steps are (freq_hz, ms); freq 0 is a rest. Playing waits with
+# asyncio between steps, so the keypad and lock loops keep running during a tone.
+
+import asyncio
+
+TONES = {
+    "key": ((2400, 15),),
+    "success": ((1300, 90), (0, 25), (2000, 150)),
+    "failure": ((330, 600),),
+    "alarm": ((2800, 220), (1900, 220)),
+}
+
+_HALF = 32768  # 50 % duty: loudest on a piezo
+
+try:
+    _sleep_ms = asyncio.sleep_ms
+except AttributeError:  # CPython
+
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
+
+
+class Buzzer:
+    def __init__(self, pwm, duty=_HALF):
+        self._pwm = pwm
+        self._duty = duty
+        self._gen = 0  # bumped by every play/stop: older plays see it and give up the PWM
+        if pwm is not None:
+            pwm.duty_u16(0)
+
+    async def play(self, name, repeat=1):
+        """Play a tone; repeat=0 loops until stop() or another play()."""
+        steps = TONES.get(name)
+        if steps is None:
+            raise ValueError("unknown tone: %s" % name)
+        self._gen += 1
+        gen = self._gen
+        pwm = self._pwm
+        if pwm is None:
+            return
+        n = 0
+        while repeat == 0 or n < repeat:
+            n += 1
+            for freq, ms in steps:
+                if freq:
+                    pwm.freq(freq)
+                    pwm.duty_u16(self._duty)
+                else:
+                    pwm.duty_u16(0)
+                __import__('time').sleep_ms(ms)
+                if gen != self._gen:
+                    return  # overridden: the newer play owns the PWM now
+        pwm.duty_u16(0)
+
+    def start(self, name, repeat=1):
+        # Fire and forget, for callers that are not coroutines.
+        if name not in TONES:
+            raise ValueError("unknown tone: %s" % name)
+        return asyncio.create_task(self.play(name, repeat))
+
+    def stop(self):
+        self._gen += 1
+        if self._pwm is not None:
+            self._pwm.duty_u16(0)

@@ -1,0 +1,158 @@
+"""`make sim`: a simulated case in the terminal.
+
+Keys typed go to the case's keypad; a few letters work the door, the tamper switch and resets.
+The display, lock, LED and buzzer are drawn live from the sim's output stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import select
+import sys
+import termios
+import tty
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from casectl.simproc import REPO, SimCase
+from lockcase import creds
+
+DEMO_PIN = "1234"
+DEMO_SALT = "5eed5eed5eed5eed5eed5eed5eed5eed"
+HELP = "0-9 * # keypad | o door open/close | t tamper | b badge (NFC, later) | w hang loop | r reset | q quit"
+
+
+def demo_config() -> dict[str, Any]:
+    """Embedded defaults for the demo case: a provisioned case with one staff PIN."""
+    return {
+        "board": "sim",
+        "store_id": "demo-store",
+        "case_id": "demo-case-1",
+        "name": "Razors, aisle 7",
+        "country": "US",
+        "display": "lcd1602",
+        "staff": {
+            "salt": DEMO_SALT,
+            "iter": 1000,
+            "pins": [{"id": "demo-associate", "hash": creds.hash_pin(DEMO_PIN, DEMO_SALT, 1000)}],
+            "badges": [],
+        },
+    }
+
+
+class View:
+    def __init__(self) -> None:
+        self.outputs: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
+        self.events: deque[str] = deque(maxlen=12)
+
+    def apply(self, msg: dict[str, Any]) -> None:
+        if msg.get("ev") == "out":
+            self.outputs[msg["name"]] = msg["value"]
+        elif msg.get("ev") == "event":
+            data = " ".join(f"{k}={v}" for k, v in msg["data"].items())
+            self.events.appendleft(f"{msg['t'] / 1000:8.1f}s  {msg['type']:<14} {data}")
+
+    def render(self, note: str) -> Group:
+        lines = self.outputs.get("display") or self.state.get("display") or ["", ""]
+        lcd = Text("\n".join(f"{str(line):<16}"[:16] for line in lines), style="bold black on green")
+        lock = self.outputs.get("lock", 0)
+        door = "OPEN" if self.state.get("inputs", {}).get("door") else "closed"
+        t = Table.grid(padding=(0, 2))
+        t.add_row("coil", Text(f"ENERGIZED {lock:.0%}" if lock else "off (locked)",
+                               style="bold red" if lock else "green"))
+        t.add_row("door", door)
+        t.add_row("tamper", "TRIPPED" if self.state.get("inputs", {}).get("tamper") else "ok")
+        t.add_row("led", "on" if self.outputs.get("led") else "off")
+        t.add_row("buzzer", f"{self.outputs.get('buzzer')} Hz" if self.outputs.get("buzzer") else "quiet")
+        t.add_row("lock state", str(self.state.get("lock", "?")))
+        t.add_row("alarms", ", ".join(self.state.get("alarms", [])) or "none")
+        return Group(
+            Panel(lcd, title="display", width=22),
+            Panel(t, title="case"),
+            Panel("\n".join(self.events) or "(no events yet)", title="events"),
+            Text(HELP, style="dim"),
+            Text(note, style="yellow"),
+        )
+
+
+@contextlib.contextmanager
+def raw_terminal():
+    if not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def main() -> int:
+    work = REPO / "build" / "sim"
+    case = SimCase(work / "case1", demo_config(), heap="256k")
+    print(f"Starting a simulated case (flash image {case.flash.relative_to(REPO)}) ...")
+    print(f"Demo staff PIN: **{DEMO_PIN}#")
+    case.start()
+    view = View()
+    note = f"Staff PIN for the demo: **{DEMO_PIN}#   console log: {case.log_path.relative_to(REPO)}"
+    boots = case.boots
+    client = case.client()
+    client.call("watch")
+    try:
+        with raw_terminal(), Live(view.render(note), refresh_per_second=20, screen=False) as live:
+            while True:
+                if case.boots != boots:  # the case reset: reconnect
+                    case.wait_ready()
+                    boots = case.boots
+                    client = case.client()
+                    client.call("watch")
+                    note = "the case reset and booted again (see the boot event for why)"
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        view.apply(client.stream.get_nowait())
+                with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+                    view.state = client.state()
+                live.update(view.render(note))
+                ready, _, _ = select.select([sys.stdin], [], [], 0.05)
+                if not ready:
+                    continue
+                ch = os.read(sys.stdin.fileno(), 1).decode(errors="ignore")
+                if not ch:
+                    break
+                ch = ch.upper() if ch in "abcd" and view.state.get("keypad") == "4x4" else ch
+                try:
+                    if ch in "0123456789*#":
+                        client.call("key", key=ch)
+                    elif ch == "o":
+                        client.call("door", open=not view.state.get("inputs", {}).get("door"))
+                    elif ch == "t":
+                        client.call("tamper", on=not view.state.get("inputs", {}).get("tamper"))
+                    elif ch == "w":
+                        note = "main loop stalled: the watchdog will reset the case"
+                        client.sock.sendall(json.dumps({"cmd": "hang"}).encode() + b"\n")
+                    elif ch == "r":
+                        client.call("reset", cause="hard")
+                    elif ch == "q":
+                        break
+                except (ConnectionError, TimeoutError, OSError):
+                    note = "lost the control socket; waiting for the case"
+    finally:
+        case.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

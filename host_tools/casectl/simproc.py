@@ -1,0 +1,219 @@
+"""Run a simulated case (the firmware on the MicroPython Unix port) and talk to its control socket.
+
+Used by `make sim`, by the tests and by the benchmarks. The process is supervised the way a chip
+is by its reset line: when the firmware resets (watchdog, crash, reset command) the process ends
+and, with `restart=True`, is booted again on the same flash image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+START = REPO / "boards" / "sim" / "start.py"
+
+
+def micropython() -> str:
+    here = Path(sys.executable).parent / "micropython"
+    found = str(here) if here.exists() else shutil.which("micropython")
+    if not found:
+        raise RuntimeError("the micropython binary is missing: run `make setup`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SimCase:
+    """One simulated case process plus its supervisor thread."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any] | None = None,
+        *,
+        heap: str = "256k",
+        restart: bool = True,
+        fw_dir: Path | None = None,
+        log: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.flash = self.workdir / "flash.img"
+        self.port = free_port()
+        self.heap = heap
+        self.restart = restart
+        self.fw_dir = fw_dir
+        self.config_file: Path | None = None
+        if config is not None:
+            self.config_file = self.workdir / "provision.json"
+            self.config_file.write_text(json.dumps(config))
+        self.log_path = log or (self.workdir / "console.log")
+        self.boots = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stop = False
+        self._ready = threading.Event()
+        self._sup: threading.Thread | None = None
+        self.env = dict(os.environ, **(extra_env or {}))
+
+    def _cmd(self) -> list[str]:
+        cmd = [micropython(), "-X", f"heapsize={self.heap}", str(START), "--flash", str(self.flash),
+               "--ctl", f"127.0.0.1:{self.port}"]
+        if self.config_file:
+            cmd += ["--config", str(self.config_file)]
+        if self.fw_dir:
+            cmd += ["--fw", str(self.fw_dir)]
+        return cmd
+
+    def start(self, timeout: float = 20) -> SimCase:
+        self._sup = threading.Thread(target=self._supervise, daemon=True)
+        self._sup.start()
+        self.wait_ready(timeout)
+        return self
+
+    def _supervise(self) -> None:
+        with open(self.log_path, "ab") as log:
+            while not self._stop:
+                self._ready.clear()
+                self.proc = subprocess.Popen(self._cmd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                             cwd=self.workdir, env=self.env)
+                self.boots += 1
+                assert self.proc.stdout is not None
+                for line in self.proc.stdout:
+                    log.write(line)
+                    log.flush()
+                    if line.startswith(b"CONTROL "):
+                        self._ready.set()
+                self.proc.wait()
+                if not self.restart:
+                    break
+                time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"sim case did not come up in {timeout}s; see {self.log_path}:\n"
+                               + self.console()[-2000:])
+        deadline = time.monotonic() + timeout
+        while True:  # the socket is bound just after the line is printed
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def wait_reboot(self, boots_before: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while self.boots <= boots_before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sim case did not reboot")
+            time.sleep(0.02)
+        self.wait_ready(timeout)
+
+    def console(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def client(self) -> SimClient:
+        return SimClient("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        self._stop = True
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self._sup:
+            self._sup.join(timeout=5)
+
+    def __enter__(self) -> SimCase:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SimClient:
+    """Line-delimited JSON client for the sim's control socket (docs/sim.md)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        self.timeout = timeout
+        self._n = 0
+        self.stream: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.file:
+                msg = json.loads(line)
+                if "id" in msg and "ev" not in msg:
+                    with self._cv:
+                        self._replies[msg["id"]] = msg
+                        self._cv.notify_all()
+                else:
+                    self.stream.put(msg)
+        except (OSError, ValueError):
+            pass
+        with self._cv:
+            self._replies[-1] = {"ok": False, "error": "connection closed"}
+            self._cv.notify_all()
+
+    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        with self._cv:
+            self._n += 1
+            n = self._n
+        self.sock.sendall(json.dumps({"cmd": cmd, "id": n, **args}).encode() + b"\n")
+        deadline = time.monotonic() + self.timeout + 30
+        with self._cv:
+            while n not in self._replies:
+                if -1 in self._replies:
+                    raise ConnectionError("sim control socket closed")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no answer to {cmd}")
+                self._cv.wait(left)
+            return self._replies.pop(n)
+
+    def state(self) -> dict[str, Any]:
+        return self.call("state")["state"]
+
+    def keys(self, keys: str, **kw: Any) -> None:
+        self.call("keys", keys=keys, **kw)
+
+    def wait_for(self, pred: Any, timeout: float = 10, what: str = "condition") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.state()
+            if pred(st):
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}; last state {st}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

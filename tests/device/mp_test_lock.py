@@ -1,0 +1,214 @@
+# Lock controller under MicroPython, with a hand-stepped clock, a recording pin and a timer that
+# fires only when the test says the hardware deadline passed.
+from lockcase import config
+from lockcase.drivers.coil import Coil
+from lockcase.events import Bus
+from lockcase.lock import FORCED, LOCKED, OPEN, RELEASED, DutyBudget, Lock
+
+import time
+
+PERIOD = time.ticks_add(0, -1) + 1  # 2**30 on the boards, larger on 64-bit Unix
+WRAP = PERIOD - 3000  # start just before ticks_ms wraps
+MASK = PERIOD - 1
+
+
+class Pin:
+    def __init__(self):
+        self.v = 0
+        self.log = []
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+        self.log.append(v)
+
+
+class PWM:
+    def __init__(self):
+        self.d = 0
+
+    def duty_u16(self, d=None):
+        if d is None:
+            return self.d
+        self.d = d
+
+
+class FakeTimer:
+    def __init__(self):
+        self.ms = None
+        self.cb = None
+
+    def arm(self, ms, cb):
+        self.ms = ms
+        self.cb = cb
+
+    def cancel(self):
+        self.cb = None
+
+    def fire(self):
+        cb, self.cb = self.cb, None
+        if cb:
+            cb(None)
+
+
+class Rig:
+    def __init__(self, pwm=False, **over):
+        cfg = config.defaults()
+        cfg.update(over)
+        self.pin = Pin()
+        self.pwm = PWM() if pwm else None
+        self.door = False
+        self.tamper = False
+        self.timer = FakeTimer()
+        self.events = []
+        bus = Bus()
+        bus.subscribe(lambda k, d: self.events.append((k, d)))
+        self.t = WRAP
+        self.lock = Lock(Coil(self.pin, self.pwm, 0.4), lambda: self.door, lambda: self.tamper,
+                         self.timer, bus, cfg, self.t)
+
+    def run(self, ms, step=10):
+        end = self.t + ms
+        while self.t < end:
+            self.t += step
+            self.lock.step(self.t & MASK)
+
+    def now(self):
+        return self.t & MASK
+
+    def kinds(self):
+        return [k for k, _ in self.events]
+
+    def energized(self):
+        return self.lock.coil.energized()
+
+
+def test_boot_is_locked_and_off():
+    r = Rig()
+    assert r.lock.state == LOCKED
+    assert not r.energized()
+    assert r.pin.log and set(r.pin.log) == {0}
+
+
+def test_grant_energizes_then_relocks_after_unlock_ms():
+    r = Rig(unlock_ms=2000)
+    assert r.lock.grant("staff", r.now())
+    assert r.energized() and r.lock.state == RELEASED
+    assert r.timer.ms == 2000  # hardware cut-off armed for the same limit
+    r.run(1990)
+    assert r.energized()
+    r.run(20)
+    assert not r.energized() and r.lock.state == LOCKED
+    assert "relocked" in r.kinds()
+
+
+def test_hardware_cutoff_works_without_steps():
+    r = Rig()
+    r.lock.grant("staff", r.now())
+    r.timer.fire()  # the loop is stalled: only the timer runs
+    assert not r.energized()
+
+
+def test_door_open_drops_coil_at_once_and_close_relocks():
+    r = Rig()
+    r.lock.grant("phone", r.now())
+    r.run(500)
+    r.door = True
+    r.run(60)  # debounce
+    assert not r.energized() and r.lock.state == OPEN
+    assert r.timer.cb is None
+    r.door = False
+    r.run(60)
+    assert r.lock.state == LOCKED
+    assert r.kinds()[-1] == "closed"
+
+
+def test_pwm_pulls_in_then_holds():
+    r = Rig(pwm=True, pull_in_ms=300)
+    r.lock.grant("staff", r.now())
+    assert r.pwm.d == 65535
+    r.run(310)
+    assert 0 < r.pwm.d < 65535
+    r.run(6000)
+    assert r.pwm.d == 0
+
+
+def test_forced_entry_raises_alarm_until_closed():
+    r = Rig()
+    r.door = True
+    r.run(60)
+    assert r.lock.state == FORCED
+    assert "forced" in r.kinds()
+    assert "forced" in r.lock.alarms()
+    r.door = False
+    r.run(60)
+    assert r.lock.state == LOCKED and r.lock.alarms() == []
+
+
+def test_door_bounce_shorter_than_debounce_is_ignored():
+    r = Rig()
+    r.door = True
+    r.run(20)
+    r.door = False
+    r.run(100)
+    assert "forced" not in r.kinds()
+
+
+def test_held_open_alarm_once():
+    r = Rig(held_open_s=5)
+    r.lock.grant("staff", r.now())
+    r.door = True
+    r.run(4000)
+    assert "held_open" not in r.kinds()
+    r.run(1200)
+    r.run(5000)
+    assert r.kinds().count("held_open") == 1
+
+
+def test_tamper_and_clear():
+    r = Rig()
+    r.tamper = True
+    r.run(20)
+    r.tamper = False
+    r.run(20)
+    assert r.kinds() == ["tamper", "tamper_cleared"]
+
+
+def test_duty_budget_caps_a_stream_of_grants():
+    r = Rig(unlock_ms=5000, duty_budget_ms=12000, duty_window_s=60)
+    on = 0
+    for _ in range(40):
+        r.lock.grant("staff", r.now())
+        for _ in range(100):
+            r.run(10)
+            if r.energized():
+                on += 10
+        r.run(500)
+    # 40 grants over ~44 s: without the budget that is 200 s of coil time.
+    assert on <= 12000 + 20, on
+    assert "duty_limited" in r.kinds()
+
+
+def test_duty_budget_recovers_after_window():
+    b = DutyBudget(10000, 60000)
+    b.start(0, 10000)
+    assert b.allowance(10000) == 0
+    assert b.allowance(70000) == 10000
+
+
+def test_grant_while_released_does_not_extend():
+    r = Rig(unlock_ms=2000)
+    r.lock.grant("staff", r.now())
+    r.run(1500)
+    r.lock.grant("staff", r.now())
+    r.run(600)
+    assert not r.energized()
+
+
+def test_door_open_at_boot_is_reported():
+    bus = Bus()
+    ev = []
+    bus.subscribe(lambda k, d: ev.append(k))
+    lk = Lock(Coil(Pin()), lambda: True, None, FakeTimer(), bus, config.defaults(), 0)
+    assert lk.state == FORCED and ev == ["forced"]

@@ -1,0 +1,149 @@
+# The firmware codec (lockcase.cloud.protocol) under the real MicroPython, against the shared
+# vectors in tests/vectors/protocol_v1.json, which tests/host/test_protocol.py checks against the
+# cloud codec under CPython.
+import json
+
+from lockcase.cloud import protocol as P
+
+VECTORS = "tests/vectors/protocol_v1.json"
+T = "lockcase/v1/s1/c1/"
+KEY = bytes(range(32))
+
+
+def _vectors(section):
+    # One vector per line: read them one at a time so the whole file never sits in the heap.
+    inside = False
+    with open(VECTORS) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith('"' + section + '"'):
+                inside = True
+                continue
+            if inside:
+                if line.startswith("]"):
+                    return
+                yield json.loads(line.rstrip(","))
+
+
+def _unhex(s):
+    import binascii
+
+    return binascii.unhexlify(s)
+
+
+def _codec(v):
+    c = P.Codec("c1", _unhex(v["key"]), P.MemorySeqs(v["rx"], 0), clock=lambda: v["now"])
+    c.mask = v["mask"]
+    c.synced = v.get("synced", True)
+    c._hello = v.get("hello")
+    return c
+
+
+def test_sign_vectors():
+    n = 0
+    for v in _vectors("sign"):
+        env = json.loads(P.seal(_unhex(v["key"]), v["topic"], v["p"]))
+        assert env["s"] == v["s"], v["name"]
+        assert env["p"] == v["p"], v["name"]
+        n += 1
+    assert n >= 4
+
+
+def test_open_vectors():
+    n = 0
+    for v in _vectors("open"):
+        if v["side"] not in ("both", "case"):
+            continue
+        n += 1
+        c = _codec(v)
+        try:
+            body = c.open(v["topic"], v["payload"].encode(), v["now"])
+        except P.Rejected as e:
+            assert e.reason == v["reason"], "%s: got %s" % (v["name"], e.reason)
+            continue
+        assert v["reason"] is None, "%s: accepted, expected %s" % (v["name"], v["reason"])
+        assert body["case"] == "c1"
+        assert [c.rx, c.mask] == v["after"], "%s: state %s" % (v["name"], [c.rx, c.mask])
+    assert n >= 40, n
+
+
+def test_time_sets_clock_and_resyncs_tx():
+    seqs = P.MemorySeqs(0, 0)
+    local = [946684800]  # an unset RTC: 2000-01-01
+    c = P.Codec("c1", KEY, seqs, clock=lambda: local[0])
+    hello = {"t": "hello", "fw": "0.1.0"}
+    c.sign(T + "status", hello)
+    assert hello["seq"] == 1
+    cloud_now = 1750000000
+    t = P.seal(KEY, T + "cmd", json.dumps({"v": 1, "case": "c1", "id": "k", "seq": 3, "exp": cloud_now + 30,
+                                           "t": "time", "re": hello["id"], "now": cloud_now, "rx": 500}))
+    c.open(T + "cmd", t)
+    assert c.synced and c.now() == cloud_now
+    m = {"t": "phone", "num": "5551234567"}
+    c.sign(T + "req", m)
+    assert m["seq"] == 501 and m["exp"] == cloud_now + P.TTL
+    # the same time cmd again: old seq and no pending hello
+    try:
+        c.open(T + "cmd", t)
+        assert False, "replayed time accepted"
+    except P.Rejected as e:
+        assert e.reason == "replay"
+    # a reboot keeps both counters
+    c2 = P.Codec("c1", KEY, seqs, clock=lambda: local[0])
+    assert c2.rx == 3 and c2.tx >= 501
+
+
+def test_tx_reserved_in_blocks():
+    seqs = P.MemorySeqs(0, 0)
+    c = P.Codec("c1", KEY, seqs, clock=lambda: 1750000000)
+    for _ in range(130):
+        c.sign(T + "evt", {"t": "evts", "evts": []})
+    assert seqs.saves == 3, seqs.saves
+    c2 = P.Codec("c1", KEY, seqs, clock=lambda: 1750000000)
+    m = {"t": "beat", "up": 1}
+    c2.sign(T + "status", m)
+    assert m["seq"] > 130
+
+
+def test_file_seqs_survive_and_tolerate_corruption():
+    import os
+
+    path = "/tmp/lockcase_mp_seq_test.json"
+    s = P.FileSeqs(path)
+    s.save(7, 128)
+    assert P.FileSeqs(path).load() == (7, 128)
+    with open(path, "w") as f:
+        f.write("[7,")
+    assert P.FileSeqs(path).load() == (0, 0)
+    os.remove(path)
+    assert P.FileSeqs(path).load() == (0, 0)
+
+
+def test_sign_refuses_unknown_type_and_oversize():
+    c = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: 1750000000)
+    for topic, body in ((T + "req", {"t": "unlock"}), (T + "req", {"t": "phone", "num": "1" * 1100})):
+        try:
+            c.sign(topic, body)
+            assert False, "signed %s" % body["t"]
+        except ValueError:
+            pass
+
+
+def test_roundtrip_small_heap():
+    import gc
+
+    c = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: 1750000000)
+    c.synced = True
+    gc.collect()
+    before = gc.mem_free()
+    for i in range(50):
+        body = {"v": 1, "case": "c1", "id": "x%d" % i, "seq": i + 1, "exp": 1750000030, "t": "unlock", "grant": "g"}
+        c.open(T + "cmd", P.seal(KEY, T + "cmd", json.dumps(body)))
+    gc.collect()
+    assert before - gc.mem_free() < 2048, before - gc.mem_free()
+
+
+def test_topics():
+    t = P.topics("lockcase/v1", "s1", "c1")
+    assert t["req"] == T + "req" and t["presence"] == T + "presence"
+    assert P.subscriptions("lockcase/v1", "s1", "c1") == (T + "rep", T + "cmd", T + "evtack")

@@ -1,0 +1,132 @@
+# Drives the real firmware (boot.py, main.build(), App.step) on the sim board with a virtual
+# clock, from a JSON script on stdin, and prints what an observer of the pins would have seen.
+# Used by tests/host/test_safety_props.py (hypothesis generates the scripts under CPython).
+#
+# Script: {"cfg": {...config.json...} or null, "actions": [[op, arg], ...]}
+#   ["key", "5"]  ["door", 0|1]  ["tamper", 0|1]  ["wait", ms]  ["reset", cause]  ["stall", ms]
+#   ["corrupt_config", 0]
+# Output: one line "@@OUT <json>" with trace (t, name, value), events (t, kind, data), boots (t),
+# and the flash image in hex.
+import sys
+import json
+import os
+import vfs
+import binascii
+import micropython
+
+_here = __file__ if __file__.startswith("/") else os.getcwd() + "/" + __file__
+sys.path.insert(0, _here.rsplit("/", 3)[0] + "/boards/sim")
+import board  # noqa: E402  (the sim board, installed as `board` the way start.py does)
+from boards.sim.hw import PERIOD  # noqa: E402
+from lockcase import events as _events  # noqa: E402
+from ramblock import RAMBlockDev  # noqa: E402
+
+TICK = 10
+
+
+class Run:
+    def __init__(self, script):
+        self.script = script
+        self.t = 0  # virtual ms since the start of the run, across resets
+        self.trace = []
+        self.events = []
+        self.boots = []
+        self.bdev = RAMBlockDev(512, 128)
+        vfs.VfsLfs2.mkfs(self.bdev)
+        self.mounted = False
+        self.app = None
+        self.cause = "power_on"
+        self.inputs = {"door": 0, "tamper": 0}
+        self.start = PERIOD - 7000  # cross the ticks wrap in every run
+        real_emit = _events.Bus.emit
+        run = self
+
+        def emit(bus, kind, **data):
+            run.events.append((run.t, kind, data))
+            real_emit(bus, kind, **data)
+
+        _events.Bus.emit = emit
+
+    def boot(self):
+        if self.mounted:
+            vfs.umount("/flash")
+        vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
+        os.chdir("/flash")
+        self.mounted = True
+        hw = board.power_on(virtual=True, start_ms=self.start + self.t, reset_cause=self.cause)
+        hw.inputs.update(self.inputs)
+        hw.listeners.append(lambda t, name, value: self.trace.append((self.t, name, value)))
+        hw.on_reset = self._on_reset
+        self.boots.append(self.t)
+        self.trace.append((self.t, "boot", self.cause))
+        board.lock_safe()
+        import main
+
+        self.app = main.build()
+        self.hw = hw
+        self.wdt = self.app.board.wdt(self.app.cfg["wdt_ms"])
+        self.pending_reset = None
+
+    def _on_reset(self, cause):
+        self.pending_reset = cause
+
+    def tick(self, run_app=True):
+        self.hw.advance(TICK)
+        self.t += TICK
+        if self.pending_reset:
+            self.cause = self.pending_reset
+            self.boot()
+            return
+        if run_app:
+            now = self.hw.ticks_ms()
+            self.app.step(now)
+            self.wdt.feed()
+
+    def wait(self, ms):
+        for _ in range(max(1, ms // TICK)):
+            self.tick()
+
+    def go(self):
+        cfg = self.script.get("cfg")
+        if cfg is not None:
+            vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
+            with open("/flash/config.json", "w") as f:
+                f.write(json.dumps(cfg))
+            vfs.umount("/flash")
+        self.boot()
+        for op, arg in self.script["actions"]:
+            if op == "key":
+                self.app.board.keys.tap(arg, 50)
+                self.wait(60)
+                self.wait(60)
+            elif op in ("door", "tamper"):
+                self.inputs[op] = arg
+                self.hw.inputs[op] = arg
+                self.trace.append((self.t, "in:" + op, arg))
+                self.tick()
+            elif op == "wait":
+                self.wait(arg)
+            elif op == "stall":
+                for _ in range(max(1, arg // TICK)):
+                    self.tick(run_app=False)
+            elif op == "reset":
+                self.cause = arg
+                self.hw.reset(arg)
+                self.boot()
+            elif op == "corrupt_config":
+                with open("config.json", "w") as f:
+                    f.write('{"unlock_ms": ')
+        self.wait(200)
+        vfs.umount("/flash")
+        self.mounted = False
+        out = {
+            "trace": self.trace,
+            "events": self.events,
+            "boots": self.boots,
+            "flash": binascii.hexlify(bytes(self.bdev.data)).decode(),
+            "mem_peak": micropython.mem_peak(),
+        }
+        print("@@OUT " + json.dumps(out))
+
+
+Run(json.loads(sys.stdin.read())).go()

@@ -1,0 +1,181 @@
+"""Property tests of the safety rules, on the real firmware under the MicroPython Unix port.
+
+Hypothesis writes random scripts of key presses (including correct staff PINs and valid phone
+numbers), door and tamper changes, waits, stalls of the main loop and resets; the firmware runs
+each script on the sim board with a virtual clock (tests/device/simharness.py) inside
+`micropython -X heapsize=96k`, and the pin trace it produces is checked here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lockcase import creds
+from tests.conftest import run_micropython
+
+HARNESS = Path(__file__).resolve().parents[1] / "device" / "simharness.py"
+SALT = "00112233445566778899aabbccddeeff"
+PIN = "2468"
+CFG = {
+    "board": "sim",
+    "store_id": "s1",
+    "case_id": "c1",
+    "country": "US",
+    "unlock_ms": 3000,
+    "pull_in_ms": 300,
+    "held_open_s": 20,
+    "duty_budget_ms": 8000,
+    "duty_window_s": 30,
+    "wdt_ms": 2000,
+    "lockout_after": 3,
+    "lockout_base_s": 5,
+    "staff": {"salt": SALT, "iter": 50, "pins": [{"id": "alice", "hash": creds.hash_pin(PIN, SALT, 50)}]},
+}
+TICK = 10
+
+
+def run_script(actions: list, cfg: dict | None = CFG) -> dict:
+    proc = run_micropython([str(HARNESS)], input=json.dumps({"cfg": cfg, "actions": actions}), timeout=300)
+    out = proc.stdout.decode(errors="replace")
+    for line in out.splitlines():
+        if line.startswith("@@OUT "):
+            return json.loads(line[6:])
+    raise AssertionError(f"harness failed (exit {proc.returncode}):\n{out[-3000:]}\n{proc.stderr.decode()[-3000:]}")
+
+
+phones = st.builds(
+    lambda a, b, rest: f"{a}{b}{rest}",
+    st.integers(2, 9), st.from_regex(r"[0-9]{2}", fullmatch=True), st.from_regex(r"[2-9][0-9]{6}", fullmatch=True),
+)
+step = st.one_of(
+    st.tuples(st.just("key"), st.sampled_from(list("0123456789*#"))),
+    st.tuples(st.just("staff"), st.sampled_from([PIN, PIN, "1111"])),
+    st.tuples(st.just("phone"), phones),
+    st.tuples(st.just("door"), st.integers(0, 1)),
+    st.tuples(st.just("tamper"), st.integers(0, 1)),
+    st.tuples(st.just("wait"), st.integers(10, 40000)),
+    st.tuples(st.just("stall"), st.integers(10, 5000)),
+    st.tuples(st.just("reset"), st.sampled_from(["power_on", "watchdog", "hard"])),
+)
+
+
+def expand(steps: list) -> tuple[list, list[str]]:
+    actions: list = []
+    typed_phones = []
+    for op, arg in steps:
+        if op == "staff":
+            actions += [["key", k] for k in f"**{arg}#"]
+        elif op == "phone":
+            typed_phones.append(arg)
+            actions += [["key", k] for k in f"{arg}#"]
+        else:
+            actions.append([op, arg])
+    return actions, typed_phones
+
+
+def energized_intervals(trace: list, end: int) -> list[tuple[int, int]]:
+    out, on_since = [], None
+    for t, name, value in trace:
+        if name == "boot" and on_since is not None:
+            out.append((on_since, t))  # a reset takes every output low
+            on_since = None
+        if name != "lock":
+            continue
+        if value and on_since is None:
+            on_since = t
+        elif not value and on_since is not None:
+            out.append((on_since, t))
+            on_since = None
+    if on_since is not None:
+        out.append((on_since, end))
+    return out
+
+
+def check_safety(res: dict, cfg: dict, phones_typed: list[str]) -> None:
+    trace, events = res["trace"], res["events"]
+    end = max([t for t, *_ in trace] + [0]) + TICK
+    grants = [t for t, kind, data in events if kind == "granted" and data.get("ms", 0) > 0]
+    intervals = energized_intervals(trace, end)
+    boots = res["boots"]
+    for start, stop in intervals:
+        # Energized only after a grant made since the last boot: never at boot.
+        last_boot = max(b for b in boots if b <= start)
+        assert any(last_boot <= g <= start for g in grants), f"coil on at {start} without a grant"
+        # Never longer than unlock_ms (one tick of slack for the virtual clock's step).
+        assert stop - start <= cfg["unlock_ms"] + TICK, f"coil on {stop - start} ms"
+    # Duty budget over every window that starts at an energize.
+    window = cfg["duty_window_s"] * 1000
+    for s0, _ in intervals:
+        used = sum(max(0, min(b, s0 + window) - max(a, s0)) for a, b in intervals)
+        assert used <= cfg["duty_budget_ms"] + 2 * TICK, f"{used} ms energized in one window"
+    # Forced entry: a door that opens without a grant and stays open raises "forced".
+    door_changes = [(t, v) for t, name, v in trace if name == "in:door"]
+    for i, (t0, v) in enumerate(door_changes):
+        if not v:
+            continue
+        t1 = door_changes[i + 1][0] if i + 1 < len(door_changes) else end
+        if t1 - t0 < 100:
+            continue
+        released = any(a <= t0 <= b for a, b in intervals) or any(t0 - cfg["unlock_ms"] - TICK <= g <= t0 for g in grants)
+        if released:
+            continue
+        # The alarm is for the first unauthorised opening; a door already open and flagged
+        # (or still open from an earlier grant) does not alarm again.
+        prior_open = i > 0 and door_changes[i - 1][1] == 1
+        if prior_open:
+            continue
+        alarms = [t for t, kind, _ in events if kind in ("forced", "opened") and t0 <= t <= t1]
+        assert alarms, f"door opened at {t0} without a grant and no alarm"
+    # The phone number never reaches the flash, in any form.
+    flash = bytes.fromhex(res["flash"])
+    for p in phones_typed:
+        for form in (p, "+1" + p, p[-7:]):
+            assert form.encode() not in flash, f"phone digits {form} found on flash"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(step, min_size=1, max_size=30))
+def test_safety_rules_hold_for_any_script(steps: list) -> None:
+    actions, typed = expand(steps)
+    res = run_script(actions)
+    check_safety(res, CFG, typed)
+
+
+def test_staff_pin_opens_and_relocks() -> None:
+    actions, _ = expand([("staff", PIN), ("wait", 4000)])
+    res = run_script(actions)
+    kinds = [k for _, k, _ in res["events"]]
+    assert "granted" in kinds and "relocked" in kinds
+    intervals = energized_intervals(res["trace"], 10**9)
+    assert len(intervals) == 1 and 2900 <= intervals[0][1] - intervals[0][0] <= 3010
+
+
+def test_stalled_loop_is_reset_by_watchdog_and_boots_locked() -> None:
+    actions, _ = expand([("staff", PIN), ("stall", 6000), ("wait", 500)])
+    res = run_script(actions)
+    assert len(res["boots"]) == 2, res["boots"]
+    boot_events = [d for _, k, d in res["events"] if k == "boot"]
+    assert boot_events[-1]["reset"] == "watchdog"
+    # The hardware timer cut the coil at unlock_ms although the loop was stalled.
+    (a, b), = energized_intervals(res["trace"], 10**9)
+    assert b - a <= CFG["unlock_ms"] + TICK
+
+
+def test_corrupt_config_boots_safe_with_message() -> None:
+    res = run_script([["corrupt_config", 0], ["reset", "hard"], ["key", "*"], ["key", "*"]])
+    errors = [d for _, k, d in res["events"] if k == "config_error"]
+    assert errors and "not valid JSON" in errors[0]["error"]
+    assert not energized_intervals(res["trace"], 10**9)
+    displays = [v for _, n, v in res["trace"] if n == "display"]
+    assert displays and displays[-1][0].startswith("Config error")
+
+
+def test_unprovisioned_case_is_locked_and_says_so() -> None:
+    res = run_script([["key", "1"], ["key", "#"]], cfg=None)
+    displays = [v for _, n, v in res["trace"] if n == "display"]
+    assert displays[-1][0].startswith("Not provisioned")
+    assert not energized_intervals(res["trace"], 10**9)
