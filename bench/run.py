@@ -30,7 +30,7 @@ from casectl.build import compile_board  # noqa: E402
 from casectl.sim import demo_config  # noqa: E402
 from casectl.simproc import START, micropython  # noqa: E402
 from tests.conftest import run_micropython  # noqa: E402
-from tests.host.test_safety_props import CFG, HARNESS, PIN, expand  # noqa: E402
+from tests.host.test_safety_props import PIN, expand, run_script  # noqa: E402
 
 SCENARIO = [
     ("staff", PIN), ("wait", 500), ("door", 1), ("wait", 1000), ("door", 0), ("wait", 200),
@@ -43,11 +43,10 @@ SCENARIO = [
 
 def scenario(heap: str) -> dict | None:
     actions, _ = expand(SCENARIO)
-    proc = run_micropython([str(HARNESS)], heap=heap, input=json.dumps({"cfg": CFG, "actions": actions}))
-    for line in proc.stdout.decode(errors="replace").splitlines():
-        if line.startswith("@@OUT "):
-            return json.loads(line[6:])
-    return None
+    try:
+        return run_script(actions, heap=heap)
+    except AssertionError:
+        return None
 
 
 def min_heap() -> int:

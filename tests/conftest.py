@@ -27,7 +27,27 @@ def micropython_binary() -> str:
 
 def micropython_path() -> str:
     # Same search order as a board: firmware, then the repo root for boards/, then fetched libs.
-    return ":".join([str(FIRMWARE), str(REPO), str(DEVICE_LIB), str(REPO / "tests" / "device")])
+    # ".frozen" keeps the frozen modules (asyncio) importable when MICROPYPATH is set.
+    return ":".join([".frozen", str(FIRMWARE), str(REPO), str(DEVICE_LIB), str(REPO / "tests" / "device")])
+
+
+_compiled: dict[str, Path] = {}
+
+
+def compiled_firmware(board: str = "sim") -> Path:
+    """The firmware compiled to .mpy with mpy-cross, as a device runs it (built once a session).
+
+    A chip runs .mpy: compiling source on the device costs more RAM than the firmware itself
+    needs, so the 96 KiB heap runs use this build.
+    """
+    if board not in _compiled:
+        sys.path.insert(0, str(REPO / "host_tools"))
+        from casectl.build import compile_board
+
+        out = REPO / "build" / f"test-{board}"
+        compile_board(board, out)
+        _compiled[board] = out
+    return _compiled[board]
 
 
 def run_micropython(
@@ -37,8 +57,12 @@ def run_micropython(
     input: str | bytes | None = None,
     timeout: float = 120,
     cwd: Path | None = None,
+    compiled: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    env = dict(os.environ, MICROPYPATH=micropython_path())
+    path = micropython_path()
+    if compiled:
+        path = ":".join([".frozen", str(compiled_firmware("sim")), str(REPO / "tests" / "device")])
+    env = dict(os.environ, MICROPYPATH=path)
     data = input.encode() if isinstance(input, str) else input
     return subprocess.run(
         [micropython_binary(), "-X", f"heapsize={heap}", *args],

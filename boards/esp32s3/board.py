@@ -40,6 +40,10 @@ _HW_TIMERS = const(4)  # two timer groups x two timers on the S3
 # useful ceiling, so config.py's own limit is the cap.
 _WDT_MIN_MS = const(1_000)
 _WDT_MAX_MS = const(60_000)
+_FATAL_PAUSE_MS = const(5_000)  # slows a crash loop down so it cannot wear out the flash
+_FEED_MS = const(250)  # below the smallest watchdog timeout config.py allows
+
+_wdt = None  # the running watchdog, kept so fatal() can pause without being reset by it
 
 
 def lock_safe():
@@ -56,7 +60,7 @@ def reset_cause():
         return "power_on"
     if c == machine.WDT_RESET:
         return "watchdog"
-    if c == machine.SOFT_RESET:  # machine.reset() and panics
+    if c == machine.SOFT_RESET:  # esp_restart(): machine.reset(), fatal()
         return "soft"
     if c == machine.HARD_RESET:
         return "hard"
@@ -67,6 +71,18 @@ def reset_cause():
 
 def create(cfg):
     return Board(cfg)
+
+
+def fatal(exc):
+    # main.py has made the lock safe already; doing it again costs nothing.
+    import machine
+
+    lock_safe()
+    for _ in range(_FATAL_PAUSE_MS // _FEED_MS):
+        if _wdt is not None:
+            _wdt.feed()
+        time.sleep_ms(_FEED_MS)
+    machine.reset()
 
 
 class Board:
@@ -110,7 +126,9 @@ class Board:
         return Timer(n)
 
     def wdt(self, timeout_ms):
-        return WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
+        global _wdt
+        _wdt = WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
+        return _wdt
 
     def extras(self, app):
         return ()

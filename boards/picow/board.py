@@ -35,6 +35,8 @@ _LOCK_PWM_HZ = const(20_000)  # above hearing, so the hold duty does not whine
 _BUZZER_HZ = const(2_700)  # typical piezo resonance
 _WDT_MIN_MS = const(1)
 _WDT_MAX_MS = const(8_388)  # RP2040: 24-bit counter at 2 ticks/us; larger values raise
+_FATAL_PAUSE_MS = const(5_000)  # slows a crash loop down so it cannot wear out the flash
+_FEED_MS = const(250)  # below the smallest watchdog timeout config.py allows
 
 # RP2040 watchdog SCRATCH4. The SDK's watchdog_enable() (machine.WDT) writes the magic there and
 # watchdog_reboot() (machine.reset(), picotool, the UF2 bootloader) overwrites it, so it tells a
@@ -43,6 +45,7 @@ _WD_SCRATCH4 = const(0x4005801C)
 _WD_NON_REBOOT_MAGIC = const(0x6AB73121)
 
 _cause = None
+_wdt = None  # the running watchdog, kept so fatal() can pause without being reset by it
 
 
 def lock_safe():
@@ -71,12 +74,25 @@ def _read_cause():
             return "watchdog"
         if machine.mem32[_WD_SCRATCH4] == _WD_NON_REBOOT_MAGIC:
             return "watchdog"
-        return "hard"
+        # A commanded reboot: "soft", as the ESP32 port reports machine.reset() too.
+        return "soft"
     return "unknown"  # the port defines no other causes
 
 
 def create(cfg):
     return Board(cfg)
+
+
+def fatal(exc):
+    # main.py has made the lock safe already; doing it again costs nothing.
+    import machine
+
+    lock_safe()
+    for _ in range(_FATAL_PAUSE_MS // _FEED_MS):
+        if _wdt is not None:
+            _wdt.feed()
+        time.sleep_ms(_FEED_MS)
+    machine.reset()
 
 
 class Board:
@@ -111,8 +127,10 @@ class Board:
         return _CutoffTimer()
 
     def wdt(self, timeout_ms):
+        global _wdt
         reset_cause()
-        return WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
+        _wdt = WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
+        return _wdt
 
     def extras(self, app):
         return ()

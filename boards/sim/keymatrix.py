@@ -115,7 +115,9 @@ class SimKeyMatrix:
     def _col(self, col):
         self.update()
         now = self._clock()
-        edges = [self._pos[k] for k in list(self._down) + list(self._bounce) if self._closed(k, now)]
+        edges = [
+            self._pos[k] for k in list(self._down) + list(self._bounce) if self._closed(k, now)
+        ]
         if not edges:
             return 1
         # Spread "low" from the driven rows along closed keys until nothing new is reached.

@@ -30,11 +30,18 @@ class SimLcd:
         self._cgram = False
         self._high = None  # first nibble of a 4-bit transfer, waiting for the second
         self.errors = 0  # data changed on the same write as E fell (hold-time violation)
+        # Latches that came too soon after an instruction. Time is counted in I2C byte times
+        # (address byte included); 3 of them are 67 us at 400 kHz, more than the 53 us an
+        # instruction takes at the controller's slowest clock. Clear/home (1.52 ms) are not
+        # checked here: drivers wait for those with a sleep this cannot see.
+        self.busy_errors = 0
+        self._gap = 99
         self.commands = 0
         self._shown = self._visible()
 
     # I2C device interface
     def write(self, buf):
+        self._gap += 1  # the address byte
         for b in buf:
             self._pin_write(b)
         self._report()
@@ -46,6 +53,7 @@ class SimLcd:
     def _pin_write(self, b):
         old = self._port
         self._port = b
+        self._gap += 1
         bl = bool(b & _BL)
         if bl != self.backlight:
             self.backlight = bl
@@ -54,6 +62,8 @@ class SimLcd:
         if old & _E and not b & _E and not old & _RW:
             if (old ^ b) & 0xF3:
                 self.errors += 1
+            if self._gap < 3:
+                self.busy_errors += 1
             self._latch(old >> 4, old & _RS)
 
     def _latch(self, nibble, rs):
@@ -68,6 +78,7 @@ class SimLcd:
 
     def _execute(self, v, rs):
         self.commands += 1
+        self._gap = 0
         if rs:
             self._data(v)
         elif v & 0x80:

@@ -39,6 +39,9 @@ class SimSsd1306:
         self.on = False
         self.contrast = 0x7F
         self.inverted = False
+        self.seg_remap = False  # column 127 drives SEG0
+        self.com_reversed = False  # COM scan from COM[N-1]
+        self.com_pins = 0x12
         self.mode = _PAGE  # reset default
         self.col_start, self.col_end = 0, 127
         self.page_start, self.page_end = 0, 7
@@ -115,6 +118,12 @@ class SimSsd1306:
                 self._dirty = True
         elif c in (0xA6, 0xA7):
             self.inverted = c == 0xA7
+        elif c in (0xA0, 0xA1):
+            self.seg_remap = c == 0xA1
+        elif c in (0xC0, 0xC8):
+            self.com_reversed = c == 0xC8
+        elif c == 0xDA:
+            self.com_pins = a[0]
         elif c < 0x10:  # page mode: lower column nibble
             self.col = (self.col & 0xF0) | c
         elif c < 0x20:  # page mode: upper column nibble

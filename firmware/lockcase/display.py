@@ -36,7 +36,7 @@ class TextDisplay:
         self.height = height
         blank = " " * width
         self._want = [blank] * height
-        self._hw = [blank] * height  # None where the hardware state is unknown
+        self._hw = [blank] * height  # "" where the hardware state is unknown
 
     def show(self, *lines):
         w = self.width
@@ -45,7 +45,7 @@ class TextDisplay:
         if not changed:
             return
         for i in changed:
-            self._hw[i] = None  # a bus error half-way leaves the row unknown: redraw next time
+            self._hw[i] = ""  # a bus error half-way leaves the row unknown: redraw next time
         self._write(changed)
         for i in changed:
             self._hw[i] = self._want[i]

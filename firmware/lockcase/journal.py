@@ -10,8 +10,10 @@
 # - Segments are named by the first id given to them, so acks, reads and drops can reason about a
 #   whole segment without opening it, and dropping the oldest is one atomic remove.
 # - The delivered mark lives in its own file, replaced by write-then-rename. A segment is deleted
-#   only once every id of its name range is acked, so at open any id below the oldest segment and
-#   above the mark was dropped unacked: a loss that a cut hid before it was reported is found again.
+#   only once every id of its name range is acked, so any id below the oldest segment and above the
+#   mark was dropped unacked. A "journal_overflow" record reports that whole range whenever it grows
+#   past what the newest report said: a report dropped in turn, or hidden by a cut between the drop
+#   and its write, is made again, and the store only has to merge ranges.
 # - The newest segment is never deleted: it keeps the id high-water mark recoverable even if the
 #   mark file is lost, so an id the cloud may have seen is never handed out again.
 
@@ -107,7 +109,7 @@ class Journal:
         self.corrupt = 0  # bad regions skipped in the middle of a segment
         self.lost = 0  # unacked records dropped to stay bounded, this boot
         self._segs = []  # [name (first id), valid records, last valid id], oldest first
-        self._lost = None  # [first id, last id, count] dropped but not yet told to the store
+        self._told = 0  # highest id an overflow record has reported lost
         self._pending = None
         self._rotate = False
         self._bad = []
@@ -215,10 +217,14 @@ class Journal:
     def _open(self):
         self._mkdirs()
         names = []
-        for ent in os.ilistdir(self.dir):
-            fn = ent[0]
-            if fn.endswith(_SEG) and fn[: -len(_SEG)].isdigit():
-                names.append(int(fn[: -len(_SEG)]))
+        try:
+            for ent in os.ilistdir(self.dir):
+                fn = ent[0]
+                if fn.endswith(_SEG) and fn[: -len(_SEG)].isdigit():
+                    names.append(int(fn[: -len(_SEG)]))
+        except OSError as exc:  # no directory (cut while making it): appends will make it
+            self.faults += 1
+            print("journal: cannot list", self.dir, repr(exc))
         names.sort()
         acked = self._read_ack()
         last = acked
@@ -234,19 +240,20 @@ class Journal:
             tail_bad = r[3] < r[4]
         self.acked = acked
         self.last_id = last
+        self._told = told
         # Appending after junk would strand the new records behind it for every reader to hunt past.
         self._rotate = tail_bad
-        if self._segs:
-            gone_to = self._segs[0][0] - 1
-            if gone_to > acked and told < gone_to:
-                self._lost = [acked + 1, gone_to, gone_to - acked]
-        self._gc(acked)
+        try:
+            self._gc(acked)  # a cut between an ack and its deletes left these behind
+        except OSError as exc:
+            self.faults += 1
+            print("journal: cleanup failed", repr(exc))
 
     def _mkdirs(self):
-        p = ""
+        p = "/" if self.dir.startswith("/") else ""
         for part in self.dir.split("/"):
-            p = p + "/" + part if p or self.dir.startswith("/") else part
             if part:
+                p = p + part if not p or p == "/" else p + "/" + part
                 try:
                     os.mkdir(p)
                 except OSError:
@@ -288,10 +295,12 @@ class Journal:
             nid = self.last_id
             frames = []
             now = self.clock()
-            if self._lost:
+            gone_to = self._gone_to()
+            if gone_to:
                 nid += 1
-                a, b, n = self._lost
-                ov = {"id": nid, "ts": now, "type": OVERFLOW, "lost": n, "first": a, "last": b}
+                a = self.acked + 1
+                ov = {"id": nid, "ts": now, "type": OVERFLOW, "first": a, "last": gone_to}
+                ov["lost"] = gone_to - a + 1  # exact unless appends failed (their ids never existed)
                 frames.append(encode(ov, _OVERFLOW))
             nid += 1
             rec["id"] = nid
@@ -310,8 +319,12 @@ class Journal:
             try:
                 self._write(seg[0], b"".join(frames) if len(frames) > 1 else frames[0])
             except OSError as exc:
-                if exc.args[0] == _ENOSPC and attempt == 0 and self._drop_oldest():
-                    continue  # nothing landed: littlefs aborts the whole commit
+                if attempt == 0:
+                    if exc.args[0] == _ENOSPC and self._drop_oldest():
+                        continue  # nothing landed: littlefs aborts the whole commit
+                    if exc.args[0] == _ENOENT:
+                        self._mkdirs()  # the directory was never made (a cut at first boot)
+                        continue
                 # A failed write may still have landed (other filesystems): never reuse these ids,
                 # and count the segment again from flash rather than guess.
                 self.last_id = nid
@@ -326,7 +339,8 @@ class Journal:
             self.last_id = nid
             if self._pending is not None:
                 self._pending += len(frames)
-            self._lost = None
+            if gone_to:
+                self._told = gone_to
             return rec
 
     def _write(self, name, buf):
@@ -337,9 +351,17 @@ class Journal:
         finally:
             f.close()  # the commit: only now is the append durable
 
+    def _gone_to(self):
+        # The last id of an unreported loss, or 0.
+        if self._segs:
+            gone_to = self._segs[0][0] - 1
+            if gone_to > self.acked and gone_to > self._told:
+                return gone_to
+        return 0
+
     def _make_room(self):
         # Room for this record and, when something is or becomes lost, the overflow record.
-        while self.stored() + (2 if self._lost else 1) > self.max_records:
+        while self.stored() + (2 if self._gone_to() else 1) > self.max_records:
             if not self._drop_oldest():
                 return
 
@@ -347,9 +369,8 @@ class Journal:
         if len(self._segs) < 2:
             return False
         name, count, last = self._segs[0]
-        gone_to = self._segs[1][0] - 1
         n = 0
-        if gone_to > self.acked:
+        if last > self.acked:
             if name > self.acked:
                 n = count
             else:
@@ -357,12 +378,7 @@ class Journal:
                 n = r[6] if r else 0
         self._remove(name)
         self._segs.pop(0)
-        if gone_to > self.acked:
-            first = name if name > self.acked else self.acked + 1
-            if self._lost:
-                first = self._lost[0]
-                n += self._lost[2]
-            self._lost = [first, gone_to, n]
+        if n:
             self.lost += n
             self._pending = None
         return True

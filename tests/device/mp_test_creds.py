@@ -8,11 +8,27 @@ from lockcase import creds
 # RFC 4231 section 4: (key, data, HMAC-SHA-256 hex; case 5 is truncated to 128 bits)
 RFC4231 = [
     (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
-    (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
-    (b"\xaa" * 20, b"\xdd" * 50, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
-    (bytes(range(1, 26)), b"\xcd" * 50, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"),
+    (
+        b"Jefe",
+        b"what do ya want for nothing?",
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    ),
+    (
+        b"\xaa" * 20,
+        b"\xdd" * 50,
+        "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
+    ),
+    (
+        bytes(range(1, 26)),
+        b"\xcd" * 50,
+        "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+    ),
     (b"\x0c" * 20, b"Test With Truncation", "a3b6167473100ee06e0c796c2955552b"),
-    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First", "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    (
+        b"\xaa" * 131,
+        b"Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    ),
     (
         b"\xaa" * 131,
         b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
@@ -23,11 +39,41 @@ RFC4231 = [
 # (password, salt, iterations, dklen, hex): RFC 7914 section 11 and the widely used
 # PBKDF2-HMAC-SHA256 set (checked against hashlib.pbkdf2_hmac on the host).
 PBKDF2 = [
-    (b"passwd", b"salt", 1, 64, "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783"),
-    (b"password", b"salt", 1, 32, "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b"),
-    (b"password", b"salt", 2, 32, "ae4d0c95af6b46d32d0adff928f06dd02a303f8ef3c251dfd6e2d85a95474c43"),
-    (b"password", b"salt", 4096, 32, "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"),
-    (b"passwordPASSWORDpassword", b"saltSALTsaltSALTsaltSALTsaltSALTsalt", 4096, 40, "348c89dbcbd32b2f32d814b8116e84cf2b17347ebc1800181c4e2a1fb8dd53e1c635518c7dac47e9"),
+    (
+        b"passwd",
+        b"salt",
+        1,
+        64,
+        "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783",
+    ),
+    (
+        b"password",
+        b"salt",
+        1,
+        32,
+        "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b",
+    ),
+    (
+        b"password",
+        b"salt",
+        2,
+        32,
+        "ae4d0c95af6b46d32d0adff928f06dd02a303f8ef3c251dfd6e2d85a95474c43",
+    ),
+    (
+        b"password",
+        b"salt",
+        4096,
+        32,
+        "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a",
+    ),
+    (
+        b"passwordPASSWORDpassword",
+        b"saltSALTsaltSALTsaltSALTsaltSALTsalt",
+        4096,
+        40,
+        "348c89dbcbd32b2f32d814b8116e84cf2b17347ebc1800181c4e2a1fb8dd53e1c635518c7dac47e9",
+    ),
     (b"pass\x00word", b"sa\x00lt", 4096, 16, "89b69d0516f829893c696226650a8687"),
 ]
 
@@ -74,7 +120,10 @@ def test_hmac_accepts_text():
 
 def test_pbkdf2_vectors():
     for password, salt, iterations, dklen, want in PBKDF2:
-        assert _hex(creds.pbkdf2_sha256(password, salt, iterations, dklen)) == want, (password, iterations)
+        assert _hex(creds.pbkdf2_sha256(password, salt, iterations, dklen)) == want, (
+            password,
+            iterations,
+        )
 
 
 def test_pbkdf2_rejects_zero_iterations():
@@ -159,7 +208,7 @@ def test_every_entry_is_compared():
     creds.equal = counting
     try:
         cfg = _cfg(1)
-        cfg["pins"] = [{"id": "p%d" % i, "hash": creds.hash_pin("1234", SALT, 1)} for i in range(5)]
+        cfg["pins"] = [{"id": f"p{i}", "hash": creds.hash_pin("1234", SALT, 1)} for i in range(5)]
         assert creds.StaffCreds(cfg).check_pin("1234") == "p0"  # first match wins...
         assert len(calls) == 5  # ...but all five were compared
         del calls[:]

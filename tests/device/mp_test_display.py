@@ -7,18 +7,18 @@ if ".frozen" not in sys.path:
     sys.path.append(".frozen")
 
 import asyncio  # noqa: E402
-
-import framebuf
 from time import ticks_add, ticks_diff, ticks_ms
 
-from boards.sim.i2c import SimI2C
-from boards.sim.lcd import SimLcd
-from boards.sim.oled import SimSsd1306
+import framebuf
 from lockcase.display import DisplayMissing, TextDisplay, make_display
 from lockcase.drivers.buzzer import TONES, Buzzer
 from lockcase.drivers.hd44780 import HD44780
 from lockcase.drivers.led import PATTERNS, StatusLed
 from lockcase.drivers.ssd1306 import SSD1306
+
+from boards.sim.i2c import SimI2C
+from boards.sim.lcd import SimLcd
+from boards.sim.oled import SimSsd1306
 
 
 def _nosleep(_):
@@ -37,7 +37,7 @@ def _raises(exc, fn, *args):
         fn(*args)
     except exc as e:
         return str(e)
-    raise AssertionError("%s not raised" % exc.__name__)
+    raise AssertionError(exc.__name__ + " not raised")
 
 
 # --- HD44780 / PCF8574 -----------------------------------------------------------------------
@@ -55,14 +55,14 @@ def test_lcd1602_init_and_text():
     lcd.move_to(15, 0)
     lcd.putstr("!")
     assert sim.text()[0] == "Hello          !"
-    assert sim.errors == 0
+    assert sim.errors == 0 and sim.busy_errors == 0
 
 
 def test_lcd2004_rows_and_wrap():
     bus, sim, lcd = _lcd(20, 4)
     for r in range(4):
         lcd.move_to(r, r)
-        lcd.putstr("row%d" % r)
+        lcd.putstr("row" + str(r))
     t = sim.text()
     assert t[0] == "row0" + " " * 16
     assert t[1] == " row1" + " " * 15
@@ -75,6 +75,7 @@ def test_lcd2004_rows_and_wrap():
     assert t[1] == "BC" + " " * 18
     assert t[2] == "D" + " " * 19
     assert t[3] == " " * 20
+    assert sim.errors == 0 and sim.busy_errors == 0
 
 
 def test_lcd_clear_backlight_and_events():
@@ -132,7 +133,7 @@ def test_lcd_init_timing():
     clear = [
         i
         for i, e in enumerate(log)
-        if e[0] == 0x27 and len(e[1]) == 4 and e[1][1] >> 4 == 0 and e[1][3] >> 4 == 1
+        if e[0] == 0x27 and len(e[1]) == 5 and e[1][1] >> 4 == 0 and e[1][3] >> 4 == 1
     ]
     assert clear and waited_after(clear[0]) >= 1520
 
@@ -165,12 +166,16 @@ def test_oled_128x64_matches_local_framebuf():
     sim = bus.attach(0x3C, SimSsd1306(128, 64))
     oled = SSD1306(bus, 128, 64)
     assert sim.on and sim.charge_pump and sim.mux == 63 and sim.mode == 0
+    # Modules mount the panel rotated: both remaps put (0, 0) at the top left.
+    assert sim.seg_remap and sim.com_reversed and sim.com_pins == 0x12
     assert sim.framebuffer() == bytes(1024)
     oled.text("LOCKED", 0, 0, 1)
     oled.text("Enter PIN", 0, 8, 1)
     oled.text("~!@#", 0, 56, 1)
     oled.show()
-    assert sim.framebuffer() == _rendered(128, 64, ["LOCKED", "Enter PIN", "", "", "", "", "", "~!@#"])
+    assert sim.framebuffer() == _rendered(
+        128, 64, ["LOCKED", "Enter PIN", "", "", "", "", "", "~!@#"]
+    )
     assert sim.text()[0] == "LOCKED" + " " * 10 and sim.text()[7][:4] == "~!@#"
 
 
@@ -178,7 +183,7 @@ def test_oled_128x32_and_power():
     bus = SimI2C()
     sim = bus.attach(0x3C, SimSsd1306(128, 32))
     oled = SSD1306(bus, 128, 32)
-    assert sim.mux == 31
+    assert sim.mux == 31 and sim.com_pins == 0x02
     oled.text("0123456789ABCDEF", 0, 24, 1)
     oled.show()
     assert sim.framebuffer() == _rendered(128, 32, ["", "", "", "0123456789ABCDEF"])
@@ -221,10 +226,12 @@ def test_display_lcd1602_only_changed_lines():
     assert sim.text() == ["Hello           ", "World           "]
     assert d.lines() == sim.text()
     n = bus.writes
+    n_bytes = bus.bytes_written
     d.show("Hello", "World")
     assert bus.writes == n  # nothing changed: nothing sent
     d.show("Hello", "PIN: **")
-    assert bus.writes - n == 1 + 16  # one cursor move and one row of characters
+    assert bus.writes - n == 2  # one cursor move, one row of characters
+    assert bus.bytes_written - n_bytes == 5 * (1 + 16)
     assert sim.text() == ["Hello           ", "PIN: **         "]
     d.show("0123456789ABCDEFGHIJ")  # too long, and row 2 omitted = blank
     assert sim.text() == ["0123456789ABCDEF", " " * 16]
@@ -287,6 +294,9 @@ def test_lcd_events_through_display():
     d = make_display("lcd1602", bus)
     d.show("Ready")
     assert events[-1] == ("display", ["Ready" + " " * 11, " " * 16])
+    del events[:]
+    d.show("Ready", "PIN: *")
+    assert events == [("display", ["Ready" + " " * 11, "PIN: *" + " " * 10])]  # once a row
 
 
 # --- Buzzer ----------------------------------------------------------------------------------

@@ -123,6 +123,12 @@ E164 = [
     ("0", "GB", "Too short"),
     ("1", "US", "Too short"),
     ("12a4", "US", "Bad number"),
+    ("+12025550143", "US", "Bad number"),
+    ("202 555 0143", "US", "Bad number"),
+    # digits of other scripts: CPython's str.isdigit() says yes, the SMS gateway would not
+    ("\u0662\u0660\u0662\u0665\u0665\u0665\u0660\u0661\u0664\u0663", "US", "Bad number"),
+    ("\uff10\uff17\uff17\uff10\uff10\uff19\uff10\uff10\uff11\uff12\uff13", "GB", "Bad number"),
+    ("202555014\u00b2", "US", "Bad number"),
     ("2025550143", "ZZ", "Country?"),
     ("2025550143", "", "Country?"),
     ("1234567890123456", "US", "Too long"),
@@ -228,7 +234,7 @@ def test_non_string_input_is_value_error():
             phone.to_e164(junk, "US")
         except ValueError:
             continue
-        raise AssertionError("accepted %r" % (junk,))
+        raise AssertionError(f"accepted {junk!r}")
     try:
         phone.to_e164("2025550143", None)
     except ValueError as e:

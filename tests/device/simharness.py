@@ -6,20 +6,22 @@
 #   ["key", "5"]  ["door", 0|1]  ["tamper", 0|1]  ["wait", ms]  ["reset", cause]  ["stall", ms]
 #   ["corrupt_config", 0]
 # Output: one line "@@OUT <json>" with trace (t, name, value), events (t, kind, data), boots (t),
-# and the flash image in hex.
+# and the peak heap; the flash image is left in the file named by "flash_path".
 import sys
 import json
 import os
 import vfs
-import binascii
-import micropython
+import gc
 
-_here = __file__ if __file__.startswith("/") else os.getcwd() + "/" + __file__
-sys.path.insert(0, _here.rsplit("/", 3)[0] + "/boards/sim")
-import board  # noqa: E402  (the sim board, installed as `board` the way start.py does)
+try:
+    import board  # a compiled build puts the sim's board.mpy on the path
+except ImportError:  # running from source: install the sim board as `board`, as start.py does
+    _here = __file__ if __file__.startswith("/") else os.getcwd() + "/" + __file__
+    sys.path.insert(0, _here.rsplit("/", 3)[0] + "/boards/sim")
+    import board
 from boards.sim.hw import PERIOD  # noqa: E402
 from lockcase import events as _events  # noqa: E402
-from ramblock import RAMBlockDev  # noqa: E402
+from boards.sim.flash import FileBlockDev  # noqa: E402
 
 TICK = 10
 
@@ -31,7 +33,8 @@ class Run:
         self.trace = []
         self.events = []
         self.boots = []
-        self.bdev = RAMBlockDev(512, 128)
+        # The flash lives in a file, as in the live sim: it is not the chip's RAM.
+        self.bdev = FileBlockDev(script["flash_path"], blocks=64)
         vfs.VfsLfs2.mkfs(self.bdev)
         self.mounted = False
         self.app = None
@@ -63,9 +66,15 @@ class Run:
         import main
 
         self.app = main.build()
+        if not self.boots[:-1]:
+            self.live_boot = self.live()
         self.hw = hw
         self.wdt = self.app.board.wdt(self.app.cfg["wdt_ms"])
         self.pending_reset = None
+
+    def live(self):
+        gc.collect()
+        return gc.mem_alloc()
 
     def _on_reset(self, cause):
         self.pending_reset = cause
@@ -123,8 +132,8 @@ class Run:
             "trace": self.trace,
             "events": self.events,
             "boots": self.boots,
-            "flash": binascii.hexlify(bytes(self.bdev.data)).decode(),
-            "mem_peak": micropython.mem_peak(),
+            "heap_live_end": self.live(),
+            "heap_live_boot": self.live_boot,
         }
         print("@@OUT " + json.dumps(out))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from lockcase import phone
+
 from tests.device import mp_test_phone as shared
 
 MESSAGES = {"Too short", "Too long", "Not a mobile", "Bad number", "Country?"}
@@ -17,7 +17,14 @@ SPEC = {
     "GB": ("44", "0", [(("71", "72", "73", "74", "75", "77", "78", "79", "7624"), (10,))]),
     "IE": ("353", "0", [(("83", "85", "86", "87", "89"), (9,))]),
     "FR": ("33", "0", [(("6", "73", "74", "75", "76", "77", "78", "79"), (9,))]),
-    "DE": ("49", "0", [(("150", "151", "152", "155", "157", "159"), (11,)), (("160", "162", "170", "176", "179"), (10, 11))]),
+    "DE": (
+        "49",
+        "0",
+        [
+            (("150", "151", "152", "155", "157", "159"), (11,)),
+            (("160", "162", "170", "176", "179"), (10, 11)),
+        ],
+    ),
     "NL": ("31", "0", [(("61", "62", "63", "64", "65", "68"), (9,))]),
     "BE": ("32", "0", [(("455", "456", "460", "468", "47", "48", "49"), (9,))]),
     "ES": ("34", "", [(("6", "71", "72", "73", "74"), (9,))]),
@@ -41,13 +48,26 @@ def nanp(draw):
     toll = {"800", "833", "844", "855", "866", "877", "888", "900"}
     if area[1:] == "11" or exch[1:] == "11" or area in toll:
         area, exch = "202", "555"
-    return draw(st.sampled_from(["US", "CA"])), "1", "1", area + exch + draw(st.text("0123456789", min_size=4, max_size=4))
+    return (
+        draw(st.sampled_from(["US", "CA"])),
+        "1",
+        "1",
+        area + exch + draw(st.text("0123456789", min_size=4, max_size=4)),
+    )
 
 
 @st.composite
 def brazil(draw):
     ddd = draw(st.text("123456789", min_size=2, max_size=2))
-    return "BR", "55", "0", ddd + "9" + draw(st.sampled_from("123456789")) + draw(st.text("0123456789", min_size=7, max_size=7))
+    return (
+        "BR",
+        "55",
+        "0",
+        ddd
+        + "9"
+        + draw(st.sampled_from("123456789"))
+        + draw(st.text("0123456789", min_size=7, max_size=7)),
+    )
 
 
 @st.composite
@@ -57,7 +77,12 @@ def other(draw):
     prefixes, lengths = draw(st.sampled_from(rules))
     pre = draw(st.sampled_from(prefixes))
     n = draw(st.sampled_from(lengths))
-    return country, cc, trunk, pre + draw(st.text("0123456789", min_size=n - len(pre), max_size=n - len(pre)))
+    return (
+        country,
+        cc,
+        trunk,
+        pre + draw(st.text("0123456789", min_size=n - len(pre), max_size=n - len(pre))),
+    )
 
 
 valid = st.one_of(nanp(), brazil(), other())
@@ -87,7 +112,7 @@ def test_valid_numbers_plus_a_digit_are_too_long_and_cut_ones_too_short(case):
     variable = {"NZ": (8, 10), "IT": (9, 10), "DE": (11, 11) if nsn[:2] == "15" else (10, 11)}
     shortest, longest = variable.get(country, (len(nsn), len(nsn)))
     with pytest.raises(ValueError, match="^Too long$"):
-        phone.to_e164(trunk + (nsn + "55")[: longest + 1], country)
+        phone.to_e164(trunk + nsn + "5" * (longest + 1 - len(nsn)), country)
     with pytest.raises(ValueError, match="^Too short$"):
         phone.to_e164(trunk + nsn[: shortest - 1], country)
 
@@ -119,7 +144,22 @@ def test_any_input_gives_e164_or_a_short_message(country, typed):
     assert phone.to_e164(out[1 + len(cc) :], country) == out
 
 
-@given(st.one_of(st.none(), st.integers(), st.binary(), st.floats(), st.lists(st.text())), st.sampled_from(COUNTRIES))
+@given(
+    st.sampled_from(COUNTRIES),
+    st.text(alphabet=st.characters(categories=["Nd", "No"]), min_size=1, max_size=15).filter(
+        lambda s: not s.isascii()
+    ),
+)
+def test_non_ascii_digits_are_bad(country, typed):
+    with pytest.raises(ValueError, match="^Bad number$"):
+        phone.to_e164(typed, country)
+    assert phone.group(typed, country) == typed
+
+
+@given(
+    st.one_of(st.none(), st.integers(), st.binary(), st.floats(), st.lists(st.text())),
+    st.sampled_from(COUNTRIES),
+)
 def test_non_text_input_raises_value_error(junk, country):
     with pytest.raises(ValueError):
         phone.to_e164(junk, country)

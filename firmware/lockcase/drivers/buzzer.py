@@ -12,13 +12,6 @@ TONES = {
 
 _HALF = 32768  # 50 % duty: loudest on a piezo
 
-try:
-    _sleep_ms = asyncio.sleep_ms
-except AttributeError:  # CPython
-
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
-
 
 class Buzzer:
     def __init__(self, pwm, duty=_HALF):
@@ -47,7 +40,7 @@ class Buzzer:
                     pwm.duty_u16(self._duty)
                 else:
                     pwm.duty_u16(0)
-                __import__('time').sleep_ms(ms)
+                await asyncio.sleep_ms(ms)
                 if gen != self._gen:
                     return  # overridden: the newer play owns the PWM now
         pwm.duty_u16(0)

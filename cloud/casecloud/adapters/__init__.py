@@ -1,0 +1,1 @@
+"""Outside systems the cloud talks to, each behind a small interface with a built-in default."""

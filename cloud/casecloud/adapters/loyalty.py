@@ -1,0 +1,126 @@
+"""Who is a member: an interface, the built-in member table, and a webhook to the retailer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casecloud.models import Member
+from casecloud.privacy import Hasher, last2
+
+log = logging.getLogger("casecloud.loyalty")
+
+STATUSES = ("member", "trusted", "flagged")
+
+
+class LoyaltyError(Exception):
+    pass
+
+
+class Loyalty(Protocol):
+    def by_phone(self, s: Session, e164: str) -> Member | None: ...
+
+    def by_token(self, s: Session, token: str, src: str) -> Member | None:
+        """src: nfc | card (the card_hash) or app (the app_token_hash)."""
+        ...
+
+
+def new_member_id() -> str:
+    return "m_" + secrets.token_hex(8)
+
+
+class BuiltinLoyalty:
+    """Members kept in the cloud's own table (admin API)."""
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._h = hasher
+
+    def by_phone(self, s: Session, e164: str) -> Member | None:
+        return s.scalars(select(Member).where(Member.phone_hash == self._h.phone(e164))).first()
+
+    def by_token(self, s: Session, token: str, src: str) -> Member | None:
+        col = Member.app_token_hash if src == "app" else Member.card_hash
+        return s.scalars(select(Member).where(col == self._h.token(token))).first()
+
+
+class WebhookLoyalty:
+    """Asks the retailer's system, then mirrors the answer into the member table.
+
+    POST <url> {"phone": "+1..."} or {"token": "...", "src": "nfc"} with header
+    X-LockCase-Signature: hex HMAC-SHA256(secret, body). Answer 200 {"member": "<their id>",
+    "status": "member|trusted|flagged"} or 404. The mirror keeps hashes only, so erasure and
+    flagging work the same as with built-in members; the status is refreshed on every lookup.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        hasher: Hasher,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._secret = secret
+        self._h = hasher
+        self._clock = clock
+        self._client = httpx.Client(timeout=5.0, transport=transport)
+        self._local = BuiltinLoyalty(hasher)
+
+    def _ask(self, payload: dict[str, str]) -> tuple[str, str] | None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        sig = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+        try:
+            r = self._client.post(
+                self._url,
+                content=body,
+                headers={"content-type": "application/json", "x-lockcase-signature": sig},
+            )
+        except httpx.HTTPError as e:
+            raise LoyaltyError(f"loyalty webhook unreachable: {type(e).__name__}") from None
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise LoyaltyError(f"loyalty webhook: HTTP {r.status_code}")
+        data = r.json()
+        ext, status = data.get("member"), data.get("status")
+        if not isinstance(ext, str) or status not in STATUSES:
+            raise LoyaltyError("loyalty webhook: malformed answer")
+        return ext, status
+
+    def _mirror(self, s: Session, ext: str, status: str) -> Member:
+        m = s.scalars(select(Member).where(Member.external_id == ext)).first()
+        if m is None:
+            m = Member(id=new_member_id(), external_id=ext, created_at=int(self._clock()))
+            s.add(m)
+        m.status = status
+        return m
+
+    def by_phone(self, s: Session, e164: str) -> Member | None:
+        found = self._ask({"phone": e164})
+        if found is None:
+            return None
+        m = self._mirror(s, *found)
+        m.phone_hash, m.phone_last2 = self._h.phone(e164), last2(e164)
+        return m
+
+    def by_token(self, s: Session, token: str, src: str) -> Member | None:
+        found = self._ask({"token": token, "src": src})
+        if found is None:
+            return None
+        m = self._mirror(s, *found)
+        if src == "app":
+            m.app_token_hash = self._h.token(token)
+        else:
+            m.card_hash = self._h.token(token)
+        return m

@@ -1,0 +1,79 @@
+"""The signed channel to and from one case, with its seq state kept in the database.
+
+Several processes (the API's command sender, one or more workers) may sign for the same case, so
+the outgoing seq is taken with one atomic UPDATE ... RETURNING and the replay window is updated by
+compare-and-set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from casecloud import codec
+from casecloud.models import Case, Store
+
+
+class UnknownCase(codec.Rejected):
+    def __init__(self) -> None:
+        super().__init__("unknown_case")
+
+
+def next_seq(s: Session, case_id: str) -> int:
+    stmt = update(Case).where(Case.id == case_id).values(tx_seq=Case.tx_seq + 1).returning(Case.tx_seq)
+    seq = s.execute(stmt).scalar_one()
+    return int(seq)
+
+
+def seal(s: Session, case: Case, kind: str, body: dict[str, Any], now: int, ttl: int = codec.TTL,
+         prefix: str = codec.PREFIX) -> tuple[str, dict[str, Any], bytes]:
+    """Sign a cloud -> case message. Returns (topic, full body, payload)."""
+    topic = codec.topic(case.store_id, case.id, kind, prefix)
+    full, payload = codec.encode(bytes.fromhex(case.key_hex), topic, body, case=case.id,
+                                 seq=next_seq(s, case.id), now=now, ttl=ttl)
+    return topic, full, payload
+
+
+def lookup(s: Session, where: codec.Topic) -> tuple[Store, Case]:
+    case = s.get(Case, where.case)
+    if case is None or case.store_id != where.store:
+        raise UnknownCase()
+    store = s.get(Store, case.store_id)
+    assert store is not None  # foreign key
+    return store, case
+
+
+def receive(s: Session, topic_name: str, payload: bytes, now: int, *, track_seq: bool = True
+            ) -> tuple[Store, Case, dict[str, Any]]:
+    """Every check of docs/protocol.md for a case -> cloud message; commits the replay window.
+
+    track_seq=False is for a second reader of the same traffic (the API waiting for an ack), which
+    must not consume the seq the worker will also see; it matches acks by unguessable cmd ids.
+    """
+    env = codec.unwrap(topic_name, payload)
+    store, case = lookup(s, env.topic)
+    key = bytes.fromhex(case.key_hex)
+    if not track_seq:
+        body = codec.verify(key, topic_name, env)
+        codec.fresh(body, now)
+        return store, case, body
+    for _ in range(10):
+        s.refresh(case)
+        rx, mask = case.rx_seq, case.rx_mask
+        body, new_rx, new_mask = codec.check(key, topic_name, payload, now, rx, mask)
+        if (new_rx, new_mask) == (rx, mask):
+            return store, case, body  # a replayed hello: accepted, nothing to record
+        done = s.execute(
+            update(Case)
+            .where(Case.id == case.id, Case.rx_seq == rx, Case.rx_mask == mask)
+            .values(rx_seq=new_rx, rx_mask=new_mask)
+        )
+        if getattr(done, "rowcount", 0) == 1:
+            return store, case, body
+    raise codec.Rejected("replay")  # lost the race ten times: treat as not accepted
+
+
+def case_ids(s: Session) -> list[str]:
+    return list(s.scalars(select(Case.id)))

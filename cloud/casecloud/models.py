@@ -1,0 +1,146 @@
+"""Database tables (SQLAlchemy 2 typed ORM). Times are integer epoch seconds throughout.
+
+No column holds a raw phone number: members and challenges keep HMAC-SHA256(server secret, E.164)
+and the last two digits only (privacy.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid alias), not a BIGINT one.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, int: BigInteger}
+
+
+class Store(Base):
+    __tablename__ = "stores"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    country: Mapped[str] = mapped_column(String(2), default="US")
+    # Where help calls and abuse alerts are POSTed (chat or store system webhook); None = log only.
+    notify_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    guests_allowed: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[int]
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    key_hex: Mapped[str] = mapped_column(String(64))
+    # mosquitto_passwd's PBKDF2-SHA512 form, so the broker's password file can be generated
+    mqtt_password_hash: Mapped[str] = mapped_column(String(200))
+    key_version: Mapped[int] = mapped_column(default=1)
+    rx_seq: Mapped[int] = mapped_column(default=0)
+    rx_mask: Mapped[int] = mapped_column(default=0)
+    tx_seq: Mapped[int] = mapped_column(default=0)
+    online: Mapped[bool] = mapped_column(default=False)
+    last_seen: Mapped[int | None] = mapped_column(default=None)
+    fw: Mapped[str | None] = mapped_column(String(40), default=None)
+    last_status: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[int]
+
+
+class Member(Base):
+    __tablename__ = "members"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True, default=None)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    phone_last2: Mapped[str | None] = mapped_column(String(2), default=None)
+    card_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    app_token_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    status: Mapped[str] = mapped_column(String(10), default="member")  # member | trusted | flagged
+    created_at: Mapped[int]
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(5))  # pin | badge
+    hash: Mapped[str] = mapped_column(String(64))  # computed by provisioning, as in config.json
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[int]
+
+
+class Challenge(Base):
+    __tablename__ = "challenges"
+
+    sid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(32), index=True)
+    member_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    need: Mapped[str] = mapped_column(String(5))  # phone | code
+    phone_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    phone_last2: Mapped[str | None] = mapped_column(String(2), default=None)
+    code_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    tries_left: Mapped[int]
+    expires_at: Mapped[int]
+    done: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[int]
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("case_id", "event_id", name="uq_events_case_event"),
+        Index("ix_events_store_ts", "store_id", "ts"),
+        Index("ix_events_case_ts", "case_id", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(32))
+    case_id: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(40))  # the case's journal id, or c-<hex> for ours
+    source: Mapped[str] = mapped_column(String(5))  # case | cloud
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    ts: Mapped[int]
+    received_at: Mapped[int]
+    member_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    phone_last2: Mapped[str | None] = mapped_column(String(2), default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RateHit(Base):
+    __tablename__ = "rate_hits"
+    __table_args__ = (Index("ix_rate_hits_key", "scope", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[int]
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(32), index=True)
+    case_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    kind: Mapped[str] = mapped_column(String(16))  # help | abuse
+    detail: Mapped[str] = mapped_column(String(300), default="")
+    delivered: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[int]
+
+
+class SmsOutbox(Base):
+    """The dev SMS backend: texts land here instead of a carrier (addressed by hash, never raw)."""
+
+    __tablename__ = "sms_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    to_hash: Mapped[str] = mapped_column(String(64), index=True)
+    to_last2: Mapped[str] = mapped_column(String(2))
+    body: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[int]

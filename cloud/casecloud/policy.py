@@ -1,0 +1,300 @@
+"""Who may open a case: one-time codes, rate limits with escalation, loyalty decisions.
+
+Pure decisions over the database and the adapters; the clock is injected so tests can fake it.
+Every decision is also journaled as a cloud event (member id and last two digits only).
+
+- A typed phone number proves nothing by itself (anyone can type one): it is always challenged
+  with a 6-digit code texted to it, valid `otp_ttl_s`, `otp_tries` tries, stored hashed.
+- A loyalty token (card, NFC, app) identifies a member: trusted members are allowed at once,
+  other members must type their number and then the texted code, flagged members are refused.
+- Rate limits per number, member, case and store; a key refused `abuse_after` times in a window
+  raises one alert to the store's staff.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from casecloud.adapters.loyalty import Loyalty, LoyaltyError
+from casecloud.adapters.notify import Notifier
+from casecloud.adapters.sms import SmsError, SmsSender
+from casecloud.models import Alert, Case, Challenge, Event, Member, RateHit, Store
+from casecloud.phones import to_e164
+from casecloud.privacy import Hasher, last2, mask
+from casecloud.settings import Settings
+
+log = logging.getLogger("casecloud.policy")
+
+
+@dataclass
+class Reply:
+    t: str  # allow | challenge | deny | ok: the rep type sent to the case
+    fields: dict[str, Any] = field(default_factory=dict)
+    member_id: str | None = None
+
+    @property
+    def why(self) -> str | None:
+        return self.fields.get("why")
+
+
+def deny(why: str, **extra: Any) -> Reply:
+    return Reply("deny", {"why": why, **extra})
+
+
+class Policy:
+    def __init__(
+        self,
+        settings: Settings,
+        hasher: Hasher,
+        sms: SmsSender,
+        loyalty: Loyalty,
+        notifier: Notifier,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.sms = sms
+        self.loyalty = loyalty
+        self.notifier = notifier
+        self.clock = clock
+        self._pending_alerts: list[int] = []
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # --- rate limits -------------------------------------------------------------------------
+
+    def _count(self, s: Session, scope: str, key: str) -> int:
+        since = self.now() - self.settings.rate_window_s
+        q = select(func.count()).select_from(RateHit)
+        q = q.where(RateHit.scope == scope, RateHit.key == key, RateHit.at > since)
+        return int(s.scalar(q) or 0)
+
+    def _hit(self, s: Session, scope: str, key: str, limit: int) -> bool:
+        """Count one attempt (allowed or not, so hammering stays limited); True while within limit."""
+        s.add(RateHit(scope=scope, key=key, at=self.now()))
+        s.flush()
+        return self._count(s, scope, key) <= limit
+
+    def _limits(self, s: Session, store: Store, case: Case, checks: list[tuple[str, str, int]]) -> Reply | None:
+        for scope, key, limit in checks:
+            if not self._hit(s, scope, key, limit):
+                self._abuse(s, store, case, scope, key)
+                return deny("rate_limited")
+        return None
+
+    def _abuse(self, s: Session, store: Store, case: Case, scope: str, key: str) -> None:
+        s.add(RateHit(scope="abuse:" + scope, key=key, at=self.now()))
+        s.flush()
+        if self._count(s, "abuse:" + scope, key) < self.settings.abuse_after:
+            return
+        if self._count(s, "alerted:" + scope, key) > 0:
+            return  # one alert per key per window
+        s.add(RateHit(scope="alerted:" + scope, key=key, at=self.now()))
+        who = {"phone": "one phone number", "member": "one member", "case": "this case", "store": "this store"}
+        self._alert(s, store, case, "abuse", f"repeated requests refused for {who.get(scope, scope)}")
+
+    def _alert(self, s: Session, store: Store, case: Case | None, kind: str, detail: str) -> None:
+        a = Alert(store_id=store.id, case_id=case.id if case else None, kind=kind, detail=detail,
+                  created_at=self.now())
+        s.add(a)
+        s.flush()
+        self._pending_alerts.append(a.id)
+        log.warning("alert %s store=%s case=%s: %s", kind, store.id, case.id if case else "-", detail)
+
+    def flush_alerts(self, sessions: sessionmaker[Session]) -> None:
+        """Deliver alerts raised by committed decisions (after commit: no HTTP inside a transaction)."""
+        ids, self._pending_alerts = self._pending_alerts, []
+        for alert_id in ids:
+            with sessions.begin() as s:
+                a = s.get(Alert, alert_id)
+                store = s.get(Store, a.store_id) if a else None
+                if a is None or store is None:
+                    continue
+                msg: dict[str, str | int | None] = {
+                    "store": a.store_id, "case": a.case_id, "kind": a.kind, "detail": a.detail,
+                    "at": a.created_at,
+                }
+                url = store.notify_url
+            delivered = self.notifier.notify(url, msg)
+            with sessions.begin() as s:
+                a = s.get(Alert, alert_id)
+                if a is not None:
+                    a.delivered = delivered
+
+    # --- journal ---------------------------------------------------------------------------
+
+    def journal(self, s: Session, case: Case, kind: str, *, member_id: str | None = None,
+                phone_last2: str | None = None, **data: Any) -> None:
+        now = self.now()
+        s.add(Event(store_id=case.store_id, case_id=case.id, event_id="c-" + secrets.token_hex(8),
+                    source="cloud", kind=kind, ts=now, received_at=now, member_id=member_id,
+                    phone_last2=phone_last2, data=data))
+
+    def _refuse(self, s: Session, case: Case, r: Reply, **data: Any) -> Reply:
+        self.journal(s, case, "deny", member_id=r.member_id, why=r.why, **data)
+        return r
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def _common_limits(self, s: Session, store: Store, case: Case) -> Reply | None:
+        st = self.settings
+        return self._limits(s, store, case, [("case", case.id, st.rate_case), ("store", store.id, st.rate_store)])
+
+    def on_phone(self, s: Session, store: Store, case: Case, num: str, sid: str | None = None) -> Reply:
+        e164 = to_e164(num, store.country)
+        if e164 is None:
+            return self._refuse(s, case, deny("bad_number"), via="phone")
+        limited = self._common_limits(s, store, case)
+        if limited:
+            return self._refuse(s, case, limited, via="phone")
+        phone_hash = self.hasher.phone(e164)
+        member: Member | None
+        if sid is not None:
+            ch = s.get(Challenge, sid)
+            if ch is None or ch.case_id != case.id or ch.need != "phone" or ch.done or self.now() > ch.expires_at:
+                return self._refuse(s, case, deny("expired"), via="phone")
+            member = s.get(Member, ch.member_id) if ch.member_id else None
+            if member is None or member.phone_hash != phone_hash:
+                ch.tries_left -= 1
+                ch.done = ch.tries_left <= 0
+                r = deny("bad_number", left=max(ch.tries_left, 0))
+                r.member_id = ch.member_id
+                return self._refuse(s, case, r, via="token")
+            ch.done = True
+        else:
+            try:
+                member = self.loyalty.by_phone(s, e164)
+            except LoyaltyError as e:
+                log.warning("loyalty lookup failed: %s", e)
+                return self._refuse(s, case, deny("unavailable"), via="phone")
+            if member is not None and member.status == "flagged":
+                r = deny("flagged")
+                r.member_id = member.id
+                return self._refuse(s, case, r, via="phone")
+            if member is None and not store.guests_allowed:
+                return self._refuse(s, case, deny("no_guests"), via="phone")
+        checks = [("phone", phone_hash, self.settings.rate_phone)]
+        if member is not None:
+            checks.insert(0, ("member", member.id, self.settings.rate_member))
+        limited = self._limits(s, store, case, checks)
+        if limited:
+            limited.member_id = member.id if member else None
+            return self._refuse(s, case, limited, via="phone")
+        return self._text_code(s, case, e164, phone_hash, member)
+
+    def _text_code(self, s: Session, case: Case, e164: str, phone_hash: str, member: Member | None) -> Reply:
+        st = self.settings
+        sid = secrets.token_hex(8)
+        code = f"{secrets.randbelow(10**6):06d}"
+        ch = Challenge(sid=sid, case_id=case.id, member_id=member.id if member else None, need="code",
+                       phone_hash=phone_hash, phone_last2=last2(e164), code_hash=self.hasher.code(sid, code),
+                       tries_left=st.otp_tries, expires_at=self.now() + st.otp_ttl_s, created_at=self.now())
+        s.add(ch)
+        try:
+            self.sms.send(e164, f"Your LockCase code: {code}. It expires in {st.otp_ttl_s // 60} minutes.")
+        except SmsError as e:
+            log.warning("code to %s not sent: %s", mask(e164), e)
+            ch.done = True
+            return self._refuse(s, case, deny("unavailable"), via="phone")
+        self.journal(s, case, "challenge", member_id=ch.member_id, phone_last2=ch.phone_last2, need="code")
+        return Reply("challenge", {"sid": sid, "need": "code", "ttl": st.otp_ttl_s, "last2": last2(e164)},
+                     member_id=ch.member_id)
+
+    def on_otp(self, s: Session, store: Store, case: Case, sid: str, code: str) -> Reply:
+        limited = self._common_limits(s, store, case)
+        if limited:
+            return self._refuse(s, case, limited, via="otp")
+        ch = s.get(Challenge, sid)
+        if ch is None or ch.case_id != case.id or ch.need != "code" or ch.done or self.now() > ch.expires_at:
+            return self._refuse(s, case, deny("expired"), via="otp")
+        if not hmac.compare_digest(self.hasher.code(sid, code), ch.code_hash or ""):
+            ch.tries_left -= 1
+            ch.done = ch.tries_left <= 0
+            r = deny("bad_code", left=max(ch.tries_left, 0))
+            r.member_id = ch.member_id
+            self.journal(s, case, "deny", member_id=ch.member_id, phone_last2=ch.phone_last2, why="bad_code",
+                         via="otp")
+            return r
+        ch.done = True
+        member = s.get(Member, ch.member_id) if ch.member_id else None
+        if member is not None and member.status == "flagged":  # flagged while the code was on its way
+            r = deny("flagged")
+            r.member_id = member.id
+            return self._refuse(s, case, r, via="otp")
+        return self._allow(s, case, ch.member_id, ch.phone_last2, via="otp")
+
+    def _allow(self, s: Session, case: Case, member_id: str | None, phone_last2: str | None, via: str) -> Reply:
+        grant = "g_" + secrets.token_hex(6)
+        self.journal(s, case, "allow", member_id=member_id, phone_last2=phone_last2, grant=grant, via=via)
+        return Reply("allow", {"grant": grant}, member_id=member_id)
+
+    def on_token(self, s: Session, store: Store, case: Case, tok: str, src: str) -> Reply:
+        limited = self._common_limits(s, store, case)
+        if limited:
+            return self._refuse(s, case, limited, via=src)
+        try:
+            member = self.loyalty.by_token(s, tok, src)
+        except LoyaltyError as e:
+            log.warning("loyalty lookup failed: %s", e)
+            return self._refuse(s, case, deny("unavailable"), via=src)
+        if member is None:
+            return self._refuse(s, case, deny("unknown"), via=src)
+        decided = self._member_gate(s, store, case, member, src)
+        if decided is not None:
+            return decided
+        if member.status == "trusted":
+            return self._allow(s, case, member.id, member.phone_last2, via=src)
+        st = self.settings
+        sid = secrets.token_hex(8)
+        s.add(Challenge(sid=sid, case_id=case.id, member_id=member.id, need="phone", tries_left=st.otp_tries,
+                        expires_at=self.now() + st.otp_ttl_s, created_at=self.now()))
+        self.journal(s, case, "challenge", member_id=member.id, need="phone", via=src)
+        return Reply("challenge", {"sid": sid, "need": "phone", "ttl": st.otp_ttl_s}, member_id=member.id)
+
+    def _member_gate(self, s: Session, store: Store, case: Case, member: Member, via: str) -> Reply | None:
+        if member.status == "flagged":
+            r = deny("flagged")
+        else:
+            limited = self._limits(s, store, case, [("member", member.id, self.settings.rate_member)])
+            if limited is None:
+                return None
+            r = limited
+        r.member_id = member.id
+        return self._refuse(s, case, r, via=via)
+
+    def on_help(self, s: Session, store: Store, case: Case, why: str | None) -> Reply:
+        self.journal(s, case, "help_call", why=(why or "")[:40])
+        # One alert per case per minute however often the button is pressed.
+        recent = s.scalar(select(func.count()).select_from(Alert).where(
+            Alert.case_id == case.id, Alert.kind == "help", Alert.created_at > self.now() - 60))
+        if not recent:
+            self._alert(s, store, case, "help", f"help requested at case {case.name or case.id}")
+        return Reply("ok")
+
+    def app_unlock(self, s: Session, store: Store, case: Case, token: str) -> Reply:
+        """The app's unlock button: the member is already signed in to the app, so any member that
+        is not flagged may open (no code), subject to the same rate limits."""
+        limited = self._common_limits(s, store, case)
+        if limited:
+            return self._refuse(s, case, limited, via="app")
+        try:
+            member = self.loyalty.by_token(s, token, "app")
+        except LoyaltyError as e:
+            log.warning("loyalty lookup failed: %s", e)
+            return deny("unavailable")
+        if member is None:
+            return self._refuse(s, case, deny("unknown"), via="app")
+        decided = self._member_gate(s, store, case, member, "app")
+        if decided is not None:
+            return decided
+        return self._allow(s, case, member.id, member.phone_last2, via="app")

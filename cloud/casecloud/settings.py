@@ -1,0 +1,132 @@
+"""Service settings: environment `CASECLOUD_*`, then an optional TOML file, then built-in defaults.
+
+With no configuration at all the service runs: SQLite under the data dir, a broker on
+localhost:1883, texts to the dev outbox, and secrets generated into the data dir on first run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "casecloud"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CASECLOUD_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None  # default: sqlite:///<data_dir>/casecloud.db
+
+    # MQTT broker the worker and the command sender connect to
+    mqtt_host: str = "localhost"
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_client_id: str | None = None  # default: casecloud-<random>
+    # Several workers split the case traffic through an MQTT shared subscription of this group.
+    mqtt_share_group: str | None = None
+    # What a registered case is told to connect to (the broker's public name).
+    public_mqtt_host: str | None = None
+    public_mqtt_port: int | None = None
+    topic_prefix: str = "lockcase/v1"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    # Admin bearer token; default: generated into <data_dir>/admin_token on first run.
+    admin_token: SecretStr | None = None
+    # HMAC key for phone numbers and tokens; default: generated into <data_dir>/server_secret.
+    server_secret: SecretStr | None = None
+
+    sms_backend: Literal["outbox", "twilio"] = "outbox"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+
+    loyalty_backend: Literal["builtin", "webhook"] = "builtin"
+    loyalty_webhook_url: str | None = None
+    loyalty_webhook_secret: SecretStr | None = None
+
+    # policy
+    otp_ttl_s: int = 120
+    otp_tries: int = 3
+    rate_window_s: int = 600
+    rate_phone: int = 3  # challenges texted to one number per window
+    rate_member: int = 10
+    rate_case: int = 30
+    rate_store: int = 300
+    abuse_after: int = 3  # refusals for one key within a window before staff are alerted
+    guests_allowed: bool = True  # default for new stores: numbers that are not members may use OTP
+
+    cmd_timeout_s: float = 10.0
+    msg_ttl_s: int = 30
+    retention_days: int = 90
+    retention_every_s: int = 3600
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("CASECLOUD_CONFIG")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'casecloud.db'}"
+
+    @property
+    def share_prefix(self) -> str:
+        return f"$share/{self.mqtt_share_group}/" if self.mqtt_share_group else ""
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def secret_bytes(self) -> bytes:
+        if self.server_secret is not None:
+            return self.server_secret.get_secret_value().encode()
+        return bytes.fromhex(_file_secret(self.data_dir / "server_secret"))
+
+    def admin_bearer(self) -> str:
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        return _file_secret(self.data_dir / "admin_token")
+
+
+def _file_secret(path: Path) -> str:
+    """Read a generated secret, creating it (owner-only) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process (API or worker) won the race: use its secret
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
