@@ -4,6 +4,7 @@ import asyncio
 import sys
 
 import board
+
 from lockcase import config
 from lockcase.journal import Journal
 

@@ -52,7 +52,8 @@ class Board:
         if kind in ("lcd1602", "lcd2004"):
             from boards.sim.lcd import SimLcd
 
-            self.display_device = SimLcd(on_change=on_change)
+            cols, rows = (20, 4) if kind == "lcd2004" else (16, 2)
+            self.display_device = SimLcd(cols, rows, on_change=on_change)
             self.i2c.attach(0x27, self.display_device)
         elif kind == "ssd1306":
             from boards.sim.oled import SimSsd1306

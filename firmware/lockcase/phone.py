@@ -17,36 +17,39 @@ NOT_MOBILE = "Not a mobile"
 BAD = "Bad number"
 COUNTRY = "Country?"
 
-# country: (cc, trunk prefix, display groups of the NSN, mobile rules, bad, not mobile)
-# rules: "prefixes:min-max" blocks separated by spaces; prefixes are comma-separated, "?" matches
+# One line per country, all in one string: as a dict of tuples the table cost ~5 KB of heap (a
+# qstr or object per field); as one constant it costs its length, and a lookup slices one line.
+# Fields: country, calling code, trunk prefix, display groups of the NSN, mobile rules, bad,
+# not mobile; "-" is empty.
+# rules: "prefixes:min-max" blocks separated by ";"; prefixes are comma-separated, "?" matches
 # any digit, an empty prefix list means any number (no mobile range exists: NANP, MX).
-# bad / not mobile: space-separated prefixes of the NSN that are structurally invalid (digit
-# positions NANP reserves, a second trunk digit) or valid but unable to take an SMS (toll-free).
-_NANP = ("1", "1", "3 3 4", ":10", "0 1 ?11 ???0 ???1 ????11", "800 833 844 855 866 877 888 900")
-_PLANS = {
-    "US": _NANP,
-    "CA": _NANP,
-    "GB": ("44", "0", "4 6", "71,72,73,74,75,77,78,79,7624:10", "0", ""),
-    "IE": ("353", "0", "2 3 4", "83,85,86,87,89:9", "0", ""),
-    "FR": ("33", "0", "1 2 2 2 2", "6,73,74,75,76,77,78,79:9", "0", ""),
-    # 015x numbers have an 8-digit subscriber part; 016x/017x have 7 or 8.
-    "DE": ("49", "0", "3 8", "15:11 16,17:10-11", "0", ""),
-    "NL": ("31", "0", "1 8", "61,62,63,64,65,68:9", "0", ""),
-    "BE": ("32", "0", "3 2 2 2", "455,456,46,47,48,49:9", "0", ""),
-    # 70 is personal numbering, not mobile.
-    "ES": ("34", "", "3 3 3", "6,71,72,73,74,75,76,77,78,79:9", "", ""),
-    # Italy keeps the 0 of fixed numbers in the NSN, so there is no trunk prefix to strip.
-    "IT": ("39", "", "3 3 4", "3:9-10", "", ""),
-    "PT": ("351", "", "3 3 3", "91,92,93,96:9", "", ""),
-    "AU": ("61", "0", "3 3 3", "4:9", "0", ""),
-    # 02x is mobile; 024 (Scott Base), 025 (closed) and 026 (paging) are not.
-    "NZ": ("64", "0", "2 3 4", "20,21,22,27,28,29:8-10", "0", ""),
-    # Since 2019 Mexico dials 10 digits everywhere with no prefix and no mobile distinction.
-    "MX": ("52", "", "3 3 4", ":10", "0 1", ""),
-    # Two-digit area code (no zero digit) + 9 + 8 digits; 90x is reserved for collect calls.
-    "BR": ("55", "0", "2 5 4", "??9:11", "0 ?0", "??90"),
-    "IN": ("91", "0", "5 5", "6,7,8,9:10", "0", ""),
-}
+# bad / not mobile: prefixes of the NSN that are structurally invalid (digit positions NANP
+# reserves, a second trunk digit) or valid but unable to take an SMS (toll-free, premium).
+# DE: 015x numbers have an 8-digit subscriber part, 016x/017x 7 or 8.
+# ES: 70 is personal numbering, not mobile.
+# IT: fixed numbers keep their 0 in the NSN, so there is no trunk prefix to strip.
+# NZ: 02x is mobile except 024 (Scott Base), 025 (closed) and 026 (paging).
+# MX: since 2019 every number is 10 digits, dialled with no prefix, mobile or not.
+# BR: two-digit area code (no zero digit) + 9 + 8 digits; 90x is kept for collect calls.
+_TABLE = (
+    "\nUS 1 1 3,3,4 :10 0,1,?11,???0,???1,????11 800,833,844,855,866,877,888,900"
+    "\nCA 1 1 3,3,4 :10 0,1,?11,???0,???1,????11 800,833,844,855,866,877,888,900"
+    "\nGB 44 0 4,6 71,72,73,74,75,77,78,79,7624:10 0 -"
+    "\nIE 353 0 2,3,4 83,85,86,87,89:9 0 -"
+    "\nFR 33 0 1,2,2,2,2 6,73,74,75,76,77,78,79:9 0 -"
+    "\nDE 49 0 3,8 15:11;16,17:10-11 0 -"
+    "\nNL 31 0 1,8 61,62,63,64,65,68:9 0 -"
+    "\nBE 32 0 3,2,2,2 455,456,46,47,48,49:9 0 -"
+    "\nES 34 - 3,3,3 6,71,72,73,74,75,76,77,78,79:9 - -"
+    "\nIT 39 - 3,3,4 3:9-10 - -"
+    "\nPT 351 - 3,3,3 91,92,93,96:9 - -"
+    "\nAU 61 0 3,3,3 4:9 0 -"
+    "\nNZ 64 0 2,3,4 20,21,22,27,28,29:8-10 0 -"
+    "\nMX 52 - 3,3,4 :10 0,1 -"
+    "\nBR 55 0 2,5,4 ??9:11 0,?0 ??90"
+    "\nIN 91 0 5,5 6,7,8,9:10 0 -"
+    "\n"
+)
 
 
 def _digits_only(s):
@@ -74,15 +77,15 @@ def _match(pattern, nsn, full):
 
 
 def _any(prefixes, nsn):
-    for p in prefixes.split():
-        if _match(p, nsn, True):
+    for p in prefixes.split(","):
+        if p and _match(p, nsn, True):
             return True
     return False
 
 
 def _rules(spec):
     out = []
-    for block in spec.split():
+    for block in spec.split(";"):
         pre, lens = block.split(":")
         if "-" in lens:
             lo, hi = lens.split("-")
@@ -93,10 +96,13 @@ def _rules(spec):
 
 
 def _plan(country):
-    plan = _PLANS.get(country.upper()) if isinstance(country, str) else None
-    if plan is None:
-        raise ValueError(COUNTRY)
-    return plan
+    """(cc, trunk, groups, rules, bad, not mobile) of an ISO alpha-2 country."""
+    if isinstance(country, str) and len(country) == 2 and country.isalpha():
+        i = _TABLE.find("\n" + country.upper() + " ")
+        if i >= 0:
+            line = _TABLE[i + 4 : _TABLE.find("\n", i + 1)]
+            return ["" if f == "-" else f for f in line.split(" ")]
+    raise ValueError(COUNTRY)
 
 
 def _split(digits, trunk):
@@ -151,7 +157,7 @@ def group(digits, country):
     if len(nsn) > longest:
         return digits  # cannot be valid: raw digits fit the line and show what was typed
     parts = []
-    widths = [int(w) for w in plan[2].split()]
+    widths = [int(w) for w in plan[2].split(",")]
     for i, w in enumerate(widths):
         if not nsn:
             break

@@ -15,7 +15,6 @@ import sys
 import termios
 import tty
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from rich.console import Group

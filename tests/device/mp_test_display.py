@@ -1,24 +1,18 @@
 # Display, buzzer and LED drivers under the real MicroPython: the drivers talk over SimI2C to the
 # emulators, which decode the controller protocol independently of the drivers.
-import sys
-
-# asyncio is frozen into the Unix port, and a MICROPYPATH without ".frozen" hides it.
-if ".frozen" not in sys.path:
-    sys.path.append(".frozen")
-
-import asyncio  # noqa: E402
+import asyncio
 from time import ticks_add, ticks_diff, ticks_ms
 
 import framebuf
+
+from boards.sim.i2c import SimI2C
+from boards.sim.lcd import SimLcd
+from boards.sim.oled import SimSsd1306
 from lockcase.display import DisplayMissing, TextDisplay, make_display
 from lockcase.drivers.buzzer import TONES, Buzzer
 from lockcase.drivers.hd44780 import HD44780
 from lockcase.drivers.led import PATTERNS, StatusLed
 from lockcase.drivers.ssd1306 import SSD1306
-
-from boards.sim.i2c import SimI2C
-from boards.sim.lcd import SimLcd
-from boards.sim.oled import SimSsd1306
 
 
 def _nosleep(_):

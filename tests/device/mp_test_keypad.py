@@ -1,8 +1,7 @@
 # The keypad driver scanning the simulated electrical matrix, on virtual time, under MicroPython.
+from boards.sim.keymatrix import SimKeyMatrix
 from lockcase.compat import ticks_add, ticks_diff
 from lockcase.drivers.keypad import KEYMAP_4X3, KEYMAP_4X4, Keypad
-
-from boards.sim.keymatrix import SimKeyMatrix
 
 
 class Rig:

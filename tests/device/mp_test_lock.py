@@ -1,11 +1,11 @@
 # Lock controller under MicroPython, with a hand-stepped clock, a recording pin and a timer that
 # fires only when the test says the hardware deadline passed.
+import time
+
 from lockcase import config
 from lockcase.drivers.coil import Coil
 from lockcase.events import Bus
 from lockcase.lock import FORCED, LOCKED, OPEN, RELEASED, DutyBudget, Lock
-
-import time
 
 PERIOD = time.ticks_add(0, -1) + 1  # 2**30 on the boards, larger on 64-bit Unix
 WRAP = PERIOD - 3000  # start just before ticks_ms wraps

@@ -1,8 +1,8 @@
 # Runs every test_* function of one module under MicroPython and prints a result line for each.
 # Usage: micropython mprunner.py <module>
-import sys
-import json
 import io
+import json
+import sys
 
 try:
     import gc

@@ -5,13 +5,15 @@
 # Script: {"cfg": {...config.json...} or null, "actions": [[op, arg], ...]}
 #   ["key", "5"]  ["door", 0|1]  ["tamper", 0|1]  ["wait", ms]  ["reset", cause]  ["stall", ms]
 #   ["corrupt_config", 0]
-# Output: one line "@@OUT <json>" with trace (t, name, value), events (t, kind, data), boots (t),
-# and the peak heap; the flash image is left in the file named by "flash_path".
-import sys
+# Output lines: "@@T [t, name, value]" output and input changes, "@@E [t, kind, data]" events,
+# "@@B t" boots, and last "@@OUT {...}" with heap figures. The flash image is left in the file
+# named by "flash_path".
+import gc
 import json
 import os
+import sys
+
 import vfs
-import gc
 
 try:
     import board  # a compiled build puts the sim's board.mpy on the path
@@ -19,9 +21,9 @@ except ImportError:  # running from source: install the sim board as `board`, as
     _here = __file__ if __file__.startswith("/") else os.getcwd() + "/" + __file__
     sys.path.insert(0, _here.rsplit("/", 3)[0] + "/boards/sim")
     import board
+from boards.sim.flash import FileBlockDev  # noqa: E402
 from boards.sim.hw import PERIOD  # noqa: E402
 from lockcase import events as _events  # noqa: E402
-from boards.sim.flash import FileBlockDev  # noqa: E402
 
 TICK = 10
 
@@ -30,9 +32,7 @@ class Run:
     def __init__(self, script):
         self.script = script
         self.t = 0  # virtual ms since the start of the run, across resets
-        self.trace = []
-        self.events = []
-        self.boots = []
+        self.boots = 0
         # The flash lives in a file, as in the live sim: it is not the chip's RAM.
         self.bdev = FileBlockDev(script["flash_path"], blocks=64)
         vfs.VfsLfs2.mkfs(self.bdev)
@@ -45,7 +45,7 @@ class Run:
         run = self
 
         def emit(bus, kind, **data):
-            run.events.append((run.t, kind, data))
+            print("@@E " + json.dumps((run.t, kind, data)))
             real_emit(bus, kind, **data)
 
         _events.Bus.emit = emit
@@ -58,19 +58,24 @@ class Run:
         self.mounted = True
         hw = board.power_on(virtual=True, start_ms=self.start + self.t, reset_cause=self.cause)
         hw.inputs.update(self.inputs)
-        hw.listeners.append(lambda t, name, value: self.trace.append((self.t, name, value)))
+        hw.listeners.append(lambda t, name, value: self.out(name, value))
         hw.on_reset = self._on_reset
-        self.boots.append(self.t)
-        self.trace.append((self.t, "boot", self.cause))
+        self.boots += 1
+        print("@@B %d" % self.t)
+        self.out("boot", self.cause)
         board.lock_safe()
         import main
 
         self.app = main.build()
-        if not self.boots[:-1]:
+        if self.boots == 1:
             self.live_boot = self.live()
         self.hw = hw
         self.wdt = self.app.board.wdt(self.app.cfg["wdt_ms"])
         self.pending_reset = None
+
+    def out(self, name, value):
+        # Streamed, not kept: the harness must not eat the heap the firmware is measured in.
+        print("@@T " + json.dumps((self.t, name, value)))
 
     def live(self):
         gc.collect()
@@ -111,7 +116,7 @@ class Run:
             elif op in ("door", "tamper"):
                 self.inputs[op] = arg
                 self.hw.inputs[op] = arg
-                self.trace.append((self.t, "in:" + op, arg))
+                self.out("in:" + op, arg)
                 self.tick()
             elif op == "wait":
                 self.wait(arg)
@@ -129,9 +134,6 @@ class Run:
         vfs.umount("/flash")
         self.mounted = False
         out = {
-            "trace": self.trace,
-            "events": self.events,
-            "boots": self.boots,
             "heap_live_end": self.live(),
             "heap_live_boot": self.live_boot,
         }

@@ -8,8 +8,8 @@ import hmac
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lockcase import creds
 
+from lockcase import creds
 from tests.device import mp_test_creds as shared
 
 salts = st.binary(min_size=0, max_size=24).map(bytes.hex)

@@ -45,10 +45,17 @@ def run_script(actions: list, cfg: dict | None = CFG, heap: str = "96k", compile
         script = {"cfg": cfg, "actions": actions, "flash_path": str(flash)}
         proc = run_micropython([str(HARNESS)], input=json.dumps(script), heap=heap, timeout=300, compiled=compiled)
         out = proc.stdout.decode(errors="replace")
+        trace, events, boots = [], [], []
         for line in out.splitlines():
-            if line.startswith("@@OUT "):
+            if line.startswith("@@T "):
+                trace.append(json.loads(line[4:]))
+            elif line.startswith("@@E "):
+                events.append(json.loads(line[4:]))
+            elif line.startswith("@@B "):
+                boots.append(int(line[4:]))
+            elif line.startswith("@@OUT "):
                 res = json.loads(line[6:])
-                res["flash"] = flash.read_bytes()
+                res.update(trace=trace, events=events, boots=boots, flash=flash.read_bytes())
                 return res
     raise AssertionError(f"harness failed (exit {proc.returncode}):\n{out[-3000:]}\n{proc.stderr.decode()[-3000:]}")
 

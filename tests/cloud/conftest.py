@@ -1,0 +1,134 @@
+"""Fixtures for the cloud tests, and a Mosquitto launcher other end-to-end tests can reuse:
+
+    from tests.cloud.conftest import start_mosquitto
+    with start_mosquitto(tmp_path, passwd=..., acl=...) as (host, port): ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casecloud import registry
+from casecloud.adapters.notify import RecordingNotifier
+from casecloud.runtime import Runtime, build
+from casecloud.settings import Settings
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if not found:
+        pytest.fail("mosquitto is not installed: run `make sysdeps`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def start_mosquitto(
+    workdir: Path, *, passwd: str | None = None, acl: str | None = None, extra: str = ""
+) -> Iterator[tuple[str, int]]:
+    """Run a real Mosquitto on a free loopback port; yields (host, port).
+
+    passwd/acl: file contents (mosquitto_passwd format, ACL syntax); without passwd anonymous
+    clients are allowed. The broker's log is at workdir/mosquitto.log.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    lines = [f"listener {port} 127.0.0.1", "persistence false", f"log_dest file {workdir / 'mosquitto.log'}",
+             "log_type all"]
+    if os.geteuid() == 0:
+        lines.append("user root")  # otherwise it drops to 'mosquitto' and cannot read our files
+    if passwd is not None:
+        (workdir / "passwd").write_text(passwd)
+        lines += ["allow_anonymous false", f"password_file {workdir / 'passwd'}"]
+    else:
+        lines.append("allow_anonymous true")
+    if acl is not None:
+        (workdir / "acl").write_text(acl)
+        lines.append(f"acl_file {workdir / 'acl'}")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n" + extra)
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                raise RuntimeError(f"mosquitto exited {proc.returncode}: {out}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mosquitto did not start listening") from None
+                time.sleep(0.05)
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    with start_mosquitto(tmp_path / "broker") as hp:
+        yield hp
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_750_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", admin_token="test-admin-token")
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def rt(settings: Settings, clock: FakeClock, notifier: RecordingNotifier) -> Iterator[Runtime]:
+    r = build(settings, clock=clock, notifier=notifier)
+    yield r
+    r.engine.dispose()
+
+
+@pytest.fixture
+def shop(rt: Runtime) -> dict[str, Any]:
+    """One store (US) with one case; returns ids and the case's secrets."""
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now(), name="Main St", notify_url="http://staff.invalid/hook")
+        _, sec = registry.register_case(s, "s1", "c1", rt.now(), name="Fragrances")
+    return {"store": "s1", "case": "c1", "key": bytes.fromhex(sec.key_hex), "secrets": sec}
