@@ -106,6 +106,8 @@ class Journal:
         self.last_id = 0
         self.acked = 0
         self.faults = 0  # appends or acks that failed (flash error): the lock logic goes on
+        self.last_error = None  # the latest of those, for diagnostics (not printed: an outage
+        # would print once per event)
         self.corrupt = 0  # bad regions skipped in the middle of a segment
         self.lost = 0  # unacked records dropped to stay bounded, this boot
         self._segs = []  # [name (first id), valid records, last valid id], oldest first
@@ -122,8 +124,7 @@ class Journal:
         try:
             return self._append(kind, data)
         except Exception as exc:  # never into the lock logic: the event is lost, the door is not
-            self.faults += 1
-            print("journal: append failed", repr(exc))
+            self._fault(exc)
             return None
 
     def records(self, after_id=0, limit=None):
@@ -172,16 +173,14 @@ class Journal:
                     raise
                 self._write_ack(upto)
         except Exception as exc:
-            self.faults += 1
-            print("journal: ack failed", repr(exc))
+            self._fault(exc)
             return False
         self.acked = upto
         self._pending = None
         try:
             self._gc(upto)
         except Exception as exc:  # the ack is durable; the next ack or open deletes the rest
-            self.faults += 1
-            print("journal: cleanup failed", repr(exc))
+            self._fault(exc)
         return True
 
     def pending(self):
@@ -211,6 +210,10 @@ class Journal:
     def _on_event(self, kind, data):
         self.append(kind, data)
 
+    def _fault(self, exc):
+        self.faults += 1
+        self.last_error = exc
+
     def _path(self, name):
         return "%s/%d%s" % (self.dir, name, _SEG)
 
@@ -223,8 +226,7 @@ class Journal:
                 if fn.endswith(_SEG) and fn[: -len(_SEG)].isdigit():
                     names.append(int(fn[: -len(_SEG)]))
         except OSError as exc:  # no directory (cut while making it): appends will make it
-            self.faults += 1
-            print("journal: cannot list", self.dir, repr(exc))
+            self._fault(exc)
         names.sort()
         acked = self._read_ack()
         last = acked
@@ -246,8 +248,7 @@ class Journal:
         try:
             self._gc(acked)  # a cut between an ack and its deletes left these behind
         except OSError as exc:
-            self.faults += 1
-            print("journal: cleanup failed", repr(exc))
+            self._fault(exc)
 
     def _mkdirs(self):
         p = "/" if self.dir.startswith("/") else ""

@@ -100,7 +100,11 @@ def _class_members(cls: ast.ClassDef) -> set[str]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
-                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                if (
+                    isinstance(t, ast.Attribute)
+                    and isinstance(t.value, ast.Name)
+                    and t.value.id == "self"
+                ):
                     names.add(t.attr)
                 elif isinstance(t, ast.Name):
                     names.add(t.id)
@@ -216,8 +220,8 @@ def test_picow_pwm_slices_and_i2c_pins():
     assert isinstance(lock, int) and isinstance(buzzer, int)
     assert isinstance(sda, int) and isinstance(scl, int)
     # Both channels of a PWM slice share one frequency: 20 kHz hold and a tone cannot share.
-    assert (lock >> 1) & 7 != (buzzer >> 1) & 7
-    bus = ast.literal_eval(_module_defs(tree)["I2C_BUS"])  # type: ignore[arg-type]
+    assert (lock >> 1) & 7 != (buzzer >> 1) & 7, "lock and buzzer share a PWM slice"
+    bus = ast.literal_eval(_module_defs(tree)["I2C_BUS"])
     assert sda % 4 == 2 * bus and scl % 4 == 2 * bus + 1, "SDA/SCL not on that I2C block"
 
 
