@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 DEVLIB := build/device-lib/.stamp
+STUBS  := build/stubs/.stamp
+# The esp32 and rp2 stub packages install the same module names, so each gets its own tree.
+STUBS_STDLIB := micropython-stdlib-stubs==1.29.0.post2
 
 .PHONY: help setup deps sim test lint pytest bench clean sysdeps
 
@@ -37,7 +40,13 @@ sysdeps:
 sim: deps
 	$(PY) -m casectl.sim
 
-lint: $(STAMP)
+$(STUBS): $(STAMP) Makefile
+	rm -rf build/stubs
+	$(PY) -m pip install --quiet --no-deps --target build/stubs/esp32/lib/python3.11/site-packages micropython-esp32-stubs==1.29.0.post1 $(STUBS_STDLIB)
+	$(PY) -m pip install --quiet --no-deps --target build/stubs/rp2/lib/python3.11/site-packages micropython-rp2-stubs==1.29.0.post1 $(STUBS_STDLIB)
+	@touch $@
+
+lint: $(STAMP) $(STUBS) $(DEVLIB)
 	$(BIN)/ruff check firmware boards host_tools tests bench tools
 	$(BIN)/pyright -p pyrightconfig.esp32.json
 	$(BIN)/pyright -p pyrightconfig.rp2.json

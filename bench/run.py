@@ -70,6 +70,7 @@ def boot_to_ready(fw: Path | None, runs: int = 5) -> list[float]:
             if fw:
                 cmd += ["--fw", str(fw)]
             # First boot formats the flash; measure the second, the one a case does every day.
+            elapsed = 0.0
             for _boot in range(2):
                 t0 = time.perf_counter()
                 p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=d)

@@ -5,33 +5,13 @@ import sys
 
 import board
 
-from lockcase import config
-from lockcase.journal import Journal
-
 
 def build():
-    error = None
-    try:
-        cfg = config.load()
-    except config.NotProvisioned:
-        cfg = config.defaults()
-    except config.ConfigError as exc:
-        cfg = config.defaults()
-        error = str(exc)
-    if cfg["board"] != board.NAME and cfg["provisioned"]:
-        error = "config is for board %s, this is %s" % (cfg["board"], board.NAME)
-        cfg = config.defaults()
-    if error:
-        print(error)
-    from lockcase.app import App
+    from lockcase import startup
 
-    hw = board.create(cfg)
-    try:
-        journal = Journal()
-    except Exception as exc:  # a broken filesystem must not keep the lock from working
-        print("journal unavailable:", exc)
-        journal = None
-    return App(hw, cfg, journal, reset_cause=board.reset_cause(), config_error=error)
+    app = startup.build()
+    startup.forget("lockcase.startup")
+    return app
 
 
 def main():

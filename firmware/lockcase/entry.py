@@ -135,6 +135,9 @@ class Entry:
             if self.n == _CODE_LEN:
                 code = bytes(self.buf[: self.n]).decode()
                 self._clear()
+                if self.cloud is None or not self.cloud.available():
+                    self._message(now, "Service offline", "Ask an associate", IDLE)
+                    return
                 self.state = WAIT
                 self.cloud.code(code)
         elif k == "#" and self.n == 0:
@@ -303,4 +306,4 @@ class Entry:
         elif st == OFFLINE:
             d.show(*self.offline_text)
 
-    offline_text = ("Not provisioned", "Lock closed")
+    offline_text = ("Not provisioned", "Lock closed")  # type: tuple[str, str]

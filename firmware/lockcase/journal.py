@@ -162,13 +162,15 @@ class Journal:
 
     def ack(self, upto_id):
         """The store has every record up to upto_id: persist that, delete what it frees. -> bool"""
-        upto = min(upto_id, self.last_id)
+        upto = min(int(upto_id), self.last_id)
         if upto <= self.acked:
             return True
         try:
             try:
                 self._write_ack(upto)
             except OSError as exc:
+                # Full: free what the store already has first. A cut before the mark lands then
+                # makes open report those ids lost: a false alarm, never a silent loss.
                 if exc.args[0] != _ENOSPC or not self._gc(upto):
                     raise
                 self._write_ack(upto)
@@ -301,7 +303,8 @@ class Journal:
                 nid += 1
                 a = self.acked + 1
                 ov = {"id": nid, "ts": now, "type": OVERFLOW, "first": a, "last": gone_to}
-                ov["lost"] = gone_to - a + 1  # exact unless appends failed (their ids never existed)
+                # Exact unless appends failed: their ids never held a record.
+                ov["lost"] = gone_to - a + 1
                 frames.append(encode(ov, _OVERFLOW))
             nid += 1
             rec["id"] = nid

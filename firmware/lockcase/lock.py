@@ -142,8 +142,9 @@ class Lock:
             self._set(LOCKED, now)
             self.bus.emit("relocked", reason=reason)
 
-    def _hw_cutoff(self, *_):
-        # Runs in timer interrupt context: touch nothing but the output.
+    def _hw_cutoff(self, _timer=None):
+        # Runs in timer interrupt context: touch nothing but the output, allocate nothing
+        # (a *args signature would build a tuple, which a hard IRQ cannot).
         self.coil.off()
 
     # -- stepping -----------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class Run:
         if self.pending_reset:
             self.cause = self.pending_reset
             self.boot()
-            return
+            return True
         if run_app:
             now = self.hw.ticks_ms()
             self.app.step(now)
@@ -121,8 +121,10 @@ class Run:
             elif op == "wait":
                 self.wait(arg)
             elif op == "stall":
+                # The loop hangs until the watchdog resets the chip; the new boot runs normally.
                 for _ in range(max(1, arg // TICK)):
-                    self.tick(run_app=False)
+                    if self.tick(run_app=False):
+                        break
             elif op == "reset":
                 self.cause = arg
                 self.hw.reset(arg)

@@ -1,0 +1,48 @@
+# Boot-time assembly: config -> board -> app. Runs once; main.py drops this module and the config
+# validator afterwards, so the RAM their code takes is free for the running case.
+import sys
+
+import board
+
+
+def _config():
+    from lockcase import config
+
+    error = None
+    try:
+        cfg = config.load()
+    except config.NotProvisioned:
+        cfg = config.defaults()
+    except config.ConfigError as exc:
+        cfg = config.defaults()
+        error = str(exc)
+    if cfg["board"] != board.NAME and cfg["provisioned"]:
+        error = "config is for board %s, this is %s" % (cfg["board"], board.NAME)
+        cfg = config.defaults()
+    return cfg, error
+
+
+def build():
+    cfg, error = _config()
+    forget("lockcase.config")
+    if error:
+        print(error)
+    from lockcase.app import App
+    from lockcase.journal import Journal
+
+    hw = board.create(cfg)
+    try:
+        journal = Journal()
+    except Exception as exc:  # a broken filesystem must not keep the lock from working
+        print("journal unavailable:", exc)
+        journal = None
+    return App(hw, cfg, journal, reset_cause=board.reset_cause(), config_error=error)
+
+
+def forget(name):
+    # Unload a module that is no longer needed, so the GC can reclaim its code.
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    parent = sys.modules.get(pkg)
+    if parent is not None and attr in parent.__dict__:
+        delattr(parent, attr)
