@@ -146,7 +146,7 @@ class Journal:
             out = []
             want = _BATCH if limit is None else min(_BATCH, limit - n)
             r = self._read(name, off, cur, want, out)
-            if not out:
+            if r is None or not out:
                 if seg[2] > cur:
                     cur = seg[2]  # the rest went bad or missing since open: skip it
                 continue
@@ -292,7 +292,10 @@ class Journal:
                 raise
 
     def _append(self, kind, data):
-        rec = _plain(data) if data else {}
+        rec = {}
+        if data:
+            for k, v in data.items():
+                rec[str(k)] = _plain(v, 1)
         for attempt in (0, 1):
             self._make_room()
             nid = self.last_id

@@ -137,7 +137,7 @@ def to_e164(digits, country):
                 return "+" + cc + nsn
             lo = rmin if lo is None else min(lo, rmin)
             hi = rmax if hi is None else max(hi, rmax)
-    if lo is None:
+    if lo is None or hi is None:
         raise ValueError(NOT_MOBILE)
     raise ValueError(TOO_LONG if n > hi else TOO_SHORT)
 
