@@ -40,6 +40,8 @@ class Reply:
     t: str  # allow | challenge | deny | ok: the rep type sent to the case
     fields: dict[str, Any] = field(default_factory=dict)
     member_id: str | None = None
+    # (E.164, text) to send once the decision is committed; memory only, never stored
+    text: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
     def why(self) -> str | None:
@@ -110,6 +112,27 @@ class Policy:
         s.flush()
         self._pending_alerts.append(a.id)
         log.warning("alert %s store=%s case=%s: %s", kind, store.id, case.id if case else "-", detail)
+
+    def after_commit(self, sessions: sessionmaker[Session], r: Reply) -> Reply:
+        """Side effects of a committed decision, outside any transaction (no HTTP call holds a
+        database lock): texts the code, delivers alerts. A text that cannot be sent turns the
+        challenge into a refusal."""
+        if r.text is not None:
+            (e164, text), r.text = r.text, None
+            try:
+                self.sms.send(e164, text)
+            except SmsError as e:
+                log.warning("code to %s not sent: %s", mask(e164), e)
+                with sessions.begin() as s:
+                    ch = s.get(Challenge, r.fields["sid"])
+                    if ch is not None:
+                        ch.done = True
+                        case = s.get(Case, ch.case_id)
+                        if case is not None:
+                            self.journal(s, case, "deny", member_id=ch.member_id, why="unavailable", via="sms")
+                r = deny("unavailable")
+        self.flush_alerts(sessions)
+        return r
 
     def flush_alerts(self, sessions: sessionmaker[Session]) -> None:
         """Deliver alerts raised by committed decisions (after commit: no HTTP inside a transaction)."""
@@ -200,15 +223,10 @@ class Policy:
                        phone_hash=phone_hash, phone_last2=last2(e164), code_hash=self.hasher.code(sid, code),
                        tries_left=st.otp_tries, expires_at=self.now() + st.otp_ttl_s, created_at=self.now())
         s.add(ch)
-        try:
-            self.sms.send(e164, f"Your LockCase code: {code}. It expires in {st.otp_ttl_s // 60} minutes.")
-        except SmsError as e:
-            log.warning("code to %s not sent: %s", mask(e164), e)
-            ch.done = True
-            return self._refuse(s, case, deny("unavailable"), via="phone")
         self.journal(s, case, "challenge", member_id=ch.member_id, phone_last2=ch.phone_last2, need="code")
+        text = f"Your LockCase code: {code}. It expires in {max(st.otp_ttl_s // 60, 1)} minutes."
         return Reply("challenge", {"sid": sid, "need": "code", "ttl": st.otp_ttl_s, "last2": last2(e164)},
-                     member_id=ch.member_id)
+                     member_id=ch.member_id, text=(e164, text))
 
     def on_otp(self, s: Session, store: Store, case: Case, sid: str, code: str) -> Reply:
         limited = self._common_limits(s, store, case)

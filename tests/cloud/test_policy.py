@@ -31,9 +31,10 @@ def ctx(rt: Runtime, case_id: str = "c1") -> Iterator[tuple[Session, Store, Case
         yield s, store, case
 
 
-def phone(rt: Runtime, num: str = PHONE, sid: str | None = None) -> Reply:
-    with ctx(rt) as (s, store, case):
-        return rt.policy.on_phone(s, store, case, num, sid)
+def phone(rt: Runtime, num: str = PHONE, sid: str | None = None, case_id: str = "c1") -> Reply:
+    with ctx(rt, case_id) as (s, store, case):
+        r = rt.policy.on_phone(s, store, case, num, sid)
+    return rt.policy.after_commit(rt.sessions, r)
 
 
 def otp(rt: Runtime, sid: str, code: str) -> Reply:
@@ -138,8 +139,7 @@ def test_store_rate_limit_spans_cases(rt: Runtime, shop: dict[str, Any]) -> None
     with rt.sessions.begin() as s:
         registry.register_case(s, "s1", "c2", rt.now())
     assert phone(rt, "5551230001").t == "challenge"
-    with ctx(rt, "c2") as (s, store, case):
-        assert rt.policy.on_phone(s, store, case, "5551230002").t == "challenge"
+    assert phone(rt, "5551230002", case_id="c2").t == "challenge"
     assert phone(rt, "5551230003").why == "rate_limited"
 
 

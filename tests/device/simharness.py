@@ -64,6 +64,8 @@ class Run:
         print("@@B %d" % self.t)
         self.out("boot", self.cause)
         board.lock_safe()
+        if self.boots == 1:
+            self.live_before_fw = self.live()  # the harness and the emulated hardware
         import main
 
         self.app = main.build()
@@ -138,6 +140,7 @@ class Run:
         out = {
             "heap_live_end": self.live(),
             "heap_live_boot": self.live_boot,
+            "heap_live_before_firmware": self.live_before_fw,
         }
         print("@@OUT " + json.dumps(out))
 
