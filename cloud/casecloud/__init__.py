@@ -1,1 +1,3 @@
 """LockCase reference cloud service."""
+
+__version__ = "0.1.0"

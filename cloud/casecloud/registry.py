@@ -44,6 +44,7 @@ def create_store(s: Session, store_id: str, now: int, *, name: str = "", country
     st = Store(id=store_id, name=name, country=country.upper(), notify_url=notify_url,
                guests_allowed=guests_allowed, created_at=now)
     s.add(st)
+    s.flush()  # column defaults become visible on the object
     return st
 
 
@@ -63,6 +64,7 @@ def register_case(s: Session, store_id: str, case_id: str, now: int, *, name: st
     case = Case(id=case_id, store_id=store_id, name=name, key_hex=sec.key_hex, mqtt_password_hash=pw_hash,
                 created_at=now)
     s.add(case)
+    s.flush()
     return case, sec
 
 
@@ -100,6 +102,7 @@ def create_member(s: Session, h: Hasher, now: int, *, phone: str | None = None, 
     app_token = "lt_" + secrets.token_urlsafe(24)
     m.app_token_hash = h.token(app_token)
     s.add(m)
+    s.flush()
     return m, app_token
 
 
@@ -123,4 +126,5 @@ def add_staff(s: Session, store_id: str, kind: str, hash_hex: str, now: int, lab
     st = Staff(id="s_" + secrets.token_hex(6), store_id=store_id, kind=kind, hash=hash_hex, label=label,
                created_at=now)
     s.add(st)
+    s.flush()
     return st

@@ -3,7 +3,7 @@
 # it with a virtual clock; run() is the asyncio loop used on boards and in the sim.
 import asyncio
 
-from lockcase.compat import const
+from lockcase.compat import const, ticks_diff
 from lockcase.creds import StaffCreds
 from lockcase.display import make_display
 from lockcase.drivers.buzzer import Buzzer
@@ -30,7 +30,7 @@ class App:
         self.journal = journal
         self.ready = False
         self.faults = []
-        now = board.ticks_ms()
+        now = self._t0 = board.ticks_ms()
         if journal is not None:
             journal.attach(bus)
         bus.subscribe(self._log, JOURNALED)
@@ -42,7 +42,12 @@ class App:
         self.buzzer = Buzzer(board.buzzer_pwm)
         self.led = StatusLed(board.led)
         self.led.mode("idle")
-        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now)
+        self.cloud = self.link = None
+        if cfg.get("provisioned") and cfg.get("cloud") and not config_error:
+            self._make_cloud(cfg, reset_cause)
+        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now, cloud=self.cloud)
+        if self.cloud is not None:
+            self.cloud.entry = self.entry
         if config_error:
             self.entry.state = OFFLINE
             self.entry.offline_text = ("Config error", config_error[-16:])
@@ -53,6 +58,31 @@ class App:
             bus.emit("config_error", error=config_error)
         for f in self.faults:
             bus.emit("fault", part=f[0], error=f[1])
+
+    def _make_cloud(self, cfg, reset_cause):
+        # Imported only when configured: a case without a cloud keeps that RAM.
+        import binascii
+
+        from lockcase.cloud import protocol as P
+        from lockcase.cloud.client import CloudClient
+        from lockcase.cloud.link import Link
+
+        cc = dict(cfg["cloud"])
+        if cc.get("ca"):
+            cc["ca"] = binascii.a2b_base64(cc["ca"])
+        topics = P.topics(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
+        subs = P.subscriptions(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
+        codec = P.Codec(cfg["case_id"], binascii.unhexlify(cc["key"]), P.FileSeqs("seq.json"))
+        cc["fw"] = _version()
+        cc["boot"] = reset_cause
+        board = self.board
+        cloud = CloudClient(cc, codec, topics, None, self.bus, self.lock, self.journal,
+                            lambda: ticks_diff(board.ticks_ms(), self._t0))
+        link = Link(cc, topics, subs, lambda t, m: cloud.on_message(t, m, board.ticks_ms()),
+                    on_up=cloud.on_up)
+        cloud.link = link
+        self.cloud = cloud
+        self.link = link
 
     def _make_display(self, cfg):
         try:
@@ -84,6 +114,8 @@ class App:
             self.entry.key(k, now)
         self.lock.step(now)
         self.entry.step(now)
+        if self.cloud is not None:
+            self.cloud.step(now)
         self._led(now)
 
     def _led(self, now):
@@ -111,6 +143,9 @@ class App:
             "entry": self.entry.state,
             "display": self.display.lines(),
             "ready": self.ready,
+            "cloud": None if self.link is None else {
+                "up": self.link.up, "synced": self.cloud.codec.synced, "connects": self.link.connects,
+                "rejected": self.cloud.rejected, "last_reject": self.cloud.last_reject},
         }
 
     async def run(self):
@@ -118,6 +153,8 @@ class App:
         wdt = board.wdt(self.cfg["wdt_ms"])
         for coro in board.extras(self):
             asyncio.create_task(coro)
+        if self.link is not None:
+            asyncio.create_task(self.link.run())
         self.ready = True
         self.bus.emit("ready")
         print("READY")

@@ -86,9 +86,7 @@ def validate(raw):
         if k not in cfg and k not in ("cloud", "nfc", "version"):
             raise ConfigError("config: unknown key " + k)
     if "cloud" in raw:
-        if not isinstance(raw["cloud"], dict):
-            raise ConfigError("config: cloud must be an object")
-        cfg["cloud"] = raw["cloud"]
+        cfg["cloud"] = _cloud(raw["cloud"])
     if "nfc" in raw:
         cfg["nfc"] = raw["nfc"]
     cfg["provisioned"] = bool(cfg["case_id"])
@@ -113,6 +111,27 @@ def _staff(st):
                 raise ConfigError("config: staff.%s[%d] needs a 64-hex-digit hash" % (kind, i))
             out[kind].append({"id": str(item.get("id", "%s%d" % (kind[0], i))), "hash": item["hash"]})
     return out
+
+
+def _cloud(cc):
+    if not isinstance(cc, dict):
+        raise ConfigError("config: cloud must be an object")
+    for k in ("host", "user", "password", "key"):
+        if not isinstance(cc.get(k), str) or not cc[k]:
+            raise ConfigError("config: cloud.%s is required (a string)" % k)
+    key = cc["key"]
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ConfigError("config: cloud.key must be 64 lowercase hex digits")
+    port = cc.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError("config: cloud.port must be a port number")
+    if "ca" in cc and not isinstance(cc["ca"], str):
+        raise ConfigError("config: cloud.ca must be the CA certificate as base64 DER")
+    for k in ("keepalive", "request_timeout_s", "io_timeout_s", "connect_timeout_ms"):
+        v = cc.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError("config: cloud.%s must be a positive whole number" % k)
+    return cc
 
 
 def load(path=PATH):

@@ -139,7 +139,7 @@ class Entry:
                     self._message(now, "Service offline", "Ask an associate", IDLE)
                     return
                 self.state = WAIT
-                self.cloud.code(code)
+                self.cloud.code(code, now)
         elif k == "#" and self.n == 0:
             self._clear()
             self.state = IDLE
@@ -158,28 +158,41 @@ class Entry:
             self.bus.emit("denied", source="phone", reason="offline", last2=phone.last2(e164))
             return
         self.state = WAIT
-        self.cloud.phone(e164)
+        self.cloud.phone(e164, now)
 
     def _help(self, now):
         self.bus.emit("help", source="keypad")
+        if self.cloud is not None and self.cloud.available():
+            self.state = WAIT
+            self._render(now)
+            self.cloud.help(now)
+            return
+        # Without the cloud the event still reaches the store when the link comes back.
         self._message(now, "Associate called", "Please wait", IDLE)
 
     # -- results from the cloud link (issue: cloud unlocks) --------------------------------------
     def cloud_result(self, kind, now, msg=None):
-        # kind: "code_sent", "granted", "denied", "timeout"
+        # kind: code_sent, need_phone, granted, denied, denied_code, timeout, offline, help_ok
         if kind == "code_sent":
-            self.state = CODE
             self._clear()
+            self.state = CODE
+        elif kind == "need_phone":
+            self._clear()
+            self._message(now, "Not verified:", "type phone no.", IDLE)
         elif kind == "granted":
             self._success(now)
             self._message(now, "Open the door", "", IDLE)
         elif kind == "timeout":
-            self._message(now, "No answer", "Ask an associate", IDLE)
+            self._message(now, "No answer", "Press # for help", IDLE)
+        elif kind == "offline":
+            self._message(now, "Service offline", "Ask an associate", IDLE)
+        elif kind == "help_ok":
+            self._message(now, "Staff are coming", "Please wait", IDLE)
+        elif kind == "denied_code":
+            self._failure(now, msg or "Wrong code")
+            if self.state == MESSAGE:
+                self._after_msg = CODE  # the same challenge takes another try
         else:
-            if kind == "denied_code":
-                self.bus.emit("denied", source="code", reason=msg or "bad_code")
-                self._failure(now, msg or "Wrong code")
-                return
             self._message(now, msg or "Not allowed", "Ask an associate", IDLE)
         self._render(now)
 

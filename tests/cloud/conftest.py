@@ -39,7 +39,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def start_mosquitto(
-    workdir: Path, *, passwd: str | None = None, acl: str | None = None, extra: str = ""
+    workdir: Path, *, passwd: str | None = None, acl: str | None = None, extra: str = "",
+    port: int | None = None,
 ) -> Iterator[tuple[str, int]]:
     """Run a real Mosquitto on a free loopback port; yields (host, port).
 
@@ -47,7 +48,7 @@ def start_mosquitto(
     clients are allowed. The broker's log is at workdir/mosquitto.log.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()  # a given port: restart a broker where its clients expect it
     lines = [f"listener {port} 127.0.0.1", "persistence false", f"log_dest file {workdir / 'mosquitto.log'}",
              "log_type all"]
     if os.geteuid() == 0:

@@ -1,0 +1,535 @@
+"""HTTP API (FastAPI; OpenAPI at /openapi.json, docs at /docs).
+
+- /v1/admin/...: stores, cases, members, staff credentials, events, alerts. Bearer token.
+- /v1/app/unlock: the store app's unlock button (member token in the body).
+- /v1/dev/sms: the dev SMS outbox, only while the outbox backend is in use. Bearer token.
+"""
+
+# No `from __future__ import annotations`: FastAPI resolves the local Annotated aliases at run time.
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casecloud import __version__, broker, registry
+from casecloud.codec import ID_RE
+from casecloud.commands import Commander, NotConnected
+from casecloud.models import Alert, Case, Event, Member, SmsOutbox, Staff, Store
+from casecloud.phones import to_e164
+from casecloud.privacy import erase_member, retention
+from casecloud.runtime import Runtime
+
+log = logging.getLogger("casecloud.api")
+
+Status = Literal["member", "trusted", "flagged"]
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+class StoreIn(BaseModel):
+    id: str = Field(pattern=ID_RE.pattern)
+    name: str = ""
+    country: str = Field("US", min_length=2, max_length=2)
+    notify_url: str | None = None
+    guests_allowed: bool = True
+
+
+class StorePatch(BaseModel):
+    name: str | None = None
+    country: str | None = Field(None, min_length=2, max_length=2)
+    notify_url: str | None = None
+    guests_allowed: bool | None = None
+
+
+class StoreOut(BaseModel):
+    id: str
+    name: str
+    country: str
+    notify_url: str | None
+    guests_allowed: bool
+
+
+class CaseIn(BaseModel):
+    id: str = Field(pattern=ID_RE.pattern)
+    store: str
+    name: str = ""
+
+
+class MqttLogin(BaseModel):
+    host: str
+    port: int
+    username: str
+    password: str
+
+
+class CaseSecretsOut(BaseModel):
+    """Everything the case's config.json `cloud` section needs. Shown once."""
+
+    id: str
+    store: str
+    key: str
+    key_version: int
+    topic_prefix: str
+    mqtt: MqttLogin
+
+
+class CaseOut(BaseModel):
+    id: str
+    store: str
+    name: str
+    key_version: int
+    online: bool
+    last_seen: int | None
+    fw: str | None
+    last_status: dict[str, Any] | None
+
+
+class MemberIn(BaseModel):
+    phone: str | None = Field(None, description="as a shopper would type it, or +E.164")
+    country: str = Field("US", min_length=2, max_length=2)
+    card: str | None = Field(None, description="loyalty card number or NFC UID")
+    status: Status = "member"
+    external_id: str | None = None
+
+
+class MemberOut(BaseModel):
+    id: str
+    status: str
+    external_id: str | None
+    phone_last2: str | None
+    has_card: bool
+
+
+class MemberCreated(MemberOut):
+    app_token: str = Field(description="the member's token for the store app; shown once")
+
+
+class StatusIn(BaseModel):
+    status: Status
+
+
+class StaffIn(BaseModel):
+    kind: Literal["pin", "badge"]
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    label: str = ""
+
+
+class StaffOut(BaseModel):
+    id: str
+    store: str
+    kind: str
+    label: str
+    pushed_to: int = 0
+
+
+class EventOut(BaseModel):
+    id: int
+    store: str
+    case: str
+    event_id: str
+    source: str
+    type: str
+    ts: int
+    received_at: int
+    member_id: str | None
+    phone_last2: str | None
+    data: dict[str, Any]
+
+
+class AlertOut(BaseModel):
+    id: int
+    store: str
+    case: str | None
+    kind: str
+    detail: str
+    delivered: bool
+    created_at: int
+
+
+class CmdResult(BaseModel):
+    ok: bool
+    err: str | None = None
+
+
+class ConfigIn(BaseModel):
+    set: dict[str, Any]
+
+
+class UnlockIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200, description="the member's app token")
+    case: str = Field(pattern=ID_RE.pattern, description="from the case's QR code")
+
+
+class UnlockOut(BaseModel):
+    ok: bool
+    grant: str
+    err: str | None = None
+
+
+class SmsOut(BaseModel):
+    to_last2: str
+    body: str
+    created_at: int
+
+
+# --- app ------------------------------------------------------------------------------------
+
+def _store_out(st: Store) -> StoreOut:
+    return StoreOut(id=st.id, name=st.name, country=st.country, notify_url=st.notify_url,
+                    guests_allowed=st.guests_allowed)
+
+
+def _case_out(c: Case) -> CaseOut:
+    return CaseOut(id=c.id, store=c.store_id, name=c.name, key_version=c.key_version, online=c.online,
+                   last_seen=c.last_seen, fw=c.fw, last_status=c.last_status)
+
+
+def _member_out(m: Member) -> MemberOut:
+    return MemberOut(id=m.id, status=m.status, external_id=m.external_id, phone_last2=m.phone_last2,
+                     has_card=m.card_hash is not None)
+
+
+def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
+    """commander: sends cmds and waits for acks; None gives an API that answers 503 for those."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(commander.run()) if commander else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="LockCase cloud", version=__version__, lifespan=lifespan,
+                  description="Reference cloud for LockCase merchandise cases (docs/cloud.md).")
+    bearer = HTTPBearer(auto_error=False)
+
+    def admin(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        token = rt.settings.admin_bearer()
+        if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "admin bearer token required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def db() -> Iterator[Session]:
+        with rt.sessions.begin() as s:
+            yield s
+
+    Admin = [Depends(admin)]
+    DB = Annotated[Session, Depends(db)]
+
+    def bad(e: ValueError) -> HTTPException:
+        code = status.HTTP_409_CONFLICT if isinstance(e, registry.Conflict) else status.HTTP_422_UNPROCESSABLE_CONTENT
+        return HTTPException(code, str(e))
+
+    def get_case(s: Session, case_id: str) -> Case:
+        c = s.get(Case, case_id)
+        if c is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}")
+        return c
+
+    def secrets_out(c: Case, sec: registry.CaseSecrets) -> CaseSecretsOut:
+        st = rt.settings
+        return CaseSecretsOut(
+            id=c.id, store=c.store_id, key=sec.key_hex, key_version=c.key_version, topic_prefix=st.topic_prefix,
+            mqtt=MqttLogin(host=st.public_mqtt_host or st.mqtt_host, port=st.public_mqtt_port or st.mqtt_port,
+                           username=sec.mqtt_username, password=sec.mqtt_password))
+
+    async def command(case_id: str, body: dict[str, Any]) -> CmdResult:
+        if commander is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no broker connection in this process")
+        try:
+            ack = await commander.send(case_id, body, wait=rt.settings.cmd_timeout_s)
+        except NotConnected:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not connected to the broker") from None
+        except KeyError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}") from None
+        except TimeoutError:
+            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, "the case did not answer in time") from None
+        assert ack is not None
+        return CmdResult(ok=ack["ok"], err=str(ack["err"]) if ack.get("err") else None)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "broker": bool(commander and commander.connected.is_set())}
+
+    # stores
+    @app.post("/v1/admin/stores", tags=["admin"], dependencies=Admin, status_code=201)
+    def create_store(body: StoreIn, s: DB) -> StoreOut:
+        try:
+            st = registry.create_store(s, body.id, rt.now(), name=body.name, country=body.country,
+                                       notify_url=body.notify_url, guests_allowed=body.guests_allowed)
+        except ValueError as e:
+            raise bad(e) from None
+        return _store_out(st)
+
+    @app.get("/v1/admin/stores", tags=["admin"], dependencies=Admin)
+    def list_stores(s: DB) -> list[StoreOut]:
+        return [_store_out(st) for st in s.scalars(select(Store).order_by(Store.id))]
+
+    @app.patch("/v1/admin/stores/{store_id}", tags=["admin"], dependencies=Admin)
+    def patch_store(store_id: str, body: StorePatch, s: DB) -> StoreOut:
+        st = s.get(Store, store_id)
+        if st is None:
+            raise HTTPException(404, f"no store {store_id}")
+        for k, v in body.model_dump(exclude_unset=True).items():
+            setattr(st, k, v.upper() if k == "country" else v)
+        return _store_out(st)
+
+    # cases
+    @app.post("/v1/admin/cases", tags=["admin"], dependencies=Admin, status_code=201)
+    def register_case(body: CaseIn, s: DB) -> CaseSecretsOut:
+        try:
+            c, sec = registry.register_case(s, body.store, body.id, rt.now(), name=body.name)
+        except ValueError as e:
+            raise bad(e) from None
+        log.info("case %s registered in store %s", c.id, c.store_id)
+        return secrets_out(c, sec)
+
+    @app.get("/v1/admin/cases", tags=["admin"], dependencies=Admin)
+    def list_cases(s: DB, store: str | None = None) -> list[CaseOut]:
+        q = select(Case).order_by(Case.id)
+        if store:
+            q = q.where(Case.store_id == store)
+        return [_case_out(c) for c in s.scalars(q)]
+
+    @app.get("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin)
+    def read_case(case_id: str, s: DB) -> CaseOut:
+        return _case_out(get_case(s, case_id))
+
+    @app.post("/v1/admin/cases/{case_id}/rotate", tags=["admin"], dependencies=Admin)
+    def rotate_case(case_id: str, s: DB) -> CaseSecretsOut:
+        get_case(s, case_id)
+        c, sec = registry.rotate_case(s, case_id)
+        log.info("case %s key rotated to version %d", c.id, c.key_version)
+        return secrets_out(c, sec)
+
+    @app.delete("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin, status_code=204)
+    def delete_case(case_id: str, s: DB) -> Response:
+        s.delete(get_case(s, case_id))
+        return Response(status_code=204)
+
+    @app.post("/v1/admin/cases/{case_id}/relock", tags=["admin"], dependencies=Admin)
+    async def relock(case_id: str) -> CmdResult:
+        return await command(case_id, {"t": "relock"})
+
+    @app.post("/v1/admin/cases/{case_id}/config", tags=["admin"], dependencies=Admin)
+    async def push_config(case_id: str, body: ConfigIn) -> CmdResult:
+        return await command(case_id, {"t": "config", "set": body.set})
+
+    @app.get("/v1/admin/broker/passwd", tags=["admin"], dependencies=Admin, response_class=PlainTextResponse)
+    def broker_passwd(s: DB) -> str:
+        """Mosquitto password_file for every case (the cloud's own user is added by hand)."""
+        return broker.passwd_file((c.id, c.mqtt_password_hash) for c in s.scalars(select(Case).order_by(Case.id)))
+
+    @app.get("/v1/admin/broker/acl", tags=["admin"], dependencies=Admin, response_class=PlainTextResponse)
+    def broker_acl(s: DB) -> str:
+        cases = [(c.store_id, c.id) for c in s.scalars(select(Case).order_by(Case.id))]
+        return broker.acl_file(cases, rt.settings.mqtt_username or "casecloud", rt.settings.topic_prefix)
+
+    # members
+    @app.post("/v1/admin/members", tags=["admin"], dependencies=Admin, status_code=201)
+    def create_member(body: MemberIn, s: DB) -> MemberCreated:
+        try:
+            m, app_token = registry.create_member(s, rt.hasher, rt.now(), phone=body.phone, country=body.country,
+                                                  card=body.card, status=body.status, external_id=body.external_id)
+        except ValueError as e:
+            raise bad(e) from None
+        return MemberCreated(**_member_out(m).model_dump(), app_token=app_token)
+
+    @app.get("/v1/admin/members/{member_id}", tags=["admin"], dependencies=Admin)
+    def read_member(member_id: str, s: DB) -> MemberOut:
+        m = s.get(Member, member_id)
+        if m is None:
+            raise HTTPException(404, f"no member {member_id}")
+        return _member_out(m)
+
+    @app.get("/v1/admin/members", tags=["admin"], dependencies=Admin)
+    def find_member(s: DB, phone: str, country: str = "US") -> list[MemberOut]:
+        """Look a member up by number (hashed for the query, never stored)."""
+        e164 = to_e164(phone, country)
+        if e164 is None:
+            raise HTTPException(422, "phone: not a valid number")
+        return [_member_out(m) for m in s.scalars(select(Member).where(Member.phone_hash == rt.hasher.phone(e164)))]
+
+    def set_status(s: Session, member_id: str, st: str) -> MemberOut:
+        try:
+            return _member_out(registry.set_member_status(s, member_id, st))
+        except registry.Invalid as e:
+            raise HTTPException(404, str(e)) from None
+
+    @app.post("/v1/admin/members/{member_id}/status", tags=["admin"], dependencies=Admin)
+    def member_status(member_id: str, body: StatusIn, s: DB) -> MemberOut:
+        return set_status(s, member_id, body.status)
+
+    @app.post("/v1/admin/members/{member_id}/flag", tags=["admin"], dependencies=Admin)
+    def flag_member(member_id: str, s: DB) -> MemberOut:
+        return set_status(s, member_id, "flagged")
+
+    @app.post("/v1/admin/members/{member_id}/trust", tags=["admin"], dependencies=Admin)
+    def trust_member(member_id: str, s: DB) -> MemberOut:
+        return set_status(s, member_id, "trusted")
+
+    @app.delete("/v1/admin/members/{member_id}", tags=["admin"], dependencies=Admin, status_code=204)
+    def erase(member_id: str, s: DB) -> Response:
+        """Right to erasure: the member, their challenges and counters, their name on events."""
+        if not erase_member(s, member_id):
+            raise HTTPException(404, f"no member {member_id}")
+        log.info("member %s erased", member_id)
+        return Response(status_code=204)
+
+    # staff credentials
+    async def push_staff(store_id: str, body: dict[str, Any]) -> int:
+        if commander is None or not commander.connected.is_set():
+            return 0
+
+        def cases() -> list[str]:
+            with rt.sessions() as s:
+                return list(s.scalars(select(Case.id).where(Case.store_id == store_id)))
+
+        n = 0
+        for cid in await asyncio.to_thread(cases):
+            with contextlib.suppress(NotConnected, KeyError):
+                await commander.send(cid, body)
+                n += 1
+        return n
+
+    @app.post("/v1/admin/stores/{store_id}/staff", tags=["admin"], dependencies=Admin, status_code=201)
+    async def add_staff(store_id: str, body: StaffIn) -> StaffOut:
+        def add() -> Staff:
+            with rt.sessions.begin() as s:
+                return registry.add_staff(s, store_id, body.kind, body.hash, rt.now(), body.label)
+
+        try:
+            st = await asyncio.to_thread(add)
+        except ValueError as e:
+            raise bad(e) from None
+        pushed = await push_staff(store_id, {"t": "staff", "op": "add", "kind": st.kind, "sid": st.id, "hash": st.hash})
+        return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pushed_to=pushed)
+
+    @app.get("/v1/admin/stores/{store_id}/staff", tags=["admin"], dependencies=Admin)
+    def list_staff(store_id: str, s: DB) -> list[StaffOut]:
+        return [StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label)
+                for st in s.scalars(select(Staff).where(Staff.store_id == store_id).order_by(Staff.id))]
+
+    @app.delete("/v1/admin/staff/{staff_id}", tags=["admin"], dependencies=Admin)
+    async def delete_staff(staff_id: str) -> StaffOut:
+        def remove() -> Staff | None:
+            with rt.sessions.begin() as s:
+                st = s.get(Staff, staff_id)
+                if st is not None:
+                    s.delete(st)
+                return st
+
+        st = await asyncio.to_thread(remove)
+        if st is None:
+            raise HTTPException(404, f"no staff credential {staff_id}")
+        pushed = await push_staff(st.store_id, {"t": "staff", "op": "del", "kind": st.kind, "sid": st.id})
+        return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pushed_to=pushed)
+
+    # events and alerts
+    @app.get("/v1/admin/events", tags=["admin"], dependencies=Admin)
+    def events(
+        s: DB,
+        store: str | None = None,
+        case: str | None = None,
+        type: Annotated[list[str] | None, Query()] = None,  # noqa: A002 - the API's word for it
+        since: int | None = Query(None, description="epoch seconds, inclusive"),
+        until: int | None = Query(None, description="epoch seconds, exclusive"),
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> list[EventOut]:
+        q = select(Event)
+        if store:
+            q = q.where(Event.store_id == store)
+        if case:
+            q = q.where(Event.case_id == case)
+        if type:
+            q = q.where(Event.kind.in_(type))
+        if since is not None:
+            q = q.where(Event.ts >= since)
+        if until is not None:
+            q = q.where(Event.ts < until)
+        q = q.order_by(Event.ts.desc(), Event.id.desc()).limit(limit).offset(offset)
+        return [EventOut(id=e.id, store=e.store_id, case=e.case_id, event_id=e.event_id, source=e.source,
+                         type=e.kind, ts=e.ts, received_at=e.received_at, member_id=e.member_id,
+                         phone_last2=e.phone_last2, data=e.data) for e in s.scalars(q)]
+
+    @app.get("/v1/admin/alerts", tags=["admin"], dependencies=Admin)
+    def alerts(s: DB, store: str | None = None, limit: int = Query(100, ge=1, le=1000)) -> list[AlertOut]:
+        q = select(Alert).order_by(Alert.id.desc()).limit(limit)
+        if store:
+            q = q.where(Alert.store_id == store)
+        return [AlertOut(id=a.id, store=a.store_id, case=a.case_id, kind=a.kind, detail=a.detail,
+                         delivered=a.delivered, created_at=a.created_at) for a in s.scalars(q)]
+
+    @app.post("/v1/admin/retention/run", tags=["admin"], dependencies=Admin)
+    def run_retention(s: DB) -> dict[str, int]:
+        return {"stripped": retention(s, rt.now(), rt.settings.retention_days)}
+
+    # the store app
+    @app.post("/v1/app/unlock", tags=["app"], responses={403: {}, 404: {}, 429: {}, 503: {}, 504: {}})
+    async def app_unlock(body: UnlockIn) -> UnlockOut:
+        """Unlock the case whose QR code the shopper scanned; answers once the case has acted."""
+        p = rt.policy
+
+        def decide() -> Any:
+            with rt.sessions.begin() as s:
+                case = s.get(Case, body.case)
+                if case is None:
+                    return None
+                store = s.get(Store, case.store_id)
+                assert store is not None
+                return p.app_unlock(s, store, case, body.token)
+
+        r = await asyncio.to_thread(decide)
+        if r is None:
+            raise HTTPException(404, "no such case")
+        r = await asyncio.to_thread(p.after_commit, rt.sessions, r)
+        if r.t != "allow":
+            raise HTTPException(429 if r.why == "rate_limited" else 403, r.why)
+        grant = r.fields["grant"]
+        outcome = "timeout"
+        try:
+            res = await command(body.case, {"t": "unlock", "grant": grant})
+            outcome = "ok" if res.ok else (res.err or "failed")
+            return UnlockOut(ok=res.ok, grant=grant, err=res.err)
+        finally:
+            def note() -> None:
+                with rt.sessions.begin() as s:
+                    case = s.get(Case, body.case)
+                    if case is not None:
+                        p.journal(s, case, "app_unlock", member_id=r.member_id, grant=grant, result=outcome)
+
+            await asyncio.to_thread(note)
+
+    # development
+    @app.get("/v1/dev/sms", tags=["dev"], dependencies=Admin)
+    def dev_sms(s: DB, phone: str | None = None, country: str = "US", last2: str | None = None,
+                limit: int = Query(20, ge=1, le=200)) -> list[SmsOut]:
+        """Texts the dev outbox 'sent', newest first; filter by number (hashed for the query) or last two digits."""
+        if rt.settings.sms_backend != "outbox":
+            raise HTTPException(404, "the dev outbox is off (sms_backend is not outbox)")
+        q = select(SmsOutbox).order_by(SmsOutbox.id.desc()).limit(limit)
+        if phone:
+            e164 = to_e164(phone, country)
+            if e164 is None:
+                raise HTTPException(422, "phone: not a valid number")
+            q = q.where(SmsOutbox.to_hash == rt.hasher.phone(e164))
+        if last2:
+            q = q.where(SmsOutbox.to_last2 == last2)
+        return [SmsOut(to_last2=m.to_last2, body=m.body, created_at=m.created_at) for m in s.scalars(q)]
+
+    return app

@@ -1,0 +1,229 @@
+# The case's side of the cloud protocol (docs/protocol.md): shopper requests with correlation ids
+# and timeouts, journal events delivered at least once and removed only when the cloud acks them,
+# commands from the cloud (app unlock, relock, staff, config), and status. The link below it may
+# be down at any time: every path here works, or fails with a message, without it.
+from lockcase.compat import const, ticks_add, ticks_diff
+
+_BATCH_BYTES = const(520)  # events JSON per message; the envelope escapes it to under 1024
+_EVT_RETRY_MS = const(10000)
+_BEAT_MS = const(60000)
+
+# deny reasons -> the 16-char line the shopper sees
+_WHY = {
+    "flagged": "Not allowed",
+    "unknown": "Card not known",
+    "no_guests": "Members only",
+    "bad_number": "Check the number",
+    "bad_code": "Wrong code",
+    "expired": "Code expired",
+    "rate_limited": "Too many tries",
+    "unavailable": "Service busy",
+}
+
+
+class CloudClient:
+    def __init__(self, cfg, codec, topics, link, bus, lock, journal, uptime, log=print):
+        self.codec = codec
+        self.topics = topics
+        self.link = link
+        self.bus = bus
+        self.lock = lock
+        self.journal = journal
+        self.uptime = uptime  # () -> ms since boot, for the heartbeat
+        self.log = log
+        self.entry = None  # set by the app: results go to entry.cloud_result()
+        self.timeout_ms = cfg.get("request_timeout_s", 8) * 1000
+        self.fw = cfg.get("fw", "")
+        self.boot = cfg.get("boot", "")
+        self._pending = None  # (id, kind, deadline) of the one request in flight
+        self._sid = None  # challenge session from the last "challenge" reply
+        self._src = "phone"
+        self._evt_upto = 0  # highest event id in the batch in flight
+        self._evt_ids = None
+        self._evt_deadline = 0
+        self._beat_at = 0
+        self.rejected = 0
+        self.last_reject = None
+
+    def available(self):
+        return self.link.up and self.codec.synced
+
+    # -- requests from the keypad / NFC ---------------------------------------------------------
+    def phone(self, e164, now):
+        body = {"t": "phone", "num": e164}
+        if self._sid is not None:
+            body["sid"] = self._sid  # answering a "need phone" challenge for a loyalty card
+        self._request(body, now)
+
+    def code(self, digits, now):
+        self._request({"t": "otp", "sid": self._sid or "", "code": digits}, now)
+
+    def token(self, tok, src, now):
+        self._sid = None
+        self._src = src
+        self._request({"t": "token", "tok": tok, "src": src}, now)
+
+    def help(self, now):
+        self._request({"t": "help", "why": "keypad"}, now)
+
+    def _request(self, body, now):
+        if body["t"] == "phone" and "sid" not in body:
+            self._src = "phone"
+        if not self.available():
+            self._result("offline", now)
+            return
+        payload = self.codec.sign(self.topics["req"], body)
+        if not self.link.publish(self.topics["req"], payload):
+            self._result("offline", now)
+            return
+        self._pending = (body["id"], body["t"], ticks_add(now, self.timeout_ms))
+
+    def _result(self, kind, now, msg=None):
+        if self.entry is not None:
+            self.entry.cloud_result(kind, now, msg)
+
+    # -- incoming -------------------------------------------------------------------------------
+    def on_message(self, topic, payload, now):
+        from lockcase.cloud.protocol import Rejected
+
+        try:
+            body = self.codec.open(topic, payload)
+        except Rejected as exc:
+            # Dropped without an answer (an answer would be an oracle); counted and logged.
+            self.rejected += 1
+            self.last_reject = exc.reason
+            self.log("cloud: dropped message: " + exc.reason)
+            return
+        kind = topic[topic.rfind("/") + 1 :]
+        t = body["t"]
+        if kind == "rep":
+            self._reply(body, now)
+        elif kind == "evtack":
+            self._evtack(body)
+        elif kind == "cmd" and t != "time":
+            self._command(body, now)
+        elif t == "time":
+            self.log("cloud: clock synced")
+            self._beat_at = now
+
+    def _reply(self, body, now):
+        p = self._pending
+        if p is None or body["re"] != p[0]:
+            self.log("cloud: reply to no request in flight")
+            return
+        self._pending = None
+        t = body["t"]
+        if t == "allow":
+            self._sid = None
+            if self.lock.grant(self._src, now, who=body["grant"]):
+                self._result("granted", now)
+            else:
+                self._result("denied", now, "Lock resting")
+        elif t == "challenge":
+            self._sid = body["sid"]
+            self._result("code_sent" if body["need"] == "code" else "need_phone", now)
+        elif t == "deny":
+            why = body["why"]
+            msg = _WHY.get(why, "Not allowed")
+            if why == "bad_code":
+                self._result("denied_code", now, msg)
+            else:
+                self._sid = None
+                self._result("denied", now, msg)
+            self.bus.emit("denied", source=self._src, reason=why)
+        elif t == "ok":
+            self._result("help_ok", now)
+
+    def _command(self, body, now):
+        t = body["t"]
+        ok, err = True, None
+        if t == "unlock":
+            ok = self.lock.grant("app", now, who=body["grant"])
+            err = None if ok else "duty_limited"
+        elif t == "relock":
+            self.lock.relock(now, reason="cloud")
+        elif t in ("staff", "config"):
+            try:
+                from lockcase import remote_config
+
+                remote_config.apply(t, body, self.entry.staff if self.entry else None)
+            except ValueError as exc:
+                ok, err = False, "bad_config: %s" % exc
+        ack = {"t": "ack", "re": body["id"], "ok": ok}
+        if err:
+            ack["err"] = err
+        self.link.publish(self.topics["ack"], self.codec.sign(self.topics["ack"], ack))
+
+    def _evtack(self, body):
+        ids = self._evt_ids
+        if ids is None:
+            return
+        got = body["ids"]
+        if all(i in got for i in ids):
+            self.journal.ack(self._evt_upto)
+            self._evt_ids = None
+
+    # -- time -----------------------------------------------------------------------------------
+    def step(self, now):
+        p = self._pending
+        if p is not None and ticks_diff(now, p[2]) >= 0:
+            self._pending = None
+            self._result("timeout", now)
+        if not self.available():
+            return
+        self._send_events(now)
+        if ticks_diff(now, self._beat_at) >= 0:
+            self._beat_at = ticks_add(now, _BEAT_MS)
+            self._beat()
+
+    def on_up(self):
+        # A new connection: introduce ourselves (the answer syncs the clock) and resend events.
+        self._evt_ids = None
+        body = {"t": "hello", "fw": self.fw, "boot": self.boot}
+        self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
+
+    def _beat(self):
+        st = self.lock.state
+        body = {"t": "beat", "up": self.uptime() // 1000, "lock": st,
+                "door": "open" if self.lock.door_open() else "closed"}
+        self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
+
+    def _send_events(self, now):
+        j = self.journal
+        if j is None:
+            return
+        if self._evt_ids is not None and ticks_diff(now, self._evt_deadline) < 0:
+            return
+        import json
+
+        evts = []
+        size = 0
+        upto = 0
+        for rec in j.records(0, 12):
+            d = {}
+            for k in rec:
+                if k not in ("id", "ts", "type"):
+                    d[k] = rec[k]
+            e = {"i": str(rec["id"]), "k": rec["type"], "ts": rec["ts"]}
+            if d:
+                e["d"] = d
+            n = len(json.dumps(e)) + 1
+            if evts and size + n > _BATCH_BYTES:
+                break
+            evts.append(e)
+            size += n
+            upto = rec["id"]
+        if not evts:
+            self._evt_ids = None
+            return
+        body = {"t": "evts", "evts": evts}
+        try:
+            payload = self.codec.sign(self.topics["evt"], body)
+        except ValueError:
+            # One event too big for a message (should not happen): drop it rather than block.
+            self.journal.ack(upto)
+            return
+        if self.link.publish(self.topics["evt"], payload):
+            self._evt_ids = [e["i"] for e in evts]
+            self._evt_upto = upto
+            self._evt_deadline = ticks_add(now, _EVT_RETRY_MS)

@@ -1,0 +1,116 @@
+# umqtt.simple (fetched at build time) is the MQTT protocol layer. It blocks on its socket and
+# connects by itself; this module is where that is made safe for a case whose keypad and lock
+# share one asyncio loop with it (the platform quirks live here, in one place):
+# - the TCP connect is done here, non-blocking, polled from the loop with a deadline;
+# - umqtt gets the connected socket through a stand-in for its `socket` module;
+# - every "blocking" read or write umqtt does is bounded by a timeout, so a broker that stops
+#   mid-packet costs at most io_timeout, never a freeze (the watchdog would reset us).
+import asyncio
+import select
+import socket
+
+from umqtt import simple as _umqtt
+
+from lockcase.compat import ticks_diff, ticks_ms
+
+_EINPROGRESS = (115, 119, 11)  # Linux, lwIP, EAGAIN: all mean "connect under way"
+
+
+class _Bounded:
+    """A socket whose blocking mode waits at most `timeout` seconds."""
+
+    def __init__(self, sock, timeout):
+        self.s = sock
+        self.timeout = timeout
+
+    def setblocking(self, flag):
+        if flag:
+            self.s.settimeout(self.timeout)
+        else:
+            self.s.setblocking(False)
+
+    def read(self, n):
+        return self.s.read(n)
+
+    def write(self, buf, n=None):
+        if n is not None:
+            buf = memoryview(buf)[:n]
+        return self.s.write(buf)
+
+    def connect(self, addr):
+        pass  # already connected by open_connection()
+
+    def close(self):
+        self.s.close()
+
+
+class _SocketModule:
+    # What umqtt.simple sees as `socket` during connect(): hands over our connected socket.
+    def __init__(self, sock, addr):
+        self._sock = sock
+        self._addr = addr
+
+    def socket(self, *args):
+        return self._sock
+
+    def getaddrinfo(self, host, port, *args):
+        return [(None, None, None, None, self._addr)]
+
+
+async def open_connection(host, port, timeout_ms):
+    # getaddrinfo on a name blocks for DNS; a broker given by IP address never does.
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    s.setblocking(False)
+    try:
+        s.connect(ai[-1])
+    except OSError as exc:
+        if exc.args[0] not in _EINPROGRESS:
+            s.close()
+            raise
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    t0 = ticks_ms()
+    while True:
+        ev = p.poll(0)
+        if ev:
+            if ev[0][1] & (select.POLLERR | select.POLLHUP):
+                s.close()
+                raise OSError(111, "connection refused")
+            return s, ai[-1]
+        if ticks_diff(ticks_ms(), t0) > timeout_ms:
+            s.close()
+            raise OSError(110, "connect timed out")
+        await asyncio.sleep_ms(20)
+
+
+def tls_wrap(sock, host, ca_der, timeout):
+    # The handshake is CPU-bound on a microcontroller (about a second on an ESP32-S3); it runs
+    # once per connect, bounded by the socket timeout.
+    import tls
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.load_verify_locations(ca_der)
+    sock.settimeout(timeout)
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
+class Client(_umqtt.MQTTClient):
+    """umqtt.simple's client, connected over a socket we opened, with bounded blocking."""
+
+    def attach(self, sock, addr, timeout, clean_session=True):
+        bounded = _Bounded(sock, timeout)
+        bounded.setblocking(True)
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        real = _umqtt.socket
+        _umqtt.socket = _SocketModule(bounded, addr)
+        try:
+            return self.connect(clean_session)
+        finally:
+            _umqtt.socket = real
+
+    def pending(self):
+        # True when the broker has sent something; check_msg() then reads one packet.
+        return bool(self._poll.poll(0))

@@ -1,0 +1,86 @@
+"""End to end: the firmware on the sim case (MicroPython), the cloud worker and a real Mosquitto
+with per-case credentials and the ACL the cloud generates."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casecloud import broker as brokerfiles
+from casecloud import registry
+from casecloud.runtime import Runtime, build
+from casecloud.settings import Settings
+from casecloud.worker import Worker
+from casectl.sim import DEMO_PIN, demo_config
+from casectl.simproc import SimCase
+from tests.cloud.conftest import start_mosquitto
+from tests.cloud.test_worker import Loop, wait_for
+
+SERVICE_USER, SERVICE_PASSWORD = "casecloud", "service-secret-for-tests"
+
+
+@dataclass
+class Env:
+    rt: Runtime
+    workdir: Path
+    host: str
+    port: int
+    secrets: dict[str, Any]
+    loop: Loop
+    worker: Worker
+    broker_ctx: Any
+
+    def case_config(self, case_id: str = "c1", **over: Any) -> dict[str, Any]:
+        sec = self.secrets[case_id]
+        cfg = demo_config()
+        cfg.update(store_id="s1", case_id=case_id, unlock_ms=1500, pull_in_ms=200)
+        cfg["cloud"] = {"host": self.host, "port": self.port, "user": sec.mqtt_username,
+                        "password": sec.mqtt_password, "key": sec.key_hex, "keepalive": 5,
+                        "request_timeout_s": 4}
+        cfg.update(over)
+        return cfg
+
+    def restart_broker(self) -> None:
+        self.broker_ctx.__exit__(None, None, None)
+        self.broker_ctx = broker_files_ctx(self.workdir, self.secrets, port=self.port)
+        self.broker_ctx.__enter__()
+
+
+def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = None) -> Any:
+    entries = [(SERVICE_USER, brokerfiles.password_hash(SERVICE_PASSWORD))]
+    entries += [(s.mqtt_username, brokerfiles.password_hash(s.mqtt_password)) for s in secrets.values()]
+    acl = brokerfiles.acl_file([("s1", c) for c in secrets], SERVICE_USER)
+    return start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries), acl=acl, port=port)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    settings = Settings(data_dir=tmp_path / "data", admin_token="t0ken", mqtt_username=SERVICE_USER,
+                        mqtt_password=SERVICE_PASSWORD)  # type: ignore[arg-type]
+    rt = build(settings)
+    secrets = {}
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now(), name="Main St")
+        for c in ("c1", "c2"):
+            _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
+    ctx = broker_files_ctx(tmp_path, secrets)
+    host, port = ctx.__enter__()
+    rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
+    loop = Loop()
+    worker = Worker(rt)
+    loop.start(worker.run())
+    wait_for(worker.connected.is_set)
+    e = Env(rt, tmp_path, host, port, secrets, loop, worker, ctx)
+    yield e
+    loop.close()
+    with contextlib.suppress(Exception):
+        e.broker_ctx.__exit__(None, None, None)
+    rt.engine.dispose()
+
+
+__all__ = ["DEMO_PIN", "Env", "SimCase", "wait_for"]
