@@ -60,6 +60,10 @@ class Control:
                 keys.tap(k, hold)
                 await asyncio.sleep_ms(hold + gap)
             return {"ok": True}
+        if cmd == "tap":
+            # Until the NFC reader is emulated: a credential read off a card or a phone.
+            self.app.tap(str(req["uid"]).lower(), str(req.get("src", "nfc")), self.hw.ticks_ms())
+            return {"ok": True}
         if cmd == "door":
             self.hw.inputs["door"] = 1 if req.get("open") else 0
             return {"ok": True}
@@ -67,7 +71,7 @@ class Control:
             self.hw.inputs["tamper"] = 1 if req.get("on") else 0
             return {"ok": True}
         if cmd == "advance":
-            self.hw.advance(int(req["ms"]))
+            self.hw.advance(int(req["ms"]), running=True)
             return {"ok": True, "uptime_ms": self.hw.uptime_ms()}
         if cmd == "state":
             return {"ok": True, "state": self.state()}

@@ -41,8 +41,9 @@ class Hardware:
     def uptime_ms(self):
         return time.ticks_diff(self.ticks_ms(), self.t0)
 
-    def advance(self, ms):
+    def advance(self, ms, running=False):
         # Step in small increments so timers fire at their own time, not at the end of the jump.
+        # running=True: the firmware is taken to have run meanwhile, so the watchdog was fed.
         while ms > 0:
             step = 5 if ms > 5 else ms
             if self.virtual:
@@ -50,6 +51,8 @@ class Hardware:
             else:
                 self._offset += step
             ms -= step
+            if running and self.wdt is not None:
+                self.wdt.fed = self.ticks_ms()
             self.poll()
             if self.reset_cause:
                 return

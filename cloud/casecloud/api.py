@@ -114,6 +114,11 @@ class MemberCreated(MemberOut):
     app_token: str = Field(description="the member's token for the store app; shown once")
 
 
+class PhoneQuery(BaseModel):
+    phone: str
+    country: str = Field("US", min_length=2, max_length=2)
+
+
 class StatusIn(BaseModel):
     status: Status
 
@@ -356,10 +361,10 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
             raise HTTPException(404, f"no member {member_id}")
         return _member_out(m)
 
-    @app.get("/v1/admin/members", tags=["admin"], dependencies=Admin)
-    def find_member(s: DB, phone: str, country: str = "US") -> list[MemberOut]:
-        """Look a member up by number (hashed for the query, never stored)."""
-        e164 = to_e164(phone, country)
+    @app.post("/v1/admin/members/lookup", tags=["admin"], dependencies=Admin)
+    def find_member(body: PhoneQuery, s: DB) -> list[MemberOut]:
+        """Look a member up by number. A POST body, not a query string: URLs end up in access logs."""
+        e164 = to_e164(body.phone, body.country)
         if e164 is None:
             raise HTTPException(422, "phone: not a valid number")
         return [_member_out(m) for m in s.scalars(select(Member).where(Member.phone_hash == rt.hasher.phone(e164)))]
@@ -516,20 +521,28 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
             await asyncio.to_thread(note)
 
     # development
-    @app.get("/v1/dev/sms", tags=["dev"], dependencies=Admin)
-    def dev_sms(s: DB, phone: str | None = None, country: str = "US", last2: str | None = None,
-                limit: int = Query(20, ge=1, le=200)) -> list[SmsOut]:
-        """Texts the dev outbox 'sent', newest first; filter by number (hashed for the query) or last two digits."""
+    def outbox(s: Session, to_hash: str | None, last2: str | None, limit: int) -> list[SmsOut]:
         if rt.settings.sms_backend != "outbox":
             raise HTTPException(404, "the dev outbox is off (sms_backend is not outbox)")
         q = select(SmsOutbox).order_by(SmsOutbox.id.desc()).limit(limit)
-        if phone:
-            e164 = to_e164(phone, country)
-            if e164 is None:
-                raise HTTPException(422, "phone: not a valid number")
-            q = q.where(SmsOutbox.to_hash == rt.hasher.phone(e164))
+        if to_hash:
+            q = q.where(SmsOutbox.to_hash == to_hash)
         if last2:
             q = q.where(SmsOutbox.to_last2 == last2)
         return [SmsOut(to_last2=m.to_last2, body=m.body, created_at=m.created_at) for m in s.scalars(q)]
+
+    @app.get("/v1/dev/sms", tags=["dev"], dependencies=Admin)
+    def dev_sms(s: DB, last2: str | None = Query(None, pattern=r"^\d{2}$"),
+                limit: int = Query(20, ge=1, le=200)) -> list[SmsOut]:
+        """Texts the dev outbox 'sent', newest first, optionally only to numbers ending in `last2`."""
+        return outbox(s, None, last2, limit)
+
+    @app.post("/v1/dev/sms/lookup", tags=["dev"], dependencies=Admin)
+    def dev_sms_to(body: PhoneQuery, s: DB, limit: int = Query(20, ge=1, le=200)) -> list[SmsOut]:
+        """Texts sent to one number (in the body: URLs end up in access logs)."""
+        e164 = to_e164(body.phone, body.country)
+        if e164 is None:
+            raise HTTPException(422, "phone: not a valid number")
+        return outbox(s, rt.hasher.phone(e164), None, limit)
 
     return app

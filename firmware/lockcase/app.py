@@ -133,6 +133,21 @@ class App:
         self.led.mode(mode)
         self.led.step(now)
 
+    def tap(self, uid, src, now):
+        """A credential presented on the reader: a staff badge opens here, anything else asks
+        the cloud (loyalty card UID or an app token). uid: hex string."""
+        who = self.staff.check_badge(uid) if src in ("nfc", "card") else None
+        if who is not None:
+            if self.lock.grant("staff", now, who=who):
+                self.entry.cloud_result("granted", now)
+            return
+        if self.cloud is None or not self.cloud.available():
+            self.bus.emit("denied", source=src, reason="offline")
+            self.entry.cloud_result("offline", now)
+            return
+        self.entry.waiting(now)
+        self.cloud.token(uid, src, now)
+
     def status(self):
         lk = self.lock
         return {

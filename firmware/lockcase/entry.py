@@ -171,6 +171,12 @@ class Entry:
         self._message(now, "Associate called", "Please wait", IDLE)
 
     # -- results from the cloud link (issue: cloud unlocks) --------------------------------------
+    def waiting(self, now):
+        # A request went to the cloud from elsewhere (a card tap): show it and hold the keypad.
+        self._clear()
+        self.state = WAIT
+        self._render(now)
+
     def cloud_result(self, kind, now, msg=None):
         # kind: code_sent, need_phone, granted, denied, denied_code, timeout, offline, help_ok
         if kind == "code_sent":

@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from casecloud import broker as brokerfiles
@@ -25,7 +26,7 @@ from casecloud.runtime import Runtime
 from casecloud.worker import Worker
 from tests.cloud.conftest import start_mosquitto
 from tests.cloud.fakecase import FakeCase
-from tests.cloud.test_worker import Loop, texted_code, wait_for
+from tests.cloud.helpers import Loop, texted_code, wait_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -123,7 +124,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
         acl = brokerfiles.acl_file([(c.store_id, c.id) for c in cases], "casecloud")
     with start_mosquitto(tmp_path / "secure", passwd=passwd, acl=acl) as (host, port):
         rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
-        rt.settings.mqtt_username, rt.settings.mqtt_password = "casecloud", "svc-pw"  # type: ignore[assignment]
+        rt.settings.mqtt_username, rt.settings.mqtt_password = "casecloud", SecretStr("svc-pw")
         loop = Loop()
         w = Worker(rt)
         loop.start(w.run())
@@ -191,8 +192,8 @@ def test_no_phone_number_at_rest_or_in_logs(rt: Runtime, broker: tuple[str, int]
             assert case.expect("rep", re=r4["id"])["need"] == "code"
             b, _ = case.send("evt", {"t": "evts", "evts": [{"i": "e1", "k": "denied", "ts": 1, "d": {"n": PHONE}}]})
             case.expect("evtack", re=b["id"])
-            api.get("/v1/dev/sms", params={"phone": PHONE}, headers=H)
-            api.get("/v1/admin/members", params={"phone": PHONE}, headers=H)
+            assert len(api.post("/v1/dev/sms/lookup", json={"phone": PHONE}, headers=H).json()) == 2
+            assert api.post("/v1/admin/members/lookup", json={"phone": PHONE}, headers=H).json()[0]["id"] == m["id"]
         finally:
             case.close()
             loop.close()

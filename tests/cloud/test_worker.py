@@ -2,59 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from casecloud import codec, registry
-from casecloud.models import Case, Event, SmsOutbox
+from casecloud.models import Case, Event
 from casecloud.runtime import Runtime
 from casecloud.worker import Handler, Worker
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
+from tests.cloud.helpers import Loop, texted_code, wait_for
 
 PHONE = "5551234567"
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-class Loop:
-    """An asyncio loop in a thread, for the service's coroutines beside synchronous test code."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.tasks: list[Any] = []
-
-    def start(self, coro: Any) -> Any:
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        self.tasks.append(fut)
-        return fut
-
-    def call(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        time.sleep(0.1)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture
@@ -74,15 +38,6 @@ def case(broker: tuple[str, int], shop: dict[str, Any], worker: Worker) -> Itera
     c.hello()
     yield c
     c.close()
-
-
-def texted_code(rt: Runtime) -> str:
-    with rt.sessions() as s:
-        row = s.scalars(select(SmsOutbox).order_by(SmsOutbox.id.desc())).first()
-        assert row is not None
-        m = re.search(r"\b(\d{6})\b", row.body)
-        assert m
-        return m.group(1)
 
 
 def test_phone_code_allow(rt: Runtime, case: FakeCase) -> None:
