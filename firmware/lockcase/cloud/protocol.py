@@ -7,30 +7,7 @@ import binascii
 import json
 import os
 
-try:
-    from lockcase.creds import equal, hmac_sha256
-except ImportError:
-    # TEMPORARY: lockcase/creds.py (same API) is being written elsewhere; delete this branch then.
-    import hashlib
-
-    def hmac_sha256(key, msg):
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key + bytes(64 - len(key))
-        inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        inner.update(msg)
-        outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-        outer.update(inner.digest())
-        return outer.digest()
-
-    def equal(a, b):
-        if len(a) != len(b):
-            return False
-        d = 0
-        for i in range(len(a)):
-            d |= a[i] ^ b[i]
-        return d == 0
-
+from lockcase.creds import equal, hmac_sha256
 
 VERSION = 1
 PREFIX = "lockcase/v1"

@@ -1,0 +1,79 @@
+"""The store app's unlock button: HTTP API -> signed cmd over the broker -> case -> ack -> HTTP answer."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from casecloud import registry
+from casecloud.api import create_app
+from casecloud.commands import Commander
+from casectl.simproc import SimCase, SimClient
+from tests.e2e.conftest import Env, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(env: Env) -> Iterator[str]:
+    port = free_port()
+    env.rt.settings.cmd_timeout_s = 4
+    server = uvicorn.Server(uvicorn.Config(create_app(env.rt, Commander(env.rt)), host="127.0.0.1",
+                                           port=port, log_level="warning", lifespan="on"))
+    env.loop.start(server.serve())
+    wait_for(lambda: server.started, timeout=10)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(base + "/healthz").status_code == 200)
+    yield base
+    server.should_exit = True
+
+
+@pytest.fixture
+def case(env: Env) -> Iterator[SimCase]:
+    c = SimCase(env.workdir / "case1", env.case_config(), heap="512k")
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def ctl(case: SimCase) -> Iterator[SimClient]:
+    cl = case.client()
+    cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="cloud link synced")
+    yield cl
+    cl.close()
+
+
+def member_token(env: Env, status: str) -> str:
+    with env.rt.sessions.begin() as s:
+        _, token = registry.create_member(s, env.rt.hasher, env.rt.now(), status=status)
+    return token
+
+
+def test_app_unlock_answers_after_the_case_acts(env: Env, api: str, ctl: SimClient) -> None:
+    token = member_token(env, "trusted")
+    r = httpx.post(api + "/v1/app/unlock", json={"token": token, "case": "c1"}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert r.json()["ok"] is True
+    assert ctl.state()["energized"]  # the answer came after the coil was on
+
+
+def test_app_unlock_of_an_offline_case_times_out(env: Env, api: str) -> None:
+    token = member_token(env, "trusted")
+    r = httpx.post(api + "/v1/app/unlock", json={"token": token, "case": "c1"}, timeout=15)
+    assert r.status_code == 504, r.text
+
+
+def test_flagged_member_cannot_unlock_from_the_app(env: Env, api: str, ctl: SimClient) -> None:
+    token = member_token(env, "flagged")
+    r = httpx.post(api + "/v1/app/unlock", json={"token": token, "case": "c1"}, timeout=15)
+    assert r.status_code == 403, r.text
+    assert not ctl.state()["energized"]
