@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -189,6 +189,16 @@ class SmsOut(BaseModel):
 
 # --- app ------------------------------------------------------------------------------------
 
+def _db(request: Request) -> Iterator[Session]:
+    """One transaction per request, committed when the endpoint returns without an error."""
+    rt: Runtime = request.app.state.rt
+    with rt.sessions.begin() as s:
+        yield s
+
+
+DB = Annotated[Session, Depends(_db)]
+
+
 def _store_out(st: Store) -> StoreOut:
     return StoreOut(id=st.id, name=st.name, country=st.country, notify_url=st.notify_url,
                     guests_allowed=st.guests_allowed)
@@ -228,12 +238,8 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "admin bearer token required",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def db() -> Iterator[Session]:
-        with rt.sessions.begin() as s:
-            yield s
-
+    app.state.rt = rt
     Admin = [Depends(admin)]
-    DB = Annotated[Session, Depends(db)]
 
     def bad(e: ValueError) -> HTTPException:
         code = status.HTTP_409_CONFLICT if isinstance(e, registry.Conflict) else status.HTTP_422_UNPROCESSABLE_CONTENT

@@ -13,6 +13,8 @@ import queue
 import select
 import sys
 import termios
+import threading
+import time
 import tty
 from collections import deque
 from typing import Any
@@ -28,7 +30,8 @@ from lockcase import creds
 
 DEMO_PIN = "1234"
 DEMO_SALT = "5eed5eed5eed5eed5eed5eed5eed5eed"
-HELP = "0-9 * # keypad | o door open/close | t tamper | b badge (NFC, later) | w hang loop | r reset | q quit"
+HELP = ("0-9 * # keypad | o door open/close | t tamper | c trusted card | m member card | f flagged card"
+        " | a app unlock | w hang loop | r reset | q quit")
 
 
 def demo_config() -> dict[str, Any]:
@@ -62,7 +65,7 @@ class View:
             data = " ".join(f"{k}={v}" for k, v in msg["data"].items())
             self.events.appendleft(f"{msg['t'] / 1000:8.1f}s  {msg['type']:<14} {data}")
 
-    def render(self, note: str) -> Group:
+    def render(self, note: str, sms: list[str] | None = None) -> Group:
         lines = self.outputs.get("display") or self.state.get("display") or ["", ""]
         lcd = Text("\n".join(f"{str(line):<16}"[:16] for line in lines), style="bold black on green")
         lock = self.outputs.get("lock", 0)
@@ -80,6 +83,8 @@ class View:
             Panel(lcd, title="display", width=22),
             Panel(t, title="case"),
             Panel("\n".join(self.events) or "(no events yet)", title="events"),
+            Panel("\n".join(sms or []) or "(no texts yet: type a phone number and #)",
+                  title="SMS outbox (development: texts land here, not on a phone)"),
             Text(HELP, style="dim"),
             Text(note, style="yellow"),
         )
@@ -100,16 +105,43 @@ def raw_terminal():
 
 
 def main() -> int:
+    import argparse
+    import shutil
+
+    ap = argparse.ArgumentParser(prog="make sim", description=__doc__)
+    ap.add_argument("--no-cloud", action="store_true", help="a case with no cloud: staff access only")
+    args = ap.parse_args()
     work = REPO / "build" / "sim"
-    case = SimCase(work / "case1", demo_config(), heap="256k")
+    cfg = demo_config()
+    cloud = None
+    if not args.no_cloud:
+        from casectl.simstack import DemoCloud
+
+        print("Starting the cloud (embedded broker, worker, API) ...")
+        cloud = DemoCloud(work).start()
+        cfg["cloud"] = cloud.case_cloud_config()
+    # Provisioned anew every run (the cloud rotated the case's key), so start from a blank flash.
+    shutil.rmtree(work / "case1", ignore_errors=True)
+    case = SimCase(work / "case1", cfg, heap="512k")
     print(f"Starting a simulated case (flash image {case.flash.relative_to(REPO)}) ...")
-    print(f"Demo staff PIN: **{DEMO_PIN}#")
     case.start()
     view = View()
     note = f"Staff PIN for the demo: **{DEMO_PIN}#   console log: {case.log_path.relative_to(REPO)}"
     boots = case.boots
     client = case.client()
     client.call("watch")
+    # Keys go out one at a time at a human pace, so fast typing or a paste is not lost to the
+    # keypad's debounce (a key pressed again while still held is one press).
+    keyq: queue.Queue[str] = queue.Queue()
+
+    def send_keys() -> None:
+        while True:
+            k = keyq.get()
+            with contextlib.suppress(ConnectionError, TimeoutError, OSError):
+                client.call("key", key=k, hold_ms=60)
+            time.sleep(0.13)
+
+    threading.Thread(target=send_keys, daemon=True).start()
     try:
         with raw_terminal(), Live(view.render(note), refresh_per_second=20, screen=False) as live:
             while True:
@@ -124,7 +156,7 @@ def main() -> int:
                         view.apply(client.stream.get_nowait())
                 with contextlib.suppress(ConnectionError, TimeoutError, OSError):
                     view.state = client.state()
-                live.update(view.render(note))
+                live.update(view.render(note, cloud.outbox() if cloud else None))
                 ready, _, _ = select.select([sys.stdin], [], [], 0.05)
                 if not ready:
                     continue
@@ -134,7 +166,7 @@ def main() -> int:
                 ch = ch.upper() if ch in "abcd" and view.state.get("keypad") == "4x4" else ch
                 try:
                     if ch in "0123456789*#":
-                        client.call("key", key=ch)
+                        keyq.put(ch)
                     elif ch == "o":
                         client.call("door", open=not view.state.get("inputs", {}).get("door"))
                     elif ch == "t":
@@ -142,6 +174,21 @@ def main() -> int:
                     elif ch == "w":
                         note = "main loop stalled: the watchdog will reset the case"
                         client.sock.sendall(json.dumps({"cmd": "hang"}).encode() + b"\n")
+                    elif ch in "cmf" and cloud is not None:
+                        from casectl.simstack import MEMBERS
+
+                        label, card, _, _ = MEMBERS["cmf".index(ch)]
+                        client.call("tap", uid=card, src="nfc")
+                        note = f"tapped the {label}"
+                    elif ch == "a" and cloud is not None:
+                        from casectl.simstack import MEMBERS
+
+                        def press(card: str = MEMBERS[0][1]) -> None:
+                            nonlocal note
+                            note = cloud.app_unlock(card)
+
+                        threading.Thread(target=press, daemon=True).start()
+                        note = "the trusted member pressed unlock in the app ..."
                     elif ch == "r":
                         client.call("reset", cause="hard")
                     elif ch == "q":
@@ -150,6 +197,8 @@ def main() -> int:
                     note = "lost the control socket; waiting for the case"
     finally:
         case.stop()
+        if cloud is not None:
+            cloud.stop()
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from casecloud import registry
 from casecloud.adapters.notify import RecordingNotifier
@@ -111,7 +112,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", admin_token="test-admin-token")
+    return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("test-admin-token"))
 
 
 @pytest.fixture

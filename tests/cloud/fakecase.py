@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from lockcase.cloud import protocol as P
 
@@ -23,12 +24,12 @@ class FakeCase:
         self.codec = P.Codec(case, key, seqs or P.MemorySeqs(), clock=clock)
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.raw: list[tuple[str, bytes]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"case-{case}",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"case-{case}",
                                   protocol=mqtt.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)
         self.client.will_set(self.topics["presence"], b"offline", qos=1, retain=True)
-        self.client.on_message = lambda _c, _u, m: self.inbox.put((m.topic, m.payload))
+        self.client.on_message = lambda _c, _u, m: self.inbox.put((m.topic, bytes(m.payload)))
         self.connected = queue.Queue[int]()
         self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connected.put(rc.value)
         self.client.connect(host, port, keepalive=30)

@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -147,7 +148,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
                 case2 = s.get(Case, "c2")
                 assert case2 is not None
                 topic, _, cmd = channel.seal(s, case2, "cmd", {"t": "relock"}, rt.now())
-            svc = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="svc-test")
+            svc = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="svc-test")
             svc.username_pw_set("casecloud", "svc-pw")
             svc.connect(host, port)
             svc.loop_start()
@@ -211,3 +212,40 @@ def test_no_phone_number_at_rest_or_in_logs(rt: Runtime, broker: tuple[str, int]
     assert "…67" in text  # the logs do speak of the number, masked
     for n in needles:
         assert not re.search(n, text), f"{n} in the logs"
+
+
+def test_workers_share_the_load_with_a_shared_subscription(rt: Runtime, broker: tuple[str, int],
+                                                           shop: dict[str, Any]) -> None:
+    rt.settings.mqtt_host, rt.settings.mqtt_port = broker
+    rt.settings.mqtt_share_group = "casecloud"
+    loop = Loop()
+    workers = []
+    for n in range(2):
+        rt.settings.mqtt_client_id = f"w{n}"
+        w = Worker(rt)
+        loop.start(w.run())
+        wait_for(w.connected.is_set)
+        workers.append(w)
+    handled = [0, 0]
+    for i, w in enumerate(workers):
+        orig = w.handler.handle
+
+        def counting(topic: str, payload: bytes, i: int = i, orig: Any = orig) -> Any:
+            handled[i] += 1
+            return orig(topic, payload)
+
+        w.handler.handle = counting  # type: ignore[method-assign]
+    case = FakeCase(*broker, "s1", "c1", shop["key"])
+    try:
+        case.hello()
+        ids = []
+        for _ in range(8):
+            r, _ = case.send("req", {"t": "help"})
+            ids.append(r["id"])
+        got = [case.expect("rep")["re"] for _ in ids]
+        assert sorted(got) == sorted(ids)
+        assert case.quiet(0.5) == []  # each request answered exactly once
+    finally:
+        case.close()
+        loop.close()
+    assert sum(handled) == 9 and min(handled) >= 1, handled  # 8 requests + the hello, split between both

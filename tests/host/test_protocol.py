@@ -94,6 +94,7 @@ print(json.dumps(out))
 """,
     )
     rx = mask = 0
+    body: dict[str, Any] = {}
     for topic, payload in msgs:
         body, rx, mask = C.check(KEY, topic, payload.encode(), NOW, rx, mask)
         assert body["case"] == "c1"
