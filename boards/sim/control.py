@@ -62,8 +62,9 @@ class Control:
             return {"ok": True}
         if cmd == "tap":
             # Until the NFC reader is emulated: a credential read off a card or a phone.
+            t = self.hw.uptime_ms()
             self.app.tap(str(req["uid"]).lower(), str(req.get("src", "nfc")), self.hw.ticks_ms())
-            return {"ok": True}
+            return {"ok": True, "t": t}
         if cmd == "door":
             self.hw.inputs["door"] = 1 if req.get("open") else 0
             return {"ok": True}

@@ -58,29 +58,38 @@ def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = 
     return start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries), acl=acl, port=port)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    settings = Settings(data_dir=tmp_path / "data", admin_token="t0ken", mqtt_username=SERVICE_USER,
-                        mqtt_password=SERVICE_PASSWORD)  # type: ignore[arg-type]
-    rt = build(settings)
+@contextlib.contextmanager
+def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), **settings: Any) -> Iterator[Env]:
+    """Mosquitto with the cloud's passwd/ACL for these cases, and the worker, on SQLite."""
+    st = Settings(data_dir=workdir / "data", admin_token="t0ken", mqtt_username=SERVICE_USER,
+                  mqtt_password=SERVICE_PASSWORD, **settings)  # type: ignore[arg-type]
+    rt = build(st)
     secrets = {}
     with rt.sessions.begin() as s:
         registry.create_store(s, "s1", rt.now(), name="Main St")
-        for c in ("c1", "c2"):
+        for c in cases:
             _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
-    ctx = broker_files_ctx(tmp_path, secrets)
+    ctx = broker_files_ctx(workdir, secrets)
     host, port = ctx.__enter__()
     rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
     loop = Loop()
     worker = Worker(rt)
     loop.start(worker.run())
     wait_for(worker.connected.is_set)
-    e = Env(rt, tmp_path, host, port, secrets, loop, worker, ctx)
-    yield e
-    loop.close()
-    with contextlib.suppress(Exception):
-        e.broker_ctx.__exit__(None, None, None)
-    rt.engine.dispose()
+    e = Env(rt, workdir, host, port, secrets, loop, worker, ctx)
+    try:
+        yield e
+    finally:
+        loop.close()
+        with contextlib.suppress(Exception):
+            e.broker_ctx.__exit__(None, None, None)
+        rt.engine.dispose()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with cloud_env(tmp_path) as e:
+        yield e
 
 
 __all__ = ["DEMO_PIN", "Env", "SimCase", "wait_for"]
