@@ -1,11 +1,13 @@
 """`make bench`: the figures the issues set targets for, measured on this machine.
 
-- peak heap of the full firmware scenario under `micropython -X heapsize=96k`, and the smallest
-  heap it still completes in;
+- live heap of the full firmware scenario (split into firmware and the sim's emulated hardware
+  plus the test harness), the smallest `-X heapsize` it completes in, and whether 96k suffices;
 - boot-to-ready time of the sim case (process start to the firmware's READY line), from source
   and from the compiled .mpy build;
 - total compiled size per board;
-- time of one staff PIN check (PBKDF2, 1000 iterations) under MicroPython.
+- time of one staff PIN check (PBKDF2, 1000 iterations) under MicroPython;
+- tap-to-open latency through Mosquitto and the cloud worker, and cloud verification throughput
+  (bench/cloud_bench.py).
 
 Figures are printed and written to build/bench.json. Nothing here asserts a time.
 """
@@ -125,6 +127,12 @@ def main() -> int:
         figures[f"files_{board}"] = len(built)
     figures["mpy_total_bytes_sim"] = sum(b.size for b in sim_build)
     figures["staff_pin_check_ms_iter1000_unix"] = round(pin_check_ms(), 2)
+    from bench.cloud_bench import tap_to_open, throughput
+
+    for k, v in tap_to_open(200).items():
+        figures[f"tap_to_open_cloud_{k}"] = v
+    for k, v in throughput(40, 10).items():
+        figures[f"cloud_throughput_{k}"] = v
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))
