@@ -38,7 +38,7 @@ sysdeps:
 	@tools/sysdeps.sh
 
 sim: deps
-	$(PY) -m casectl.sim
+	$(PY) -m casectl.sim $(ARGS)
 
 $(STUBS): $(STAMP) Makefile
 	rm -rf build/stubs
