@@ -17,7 +17,7 @@ from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.worker import Worker
 from casectl.sim import DEMO_PIN, demo_config
-from casectl.simproc import SimCase
+from casectl.simproc import SimCase, SimClient
 from tests.cloud.conftest import start_mosquitto
 from tests.cloud.test_worker import Loop, wait_for
 
@@ -90,6 +90,24 @@ def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), **settings: 
 def env(tmp_path: Path) -> Iterator[Env]:
     with cloud_env(tmp_path) as e:
         yield e
+
+
+@pytest.fixture
+def case(env: Env) -> Iterator[SimCase]:
+    """The sim case (the real firmware) provisioned for c1, running against env's broker."""
+    c = SimCase(env.workdir / "case1", env.case_config(), heap="512k")
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def ctl(case: SimCase) -> Iterator[SimClient]:
+    """The case's control socket, once its cloud link is up and its clock synced."""
+    cl = case.client()
+    cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="cloud link synced")
+    yield cl
+    cl.close()
 
 
 __all__ = ["DEMO_PIN", "Env", "SimCase", "wait_for"]

@@ -12,7 +12,7 @@ import uvicorn
 from casecloud import registry
 from casecloud.api import create_app
 from casecloud.commands import Commander
-from casectl.simproc import SimCase, SimClient
+from casectl.simproc import SimClient
 from tests.e2e.conftest import Env, wait_for
 
 
@@ -35,21 +35,6 @@ def api(env: Env) -> Iterator[str]:
     yield base
     server.should_exit = True
 
-
-@pytest.fixture
-def case(env: Env) -> Iterator[SimCase]:
-    c = SimCase(env.workdir / "case1", env.case_config(), heap="512k")
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def ctl(case: SimCase) -> Iterator[SimClient]:
-    cl = case.client()
-    cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="cloud link synced")
-    yield cl
-    cl.close()
 
 
 def member_token(env: Env, status: str) -> str:

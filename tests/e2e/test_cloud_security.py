@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from casecloud import channel, codec
 from casecloud.models import Case
-from casectl.simproc import SimCase, SimClient
+from casectl.simproc import SimClient
 from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, Env, wait_for
-
-
-@pytest.fixture
-def case(env: Env) -> Iterator[SimCase]:
-    c = SimCase(env.workdir / "case1", env.case_config(), heap="512k")
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def ctl(case: SimCase) -> Iterator[SimClient]:
-    cl = case.client()
-    cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="cloud link synced")
-    yield cl
-    cl.close()
 
 
 def mqtt_client(env: Env, user: str, password: str, inbox: queue.Queue[tuple[str, bytes]] | None = None) -> mqtt.Client:

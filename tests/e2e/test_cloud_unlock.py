@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from casecloud.models import Event, SmsOutbox
@@ -16,21 +14,6 @@ from tests.e2e.conftest import DEMO_PIN, Env, broker_files_ctx, wait_for
 
 PHONE = "2025550143"
 
-
-@pytest.fixture
-def case(env: Env) -> Iterator[SimCase]:
-    c = SimCase(env.workdir / "case1", env.case_config(), heap="512k")
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def ctl(case: SimCase) -> Iterator[SimClient]:
-    cl = case.client()
-    cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="cloud link up and synced")
-    yield cl
-    cl.close()
 
 
 def texted_code(env: Env) -> str:
