@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from casecloud import broker as brokerfiles
 from casecloud import registry
@@ -61,8 +62,8 @@ def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = 
 @contextlib.contextmanager
 def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), **settings: Any) -> Iterator[Env]:
     """Mosquitto with the cloud's passwd/ACL for these cases, and the worker, on SQLite."""
-    st = Settings(data_dir=workdir / "data", admin_token="t0ken", mqtt_username=SERVICE_USER,
-                  mqtt_password=SERVICE_PASSWORD, **settings)  # type: ignore[arg-type]
+    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), mqtt_username=SERVICE_USER,
+                  mqtt_password=SecretStr(SERVICE_PASSWORD), **settings)
     rt = build(st)
     secrets = {}
     with rt.sessions.begin() as s:

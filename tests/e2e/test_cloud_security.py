@@ -18,7 +18,7 @@ def mqtt_client(env: Env, user: str, password: str, inbox: queue.Queue[tuple[str
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)  # type: ignore[attr-defined]
     c.username_pw_set(user, password)
     if inbox is not None:
-        c.on_message = lambda _c, _u, m: inbox.put((m.topic, m.payload))
+        c.on_message = lambda _c, _u, m: inbox.put((m.topic, bytes(m.payload)))
     c.connect(env.host, env.port, keepalive=10)
     c.loop_start()
     return c
