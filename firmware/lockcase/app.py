@@ -52,6 +52,7 @@ class App:
             self.entry.state = OFFLINE
             self.entry.offline_text = ("Config error", config_error[-16:])
             self.entry._render(now)
+        self.nfc = self._make_nfc(cfg) if cfg.get("nfc") and not config_error else None
         bus.subscribe(self._feedback)
         bus.emit("boot", reset=reset_cause, provisioned=bool(cfg.get("provisioned")), fw=_version())
         if config_error:
@@ -76,13 +77,22 @@ class App:
         cc["fw"] = _version()
         cc["boot"] = reset_cause
         board = self.board
-        cloud = CloudClient(cc, codec, topics, None, self.bus, self.lock, self.journal,
+        link = Link(cc, topics, subs)
+        cloud = CloudClient(cc, codec, topics, link, self.bus, self.lock, self.journal,
                             lambda: ticks_diff(board.ticks_ms(), self._t0))
-        link = Link(cc, topics, subs, lambda t, m: cloud.on_message(t, m, board.ticks_ms()),
-                    on_up=cloud.on_up)
-        cloud.link = link
+        link.bind(lambda t, m: cloud.on_message(t, m, board.ticks_ms()), cloud.on_up)
         self.cloud = cloud
         self.link = link
+
+    def _make_nfc(self, cfg):
+        # Imported only when configured; a reader the board cannot host is a fault, not a crash.
+        try:
+            from lockcase import nfc
+
+            return nfc.make(self, cfg["nfc"])
+        except Exception as exc:
+            self.faults.append(("nfc", str(exc)))
+            return None
 
     def _make_display(self, cfg):
         try:
@@ -158,10 +168,15 @@ class App:
             "entry": self.entry.state,
             "display": self.display.lines(),
             "ready": self.ready,
-            "cloud": None if self.link is None else {
-                "up": self.link.up, "synced": self.cloud.codec.synced, "connects": self.link.connects,
-                "rejected": self.cloud.rejected, "last_reject": self.cloud.last_reject},
+            "cloud": self._cloud_status(),
         }
+
+    def _cloud_status(self):
+        link, cloud = self.link, self.cloud
+        if link is None or cloud is None:
+            return None
+        return {"up": link.up, "synced": cloud.codec.synced, "connects": link.connects,
+                "rejected": cloud.rejected, "last_reject": cloud.last_reject}
 
     async def run(self):
         board = self.board
@@ -170,6 +185,8 @@ class App:
             asyncio.create_task(coro)
         if self.link is not None:
             asyncio.create_task(self.link.run())
+        if self.nfc is not None:
+            asyncio.create_task(self.nfc.run())
         self.ready = True
         self.bus.emit("ready")
         print("READY")

@@ -11,6 +11,14 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 
 
+def _ignore2(a, b):
+    pass
+
+
+def _ignore0():
+    pass
+
+
 def _jitter(ms):
     # +-25 %: a store's cases that lost the broker together must not come back in lockstep.
     r = os.urandom(1)[0] / 255
@@ -18,7 +26,7 @@ def _jitter(ms):
 
 
 class Link:
-    def __init__(self, cfg, topics, subs, on_message, on_up=None, log=print):
+    def __init__(self, cfg, topics, subs, log=print):
         self.host = cfg["host"]
         self.port = cfg.get("port") or (8883 if cfg.get("ca") else 1883)
         self.user = cfg.get("user")
@@ -30,8 +38,8 @@ class Link:
         self.connect_ms = cfg.get("connect_timeout_ms", 3000)
         self.topics = topics
         self.subs = subs
-        self.on_message = on_message
-        self.on_up = on_up
+        self.on_message = _ignore2
+        self.on_up = _ignore0
         self.log = log
         self.up = False
         self.client = None
@@ -42,13 +50,19 @@ class Link:
         self._last_tx = 0
         self._ping_out = False
 
+    def bind(self, on_message, on_up):
+        # The cloud client is built after the link (it sends through it); it plugs in here.
+        self.on_message = on_message
+        self.on_up = on_up
+
     # -- sending --------------------------------------------------------------------------------
     def publish(self, topic, payload, retain=False):
         """Send now if connected. Returns False (never raises) when the link is down."""
-        if not self.up:
+        c = self.client
+        if not self.up or c is None:
             return False
         try:
-            self.client.publish(topic, payload, retain, 1)
+            c.publish(topic, payload, retain, 1)
             self._last_tx = ticks_ms()
             return True
         except Exception as exc:
@@ -92,16 +106,19 @@ class Link:
         self._last_rx = self._last_tx = ticks_ms()
         self._ping_out = False
         self.log("cloud: connected to %s:%d" % (self.host, self.port))
-        if self.on_up:
-            self.on_up()
+        self.on_up()
 
     def _service(self):
         now = ticks_ms()
+        c = self.client
+        if c is None:
+            self.up = False
+            return
         try:
             n = 0
-            while self.up and n < 8 and self.client.pending():
+            while self.up and n < 8 and c.pending():
                 n += 1
-                self.client.check_msg()
+                c.check_msg()
                 self._last_rx = now
                 self._ping_out = False
             if not self.up:
@@ -110,7 +127,7 @@ class Link:
             if idle > self.keepalive * 1500:
                 self._down("broker silent for %d ms" % idle)
             elif not self._ping_out and (idle > self.keepalive * 500 or ticks_diff(now, self._last_tx) > self.keepalive * 500):
-                self.client.ping()
+                c.ping()
                 self._ping_out = True
                 self._last_tx = now
         except Exception as exc:

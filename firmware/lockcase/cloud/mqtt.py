@@ -96,7 +96,7 @@ def tls_wrap(sock, host, ca_der, timeout):
     import tls
 
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
     ctx.load_verify_locations(ca_der)
     sock.settimeout(timeout)
     return ctx.wrap_socket(sock, server_hostname=host)
@@ -110,12 +110,13 @@ class Client(_umqtt.MQTTClient):
         bounded.setblocking(True)
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
-        real = _umqtt.socket
-        _umqtt.socket = _SocketModule(bounded, addr)
+        # umqtt.simple imports its socket module under the name `socket`.
+        real = getattr(_umqtt, "socket")
+        setattr(_umqtt, "socket", _SocketModule(bounded, addr))
         try:
             return self.connect(clean_session)
         finally:
-            _umqtt.socket = real
+            setattr(_umqtt, "socket", real)
 
     def pending(self):
         # True when the broker has sent something; check_msg() then reads one packet.
