@@ -60,10 +60,32 @@ class Board:
 
             self.display_device = SimSsd1306(on_change=on_change)
             self.i2c.attach(0x3C, self.display_device)
+        self._nfc(hw, cfg.get("nfc"))
         self.buzzer_pwm = PWM(hw, "buzzer", report="freq")
         self.led = OutPin(hw, "led")
         self._door = InPin(hw, "door")
         self._tamper = InPin(hw, "tamper")
+
+    def _nfc(self, hw, ncfg):
+        # The emulated PN532 (boards/sim/pn532.py) sits on the bus config.json names; a case
+        # without an "nfc" entry has no reader, and keeps the RAM.
+        self.nfc_chip = self.nfc_bus = self.nfc_irq = self.nfc_reset = self.nfc_cs = None
+        if not ncfg:
+            return
+        from boards.sim import pn532
+
+        chip = self.nfc_chip = pn532.SimPN532(hw.ticks_ms)
+        self.nfc_irq = pn532.IrqPin(chip)
+        self.nfc_reset = pn532.ResetPin(chip)
+        bus = ncfg.get("bus", "i2c")
+        if bus == "spi":
+            self.nfc_bus = pn532.SimSPI(chip)  # MSB first, as machine.SPI defaults to
+            self.nfc_cs = pn532.SimCS(self.nfc_bus)
+        elif bus == "uart":
+            self.nfc_bus = pn532.SimUART(chip)
+        else:
+            self.i2c.attach(ncfg.get("addr", 0x24), pn532.I2CPort(chip))
+            self.nfc_bus = self.i2c
 
     def door_open(self):
         return bool(self._door.value())

@@ -45,6 +45,9 @@ class Control:
         st["outputs"] = dict(self.hw.outputs)
         st["uptime_ms"] = self.hw.uptime_ms()
         st["inputs"] = dict(self.hw.inputs)
+        nfc = getattr(self.app, "nfc", None)
+        if nfc is not None:
+            st["nfc"] = nfc.status()
         return st
 
     async def do(self, req, watcher):
@@ -65,6 +68,8 @@ class Control:
             t = self.hw.uptime_ms()
             self.app.tap(str(req["uid"]).lower(), str(req.get("src", "nfc")), self.hw.ticks_ms())
             return {"ok": True, "t": t}
+        if cmd in ("card", "phone", "ndef", "remove", "nfc_fault"):
+            return self._nfc(cmd, req)
         if cmd == "door":
             self.hw.inputs["door"] = 1 if req.get("open") else 0
             return {"ok": True}
@@ -100,6 +105,32 @@ class Control:
             self.hw.reset(str(req.get("cause", "hard")))
             return {"ok": True}
         return {"ok": False, "error": "unknown cmd %r" % (cmd,)}
+
+    def _nfc(self, cmd, req):
+        # What the emulated PN532 has on its antenna, and how it misbehaves (docs/sim.md).
+        chip = self.board.nfc_chip
+        if chip is None:
+            return {"ok": False, "error": "this case has no NFC reader (config.json nfc)"}
+        from binascii import unhexlify
+
+        from boards.sim import pn532
+
+        t = self.hw.uptime_ms()
+        if cmd == "card":
+            chip.present(pn532.UidCard(unhexlify(str(req["uid"])), req.get("atqa"), req.get("sak")))
+        elif cmd == "phone":
+            tok = req.get("token")
+            chip.present(pn532.Phone(None if tok is None else str(tok), bool(req.get("app", True))))
+        elif cmd == "ndef":
+            text = req.get("text")
+            if text is None:
+                text = "lockcase:" + str(req["token"])
+            chip.present(pn532.Ntag(unhexlify(str(req.get("uid", "04a1b2c3d4e5f6"))), str(text).encode()))
+        elif cmd == "remove":
+            chip.remove()
+        else:
+            chip.set_fault(str(req.get("kind", "ok")), int(req.get("count", -1)))
+        return {"ok": True, "t": t}
 
     async def client(self, reader, writer):
         watcher = _Watcher()

@@ -88,7 +88,9 @@ def validate(raw):
     if "cloud" in raw:
         cfg["cloud"] = _cloud(raw["cloud"])
     if "nfc" in raw:
-        cfg["nfc"] = raw["nfc"]
+        nfc = _nfc(raw["nfc"])
+        if nfc is not None:
+            cfg["nfc"] = nfc
     cfg["provisioned"] = bool(cfg["case_id"])
     return cfg
 
@@ -110,6 +112,38 @@ def _staff(st):
             if not isinstance(item, dict) or not isinstance(item.get("hash"), str) or len(item["hash"]) != 64:
                 raise ConfigError("config: staff.%s[%d] needs a 64-hex-digit hash" % (kind, i))
             out[kind].append({"id": str(item.get("id", "%s%d" % (kind[0], i))), "hash": item["hash"]})
+    return out
+
+
+# "nfc": "none" (or absent) for a case without a reader, else an object; see docs/boards.md.
+_NFC_DRIVERS = ("pn532", "mfrc522")
+_NFC_BUSES = ("i2c", "spi", "uart")
+
+
+def _nfc(v):
+    if v is None or v == "none":
+        return None
+    if not isinstance(v, dict):
+        raise ConfigError('config: nfc must be "none" or an object')
+    for k in v:
+        if k not in ("driver", "bus", "addr", "irq", "poll_ms"):
+            raise ConfigError("config: unknown key nfc." + k)
+    out = {"driver": v.get("driver", "pn532"), "bus": v.get("bus", "i2c"), "addr": v.get("addr", 0x24),
+           "irq": v.get("irq", True), "poll_ms": v.get("poll_ms", 100)}
+    if out["driver"] not in _NFC_DRIVERS:
+        raise ConfigError("config: nfc.driver must be one of " + ", ".join(_NFC_DRIVERS))
+    if out["bus"] not in _NFC_BUSES:
+        raise ConfigError("config: nfc.bus must be one of " + ", ".join(_NFC_BUSES))
+    if out["driver"] == "mfrc522" and out["bus"] != "spi":
+        raise ConfigError("config: the mfrc522 driver needs nfc.bus spi")
+    a = out["addr"]
+    if isinstance(a, bool) or not isinstance(a, int) or not 0x08 <= a <= 0x77:
+        raise ConfigError("config: nfc.addr must be a 7-bit I2C address (default 36, 0x24)")
+    if not isinstance(out["irq"], bool):
+        raise ConfigError("config: nfc.irq must be true or false")
+    p = out["poll_ms"]
+    if isinstance(p, bool) or not isinstance(p, int) or not 20 <= p <= 1000:
+        raise ConfigError("config: nfc.poll_ms must be a whole number in 20..1000")
     return out
 
 

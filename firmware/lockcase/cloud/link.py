@@ -84,20 +84,21 @@ class Link:
             self.backoff = _BACKOFF_MIN_MS
             while self.up:
                 self._service()
-                await asyncio.sleep_ms(20)
+                await asyncio.sleep_ms(10)  # a reply waits at most one loop tick to be read
             await asyncio.sleep_ms(_jitter(_BACKOFF_MIN_MS))
 
     async def _connect(self):
         from lockcase.cloud import mqtt
 
-        sock, addr = await mqtt.open_connection(self.host, self.port, self.connect_ms)
+        raw, addr = await mqtt.open_connection(self.host, self.port, self.connect_ms)
+        sock = raw
         if self.ca:
-            sock = mqtt.tls_wrap(sock, self.host, self.ca, self.io_timeout)
+            sock = mqtt.tls_wrap(raw, self.host, self.ca, self.io_timeout)
         c = mqtt.Client(self.client_id, self.host, self.port, self.user, self.password, self.keepalive)
         c.set_callback(self._deliver)
         c.set_last_will(self.topics["presence"], b"offline", True, 1)
         self.client = c
-        c.attach(sock, addr, self.io_timeout)
+        c.attach(sock, raw, addr, self.io_timeout)
         for t in self.subs:
             c.subscribe(t, 1)
         c.publish(self.topics["presence"], b"online", True, 1)

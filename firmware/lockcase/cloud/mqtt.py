@@ -17,15 +17,21 @@ _EINPROGRESS = (115, 119, 11)  # Linux, lwIP, EAGAIN: all mean "connect under wa
 
 
 class _Bounded:
-    """A socket whose blocking mode waits at most `timeout` seconds."""
+    """A socket whose blocking mode waits at most `timeout` seconds.
 
-    def __init__(self, sock, timeout):
+    sock is what umqtt reads and writes (the TLS socket when there is one); raw is the TCP socket
+    under it, which carries the timeout (MicroPython's TLS socket has no settimeout).
+    """
+
+    def __init__(self, sock, raw, timeout):
         self.s = sock
+        self.raw = raw
         self.timeout = timeout
 
     def setblocking(self, flag):
         if flag:
-            self.s.settimeout(self.timeout)
+            self.s.setblocking(True)
+            self.raw.settimeout(self.timeout)
         else:
             self.s.setblocking(False)
 
@@ -99,14 +105,14 @@ def tls_wrap(sock, host, ca_der, timeout):
     ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
     ctx.load_verify_locations(ca_der)
     sock.settimeout(timeout)
-    return ctx.wrap_socket(sock, server_hostname=host)
+    return ctx.wrap_socket(sock, server_hostname=host)  # handshakes now, bounded by the timeout
 
 
 class Client(_umqtt.MQTTClient):
     """umqtt.simple's client, connected over a socket we opened, with bounded blocking."""
 
-    def attach(self, sock, addr, timeout, clean_session=True):
-        bounded = _Bounded(sock, timeout)
+    def attach(self, sock, raw, addr, timeout, clean_session=True):
+        bounded = _Bounded(sock, raw, timeout)
         bounded.setblocking(True)
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)

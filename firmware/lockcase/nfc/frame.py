@@ -60,8 +60,10 @@ def rf_error(code):
     return code in _RF_CODES
 
 
-def encode(buf, cmd, params=b""):
+def encode(buf, cmd, params=None):
     """Write a normal information frame carrying TFI D4, cmd and params into buf; its length."""
+    if params is None:
+        params = b""
     n = len(params)
     ln = n + 2
     if ln > 255 or len(buf) < n + 9:

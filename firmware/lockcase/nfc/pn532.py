@@ -32,6 +32,10 @@ _LIST_ONE_A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
 _RELEASE_ALL = b"\x00"
 
 
+def _bus_error(exc):
+    return F.NoChip("bus error %s" % (exc.args[0] if exc.args else exc))
+
+
 class Target:
     """One ISO/IEC 14443A card from InListPassiveTarget."""
 
@@ -60,7 +64,7 @@ def parse_target(p):
     uid = bytes(p[6 : 6 + ulen])
     ats = b""
     rest = n - 6 - ulen
-    if rest > 0 and p[1] == 1:
+    if rest > 0:
         tl = p[6 + ulen]  # ATS starts with its own length byte
         if tl < 1 or tl > rest:
             raise F.FrameError("bad ATS length")
@@ -95,9 +99,9 @@ class PN532:
         try:
             self.t.write(data)
         except OSError as exc:  # no ACK to the address byte, a stuck bus, an unplugged cable
-            raise F.NoChip("bus: %r" % (exc,))
+            raise _bus_error(exc)
 
-    async def call(self, cmd, params=b"", timeout_ms=_CMD_MS):
+    async def call(self, cmd, params=None, timeout_ms=_CMD_MS):
         """Run one command; the response parameters as a memoryview into the transport's buffer,
         valid until the next call."""
         n = F.encode(self._tx, cmd, params)
@@ -123,7 +127,7 @@ class PN532:
                 mv, k = await self.t.read_frame()
                 s, e = F.decode(mv, k, cmd)
         except OSError as exc:
-            raise F.NoChip("bus: %r" % (exc,))
+            raise _bus_error(exc)
         return mv[s:e]
 
     def _abort(self):
@@ -145,7 +149,7 @@ class PN532:
         try:
             self.t.wake()
         except OSError as exc:
-            raise F.NoChip("bus: %r" % (exc,))
+            raise _bus_error(exc)
         try:
             p = await self.call(GET_FIRMWARE_VERSION)
         except F.NfcError:

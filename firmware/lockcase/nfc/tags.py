@@ -19,7 +19,7 @@ TOKEN_MAX = const(64)
 _PREFIX = b"lockcase:"
 _NTAG_READ = const(0x30)
 _CC_PAGE = const(3)
-_NDEF_MAX = const(96)  # bytes of the tag's data area read at most
+NDEF_MAX = const(96)  # bytes of the tag's data area read at most
 
 # Outcomes that open nothing; the app shows them so the shopper knows to try again.
 NO_APP = "no_app"  # a phone without the store app (random UID, our AID not selected)

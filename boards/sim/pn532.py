@@ -1,0 +1,538 @@
+# An emulated PN532 (firmware v1.6) with cards on its antenna, for the sim board. It speaks the
+# host-interface frames of UM0701-02 over the sim's I2C, SPI and UART, with its own frame code
+# (not the firmware's), so the real driver runs against it unmodified and a driver bug shows up
+# as a refused frame, not as two copies of one mistake agreeing.
+#
+# The chip: a command frame is ACKed at once; its response is ready `latency` ms later. The
+# host's ACK aborts the command in progress; its NACK makes the chip send the last frame again.
+# Faults for tests and the control socket: "corrupt" (the next responses carry a bad DCS),
+# "garbage" (random bytes instead of every frame), "timeout" (ACK, then no response), "dead" (no
+# answer at all, not even to the I2C address), "hang" (dead until the reset line is pulsed), "ok".
+import os
+import time
+
+_ACK = b"\x00\x00\xff\x00\xff\x00"
+_NACK = b"\x00\x00\xff\xff\x00\x00"
+_SYNTAX_ERROR = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+_ENODEV = 19
+
+# Response time (ms) per command, roughly what a PN532 with a card in the field takes.
+_LATENCY = {0x02: 1, 0x14: 1, 0x32: 1, 0x52: 1, 0x4A: 4, 0x40: 3}
+_HCE_MS = 25  # a phone app answering an APDU
+_NO_CARD_MS = 6  # InListPassiveTarget giving up after MxRtyPassiveActivation retries
+
+
+def _frame(data):
+    n = len(data)
+    return bytes((0, 0, 0xFF, n, (-n) & 0xFF)) + bytes(data) + bytes(((-sum(data)) & 0xFF, 0))
+
+
+def _parse(buf):
+    """A host frame -> ("ack"|"nack"|"cmd"|"bad", data)."""
+    i = bytes(buf).find(b"\x00\xff")
+    if i < 0 or len(buf) < i + 4:
+        return "bad", None
+    a, b = buf[i + 2], buf[i + 3]
+    if (a, b) == (0x00, 0xFF):
+        return "ack", None
+    if (a, b) == (0xFF, 0x00):
+        return "nack", None
+    if (a + b) & 0xFF or a < 2:
+        return "bad", None
+    data = bytes(buf[i + 4 : i + 4 + a])
+    if len(data) < a or len(buf) < i + 5 + a or (sum(data) + buf[i + 4 + a]) & 0xFF:
+        return "bad", None
+    if data[0] != 0xD4:
+        return "bad", None
+    return "cmd", data[1:]
+
+
+# -- cards ------------------------------------------------------------------------------------
+class UidCard:
+    """A card known only by its UID: MIFARE Classic (4 bytes), Ultralight without NDEF (7),
+    or an ISO-DEP card (10, or any with sak 0x20) that has no store app on it."""
+
+    def __init__(self, uid, atqa=None, sak=None):
+        self.uid = bytes(uid)
+        n = len(self.uid)
+        if n not in (4, 7, 10):
+            raise ValueError("a UID has 4, 7 or 10 bytes")
+        self.atqa = atqa if atqa is not None else {4: 0x0004, 7: 0x0044, 10: 0x0048}[n]
+        self.sak = sak if sak is not None else {4: 0x08, 7: 0x00, 10: 0x20}[n]
+        self.ats = b"\x05\x78\x80\x70\x02" if self.sak & 0x20 else b""
+        self.mem = bytearray(64)  # a blank Type 2 tag: no Capability Container
+
+    def activate(self):
+        return self.uid
+
+    def apdu(self, data):
+        return b"\x6a\x82"  # file or application not found
+
+    def read(self, page):
+        if self.sak != 0x00:
+            return None  # MIFARE Classic: no READ before authentication
+        out = bytearray(16)
+        n = len(self.mem) // 4
+        for k in range(16):
+            out[k] = self.mem[((page + k // 4) % n) * 4 + k % 4]
+        return bytes(out)
+
+    def latency(self, data):
+        return 0
+
+
+class Ntag(UidCard):
+    """An NTAG213 whose NDEF message holds one Text record."""
+
+    def __init__(self, uid, text, lang=b"en"):
+        super().__init__(uid, 0x0044, 0x00)
+        if len(self.uid) != 7:
+            raise ValueError("an NTAG has a 7-byte UID")
+        self.mem = bytearray(45 * 4)
+        body = bytes((len(lang),)) + lang + text
+        rec = bytes((0xD1, 1, len(body))) + b"T" + body  # MB ME SR, TNF well-known, type "T"
+        u = self.uid
+        self.mem[0:4] = bytes((u[0], u[1], u[2], 0x88 ^ u[0] ^ u[1] ^ u[2]))
+        self.mem[4:8] = u[3:7]
+        self.mem[12:16] = b"\xe1\x10\x12\x00"  # CC: NDEF 1.0, 144-byte data area, read/write
+        # A Lock Control TLV first, as NTAGs ship, so the reader must skip TLVs to find NDEF.
+        tlv = b"\x01\x03\xa0\x0c\x34" + bytes((0x03, len(rec))) + rec + b"\xfe"
+        self.mem[16 : 16 + len(tlv)] = tlv
+
+
+class Phone(UidCard):
+    """A phone running the store app under host card emulation: a new random UID at every
+    activation, ISO-DEP, our AID, and a token (None: the app has nothing to give, 6985)."""
+
+    AID = b"\xf0LOCKCASE\x01"
+
+    def __init__(self, token, app=True):
+        super().__init__(b"\x08\x00\x00\x00", 0x0004, 0x20)
+        self.token = token
+        self.app = app
+        self.selected = False
+        self.requests = []  # GET TOKEN data (the case id) seen, for tests
+
+    def activate(self):
+        self.uid = b"\x08" + os.urandom(3)
+        self.selected = False
+        return self.uid
+
+    def apdu(self, c):
+        if len(c) >= 5 and c[0] == 0x00 and c[1] == 0xA4 and c[2] == 0x04:
+            lc = c[4]
+            self.selected = self.app and bytes(c[5 : 5 + lc]) == self.AID
+            return b"\x90\x00" if self.selected else b"\x6a\x82"
+        if not self.selected:
+            return b"\x6d\x00"
+        if len(c) >= 4 and c[0] == 0x80 and c[1] == 0x10:
+            lc = c[4] if len(c) > 5 else 0
+            self.requests.append(bytes(c[5 : 5 + lc]))
+            if self.token is None:
+                return b"\x69\x85"
+            return self.token.encode() + b"\x90\x00"
+        return b"\x6d\x00"  # instruction not supported
+
+    def read(self, page):
+        return None
+
+    def latency(self, data):
+        return _HCE_MS
+
+
+# -- the chip ---------------------------------------------------------------------------------
+class SimPN532:
+    def __init__(self, clock, ic=0x32, ver=1, rev=6, support=7):
+        self.clock = clock  # ticks_ms() of the board
+        self.version = bytes((ic, ver, rev, support))
+        self.card = None
+        self.fault = "ok"
+        self.fault_count = 0  # "corrupt"/"timeout": how many more; -1 = until "ok"
+        self.commands = []  # (code, params) of the recent commands, for tests
+        self.sent = 0  # frames sent to the host
+        self.latency_extra = 0
+        self._power_on()
+
+    def _power_on(self):
+        self.field = False
+        self.asleep = True  # LowVbat after power-up; HSU needs the 0x55 wake-up
+        self.sam = False
+        self.retries = 0xFF
+        self.target = None  # the activated card
+        self._out = None  # frame on offer now (ACK or response)
+        self._resp = None  # (frame, ready_at) after the ACK
+        self._last = None  # last response, for NACK
+        self.in_reset = False
+
+    # -- faults and cards ---------------------------------------------------------------------
+    def set_fault(self, kind, count=1):
+        if kind not in ("ok", "corrupt", "garbage", "timeout", "dead", "hang"):
+            raise ValueError("unknown nfc fault %r" % (kind,))
+        self.fault = kind
+        self.fault_count = count
+        if kind in ("dead", "hang", "garbage"):
+            self._out = self._resp = None
+
+    def present(self, card):
+        self.card = card
+        self.target = None
+
+    def remove(self):
+        self.card = None
+        self.target = None
+
+    def reset_line(self, level):
+        # RSTPDN: low holds the chip in reset; the rising edge boots it again.
+        if not level:
+            self.in_reset = True
+            self._out = self._resp = None
+        elif self.in_reset:
+            self._power_on()
+            if self.fault == "hang":
+                self.fault = "ok"
+
+    def silent(self):
+        return self.in_reset or self.fault in ("dead", "hang")
+
+    # -- the host side -------------------------------------------------------------------------
+    def host_frame(self, buf):
+        if self.silent():
+            return
+        kind, data = _parse(buf)
+        if kind == "ack":  # abort
+            self._out = self._resp = None
+            return
+        if kind == "nack":
+            if self._last is not None:
+                self._out = self._emit(self._last)
+            return
+        if kind == "bad":
+            return  # a real chip ignores a frame it cannot take (no ACK): the host times out
+        self.asleep = False
+        if len(self.commands) >= 64:  # the recent ones are what tests look at
+            del self.commands[:32]
+        self.commands.append((data[0], data[1:]))
+        resp, ms = self._run(data[0], data[1:])
+        self._out = self._emit(_ACK, ack=True)
+        if self.fault == "timeout" and self.fault_count:
+            if self.fault_count > 0:
+                self.fault_count -= 1
+            return
+        # ms None: the chip is still busy when the host gives up (it must abort with an ACK).
+        at = None if ms is None else time.ticks_add(self.clock(), ms + self.latency_extra)
+        self._resp = (resp, at)
+
+    def ready(self):
+        if self.silent():
+            return False
+        if self._out is None and self._resp is not None:
+            frame, at = self._resp
+            if self._due(at):
+                self._resp = None
+                self._last = frame
+                self._out = self._emit(frame)
+        return self._out is not None
+
+    def _due(self, at):
+        return at is not None and time.ticks_diff(self.clock(), at) >= 0
+
+    def take(self):
+        """The frame on offer, removed: the host has read it."""
+        if not self.ready():
+            return None
+        out, self._out = self._out, None
+        self.sent += 1
+        return out
+
+    def _emit(self, frame, ack=False):
+        f = self.fault
+        if f == "garbage":
+            n = os.urandom(1)[0] % 24 + 1
+            return os.urandom(n)
+        if f == "corrupt" and not ack and self.fault_count:
+            if self.fault_count > 0:
+                self.fault_count -= 1
+            b = bytearray(frame)
+            b[-2] ^= 0x5A  # DCS
+            return bytes(b)
+        return frame
+
+    # -- commands ------------------------------------------------------------------------------
+    def _run(self, cmd, p):
+        ms = _LATENCY.get(cmd, 1)
+        if cmd == 0x02:
+            return _frame(b"\xd5\x03" + self.version), ms
+        if cmd == 0x14:
+            if len(p) < 1 or not 1 <= p[0] <= 4:
+                return _SYNTAX_ERROR, ms
+            self.sam = True
+            return _frame(b"\xd5\x15"), ms
+        if cmd == 0x32:
+            if len(p) >= 2 and p[0] == 0x01:
+                self.field = bool(p[1] & 1)
+                if not self.field:
+                    self.target = None
+            elif len(p) >= 4 and p[0] == 0x05:
+                self.retries = p[3]
+            elif len(p) < 2:
+                return _SYNTAX_ERROR, ms
+            return _frame(b"\xd5\x33"), ms
+        if cmd == 0x4A:
+            return self._list(p)
+        if cmd == 0x40:
+            return self._exchange(p)
+        if cmd == 0x52:
+            self.target = None
+            return _frame(b"\xd5\x53\x00"), ms
+        return _SYNTAX_ERROR, ms
+
+    def _list(self, p):
+        if len(p) < 2 or p[0] not in (1, 2):
+            return _SYNTAX_ERROR, 1
+        self.field = True
+        c = self.card
+        if c is None or p[1] != 0x00:
+            # With MxRtyPassiveActivation at 0xFF the chip would wait for a card forever; the
+            # host must lower it (or abort) to get an answer.
+            if self.retries == 0xFF:
+                return _frame(b"\xd5\x4b\x00"), None
+            return _frame(b"\xd5\x4b\x00"), _NO_CARD_MS
+        uid = c.activate()
+        self.target = c
+        d = bytes((1, 1, c.atqa >> 8, c.atqa & 0xFF, c.sak, len(uid))) + uid + c.ats
+        return _frame(b"\xd5\x4b" + d), _LATENCY[0x4A] + (4 if c.ats else 0)
+
+    def _exchange(self, p):
+        c = self.target
+        if len(p) < 1:
+            return _SYNTAX_ERROR, 1
+        if c is None or p[0] != 1:
+            return _frame(b"\xd5\x41\x27"), 1  # no such target: command not acceptable
+        if c is not self.card:
+            return _frame(b"\xd5\x41\x01"), 5  # the card left the field: RF timeout
+        data = p[1:]
+        ms = _LATENCY[0x40] + c.latency(data)
+        if c.sak & 0x20:
+            return _frame(b"\xd5\x41\x00" + c.apdu(data)), ms
+        if len(data) == 2 and data[0] == 0x30:
+            r = c.read(data[1])
+            if r is not None:
+                return _frame(b"\xd5\x41\x00" + r), ms
+        return _frame(b"\xd5\x41\x01"), ms  # the card did not answer: RF timeout
+
+
+# -- the three host interfaces ----------------------------------------------------------------
+class I2CPort:
+    """The chip at its I2C address: SimI2C hands each transaction over whole."""
+
+    def __init__(self, chip):
+        self.chip = chip
+
+    def write(self, buf):
+        if self.chip.silent():
+            raise OSError(_ENODEV)  # no ACK to the address byte
+        self.chip.host_frame(buf)
+
+    def read(self, n):
+        chip = self.chip
+        if chip.silent():
+            raise OSError(_ENODEV)
+        if not chip.ready():
+            return bytes(n)  # status byte 0x00: not ready
+        if n == 1:
+            return b"\x01"  # a status-only read leaves the frame where it is
+        f = chip.take()
+        out = b"\x01" + f
+        return (out + bytes(n))[:n] if len(out) < n else out[:n]
+
+
+def _rev(b):
+    r = 0
+    for i in range(8):
+        if b & (1 << i):
+            r |= 0x80 >> i
+    return r
+
+
+class SimSPI:
+    """machine.SPI subset wired to the PN532 (SPI mode 0). The chip shifts LSB first; a host set
+    to firstbit=MSB (the default, and all an RP2040 can do) sees every byte bit-reversed."""
+
+    MSB = 0
+    LSB = 1
+
+    def __init__(self, chip, firstbit=MSB):
+        self.chip = chip
+        self.firstbit = firstbit
+        self._sel = False
+        self._op = None
+        self._rx = bytearray()
+        self._tx = b""
+
+    def init(self, baudrate=1000000, polarity=0, phase=0, firstbit=MSB, **kw):
+        self.firstbit = firstbit
+
+    def _wire(self, b):
+        return b if self.firstbit == self.LSB else _rev(b)
+
+    def select(self, on):
+        if on and not self._sel:
+            self._op = None
+            self._rx = bytearray()
+            self._tx = b""
+        elif not on and self._sel:
+            if self._op == 0x01 and self._rx:
+                self.chip.host_frame(bytes(self._rx))
+        self._sel = on
+
+    def _byte(self, out_b):
+        # One byte each way: host -> chip (out_b, host order), chip -> host (return, host order).
+        v = self._wire(out_b)
+        chip = self.chip
+        if chip.silent():
+            return 0xFF  # MISO floats high with nobody driving it
+        if self._op is None:
+            self._op = v
+            if v == 0x03:
+                self._tx = chip.take() or b""
+            return 0
+        if self._op == 0x01:
+            self._rx.append(v)
+            return 0
+        if self._op == 0x02:
+            return self._wire(1 if chip.ready() else 0)
+        if self._op == 0x03:
+            if self._tx:
+                r, self._tx = self._tx[0], self._tx[1:]
+                return self._wire(r)
+            return 0
+        return 0
+
+    def write(self, buf):
+        if not self._sel:
+            return
+        for b in buf:
+            self._byte(b)
+
+    def readinto(self, buf, write=0):
+        for i in range(len(buf)):
+            buf[i] = self._byte(write) if self._sel else 0xFF
+
+    def write_readinto(self, wbuf, rbuf):
+        for i in range(len(wbuf)):
+            rbuf[i] = self._byte(wbuf[i]) if self._sel else 0xFF
+
+
+class SimCS:
+    """The PN532's chip select (active low) as a machine.Pin output."""
+
+    def __init__(self, spi):
+        self.spi = spi
+        self.v = 1
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = 1 if v else 0
+        self.spi.select(self.v == 0)
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+
+class SimUART:
+    """machine.UART subset wired to the PN532's HSU. After power-up the chip sleeps (LowVbat)
+    and ignores frames until the host sends the 0x55 wake-up."""
+
+    def __init__(self, chip):
+        self.chip = chip
+        self._in = bytearray()  # host -> chip, not yet a whole frame
+        self._rx = bytearray()  # chip -> host
+        self.baudrate = 115200
+
+    def init(self, baudrate=115200, **kw):
+        self.baudrate = baudrate
+
+    def write(self, buf):
+        chip = self.chip
+        if chip.silent():
+            return len(buf)
+        data = bytes(buf)
+        if chip.asleep:
+            i = data.find(b"\x55")
+            if i < 0:
+                return len(buf)
+            chip.asleep = False
+            data = data[i:].lstrip(b"\x55")
+        self._in += data
+        # A frame ends at the postamble after LEN + DCS; ACK/NACK are 6 bytes.
+        while True:
+            b = bytes(self._in)
+            s = b.find(b"\x00\xff")
+            if s < 0 or len(b) < s + 4:
+                if s < 0:
+                    self._in = bytearray(b[-1:]) if b.endswith(b"\x00") else bytearray()
+                return len(buf)
+            a, c = b[s + 2], b[s + 3]
+            if (a, c) in ((0x00, 0xFF), (0xFF, 0x00)):
+                end = s + 5
+            else:
+                end = s + 4 + a + 2
+            if len(b) < end:
+                return len(buf)
+            chip.host_frame(b[max(0, s - 1) : end])
+            self._in = bytearray(b[end:])
+
+    def any(self):
+        f = self.chip.take()
+        if f:
+            self._rx += f
+        return len(self._rx)
+
+    def read(self, n=None):
+        self.any()
+        if not self._rx:
+            return None
+        n = len(self._rx) if n is None else n
+        out = bytes(self._rx[:n])
+        self._rx = self._rx[n:]
+        return out
+
+    def readinto(self, buf, nbytes=None):
+        self.any()
+        n = len(buf) if nbytes is None else nbytes
+        n = min(n, len(self._rx))
+        if not n:
+            return None
+        buf[:n] = self._rx[:n]
+        self._rx = self._rx[n:]
+        return n
+
+
+class IrqPin:
+    """P70_IRQ as an input pin: low while the chip has a frame for the host."""
+
+    def __init__(self, chip):
+        self.chip = chip
+
+    def value(self, v=None):
+        if v is None:
+            return 0 if self.chip.ready() else 1
+
+
+class ResetPin:
+    """RSTPDN as an output pin: low resets the chip."""
+
+    def __init__(self, chip):
+        self.chip = chip
+        self.v = 1
+        self.pulses = 0
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        v = 1 if v else 0
+        if v == 0 and self.v == 1:
+            self.pulses += 1
+        self.v = v
+        self.chip.reset_line(v)

@@ -1,0 +1,421 @@
+"""The device at the end of the USB cable, driven through mpremote's SerialTransport.
+
+One Device is one session: open the port exclusively, interrupt whatever runs (the firmware's
+main.py, like `mpremote resume`: never a soft reset on connect, which would end the Unix port's
+process and re-run boot.py on a board), enter the raw REPL, and find out what is there. Every
+failure becomes a CasectlError with a hint, never a pyserial traceback.
+
+Code runs on the device in the raw REPL, whose globals persist for the session: HELPER defines a
+few `_lc_*` functions once (hashing, writing files from base64, directories) so each later call
+is a single short exec.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+from casectl.errors import (
+    DeviceBusy,
+    DeviceError,
+    Disconnected,
+    Incompatible,
+    NoDevice,
+    NotMicroPython,
+)
+
+CHUNK = 4096  # bytes of file per exec: small enough for a Pico's heap, large enough to be quick
+REPL_TIMEOUT_S = 4.0
+
+# What the device is: printed as one JSON line after a marker so stray console output before it
+# (the firmware's last log lines) cannot be mistaken for the answer.
+PROBE = """\
+import sys, os, json
+try:
+    _lc_m = sys.implementation._mpy
+except AttributeError:
+    _lc_m = None
+print('LCPROBE' + json.dumps([sys.implementation.name, list(sys.implementation.version[:3]), _lc_m,
+      sys.platform, getattr(sys.implementation, '_machine', ''), os.getcwd(),
+      'lockcase.app' in sys.modules]))
+"""
+
+# When the interrupted firmware had started its watchdog, nothing feeds it at the REPL and the
+# board would reset under the technician in a few seconds (an ESP32's cannot be stopped). Feed it
+# from a periodic timer for the rest of the session; the next reset starts the firmware afresh.
+HOLD = """\
+def _lc_hold():
+    import board
+    w = getattr(board, '_wdt', None)
+    hw = getattr(board, 'HW', None)
+    if hw is not None:
+        w = hw.wdt
+    if w is None:
+        return 'none'
+    def feed(_t):
+        w.feed()
+    if hw is not None:
+        t = board.Timer(hw)
+    else:
+        import machine
+        try:
+            t = machine.Timer(-1)
+        except Exception:
+            t = machine.Timer(3)
+    t.init(mode=1, period=500, callback=feed)
+    w.feed()
+    globals()['_lc_holder'] = t
+    return 'fed'
+print('LCHOLD' + _lc_hold())
+"""
+
+HELPER = """\
+import os, hashlib, binascii, json
+def _lc_sha(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(m[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+def _lc_hashes(ps):
+    print('LCJSON' + json.dumps([_lc_sha(p) for p in ps]))
+def _lc_isdir(p):
+    try:
+        return os.stat(p)[0] & 0x4000 != 0
+    except OSError:
+        return False
+def _lc_exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+def _lc_mkdirs(p):
+    parts = p.split('/')[:-1]
+    cur = ''
+    for d in parts:
+        cur = cur + '/' + d if cur else d
+        if d and not _lc_isdir(cur):
+            os.mkdir(cur)
+def _lc_put(p, b, a):
+    _lc_mkdirs(p)
+    f = open(p, 'ab' if a else 'wb')
+    f.write(binascii.a2b_base64(b))
+    f.close()
+def _lc_replace(src, dst):
+    _lc_mkdirs(dst)
+    try:
+        os.rename(src, dst)
+    except OSError:
+        os.remove(dst)
+        os.rename(src, dst)
+def _lc_rmtree(p):
+    if not _lc_isdir(p):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+        return
+    for n in os.listdir(p):
+        _lc_rmtree(p + '/' + n)
+    os.rmdir(p)
+def _lc_read(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        print('LCJSON null')
+        return
+    b = bytearray(768)
+    n = 0
+    while True:
+        k = f.readinto(b)
+        if not k:
+            break
+        print('LCDATA' + binascii.b2a_base64(memoryview(b)[:k]).decode().strip())
+        n += k
+    f.close()
+    print('LCJSON' + json.dumps(n))
+import gc
+gc.collect()
+"""
+
+
+@dataclass
+class DeviceInfo:
+    port: str
+    implementation: str
+    version: tuple[int, int, int]
+    mpy: int | None
+    platform: str
+    machine: str
+    cwd: str
+    firmware_was_running: bool
+    watchdog: str = "none"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+    @property
+    def mpy_version(self) -> int | None:
+        return None if self.mpy is None else self.mpy & 0xFF
+
+    @property
+    def mpy_sub(self) -> int | None:
+        return None if self.mpy is None else (self.mpy >> 8) & 3
+
+    @property
+    def mpy_arch(self) -> int | None:
+        return None if self.mpy is None else self.mpy >> 10
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "implementation": self.implementation, "version": self.version_str,
+                "mpy": f"{self.mpy_version}.{self.mpy_sub}" if self.mpy is not None else None,
+                "platform": self.platform, "machine": self.machine, "root": self.cwd,
+                "firmware_was_running": self.firmware_was_running}
+
+
+def check_compatible(info: DeviceInfo, manifest: dict[str, Any]) -> None:
+    """Raise Incompatible when this device's MicroPython cannot run the build."""
+    need = tuple(int(x) for x in str(manifest.get("min_micropython", "0.0.0")).split("."))
+    if info.version < need:
+        raise Incompatible(
+            f"MicroPython {info.version_str} on {info.port} is too old: the firmware needs {'.'.join(map(str, need))} or later",
+            "flash a current MicroPython with `casectl flash --board NAME`")
+    mpy = manifest.get("mpy", {})
+    if info.mpy is None:
+        raise Incompatible(f"MicroPython {info.version_str} on {info.port} cannot import .mpy files",
+                           "flash a current MicroPython with `casectl flash --board NAME`")
+    if mpy.get("version") != info.mpy_version:
+        raise Incompatible(
+            f"wrong .mpy ABI: the build is mpy v{mpy.get('version')}.{mpy.get('sub')}, "
+            f"MicroPython {info.version_str} on {info.port} loads v{info.mpy_version}.{info.mpy_sub}",
+            "flash the MicroPython that matches this casectl (`casectl flash`), or rebuild with its mpy-cross")
+    # Bytecode-only .mpy is accepted across sub-versions; native code (built with -march) is not.
+    if mpy.get("arch") and mpy.get("sub") != info.mpy_sub:
+        raise Incompatible(
+            f"wrong .mpy ABI: native code built for mpy v{mpy.get('version')}.{mpy.get('sub')}, "
+            f"the device loads v{info.mpy_version}.{info.mpy_sub}", "rebuild without --arch, or reflash")
+
+
+def _is_local_path(port: str) -> bool:
+    return "://" not in port
+
+
+class Device:
+    """One session with a MicroPython device. Use as a context manager."""
+
+    def __init__(self, port: str, *, repl_timeout: float = REPL_TIMEOUT_S) -> None:
+        self.port = port
+        self.repl_timeout = repl_timeout
+        self.t: SerialTransport | None = None
+        self.info: DeviceInfo | None = None
+        self._helper = False
+
+    # -- session --------------------------------------------------------------------------------
+    def __enter__(self) -> Device:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> DeviceInfo:
+        self._open()
+        self._enter_repl()
+        self.info = self._probe()
+        if self.info.firmware_was_running:
+            try:
+                self.info.watchdog = self.run_marked(HOLD, "LCHOLD")
+            except DeviceError:
+                self.info.watchdog = "unknown"
+        return self.info
+
+    def _open(self) -> None:
+        port = self.port
+        if _is_local_path(port) and not os.path.exists(port):
+            raise NoDevice(f"no device on {port}",
+                           "check the USB cable and the port name (`casectl flash --list` shows connected boards)")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.t = SerialTransport(port, baudrate=115200, exclusive=True)
+        except TransportError:
+            raise self._diagnose_open() from None
+
+    def _diagnose_open(self) -> Exception:
+        # mpremote says only "failed to access": open the port ourselves to learn why.
+        port = self.port
+        try:
+            s = serial.serial_for_url(port, do_not_open=True, exclusive=True)
+            s.open()
+            s.close()
+        except serial.SerialException as e:
+            text = str(e)
+            if "exclusively lock" in text or "Resource temporarily unavailable" in text or "busy" in text.lower():
+                return DeviceBusy(f"{port} is in use by another program",
+                                  "close other serial consoles (mpremote, screen, Thonny, another casectl) and retry")
+            if "Permission denied" in text:
+                return NoDevice(f"no permission to open {port}",
+                                "add yourself to the serial group (`sudo usermod -aG dialout $USER`, then log in again)")
+            if "No such file" in text or "could not open port" in text:
+                return NoDevice(f"no device on {port}", "check the USB cable and the port name")
+            return NoDevice(f"cannot open {port}: {text}", "check the USB cable and the port name")
+        return DeviceBusy(f"{port} could not be opened", "another program may hold it; retry")
+
+    def _enter_repl(self) -> None:
+        t = self._t()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                t.enter_raw_repl(soft_reset=False, timeout_overall=self.repl_timeout)
+        except TransportError:
+            raise NotMicroPython(
+                f"no MicroPython REPL answered on {self.port}",
+                "flash MicroPython first (`casectl flash --board NAME`); if it is flashed, unplug and replug the board") from None
+        except (OSError, serial.SerialException) as e:
+            raise Disconnected(f"{self.port} went away while connecting ({e})",
+                               "check the cable and run the command again") from None
+
+    def _probe(self) -> DeviceInfo:
+        try:
+            raw = self.run_marked(PROBE, "LCPROBE")
+            name, ver, mpy, platform, machine, cwd, running = json.loads(raw)
+        except (DeviceError, ValueError) as e:
+            raise NotMicroPython(f"the REPL on {self.port} is not a MicroPython this tool understands ({e})",
+                                 "flash MicroPython with `casectl flash --board NAME`") from None
+        if name != "micropython":
+            raise NotMicroPython(f"{self.port} runs {name}, not MicroPython",
+                                 "flash MicroPython with `casectl flash --board NAME`")
+        v = tuple((list(ver) + [0, 0, 0])[:3])
+        return DeviceInfo(self.port, name, (int(v[0]), int(v[1]), int(v[2])), mpy, platform, machine, cwd,
+                          bool(running))
+
+    def close(self) -> None:
+        if self.t is None:
+            return
+        t, self.t = self.t, None
+        with contextlib.suppress(Exception):
+            if t.in_raw_repl:
+                t.exit_raw_repl()
+        with contextlib.suppress(Exception):
+            t.close()
+
+    def _t(self) -> SerialTransport:
+        if self.t is None:
+            raise Disconnected(f"{self.port} is not connected")
+        return self.t
+
+    # -- running code ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except TransportExecError as e:
+            raise DeviceError(f"the device failed while {what}:\n{e.error_output.strip()}") from None
+        except (TransportError, serial.SerialException, OSError) as e:
+            gone = _is_local_path(self.port) and not os.path.exists(self.port)
+            self.close()
+            raise Disconnected(
+                f"the device on {self.port} {'disconnected' if gone else 'stopped answering'} while {what} ({e})",
+                "reconnect it and run the same command again: it continues where it stopped") from None
+
+    def exec(self, code: str, *, timeout: float = 15, what: str = "running a command",
+             on_output: Callable[[bytes], None] | None = None) -> bytes:
+        t = self._t()
+        with self._io(what):
+            out, err = t.exec_raw(code, timeout=timeout, data_consumer=on_output)
+            if err:
+                raise TransportExecError(out, err.decode(errors="replace"))
+        return out
+
+    def run_marked(self, code: str, marker: str, *, timeout: float = 15, what: str = "running a command") -> str:
+        """Run code that prints `marker + payload` on one line; return the payload."""
+        out = self.exec(code, timeout=timeout, what=what).decode(errors="replace")
+        for line in reversed(out.splitlines()):
+            if line.startswith(marker):
+                return line[len(marker):].strip()
+        raise DeviceError(f"the device gave no answer while {what}: {out[-300:]!r}")
+
+    def helper(self) -> None:
+        if not self._helper:
+            self.exec(HELPER, what="loading the transfer helper")
+            self._helper = True
+
+    def call_json(self, expr_call: str, *, timeout: float = 30, what: str = "running a command") -> Any:
+        """Run a helper call that prints 'LCJSON' + JSON; return the decoded value."""
+        self.helper()
+        return json.loads(self.run_marked(expr_call, "LCJSON", timeout=timeout, what=what))
+
+    # -- files ------------------------------------------------------------------------------------
+    def hashes(self, paths: list[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for i in range(0, len(paths), 40):  # keeps each answer line short
+            part = paths[i:i + 40]
+            out.update(zip(part, self.call_json(f"_lc_hashes({json.dumps(part)})", what="hashing files"),
+                           strict=True))
+        return out
+
+    def write_file(self, path: str, data: bytes, progress: Callable[[int], None] | None = None) -> None:
+        self.helper()
+        if not data:
+            self.exec(f"_lc_put({path!r}, '', 0)", what=f"writing {path}")
+        for off in range(0, len(data), CHUNK):
+            chunk = data[off:off + CHUNK]
+            b64 = base64.b64encode(chunk).decode()
+            self.exec(f"_lc_put({path!r},{b64!r},{1 if off else 0})", what=f"writing {path}")
+            if progress:
+                progress(len(chunk))
+
+    def read_file(self, path: str) -> bytes | None:
+        self.helper()
+        out = self.exec(f"_lc_read({path!r})", what=f"reading {path}").decode(errors="replace")
+        lines = out.splitlines()
+        if "LCJSON null" in lines:
+            return None
+        data = b"".join(base64.b64decode(x[6:]) for x in lines if x.startswith("LCDATA"))
+        ends = [x for x in lines if x.startswith("LCJSON")]
+        if not ends or int(ends[-1][6:]) != len(data):
+            raise DeviceError(f"reading {path} from the device came back incomplete")
+        return data
+
+    # -- reset ------------------------------------------------------------------------------------
+    def soft_reset(self) -> None:
+        """Restart the firmware: Ctrl-D at the friendly REPL re-runs boot.py and main.py.
+
+        On the Unix port (the sim board) the same Ctrl-D ends the process; its supervisor then
+        boots it again from the flash image, which is what a reset is for the sim.
+        """
+        t = self._t()
+        try:
+            t.exit_raw_repl()
+            t.read_until(1, b">>> ", timeout=1)
+            t.serial.write(b"\x04")
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                if t.serial.in_waiting:
+                    if b"soft reboot" in t.serial.read(t.serial.in_waiting):
+                        break
+                time.sleep(0.02)
+        except (OSError, serial.SerialException, TransportError):
+            pass  # the port went away with the reset: expected on the sim and on native USB
+        self.close()

@@ -1,0 +1,454 @@
+# heap: 256k
+# The PN532 driver and the reader service under MicroPython, against the sim's emulated PN532
+# (boards/sim/pn532.py) over its I2C, SPI and UART, on a virtual clock: every wait the driver
+# makes moves the clock, so timeouts and backoff are exact and the tests take milliseconds.
+import asyncio
+import time
+
+from boards.sim import pn532 as E
+from boards.sim.i2c import SimI2C
+from lockcase.nfc import frame as F
+from lockcase.nfc import tags
+from lockcase.nfc import transport as T
+from lockcase.nfc.pn532 import PN532
+from lockcase.nfc.reader import BACKOFF_MAX_MS, BACKOFF_MIN_MS, DOWN, IDLE, PRESENT, Reader
+
+UID4 = bytes.fromhex("04a1b2c3")
+UID7 = bytes.fromhex("04a1b2c3d4e5f6")
+UID10 = bytes.fromhex("04a1b2c3d4e5f60718293a")[:10]
+
+
+class Clock:
+    def __init__(self):
+        self.t = time.ticks_add(0, -5000)  # cross the ticks wrap-around in every test
+
+    def ticks(self):
+        return self.t
+
+    async def sleep(self, ms):
+        self.t = time.ticks_add(self.t, ms)
+        await asyncio.sleep_ms(0)
+
+    def advance(self, ms):
+        self.t = time.ticks_add(self.t, ms)
+
+    def since(self, t0):
+        return time.ticks_diff(self.t, t0)
+
+
+class CountingPort(E.I2CPort):
+    def __init__(self, chip):
+        super().__init__(chip)
+        self.status_reads = 0
+
+    def read(self, n):
+        if n == 1:
+            self.status_reads += 1
+        return super().read(n)
+
+
+def rig(bus="i2c", irq=False, ic=0x32, attach=True, lsb_bus=False, lsb_driver=None, reset=False):
+    c = Clock()
+    chip = E.SimPN532(c.ticks, ic=ic)
+    port = None
+    if bus == "i2c":
+        b = SimI2C()
+        port = CountingPort(chip)
+        if attach:
+            b.attach(0x24, port)
+        t = T.I2CTransport(b, 0x24, E.IrqPin(chip) if irq else None, c.sleep, c.ticks)
+    elif bus == "spi":
+        spi = E.SimSPI(chip, E.SimSPI.LSB if lsb_bus else E.SimSPI.MSB)
+        lsb = lsb_bus if lsb_driver is None else lsb_driver
+        t = T.SPITransport(spi, E.SimCS(spi), E.IrqPin(chip) if irq else None, c.sleep, c.ticks, lsb)
+    else:
+        t = T.UARTTransport(E.SimUART(chip), c.sleep, c.ticks)
+    rst = E.ResetPin(chip) if reset else None
+    drv = PN532(t, c.sleep, c.ticks, rst)
+    return c, chip, drv, port, rst
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _raises(exc, coro):
+    try:
+        run(coro)
+    except exc as e:
+        return e
+    raise AssertionError(exc.__name__ + " not raised")
+
+
+# -- the driver on each bus -------------------------------------------------------------------
+def _begin_ok(**kw):
+    c, chip, drv, port, _ = rig(**kw)
+    assert run(drv.begin()) == "1.6"
+    codes = [(cmd, bytes(p)) for cmd, p in chip.commands]
+    assert codes == [(0x02, b""), (0x14, b"\x01\x14\x01"), (0x32, b"\x05\xff\x01\x02"), (0x32, b"\x01\x00")]
+    assert chip.sam and not chip.field and chip.retries == 2
+    return c, chip, drv, port
+
+
+def test_i2c_status_polling():
+    _begin_ok(bus="i2c")
+
+
+def test_i2c_irq_pin_never_polls_the_status_byte():
+    # With IRQ wired the chip is only addressed once it is ready: nothing for it to stretch.
+    c, chip, drv, port = _begin_ok(bus="i2c", irq=True)
+    assert port.status_reads == 0
+    c2, chip2, drv2, port2 = _begin_ok(bus="i2c", irq=False)
+    assert port2.status_reads > 0
+
+
+def test_i2c_long_response_is_reread_after_nack():
+    # More than the first read's 24 bytes: the driver NACKs and reads the whole frame.
+    c, chip, drv, port = _begin_ok(bus="i2c")
+    chip.present(E.UidCard(UID10))
+    tgt = run(drv.detect())
+    assert tgt.uid == UID10 and tgt.ats
+    r = run(drv.exchange(tags.SELECT))
+    assert bytes(r) == b"\x6a\x82"
+
+
+def test_spi_lsb_first_bus():
+    _begin_ok(bus="spi", lsb_bus=True)
+
+
+def test_spi_msb_only_bus_reverses_bits():
+    c, chip, drv, _ = _begin_ok(bus="spi", lsb_bus=False, irq=True)
+    chip.present(E.UidCard(UID7))
+    assert run(drv.detect()).uid == UID7
+
+
+def test_spi_without_bit_reversal_gets_nowhere():
+    # The check that the reversal matters: an MSB-first bus driven as if it were LSB-first.
+    c, chip, drv, _, _ = rig(bus="spi", lsb_bus=False, lsb_driver=True)
+    _raises(F.NfcError, drv.begin())
+    assert chip.commands == []
+
+
+def test_uart_wakes_the_chip():
+    c, chip, drv, _ = _begin_ok(bus="uart")
+    chip.present(E.Ntag(UID7, b"lockcase:t1"))
+    assert run(drv.detect()).atqa == 0x0044
+
+
+def test_uart_without_wakeup_is_no_answer():
+    c, chip, drv, _, _ = rig(bus="uart")
+    drv.t.wake = lambda: None
+    t0 = c.t
+    _raises(F.NoChip, drv.begin())
+    assert chip.commands == [] and c.since(t0) < 200
+
+
+def test_missing_chip_is_reported_not_waited_on():
+    c, chip, drv, _, _ = rig(bus="i2c", attach=False)
+    t0 = c.t
+    e = _raises(F.NoChip, drv.begin())
+    assert "19" in str(e) and c.since(t0) < 200
+
+
+def test_silent_chip_times_out_quickly():
+    for bus in ("i2c", "spi", "uart"):
+        c, chip, drv, _, _ = rig(bus=bus, irq=(bus == "spi"))
+        chip.set_fault("dead")
+        t0 = c.t
+        _raises(F.NoChip, drv.begin())
+        assert c.since(t0) < 200, bus
+
+
+def test_wrong_chip_is_reported():
+    c, chip, drv, _, _ = rig(ic=0x33)  # a PN533 answering where a PN532 should
+    e = _raises(F.WrongChip, drv.begin())
+    assert "0x33" in str(e)
+
+
+def test_error_frame_raises_chip_error():
+    c, chip, drv, _ = _begin_ok()
+    e = _raises(F.ChipError, drv.call(0x7E))  # a command the chip does not know
+    assert e.code == 0x7F and not F.rf_error(e.code)
+    e = _raises(F.ChipError, drv.call(0x14, b"\x09"))  # SAMConfiguration mode out of range
+    assert e.code == 0x7F
+    assert run(drv.call(0x02))[0] == 0x32  # and the next command is fine
+
+
+def test_corrupt_frame_is_asked_for_again():
+    c, chip, drv, _ = _begin_ok()
+    chip.set_fault("corrupt", 1)
+    chip.present(E.UidCard(UID4))
+    assert run(drv.detect()).uid == UID4
+    assert drv.nacks == 1
+
+
+def test_corrupt_frames_raise():
+    c, chip, drv, _ = _begin_ok()
+    chip.set_fault("corrupt", -1)
+    e = _raises(F.FrameError, drv.detect())
+    assert "DCS" in str(e)
+
+
+def test_timeout_aborts_the_command():
+    c, chip, drv, _ = _begin_ok()
+    chip.set_fault("timeout", 1)
+    t0 = c.t
+    _raises(F.Timeout, drv.detect())
+    assert 250 <= c.since(t0) < 400
+    assert chip._resp is None and chip._out is None  # the host's ACK aborted it
+    chip.present(E.UidCard(UID4))
+    assert run(drv.detect()).uid == UID4
+
+
+def test_exchange_reports_rf_status():
+    c, chip, drv, _ = _begin_ok()
+    chip.present(E.UidCard(UID4))
+    run(drv.detect())
+    e = _raises(F.ChipError, drv.exchange(b"\x30\x04"))  # the Classic card does not answer
+    assert e.code == 0x01 and F.rf_error(e.code)
+    run(drv.release())
+    e = _raises(F.ChipError, drv.exchange(b"\x30\x04"))  # nothing listed any more
+    assert e.code == 0x27
+
+
+def test_garbage_from_the_chip_only_raises_nfc_errors():
+    for bus in ("i2c", "spi", "uart"):
+        c, chip, drv, _ = _begin_ok(bus=bus)
+        chip.present(E.Phone("lt_x"))
+        chip.set_fault("garbage", -1)
+        for _ in range(150):
+            try:
+                run(drv.detect())
+                raise AssertionError("a target out of garbage")
+            except F.NfcError:
+                pass
+
+
+# -- the reader service -----------------------------------------------------------------------
+class Svc:
+    def __init__(self, bus="i2c", reset=False, **kw):
+        self.c, self.chip, self.drv, _, self.rst = rig(bus=bus, reset=reset, **kw)
+        self.got = []
+        self.events = []
+        self.r = Reader(self.drv, lambda s, v: self.got.append((s, v)),
+                        lambda k, **d: self.events.append((k, d)), self.c.ticks, self.c.sleep, 100, "c1")
+
+    def polls(self, n):
+        for _ in range(n):
+            run(self.r.step())
+            self.c.advance(100)
+
+    def kinds(self):
+        return [k for k, _ in self.events]
+
+
+def test_reader_starts_and_idles():
+    s = Svc()
+    s.polls(3)
+    assert s.r.state == IDLE and s.got == [] and s.events == []
+    assert s.chip.field is False  # the field is off between polls
+
+
+def test_one_tap_one_request():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(E.UidCard(UID4))
+    s.polls(50)  # a card left on the case for 5 s
+    assert s.got == [("nfc", "04a1b2c3")] and s.r.state == PRESENT
+    s.chip.remove()
+    s.polls(1)
+    s.chip.present(E.UidCard(UID4))  # one empty poll is a wobble, not a removal
+    s.polls(5)
+    assert len(s.got) == 1
+    s.chip.remove()
+    s.polls(2)
+    assert s.r.state == IDLE
+    s.chip.present(E.UidCard(UID4))
+    s.polls(2)
+    assert s.got == [("nfc", "04a1b2c3")] * 2
+
+
+def test_uid_sizes():
+    for uid in (UID4, UID7, UID10):
+        s = Svc()
+        s.polls(1)
+        s.chip.present(E.UidCard(uid))
+        s.polls(2)
+        assert s.got == [("nfc", uid.hex())], uid
+
+
+def test_phone_app_token():
+    s = Svc()
+    s.polls(1)
+    phone = E.Phone("lt_AbCdEf0123456789")
+    s.chip.present(phone)
+    s.polls(20)
+    assert s.got == [("app", "lt_AbCdEf0123456789")]
+    assert phone.requests == [b"c1"]  # GET TOKEN carried the case id
+
+
+def test_phone_without_app_or_token():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(E.Phone("lt_x", app=False))
+    s.polls(3)
+    s.chip.remove()
+    s.polls(3)
+    s.chip.present(E.Phone(None))  # app installed, signed out
+    s.polls(3)
+    assert s.got == [(None, tags.NO_APP), (None, tags.APP_NOT_READY)]
+
+
+def test_ndef_token_and_foreign_ndef():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(E.Ntag(UID7, b"lockcase:member-4711"))
+    s.polls(3)
+    s.chip.remove()
+    s.polls(3)
+    s.chip.present(E.Ntag(UID7, b"https://example.com/a-long-text-that-spans-several-pages"))
+    s.polls(3)
+    assert s.got == [("card", "member-4711"), ("nfc", UID7.hex())]
+
+
+def test_ndef_token_across_pages():
+    s = Svc()
+    s.polls(1)
+    tok = "t" * 64
+    s.chip.present(E.Ntag(UID7, b"lockcase:" + tok.encode()))
+    s.polls(2)
+    assert s.got == [("card", tok)]
+    reads = [bytes(p) for cmd, p in s.chip.commands if cmd == 0x40]
+    assert reads == [b"\x01\x30\x03", b"\x01\x30\x07", b"\x01\x30\x0b", b"\x01\x30\x0f",
+                     b"\x01\x30\x13", b"\x01\x30\x17"]
+
+
+class Fleeing(E.Phone):
+    """A phone pulled away right after SELECT."""
+
+    def __init__(self, chip):
+        super().__init__("lt_gone")
+        self.chip = chip
+        self.flee = True
+
+    def apdu(self, c):
+        r = super().apdu(c)
+        if self.flee and c[1] == 0xA4:
+            self.chip.remove()
+        return r
+
+
+def test_card_leaving_mid_read_is_no_fault():
+    s = Svc()
+    s.polls(1)
+    p = Fleeing(s.chip)
+    s.chip.present(p)
+    s.polls(2)
+    assert s.got == [] and s.events == [] and s.r.state == IDLE
+    p.flee = False
+    s.chip.present(p)
+    s.polls(1)
+    assert s.got == [("app", "lt_gone")]
+
+
+def test_reader_dies_mid_session_and_recovers_with_backoff():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(E.UidCard(UID4))
+    s.polls(2)
+    s.chip.set_fault("dead")
+    s.polls(3)
+    assert s.r.state == DOWN and s.kinds() == ["fault"]
+    assert s.events[0][1]["part"] == "nfc" and s.events[0][1]["retry_ms"] == BACKOFF_MIN_MS
+    # Re-initialisation attempts back off: 0.5 s, 1 s, 2 s, ... up to the cap.
+    attempts = []
+    for _ in range(1200):  # two minutes in 100 ms steps
+        before = s.r.restarts
+        s.polls(1)
+        if s.r.restarts != before:
+            attempts.append(s.c.t)
+    gaps = [time.ticks_diff(b, a) for a, b in zip(attempts, attempts[1:])]
+    want = [1000, 2000, 4000, 8000, 16000, BACKOFF_MAX_MS, BACKOFF_MAX_MS]
+    assert len(gaps) >= len(want), gaps
+    for g, w in zip(gaps, want):
+        assert w <= g < w + 100, gaps  # + the time one failed attempt takes
+    assert s.kinds() == ["fault"]  # one fault event per outage, not one per attempt
+    s.chip.set_fault("ok")
+    s.polls(BACKOFF_MAX_MS // 100 + 1)
+    assert s.kinds() == ["fault", "fault_cleared"]
+    # The card read before the outage is still there: it must leave first.
+    assert s.r.state == PRESENT and len(s.got) == 1
+    s.chip.remove()
+    s.polls(2)
+    s.chip.present(E.UidCard(UID7))
+    s.polls(1)
+    assert s.got[-1] == ("nfc", UID7.hex())
+
+
+def test_missing_reader_at_boot_is_a_fault():
+    s = Svc(attach=False)
+    s.polls(1)
+    assert s.r.state == DOWN and s.kinds() == ["fault"]
+    assert "bus error" in s.events[0][1]["error"]
+
+
+def test_hung_chip_is_revived_by_the_reset_line():
+    s = Svc(reset=True)
+    s.polls(1)
+    assert s.rst.pulses == 1  # begin() resets the chip it is given
+    s.chip.set_fault("hang")
+    s.polls(3)
+    assert s.r.state == DOWN
+    s.polls(10)
+    assert s.r.state == IDLE and s.kinds() == ["fault", "fault_cleared"]
+    assert s.rst.pulses == 2
+
+
+def test_garbage_reader_never_delivers():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(E.UidCard(UID4))
+    s.chip.set_fault("garbage", -1)
+    s.polls(600)
+    assert s.got == [] and s.kinds() == ["fault"]
+    s.chip.set_fault("ok")
+    s.polls(BACKOFF_MAX_MS // 100 + 2)
+    assert s.got == [("nfc", "04a1b2c3")] and s.kinds() == ["fault", "fault_cleared"]
+
+
+def test_run_never_blocks_the_loop():
+    # Real time: the firmware's loop steps every 10 ms beside a reader that is timing out,
+    # sending garbage, dead, or reading cards. Its longest gap stays near one tick.
+    chip = E.SimPN532(time.ticks_ms)
+    bus = SimI2C()
+    bus.attach(0x24, E.I2CPort(chip))
+    drv = PN532(T.I2CTransport(bus, 0x24, None, asyncio.sleep_ms, time.ticks_ms),
+                asyncio.sleep_ms, time.ticks_ms)
+    got = []
+    r = Reader(drv, lambda s, v: got.append(v), lambda k, **d: None, time.ticks_ms, None, 50, "c1")
+    gaps = []
+
+    async def loop():
+        last = time.ticks_ms()
+        for i in range(150):
+            await asyncio.sleep_ms(10)
+            now = time.ticks_ms()
+            gaps.append(time.ticks_diff(now, last))
+            last = now
+            if i == 20:
+                chip.present(E.Phone("lt_x"))
+            elif i == 40:
+                chip.set_fault("timeout", -1)
+            elif i == 70:
+                chip.set_fault("garbage", -1)
+            elif i == 100:
+                chip.set_fault("dead")
+
+    async def main():
+        task = asyncio.create_task(r.run())
+        await loop()
+        task.cancel()
+
+    run(main())
+    assert got == ["lt_x"]
+    assert max(gaps) < 40, max(gaps)
