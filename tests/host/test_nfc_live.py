@@ -156,8 +156,8 @@ def test_case_without_a_reader(tmp_path: Path) -> None:
         cl.close()
 
 
-def test_board_without_the_bus_is_a_fault_not_a_crash(tmp_path: Path) -> None:
-    cfg = nfc_config("i2c", addr=0x25)  # nothing answers at 0x25
+def test_reader_not_answering_at_boot_is_a_fault_not_a_crash(tmp_path: Path) -> None:
+    cfg = nfc_config("i2c", addr=0x25)  # the PN532 is at 0x24: nothing answers at 0x25
     with SimCase(tmp_path / "case", cfg, heap="256k") as case:
         cl = case.client()
         cl.wait_for(lambda s: s["nfc"]["state"] == "down", what="reader reported down")
