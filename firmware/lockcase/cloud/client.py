@@ -37,6 +37,7 @@ class CloudClient:
         self.boot = cfg.get("boot", "")
         self._pending = None  # (id, kind, deadline) of the one request in flight
         self._sid = None  # challenge session from the last "challenge" reply
+        self._sid_until = 0  # ... valid until then (its ttl), so a later shopper never inherits it
         self._src = "phone"
         self._evt_upto = 0  # highest event id in the batch in flight
         self._evt_ids = None
@@ -49,14 +50,20 @@ class CloudClient:
         return self.link.up and self.codec.synced
 
     # -- requests from the keypad / NFC ---------------------------------------------------------
+    def _session(self, now):
+        if self._sid is not None and ticks_diff(now, self._sid_until) >= 0:
+            self._sid = None
+        return self._sid
+
     def phone(self, e164, now):
         body = {"t": "phone", "num": e164}
-        if self._sid is not None:
-            body["sid"] = self._sid  # answering a "need phone" challenge for a loyalty card
+        sid = self._session(now)
+        if sid is not None:
+            body["sid"] = sid  # answering a "need phone" challenge for a loyalty card
         self._request(body, now)
 
     def code(self, digits, now):
-        self._request({"t": "otp", "sid": self._sid or "", "code": digits}, now)
+        self._request({"t": "otp", "sid": self._session(now) or "", "code": digits}, now)
 
     def token(self, tok, src, now):
         self._sid = None
@@ -121,6 +128,7 @@ class CloudClient:
                 self._result("denied", now, "Lock resting")
         elif t == "challenge":
             self._sid = body["sid"]
+            self._sid_until = ticks_add(now, body["ttl"] * 1000)
             self._result("code_sent" if body["need"] == "code" else "need_phone", now)
         elif t == "deny":
             why = body["why"]
