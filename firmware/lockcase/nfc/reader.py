@@ -9,6 +9,7 @@ from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.nfc import tags
 from lockcase.nfc.frame import ChipError, NfcError, rf_error
 
+START = "start"  # not initialised yet
 DOWN = "down"
 IDLE = "idle"
 PRESENT = "present"  # a card was read and is still in the field
@@ -33,7 +34,7 @@ class Reader:
         self._sleep = sleep_ms or asyncio.sleep_ms
         self.poll_ms = poll_ms
         self.case_id = case_id
-        self.state = DOWN
+        self.state = START
         self._buf = bytearray(tags.NDEF_MAX)
         self._retry_at = ticks_ms()
         self._backoff = 0
@@ -60,14 +61,14 @@ class Reader:
             await self._sleep(self._delay())
 
     def _delay(self):
-        if self.state == DOWN:
+        if self.state == DOWN or self.state == START:
             d = ticks_diff(self._retry_at, self._ticks())
             return d if d > 0 else 0
         return self.poll_ms
 
     # -- one cycle ------------------------------------------------------------------------------
     async def step(self):
-        if self.state == DOWN:
+        if self.state == DOWN or self.state == START:
             if ticks_diff(self._retry_at, self._ticks()) <= 0:
                 await self._start()
             return
@@ -146,7 +147,7 @@ class Reader:
         self.last_error = _text(exc)
         print("nfc:", self.last_error)
         self._fails += 1
-        if self.state != DOWN and self._fails >= _FAILS:
+        if (self.state == IDLE or self.state == PRESENT) and self._fails >= _FAILS:
             self._down()
 
     def _down(self):

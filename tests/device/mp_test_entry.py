@@ -1,0 +1,210 @@
+# Keypad flows under MicroPython with a hand-stepped clock: phone entry, staff PIN, lockout,
+# idle timeout, flood protection, help, and what the display shows.
+import os
+
+from lockcase import config, creds
+from lockcase.entry import CODE, IDLE, LOCKOUT, MESSAGE, OFFLINE, PHONE, STAFF, WAIT, Entry
+from lockcase.events import Bus
+
+SALT = "00112233445566778899aabbccddeeff"
+
+# The entry keeps its lockout state in the current directory (the flash root on a case).
+_dir = "/tmp/lockcase-entry-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/lockcase-entry"
+try:
+    os.mkdir(_dir)
+except OSError:
+    pass
+os.chdir(_dir)
+
+
+class Display:
+    width = 16
+
+    def __init__(self):
+        self.text = ("", "")
+
+    def show(self, *lines):
+        self.text = lines
+
+
+class Lock:
+    def __init__(self, ok=True):
+        self.grants = []
+        self.ok = ok
+
+    def grant(self, source, now, who=None):
+        self.grants.append((source, who))
+        return self.ok
+
+
+class Cloud:
+    def __init__(self, up=True):
+        self.up = up
+        self.sent = []
+
+    def available(self):
+        return self.up
+
+    def phone(self, e164, now):
+        self.sent.append(("phone", e164))
+
+    def code(self, digits, now):
+        self.sent.append(("code", digits))
+
+    def help(self, now):
+        self.sent.append(("help",))
+
+
+class Rig:
+    def __init__(self, cloud=None, **over):
+        cfg = config.defaults()
+        cfg.update(case_id="c1", provisioned=True, lockout_after=3, lockout_base_s=10, lockout_max_s=40)
+        cfg["staff"] = {"salt": SALT, "iter": 10, "pins": [{"id": "ann", "hash": creds.hash_pin("2468", SALT, 10)}],
+                        "badges": []}
+        cfg.update(over)
+        self.events = []
+        bus = Bus()
+        bus.subscribe(lambda k, d: self.events.append((k, d)))
+        self.d = Display()
+        self.lock = Lock()
+        self.t = 1000
+        try:
+            os.remove("lockout.json")
+        except OSError:
+            pass
+        self.e = Entry(bus, cfg, creds.StaffCreds(cfg["staff"]), self.lock, self.d, self.t, cloud=cloud)
+
+    def type(self, keys, gap=200):
+        for k in keys:
+            self.t += gap
+            self.e.key(k, self.t)
+            self.e.step(self.t)
+
+    def wait(self, ms):
+        end = self.t + ms
+        while self.t < end:
+            self.t += 100
+            self.e.step(self.t)
+
+    def kinds(self):
+        return [k for k, _ in self.events]
+
+
+def test_idle_prompt_and_grouped_phone_display():
+    r = Rig()
+    assert r.e.state == IDLE and r.d.text[0].startswith("Phone")
+    r.type("2025550")
+    assert r.e.state == PHONE and r.d.text[1] == "202 555 0"
+
+
+def test_star_deletes_and_empties_back_to_idle():
+    r = Rig()
+    r.type("20*")
+    assert r.d.text[1].strip() == "2"
+    r.type("*")
+    assert r.e.state == IDLE
+
+
+def test_idle_timeout_clears_the_entry():
+    r = Rig()
+    r.type("20255")
+    r.wait(21000)
+    assert r.e.state == IDLE and r.e.n == 0 and bytes(r.e.buf) == bytes(len(r.e.buf))
+
+
+def test_invalid_number_message_keeps_digits_for_fixing():
+    r = Rig(cloud=Cloud())
+    r.type("2025#")
+    assert r.e.state == MESSAGE and r.d.text[0] == "Too short"
+    r.wait(3100)
+    assert r.e.state == PHONE and r.e.n == 4
+
+
+def test_valid_number_goes_to_the_cloud_as_e164_and_is_wiped():
+    c = Cloud()
+    r = Rig(cloud=c)
+    r.type("2025550143#")
+    assert c.sent == [("phone", "+12025550143")] and r.e.state == WAIT
+    assert r.e.n == 0 and b"2025550143" not in bytes(r.e.buf)
+    r.e.cloud_result("code_sent", r.t)
+    assert r.e.state == CODE
+    r.type("123456")
+    assert c.sent[-1] == ("code", "123456")
+
+
+def test_cloud_offline_tells_the_shopper():
+    r = Rig(cloud=Cloud(up=False))
+    r.type("2025550143#")
+    assert r.d.text == ("Service offline", "Ask an associate")
+    assert ("denied", {"source": "phone", "reason": "offline", "last2": "43"}) in r.events
+
+
+def test_staff_pin_opens():
+    r = Rig()
+    r.type("**2468#")
+    assert r.lock.grants == [("staff", "ann")]
+    assert r.d.text[0].startswith("Staff")
+
+
+def test_pin_digits_are_masked_on_the_display():
+    r = Rig()
+    r.type("**24")
+    assert r.e.state == STAFF and r.d.text == ("Staff PIN:", "**")
+
+
+def test_wrong_pins_lock_out_with_exponential_backoff():
+    r = Rig()
+    for _ in range(3):
+        r.type("**1111#")
+        r.wait(3100)
+    assert r.e.state == LOCKOUT and r.d.text[0] == "Keypad locked"
+    lockouts = [d for k, d in r.events if k == "lockout"]
+    assert lockouts == [{"s": 10, "level": 1}]
+    r.type("**2468#")  # refused while locked out
+    assert r.lock.grants == []
+    r.wait(10100)
+    assert r.e.state == IDLE
+    for _ in range(3):
+        r.type("**1111#")
+        r.wait(3100)
+    assert [d["s"] for k, d in r.events if k == "lockout"] == [10, 20]
+    r.wait(20100)
+    for _ in range(3):
+        r.type("**1111#")
+        r.wait(3100)
+    assert [d["s"] for k, d in r.events if k == "lockout"] == [10, 20, 40]  # capped at lockout_max_s
+    r.wait(40100)
+    r.type("**2468#")
+    assert r.lock.grants == [("staff", "ann")] and r.e.lockouts == 0
+
+
+def test_lockout_survives_a_reset():
+    r = Rig()
+    for _ in range(3):
+        r.type("**1111#")
+        r.wait(3100)
+    # A new Entry (after a reboot) reads lockout.json and starts locked out.
+    e2 = Entry(Bus(), r.e.cfg, r.e.staff, Lock(), Display(), 0)
+    assert e2.state == LOCKOUT
+    os.remove("lockout.json")
+
+
+def test_key_flood_is_dropped_and_reported_once():
+    r = Rig()
+    r.type("1" * 60, gap=5)
+    assert r.kinds().count("key_flood") == 1
+    assert r.e.n < 20
+    assert r.lock.grants == []
+
+
+def test_hash_alone_calls_for_help():
+    c = Cloud()
+    r = Rig(cloud=c)
+    r.type("#")
+    assert "help" in r.kinds() and c.sent == [("help",)]
+
+
+def test_unprovisioned_ignores_keys():
+    r = Rig(provisioned=False)
+    r.type("**2468#")
+    assert r.e.state == OFFLINE and r.lock.grants == []
