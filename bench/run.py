@@ -7,7 +7,13 @@
 - total compiled size per board;
 - time of one staff PIN check (PBKDF2, 1000 iterations) under MicroPython;
 - tap-to-open latency through Mosquitto and the cloud worker, and cloud verification throughput
-  (bench/cloud_bench.py).
+  (bench/cloud_bench.py);
+- tap-to-open latency through the PN532 driver and the emulated reader, card presented to coil
+  energized: a staff badge checked on the case, and a trusted loyalty card through the cloud
+  (bench/nfc_bench.py);
+- casectl, end to end against the sim board on a pty and the cloud API: time to provision one case
+  (with and without the on-device self-test) and to redeploy after a one-file change
+  (bench/casectl_bench.py).
 
 Figures are printed and written to build/bench.json. Nothing here asserts a time.
 """
@@ -103,6 +109,13 @@ print(time.ticks_diff(time.ticks_us(), t) / 3000)
     return float(out.stdout.decode().strip().splitlines()[-1])
 
 
+def casectl_figures() -> dict[str, object]:
+    """The technician's tool: provisioning one case, redeploying after a one-file change."""
+    from bench.casectl_bench import technician
+
+    return {f"casectl_{k}": v for k, v in technician().items()}
+
+
 def main() -> int:
     con = Console()
     figures: dict[str, object] = {}
@@ -133,6 +146,13 @@ def main() -> int:
         figures[f"tap_to_open_cloud_{k}"] = v
     for k, v in throughput(40, 10).items():
         figures[f"cloud_throughput_{k}"] = v
+    from bench.nfc_bench import loyalty_card, staff_badge
+
+    for k, v in staff_badge().items():
+        figures[f"tap_to_open_nfc_staff_badge_{k}"] = v
+    for k, v in loyalty_card().items():
+        figures[f"tap_to_open_nfc_loyalty_cloud_{k}"] = v
+    figures.update(casectl_figures())
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))

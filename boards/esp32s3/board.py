@@ -32,6 +32,7 @@ LED_PIN = 17  # status LED, active high (the on-board RGB LED is not a plain pin
 
 I2C_BUS = 0
 I2C_HZ = 100_000  # the LCD backpack's PCF8574 is a 100 kHz part
+_I2C_TIMEOUT_US = const(50_000)  # also the longest a device may stretch SCL
 
 _LOCK_PWM_HZ = const(20_000)  # above hearing, so the hold duty does not whine
 _BUZZER_HZ = const(2_700)  # typical piezo resonance
@@ -97,12 +98,17 @@ class Board:
         # driven-high row against the driven-low one.
         self.keypad_rows = tuple(Pin(n, Pin.OPEN_DRAIN, value=1) for n in ROW_PINS)
         self.keypad_cols = tuple(Pin(n, Pin.IN, Pin.PULL_UP) for n in COL_PINS)
-        nfc = bool(cfg.get("nfc"))
+        nfc = cfg.get("nfc")
         if cfg.get("display", "none") != "none" or nfc:
-            self.i2c = I2C(I2C_BUS, scl=Pin(SCL_PIN), sda=Pin(SDA_PIN), freq=I2C_HZ)
+            # The PN532 stretches SCL for up to ~1 ms while busy; the port's 50 ms transaction
+            # timeout covers it, and with P70_IRQ wired the driver never addresses a busy chip.
+            self.i2c = I2C(I2C_BUS, scl=Pin(SCL_PIN), sda=Pin(SDA_PIN), freq=I2C_HZ,
+                           timeout=_I2C_TIMEOUT_US)
         else:
             self.i2c = None
-        # Not in the board contract yet: the PN532 driver's extra lines.
+        # The PN532 shares the display's bus at 0x24; this board wires no SPI or HSU for it.
+        self.nfc_bus = self.i2c if nfc and nfc.get("bus") == "i2c" else None
+        self.nfc_cs = None
         self.nfc_irq = Pin(NFC_IRQ_PIN, Pin.IN, Pin.PULL_UP) if nfc else None
         self.nfc_reset = Pin(NFC_RESET_PIN, Pin.OUT, value=1) if nfc else None
         self.buzzer_pwm = PWM(Pin(BUZZER_PIN), freq=_BUZZER_HZ, duty_u16=0)

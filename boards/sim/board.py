@@ -67,13 +67,21 @@ class Board:
         self._tamper = InPin(hw, "tamper")
 
     def _nfc(self, hw, ncfg):
-        # The emulated PN532 (boards/sim/pn532.py) sits on the bus config.json names; a case
-        # without an "nfc" entry has no reader, and keeps the RAM.
+        # The emulated PN532 (boards/sim/pn532.py) sits on the bus config.json names, or the
+        # emulated MFRC522 on SPI; a case without an "nfc" entry has no reader, and keeps the RAM.
         self.nfc_chip = self.nfc_bus = self.nfc_irq = self.nfc_reset = self.nfc_cs = None
         if not ncfg:
             return
         from boards.sim import pn532
 
+        if ncfg.get("driver") == "mfrc522":
+            from boards.sim.mfrc522 import SimMFRC522, SimMfrcSPI
+
+            chip = self.nfc_chip = SimMFRC522(hw.ticks_ms)
+            self.nfc_reset = pn532.ResetPin(chip)
+            self.nfc_bus = SimMfrcSPI(chip)
+            self.nfc_cs = pn532.SimCS(self.nfc_bus)
+            return
         chip = self.nfc_chip = pn532.SimPN532(hw.ticks_ms)
         self.nfc_irq = pn532.IrqPin(chip)
         self.nfc_reset = pn532.ResetPin(chip)

@@ -195,14 +195,17 @@ def run(key_wait_ms=0, door_wait_ms=1500, pulse_ms=600):
             b = None
             r.step("board", FAIL, "board %s: %s" % (board.NAME, exc))
         if b is not None:
-            for name, fn, args in (("display", _display, ()), ("nfc", _nfc, ()),
-                                   ("lock", _coil, (pulse_ms, door_wait_ms)), ("keypad", _keypad, (key_wait_ms,))):
-                try:
-                    fn(r, b, cfg, *args)
-                except Exception as exc:
-                    r.step(name, FAIL, "%s: %s" % (type(exc).__name__, exc))
-                finally:
-                    board.lock_safe()
+            # Not lock_safe() between steps: on the boards it takes the pin back from the PWM the
+            # lock step drives. The lock step turns its coil off itself, whatever happens.
+            try:
+                for name, fn, args in (("display", _display, ()), ("nfc", _nfc, ()),
+                                       ("lock", _coil, (pulse_ms, door_wait_ms)), ("keypad", _keypad, (key_wait_ms,))):
+                    try:
+                        fn(r, b, cfg, *args)
+                    except Exception as exc:
+                        r.step(name, FAIL, "%s: %s" % (type(exc).__name__, exc))
+            finally:
+                board.lock_safe()
     ok = not any(s["status"] == FAIL for s in r.steps)
     r.show("Self-test " + ("OK" if ok else "FAILED"), "")
     print("LCJSON" + json.dumps({"ok": ok, "board": board.NAME, "fw": VERSION, "steps": r.steps}))

@@ -36,7 +36,7 @@ CHIPS: dict[str, tuple[str, str]] = {"sim": ("linux", ""), "esp32s3": ("esp32", 
 SWAP_HELPER = """\
 def _lc_swap(stop_after=-1):
     try:
-        f = open('%(marker)s')
+        f = open('@MARKER@')
         plan = json.loads(f.read())
         f.close()
     except OSError:
@@ -44,7 +44,7 @@ def _lc_swap(stop_after=-1):
         return
     n = 0
     for p in plan['swap']:
-        s = '%(stage)s/' + p
+        s = '@STAGE@/' + p
         if _lc_exists(s):
             if n == stop_after:
                 raise OSError(5)
@@ -62,12 +62,12 @@ def _lc_swap(stop_after=-1):
             except OSError:
                 break
             d = d.rsplit('/', 1)[0] if '/' in d else ''
-    if _lc_exists('%(stage)s/%(manifest)s'):
-        _lc_replace('%(stage)s/%(manifest)s', '%(manifest)s')
-    os.remove('%(marker)s')
-    _lc_rmtree('%(stage)s')
+    if _lc_exists('@STAGE@/@MANIFEST@'):
+        _lc_replace('@STAGE@/@MANIFEST@', '@MANIFEST@')
+    os.remove('@MARKER@')
+    _lc_rmtree('@STAGE@')
     print('LCJSON' + json.dumps(n))
-""" % {"marker": MARKER, "stage": STAGE, "manifest": MANIFEST}
+""".replace("@MARKER@", MARKER).replace("@STAGE@", STAGE).replace("@MANIFEST@", MANIFEST)
 
 
 class Progress(Protocol):

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import serial
 from mpremote.transport import TransportError, TransportExecError
@@ -285,16 +285,23 @@ class Device:
 
     def _enter_repl(self) -> None:
         t = self._t()
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                t.enter_raw_repl(soft_reset=False, timeout_overall=self.repl_timeout)
-        except TransportError:
-            raise NotMicroPython(
-                f"no MicroPython REPL answered on {self.port}",
-                "flash MicroPython first (`casectl flash --board NAME`); if it is flashed, unplug and replug the board") from None
-        except (OSError, serial.SerialException) as e:
-            raise Disconnected(f"{self.port} went away while connecting ({e})",
-                               "check the cable and run the command again") from None
+        # A board that is still starting (a moment after a reset or a plug-in) may swallow the
+        # Ctrl-C before its firmware runs, then never read the Ctrl-A: interrupt again until the
+        # raw REPL answers or the time is up.
+        deadline = time.monotonic() + self.repl_timeout
+        while True:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    t.enter_raw_repl(soft_reset=False, timeout_overall=1)
+                return
+            except TransportError:
+                if time.monotonic() >= deadline:
+                    raise NotMicroPython(
+                        f"no MicroPython REPL answered on {self.port}",
+                        "flash MicroPython first (`casectl flash --board NAME`); if it is flashed, unplug and replug the board") from None
+            except (OSError, serial.SerialException) as e:
+                raise Disconnected(f"{self.port} went away while connecting ({e})",
+                                   "check the cable and run the command again") from None
 
     def _probe(self) -> DeviceInfo:
         try:
@@ -343,7 +350,7 @@ class Device:
              on_output: Callable[[bytes], None] | None = None) -> bytes:
         t = self._t()
         with self._io(what):
-            out, err = t.exec_raw(code, timeout=timeout, data_consumer=on_output)
+            out, err = t.exec_raw(code, timeout=max(1, round(timeout)), data_consumer=on_output)
             if err:
                 raise TransportExecError(out, err.decode(errors="replace"))
         return out
@@ -409,12 +416,12 @@ class Device:
         try:
             t.exit_raw_repl()
             t.read_until(1, b">>> ", timeout=1)
-            t.serial.write(b"\x04")
+            ser = cast(serial.Serial, t.serial)
+            ser.write(b"\x04")
             deadline = time.monotonic() + 1.5
             while time.monotonic() < deadline:
-                if t.serial.in_waiting:
-                    if b"soft reboot" in t.serial.read(t.serial.in_waiting):
-                        break
+                if ser.in_waiting and b"soft reboot" in ser.read(ser.in_waiting):
+                    break
                 time.sleep(0.02)
         except (OSError, serial.SerialException, TransportError):
             pass  # the port went away with the reset: expected on the sim and on native USB

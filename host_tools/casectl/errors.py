@@ -3,17 +3,20 @@ status) and a hint that says what to do next, so a failure on the shop floor is 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CasectlError(Exception):
     code = "error"
     exit_code = 1
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.data = data  # what was done before the failure, for --json
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 

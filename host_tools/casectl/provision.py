@@ -13,6 +13,7 @@ and on the device: nothing here prints, logs or returns them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import ssl
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casectl.cloudapi import Cloud, CaseSecrets
+from casectl.cloudapi import CaseSecrets, Cloud
 from casectl.deploy import device_manifest
 from casectl.device import Device
 from casectl.errors import AlreadyProvisioned, DeviceError, NotDeployed, SelfTestFailed, Usage
@@ -139,6 +140,9 @@ def _ca_b64(path: Path) -> str:
     return base64.b64encode(data).decode()
 
 
+_STAND_IN = CaseSecrets(case="x", store="x", key_hex="0" * 64, key_version=1, topic_prefix="lockcase/v1",
+                        mqtt_host="localhost", mqtt_port=1883, mqtt_username="x", mqtt_password="x")
+
 NFC_PRESETS = {"pn532-i2c": {"driver": "pn532", "bus": "i2c"}, "pn532-spi": {"driver": "pn532", "bus": "spi"},
                "pn532-uart": {"driver": "pn532", "bus": "uart"}, "mfrc522-spi": {"driver": "mfrc522", "bus": "spi"}}
 
@@ -185,7 +189,7 @@ def write_config(dev: Device, cfg: dict[str, Any], *, reset_seqs: bool, clear_jo
     """Write config.json atomically; the device validates it before it replaces the old one."""
     data = json.dumps(cfg, separators=(",", ":")).encode()
     dev.write_file("config.json.tmp", data)
-    want = __import__("hashlib").sha256(data).hexdigest()
+    want = hashlib.sha256(data).hexdigest()
     if dev.hashes(["config.json.tmp"])["config.json.tmp"] != want:
         raise DeviceError("the config written to the device does not read back the same", "run provision again")
     verdict = dev.run_marked(
@@ -213,22 +217,23 @@ def write_config(dev: Device, cfg: dict[str, Any], *, reset_seqs: bool, clear_jo
 def run_selftest(dev: Device, *, key_wait_s: int, on_step: Callable[[dict[str, Any]], None] | None = None
                  ) -> dict[str, Any]:
     buf = b""
+    lines: list[str] = []
 
-    def consume(chunk: bytes) -> None:
+    def consume(chunk: bytes) -> None:  # steps are shown as they finish, not at the end
         nonlocal buf
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             text = line.decode(errors="replace").strip()
+            lines.append(text)
             if text.startswith("LCSTEP") and on_step:
                 on_step(json.loads(text[6:]))
 
-    out = dev.exec(
+    dev.exec(
         "import lockcase.selftest as _lc_st\n"
         f"_lc_st.run(key_wait_ms={max(0, key_wait_s) * 1000})\n",
         timeout=max(30, key_wait_s + 30), what="running the self-test", on_output=consume)
-    del out  # the consumer saw everything; exec returns only what it did not consume
-    marker = [x for x in buf.decode(errors="replace").splitlines() if x.startswith("LCJSON")]
+    marker = [x for x in lines if x.startswith("LCJSON")]
     if not marker:
         raise DeviceError("the self-test ended without a result", "run `casectl selftest PORT` to retry")
     return json.loads(marker[-1][6:])
@@ -268,6 +273,9 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
                                  "pass --force to provision it again (the old identity is replaced)")
     mark("device_checked")
 
+    # The config is checked with stand-in secrets before the cloud hears of the case, so a refused
+    # option does not leave a registered case behind.
+    build_config(opts, board, _STAND_IN)
     if opts.create_store and opts.store not in {s["id"] for s in cloud.stores()}:
         say(f"creating store {opts.store}")
         cloud.create_store(opts.store, country=opts.country.upper())
@@ -300,8 +308,7 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
                     label_svg=str(label.svg), link=link, seconds=round(time.monotonic() - t0, 3), timings=marks)
     if result is not None and not result.get("ok"):
         failed = [s for s in result.get("steps", []) if s.get("status") == "fail"]
-        err = SelfTestFailed("self-test failed: " + "; ".join(f"{s['step']}: {s['detail']}" for s in failed),
-                             "fix the part named, then run `casectl selftest PORT`; the case is registered and configured")
-        err.report = report  # type: ignore[attr-defined]
-        raise err
+        raise SelfTestFailed("self-test failed: " + "; ".join(f"{s['step']}: {s['detail']}" for s in failed),
+                             "fix the part named, then run `casectl selftest PORT`; the case is registered and configured",
+                             data=report.as_dict())
     return report

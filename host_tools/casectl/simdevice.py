@@ -42,6 +42,7 @@ HANDS = @HANDS@
 sys.path[:] = ['/flash', REPO, '.frozen']
 from boards.sim import flash as _simflash
 _simflash.mount(FLASH)
+open(FLASH + '.ready', 'w').close()
 _cause_file = FLASH + '.cause'
 _cause = 'power_on'
 try:
@@ -143,7 +144,6 @@ class SimDevice:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop = False
         self._sup: threading.Thread | None = None
-        self._up = threading.Event()
         self.log_path = self.workdir / "socat.log"
         socat = shutil.which("socat")
         if not socat:
@@ -180,7 +180,8 @@ class SimDevice:
     def _supervise(self, boot: Path) -> None:
         with open(self.log_path, "ab") as log:
             while not self._stop:
-                self._up.clear()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.flash + ".ready")
                 self.proc = subprocess.Popen(self._cmd(boot), stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True)
                 self.boots += 1
@@ -190,8 +191,9 @@ class SimDevice:
                 time.sleep(0.05)
 
     def wait_port(self, timeout: float = 20) -> None:
+        """Wait for the port, and for the board to have mounted its flash (so it is booting)."""
         deadline = time.monotonic() + timeout
-        while not os.path.exists(self.port):
+        while not (os.path.exists(self.port) and os.path.exists(self.flash + ".ready")):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the sim device's port {self.port} did not appear; see {self.log_path}")
             time.sleep(0.01)

@@ -211,6 +211,8 @@ def test_ndef_long_length_and_second_record():
 def test_ndef_refusals():
     assert tags.find_ndef(b"\xfe\x03\x01\x00", 4) is None  # terminator first
     assert tags.find_ndef(b"\x01\x03\xa0", 3) == -1  # need more bytes
+    rec = _record(b"othershop:member-4711")  # a token, but not for us
+    assert tags.text_token(rec, 0, len(rec)) is None
     rec = _record(b"lockcase:bad token")  # a space: not a token
     assert tags.text_token(rec, 0, len(rec)) is None
     rec16 = bytearray(_record(b"lockcase:abc"))
@@ -236,3 +238,25 @@ def test_ndef_fuzz_never_crashes():
             start, ln = found
             tok = tags.text_token(b, start, ln if start + ln <= len(b) else len(b) - start)
             assert tok is None or tags.token(tok.encode()) == tok
+
+
+# -- config.json "nfc" ------------------------------------------------------------------------
+def test_config_nfc_schema():
+    from lockcase import config
+
+    assert "nfc" not in config.validate({})
+    assert "nfc" not in config.validate({"nfc": "none"})
+    cfg = config.validate({"nfc": {}})
+    assert cfg["nfc"] == {"driver": "pn532", "bus": "i2c", "addr": 0x24, "irq": True, "poll_ms": 100}
+    cfg = config.validate({"nfc": {"driver": "mfrc522", "bus": "spi", "irq": False, "poll_ms": 250}})
+    assert cfg["nfc"]["driver"] == "mfrc522" and cfg["nfc"]["poll_ms"] == 250
+    for bad, word in (("yes", "nfc"), ({"driver": "acr122"}, "nfc.driver"), ({"bus": "usb"}, "nfc.bus"),
+                      ({"driver": "mfrc522", "bus": "i2c"}, "spi"), ({"addr": 200}, "nfc.addr"),
+                      ({"addr": True}, "nfc.addr"), ({"irq": 1}, "nfc.irq"), ({"poll_ms": 5}, "nfc.poll_ms"),
+                      ({"poll_ms": 100.0}, "nfc.poll_ms"), ({"speed": 1}, "nfc.speed")):
+        try:
+            config.validate({"nfc": bad})
+        except config.ConfigError as e:
+            assert word in str(e), (bad, str(e))
+        else:
+            raise AssertionError("accepted %r" % (bad,))

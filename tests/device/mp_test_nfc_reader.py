@@ -9,9 +9,11 @@ from boards.sim import pn532 as E
 from boards.sim.i2c import SimI2C
 from lockcase.nfc import frame as F
 from lockcase.nfc import tags
-from lockcase.nfc import transport as T
+from lockcase.nfc.hsu import UARTTransport
+from lockcase.nfc.i2c import I2CTransport
 from lockcase.nfc.pn532 import PN532
 from lockcase.nfc.reader import BACKOFF_MAX_MS, BACKOFF_MIN_MS, DOWN, IDLE, PRESENT, Reader
+from lockcase.nfc.spi import SPITransport
 
 UID4 = bytes.fromhex("04a1b2c3")
 UID7 = bytes.fromhex("04a1b2c3d4e5f6")
@@ -56,13 +58,13 @@ def rig(bus="i2c", irq=False, ic=0x32, attach=True, lsb_bus=False, lsb_driver=No
         port = CountingPort(chip)
         if attach:
             b.attach(0x24, port)
-        t = T.I2CTransport(b, 0x24, E.IrqPin(chip) if irq else None, c.sleep, c.ticks)
+        t = I2CTransport(b, 0x24, E.IrqPin(chip) if irq else None, c.sleep, c.ticks)
     elif bus == "spi":
         spi = E.SimSPI(chip, E.SimSPI.LSB if lsb_bus else E.SimSPI.MSB)
         lsb = lsb_bus if lsb_driver is None else lsb_driver
-        t = T.SPITransport(spi, E.SimCS(spi), E.IrqPin(chip) if irq else None, c.sleep, c.ticks, lsb)
+        t = SPITransport(spi, E.SimCS(spi), E.IrqPin(chip) if irq else None, lsb)
     else:
-        t = T.UARTTransport(E.SimUART(chip), c.sleep, c.ticks)
+        t = UARTTransport(E.SimUART(chip), c.sleep, c.ticks)
     rst = E.ResetPin(chip) if reset else None
     drv = PN532(t, c.sleep, c.ticks, rst)
     return c, chip, drv, port, rst
@@ -268,6 +270,20 @@ def test_one_tap_one_request():
     assert s.got == [("nfc", "04a1b2c3")] * 2
 
 
+def test_another_card_in_place_is_a_new_tap():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(E.UidCard(UID4))
+    s.polls(3)
+    s.chip.present(E.UidCard(UID7))  # swapped between two polls
+    s.polls(3)
+    s.chip.present(E.Phone("lt_a"))  # a random UID: not the card that was there
+    s.polls(5)  # a new UID at every poll, but one phone: one request
+    s.chip.present(E.Phone("lt_b"))
+    s.polls(3)  # two phones in a row cannot be told apart without a gap
+    assert s.got == [("nfc", UID4.hex()), ("nfc", UID7.hex()), ("app", "lt_a")]
+
+
 def test_uid_sizes():
     for uid in (UID4, UID7, UID10):
         s = Svc()
@@ -422,7 +438,7 @@ def test_run_never_blocks_the_loop():
     chip = E.SimPN532(time.ticks_ms)
     bus = SimI2C()
     bus.attach(0x24, E.I2CPort(chip))
-    drv = PN532(T.I2CTransport(bus, 0x24, None, asyncio.sleep_ms, time.ticks_ms),
+    drv = PN532(I2CTransport(bus, 0x24, None, asyncio.sleep_ms, time.ticks_ms),
                 asyncio.sleep_ms, time.ticks_ms)
     got = []
     r = Reader(drv, lambda s, v: got.append(v), lambda k, **d: None, time.ticks_ms, None, 50, "c1")

@@ -166,3 +166,21 @@ def test_reader_not_answering_at_boot_is_a_fault_not_a_crash(tmp_path: Path) -> 
         cl.keys(f"**{DEMO_PIN}#")
         cl.wait_for(lambda s: s["energized"], what="the keypad works")
         cl.close()
+
+
+def test_mfrc522_reader(tmp_path: Path) -> None:
+    cfg = nfc_config("spi")
+    cfg["nfc"]["driver"] = "mfrc522"
+    with SimCase(tmp_path / "case", cfg, heap="256k") as case:
+        cl = case.client()
+        st = cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="reader up")
+        assert st["nfc"]["chip"] == "mfrc522"
+        cl.call("card", uid=BADGE)
+        cl.wait_for(lambda s: s["energized"], what="badge opens through the MFRC522")
+        cycle_door(cl)
+        cl.call("remove")
+        cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="card gone")
+        cl.call("phone", token="lt_abc")
+        cl.wait_for(lambda s: s["display"][0].startswith("Service offline"), what="app token to the cloud")
+        assert events(cl, "denied")[-1]["source"] == "app"
+        cl.close()

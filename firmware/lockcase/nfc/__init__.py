@@ -3,8 +3,8 @@
 # checks staff badges on the device and sends everything else to the cloud.
 #
 #   frame.py      PN532 frames and the errors every layer raises
-#   transport.py  I2C, SPI and HSU (UART) links to the PN532
-#   pn532.py      PN532 commands
+#   pn532.py      PN532 commands, over one of
+#   i2c.py, spi.py, hsu.py  its three host interfaces
 #   mfrc522.py    MFRC522 over SPI, same chip interface
 #   tags.py       what a tap carries: app token (HCE), NDEF token, UID
 #   reader.py     the asyncio service: polling, debounce, recovery
@@ -32,16 +32,21 @@ def make_chip(board, ncfg, sleep_ms, ticks_ms):
         from lockcase.nfc.mfrc522 import MFRC522
 
         return MFRC522(bus, board.nfc_cs, sleep_ms, ticks_ms, board.nfc_reset)
-    from lockcase.nfc import transport as T
     from lockcase.nfc.pn532 import PN532
 
+    # Only the transport in use is imported: each one costs RAM for its code.
     if kind == "i2c":
-        t = T.I2CTransport(bus, ncfg["addr"], irq, sleep_ms, ticks_ms)
+        from lockcase.nfc.i2c import I2CTransport
+
+        t = I2CTransport(bus, ncfg["addr"], irq, sleep_ms, ticks_ms)
     elif kind == "spi":
-        t = T.SPITransport(bus, board.nfc_cs, irq, sleep_ms, ticks_ms,
-                           getattr(board, "nfc_spi_lsb", False))
+        from lockcase.nfc.spi import SPITransport
+
+        t = SPITransport(bus, board.nfc_cs, irq, getattr(board, "nfc_spi_lsb", False))
     else:
-        t = T.UARTTransport(bus, sleep_ms, ticks_ms)
+        from lockcase.nfc.hsu import UARTTransport
+
+        t = UARTTransport(bus, sleep_ms, ticks_ms)
     return PN532(t, sleep_ms, ticks_ms, board.nfc_reset)
 
 

@@ -15,6 +15,9 @@ KIND_ACK = const(1)
 KIND_NACK = const(2)
 KIND_DATA = const(3)
 
+# Big enough for the longest answer the reader asks for (a token APDU of 64 bytes plus SW, or a
+# 16-byte page read, inside InDataExchange's frame); longer frames are refused, not truncated.
+MAX_FRAME = const(96)
 # Bytes a transport reads before it knows a frame's length: preamble, start code, LEN, LCS, and
 # for an extended frame FF FF LENM LENL LCS. A leading status byte (I2C) or junk before the start
 # code is allowed for, up to _SEARCH bytes.

@@ -1,8 +1,15 @@
-# PN532 command layer (UM0701-02 chapter 7) over any transport of nfc/transport.py. Every
-# command follows the datasheet's dialog: command frame, ACK within a few ms, then the response
-# once the chip is ready; a missing ACK or response is a Timeout, after which the command is
-# aborted with an ACK from the host; a response with a bad checksum is asked for again once
-# with a NACK. All waiting is awaited, so the keypad and lock keep running meanwhile.
+# PN532 command layer (UM0701-02 chapter 7). Every command follows the datasheet's dialog:
+# command frame, ACK within a few ms, then the response once the chip is ready; a missing ACK or
+# response is a Timeout, after which the command is aborted with an ACK from the host; a
+# response with a bad checksum is asked for again once with a NACK. All waiting is awaited, so
+# the keypad and lock keep running meanwhile.
+#
+# The host interface is injected: I2CTransport (i2c.py), SPITransport (spi.py) or UARTTransport
+# (hsu.py), each with
+#   write(frame)          send one host frame
+#   ready()               non-blocking: a frame (ACK or response) is waiting
+#   await read_frame()    -> (memoryview, n): that frame, in the transport's own buffer
+#   wake()                bring the chip out of power-down / LowVbat before the first command
 from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.nfc import frame as F
 

@@ -42,6 +42,7 @@ class Reader:
         self._absent = 0
         self._misreads = 0
         self._hold = False
+        self._uid = b""
         self.faulted = False
         self.last_error = None
         self.taps = 0
@@ -85,7 +86,7 @@ class Reader:
                         self.state = IDLE
                 return
             self._absent = 0
-            if self.state == IDLE:
+            if self.state == IDLE or self._swapped(tgt.uid):
                 await self._read(tgt)
             await chip.release()
             await chip.field_off()
@@ -98,8 +99,14 @@ class Reader:
         except (NfcError, OSError) as exc:
             self._failed(exc)
 
+    def _swapped(self, uid):
+        # Another card in place of the one read, without a poll in between that saw none. A
+        # phone's UID is new at every activation, so two phones in a row look like one.
+        return uid != self._uid and not (tags.random_uid(uid) and tags.random_uid(self._uid))
+
     async def _read(self, tgt):
         src, value = await tags.read(self.chip, tgt, self.case_id, self._buf)
+        self._uid = tgt.uid
         self.state = PRESENT
         self._misreads = 0
         self.taps += 1

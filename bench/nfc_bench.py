@@ -1,0 +1,90 @@
+"""NFC figures for `make bench` (issue: NFC reader): tap-to-open latency through the real PN532
+driver and the emulated PN532 of the sim board, from the card presented on the control socket to
+the coil energized, both read off the sim's own clock (ms), p50/p95/p99 over N taps:
+
+- a staff badge, checked on the case (PBKDF2 against the hashed badge list);
+- a trusted member's loyalty card, asked of the cloud worker through Mosquitto.
+
+The poll period (config nfc.poll_ms, 100 ms by default) is most of it: a card presented just after
+a poll waits for the next one.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.cloud_bench import NO_LIMITS, pct
+from casecloud import registry
+from casectl.sim import demo_config
+from casectl.simproc import SimCase, SimClient
+from lockcase import creds
+from tests.e2e.conftest import cloud_env
+
+BADGE = "04aabbcc"
+MEMBER_CARD = "04a1b2c3d4e5f6"
+FAST = {"unlock_ms": 500, "pull_in_ms": 100, "duty_budget_ms": 60000, "duty_window_s": 10}
+
+
+def _taps(cl: SimClient, uid: str, n: int) -> list[float]:
+    cl.call("watch")
+    lat: list[float] = []
+    for _ in range(n):
+        # The loop below ends right after a poll; a random pause puts the tap anywhere in the
+        # poll period, as a shopper's would be.
+        time.sleep(random.uniform(0, 0.25))
+        t0 = cl.call("card", uid=uid)["t"]
+        while True:
+            m = cl.stream.get(timeout=10)
+            if m.get("ev") == "out" and m["name"] == "lock" and m["value"]:
+                lat.append(m["t"] - t0)
+                break
+        # Door open and shut drops the coil; the card leaves so the next tap is a new one.
+        cl.call("door", open=True)
+        cl.wait_for(lambda s: s["lock"] == "open", what="open")
+        cl.call("door", open=False)
+        cl.call("remove")
+        cl.wait_for(lambda s: s["lock"] == "locked" and s["nfc"]["state"] == "idle", what="ready")
+        while not cl.stream.empty():
+            cl.stream.get_nowait()
+    return lat
+
+
+def _figures(lat: list[float]) -> dict[str, Any]:
+    return {"n": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
+            "max_ms": max(lat)}
+
+
+def staff_badge(n: int = 120) -> dict[str, Any]:
+    cfg = demo_config()
+    cfg.update(FAST, nfc={"driver": "pn532", "bus": "i2c"})
+    cfg["staff"]["badges"] = [{"id": "b1", "hash": creds.hash_badge(BADGE, cfg["staff"]["salt"], 1000)}]
+    with tempfile.TemporaryDirectory() as d, SimCase(Path(d) / "case", cfg, heap="256k") as case:
+        cl = case.client()
+        cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="reader up")
+        lat = _taps(cl, BADGE, n)
+        cl.close()
+    return _figures(lat)
+
+
+def loyalty_card(n: int = 120) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d, cloud_env(Path(d), ("c1",), **NO_LIMITS) as env:
+        with env.rt.sessions.begin() as s:
+            registry.create_member(s, env.rt.hasher, env.rt.now(), card=MEMBER_CARD, status="trusted")
+        cfg = env.case_config()
+        cfg.update(FAST, nfc={"driver": "pn532", "bus": "i2c"})
+        with SimCase(Path(d) / "case", cfg, heap="512k") as case:
+            cl = case.client()
+            cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"] and s["nfc"]["state"] == "idle",
+                        timeout=20, what="synced, reader up")
+            lat = _taps(cl, MEMBER_CARD, n)
+            cl.close()
+    return _figures(lat)
+
+
+if __name__ == "__main__":
+    print("staff badge", staff_badge(100))
+    print("loyalty card", loyalty_card(100))

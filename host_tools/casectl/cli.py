@@ -1,0 +1,500 @@
+"""casectl: set up LockCase cases from a laptop with a USB cable.
+
+Thin commands over one module per job: build, flash, device (mpremote transport), deploy,
+provision, label, cloudapi, monitor. Every command takes --json for scripts: one JSON document on
+stdout (monitor: one per line), nothing on stderr, and the exit status of the error's class
+(docs/provisioning.md lists them).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from casectl import __version__
+from casectl.errors import CasectlError, Usage
+from casectl.output import Out, secret
+
+app = typer.Typer(help="LockCase technician's tool: build, flash, deploy, provision and watch cases.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (one JSON document on stdout).")]
+Port = Annotated[str, typer.Argument(help="Serial port of the board, e.g. /dev/ttyACM0.", show_default=False)]
+CloudUrl = Annotated[str, typer.Option("--cloud", envvar="CASECTL_CLOUD", help="Cloud service URL.")]
+TokenFile = Annotated[Path | None, typer.Option(
+    "--token-file", help="File holding the admin token (else CASECTL_TOKEN or CASECTL_TOKEN_FILE).")]
+DEFAULT_CLOUD = "http://127.0.0.1:8080"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"casectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Show the version and exit.")] = False) -> None:
+    pass
+
+
+def command(fn: F) -> F:
+    """Turn CasectlErrors into a message with a hint (or a JSON error) and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = Out(bool(kwargs.get("json_out")))
+        try:
+            return fn(out, *args, **kwargs)
+        except CasectlError as e:
+            if out.json_mode:
+                out.document({"ok": False, "error": e.as_dict(), "data": e.data})
+            else:
+                out.err.print(f"[bold red]error:[/] {e.message}")
+                if e.hint:
+                    out.err.print(f"[yellow]hint:[/] {e.hint}")
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            out.info("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    # typer reads the signature: hide the injected `out` parameter from it.
+    import inspect
+
+    sig = inspect.signature(fn, eval_str=True)
+    wrapper.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def _cloud(url: str, token_file: Path | None) -> Any:
+    from casectl.cloudapi import Cloud, resolve_token
+
+    token = resolve_token(token_file)
+    secret(token)
+    return Cloud(url, token)
+
+
+# -- build ------------------------------------------------------------------------------------------
+@app.command()
+@command
+def build(
+    out: Out,
+    board: Annotated[str, typer.Option("--board", "-b", help="Board to build for (sim, esp32s3, picow).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder [default: build/<board>].")] = None,
+    src: Annotated[Path | None, typer.Option("--src", help="Firmware source tree [default: firmware/].")] = None,
+    fw_version: Annotated[str | None, typer.Option("--fw-version", help="Stamp this firmware version.")] = None,
+    clean: Annotated[bool, typer.Option("--clean", help="Recompile everything.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Compile the firmware and its device packages with mpy-cross into build/<board>/."""
+    from casectl import build as b
+
+    target = out_dir or b.REPO / "build" / board
+    srcs = b.sources(board, src or b.FIRMWARE)
+    with out.progress() as p:
+        task = p.add_task(f"compiling for {board}", total=len(srcs))
+        built = b.compile_board(board, target, firmware=src or b.FIRMWARE, version=fw_version,
+                                incremental=not clean, progress=lambda _d: p.advance(task))
+    man = b.read_manifest(target)
+    if out.json_mode:
+        out.document({"ok": True, "board": board, "out": str(target), "version": man["version"],
+                      "mpy": man["mpy"], "files": [{"path": x.path, "size": x.size, "sha256": x.sha256} for x in built],
+                      "total_bytes": man["total_bytes"]})
+        return
+    mpy = man["mpy"]
+    t = Table("file", "bytes", title=f"{board} firmware {man['version']}, mpy v{mpy['version']}.{mpy['sub']}")
+    groups: dict[str, int] = {}
+    for x in built:
+        top = x.path.split("/")[0] if "/" in x.path else x.path
+        groups[top] = groups.get(top, 0) + x.size
+    for name, size in sorted(groups.items()):
+        t.add_row(name, f"{size:,}")
+    t.add_row("[bold]total[/]", f"[bold]{man['total_bytes']:,}[/]")
+    out.out.print(t)
+    out.out.print(f"{len(built)} files in {target}, manifest {target / 'manifest.json'}")
+
+
+# -- flash ------------------------------------------------------------------------------------------
+@app.command()
+@command
+def flash(
+    out: Out,
+    board: Annotated[str | None, typer.Option("--board", "-b", help="esp32s3 or picow.")] = None,
+    port: Annotated[str | None, typer.Option("--port", "-p", help="Serial port (default: the one board found).")] = None,
+    mp_version: Annotated[str | None, typer.Option("--mp-version", help="MicroPython version to flash.")] = None,
+    erase: Annotated[bool, typer.Option("--erase", help="Erase the whole flash first (removes all files).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be flashed, change nothing.")] = False,
+    list_only: Annotated[bool, typer.Option("--list", help="List connected boards and exit.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Put MicroPython itself on a board (mpflash: esptool for ESP32, UF2 for RP2)."""
+    from casectl import flash as fl
+
+    with out.progress() as p:
+        p.add_task("looking for connected boards", total=None)
+        boards = fl.list_boards(port)
+    if list_only:
+        if out.json_mode:
+            out.document({"ok": True, "boards": [b.__dict__ for b in boards]})
+            return
+        t = Table("port", "family", "mp port", "board", "cpu", "version", title="connected boards")
+        for b in boards:
+            t.add_row(b.serialport, b.family, b.port, b.board_id, b.cpu, b.version)
+        out.out.print(t if boards else "no boards found")
+        return
+    if not board:
+        raise Usage("--board is required", "e.g. `casectl flash --board esp32s3`")
+    plan = fl.plan(board, port, boards, version=mp_version or fl.MICROPYTHON_VERSION, erase=erase)
+    if out.json_mode and dry_run:
+        out.document({"ok": True, "dry_run": True, "plan": plan.as_dict()})
+        return
+    if not out.json_mode:
+        t = Table.grid(padding=(0, 2))
+        t.add_row("board", f"{board} ({plan.mp_board})")
+        t.add_row("port", plan.serialport)
+        t.add_row("MicroPython", plan.version)
+        t.add_row("method", plan.method + (" after erasing the flash" if erase else ""))
+        for n in plan.notes:
+            t.add_row("note", n)
+        t.add_row("command", " ".join(plan.command))
+        out.out.print(t)
+    if dry_run:
+        out.info("[yellow]dry run: nothing was flashed[/]")
+        return
+    fl.run(plan)
+    if out.json_mode:
+        out.document({"ok": True, "plan": plan.as_dict()})
+    else:
+        out.out.print(f"[green]MicroPython {plan.version} flashed on {plan.serialport}[/]; next: casectl deploy {plan.serialport}")
+
+
+# -- deploy -----------------------------------------------------------------------------------------
+class _DeployProgress:
+    def __init__(self, p: Any) -> None:
+        self.p = p
+        self.task = p.add_task("connecting", total=None)
+
+    def phase(self, text: str) -> None:
+        self.p.update(self.task, description=text)
+
+    def copy_start(self, files: int, total_bytes: int) -> None:
+        self.p.update(self.task, description=f"copying {files} files", total=total_bytes or None, completed=0)
+
+    def copy_file(self, path: str) -> None:
+        self.p.update(self.task, description=f"copying {path}")
+
+    def copied(self, nbytes: int) -> None:
+        self.p.advance(self.task, nbytes)
+
+
+@app.command()
+@command
+def deploy(
+    out: Out,
+    port: Port,
+    board: Annotated[str | None, typer.Option("--board", "-b", help="Board [default: what the device is].")] = None,
+    build_dir: Annotated[Path | None, typer.Option("--build-dir", help="Deploy this build as it is.")] = None,
+    src: Annotated[Path | None, typer.Option("--src", help="Firmware source tree to build from.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Deploy even if the device is another board.")] = False,
+    no_reset: Annotated[bool, typer.Option("--no-reset", help="Leave the device at the REPL.")] = False,
+    json_out: Json = False,
+) -> None:
+    """Copy the built firmware to the device: only what differs, staged, verified, then swapped."""
+    from casectl import build as b
+    from casectl import deploy as dp
+    from casectl.device import Device
+
+    with out.progress(transfer=True) as p, Device(port) as dev:
+        prog = _DeployProgress(p)
+        if build_dir is None:
+            name = board or dp.board_of(dev)
+            if not name:
+                raise Usage(f"cannot tell which board {port} is", "pass --board")
+            build_dir = b.REPO / "build" / name
+            prog.phase(f"building for {name}")
+            b.compile_board(name, build_dir, firmware=src or b.FIRMWARE, incremental=True)
+        report = dp.deploy(dev, build_dir, force=force, reset=not no_reset, progress=prog)
+    if out.json_mode:
+        out.document({"ok": True, **report.as_dict()})
+        return
+    what = (f"sent {len(report.sent)} files ({report.bytes_sent:,} bytes)" if report.sent else "no files to send")
+    if report.reused_from_stage:
+        what += f", {len(report.reused_from_stage)} already staged by an earlier run"
+    out.out.print(f"[green]deployed[/] {report.board} firmware {report.version} to {port}: {what}, "
+                  f"{report.unchanged} unchanged, all {report.files} verified on the device"
+                  + (f"; finished an interrupted update first ({report.finished_interrupted_swap} files)"
+                     if report.finished_interrupted_swap is not None else "")
+                  + (", device reset" if report.reset else "") + f" ({report.seconds:.1f} s)")
+
+
+# -- provision --------------------------------------------------------------------------------------
+def _step_line(s: dict[str, Any]) -> str:
+    mark = {"pass": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "skip": "[dim]-[/]"}
+    return f"  {mark.get(s['status'], '?')} {s['step']}: {s['detail']}"
+
+
+@app.command()
+@command
+def provision(
+    out: Out,
+    port: Port,
+    store: Annotated[str, typer.Option("--store", help="Store id (must exist in the cloud, or --create-store).")],
+    case: Annotated[str, typer.Option("--case", help="Case id, unique across the cloud.")],
+    name: Annotated[str, typer.Option("--name", help="What the case holds, e.g. 'Razors, aisle 7'.")] = "",
+    country: Annotated[str, typer.Option("--country", help="Country for shoppers' phone numbers.")] = "US",
+    display: Annotated[str | None, typer.Option("--display", help="lcd1602, lcd2004, ssd1306 or none.")] = None,
+    keypad: Annotated[str | None, typer.Option("--keypad", help="4x3 or 4x4.")] = None,
+    nfc: Annotated[str | None, typer.Option("--nfc", help="pn532-i2c, pn532-spi, pn532-uart or mfrc522-spi.")] = None,
+    unlock_ms: Annotated[int | None, typer.Option("--unlock-ms", help="How long a grant holds the lock open.")] = None,
+    pull_in_ms: Annotated[int | None, typer.Option("--pull-in-ms", help="Full-power pull-in time of the solenoid.")] = None,
+    hold_duty: Annotated[float | None, typer.Option("--hold-duty", help="Hold duty after pull-in (0.1-1).")] = None,
+    held_open_s: Annotated[int | None, typer.Option("--held-open-s", help="Door-held-open alarm after this many s.")] = None,
+    staff_file: Annotated[Path | None, typer.Option(
+        "--staff-file", help='JSON: {"salt"?, "pins": [{"id","pin"}], "badges": [{"id","uid"}]}.')] = None,
+    staff_pin: Annotated[list[str] | None, typer.Option(
+        "--staff-pin", help="Staff id to add a PIN for (asked for, hidden); repeatable.")] = None,
+    staff_salt: Annotated[str | None, typer.Option(
+        "--staff-salt", help="Store-wide salt (hex) so cloud-pushed staff hashes work on every case.")] = None,
+    wifi_ssid: Annotated[str | None, typer.Option(
+        "--wifi-ssid", help="Wi-Fi network (password from CASECTL_WIFI_PASSWORD, or asked for).")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="Broker CA certificate (PEM or DER) for TLS.")] = None,
+    cloud: CloudUrl = DEFAULT_CLOUD,
+    token_file: TokenFile = None,
+    create_store: Annotated[bool, typer.Option("--create-store", help="Create the store if missing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-provision: replace the device's identity, rotate the cloud keys.")] = False,
+    no_selftest: Annotated[bool, typer.Option("--no-selftest", help="Skip the on-device self-test.")] = False,
+    key_wait: Annotated[int, typer.Option("--key-wait", help="Seconds the self-test waits for a key press (0: none).")] = 15,
+    labels: Annotated[Path, typer.Option("--labels", help="Folder for the QR label (PNG and SVG).")] = Path("labels"),
+    link: Annotated[str | None, typer.Option(
+        "--link", help="Unlock link template, {cloud} {store} {case} [default: {cloud}/app/unlock?case={case}].")] = None,
+    json_out: Json = False,
+) -> None:
+    """Give a device its identity: register it with the cloud, write its config, self-test it,
+    and write its QR label."""
+    from casectl import provision as pv
+    from casectl.device import Device
+    from casectl.label import DEFAULT_LINK
+
+    st = pv.Staff.from_file(staff_file) if staff_file else pv.Staff()
+    if staff_salt:
+        st.salt = staff_salt
+    for sid in staff_pin or []:
+        if out.json_mode:
+            raise Usage("--staff-pin asks for the PIN: with --json use --staff-file")
+        pin = typer.prompt(f"PIN for {sid}", hide_input=True, confirmation_prompt=True, err=True)
+        if not (4 <= len(pin) <= 8 and pin.isdigit()):
+            raise Usage(f"the PIN of {sid} must be 4-8 digits")
+        st.pins.append((sid, pin))
+    wifi_password = None
+    if wifi_ssid:
+        wifi_password = os.environ.get("CASECTL_WIFI_PASSWORD")
+        if wifi_password is None:
+            if out.json_mode:
+                raise Usage("the Wi-Fi password comes from CASECTL_WIFI_PASSWORD with --json")
+            wifi_password = typer.prompt(f"Wi-Fi password for {wifi_ssid}", hide_input=True, err=True)
+        secret(wifi_password)
+    timings = {k: v for k, v in (("unlock_ms", unlock_ms), ("pull_in_ms", pull_in_ms), ("hold_duty", hold_duty),
+                                 ("held_open_s", held_open_s)) if v is not None}
+    opts = pv.Options(store=store, case=case, name=name, country=country, display=display, keypad=keypad, nfc=nfc,
+                      timings=timings, staff=st, wifi_ssid=wifi_ssid, wifi_password=wifi_password, ca=ca,
+                      force=force, create_store=create_store, selftest=not no_selftest, key_wait_s=key_wait,
+                      label_dir=labels, link_template=link or DEFAULT_LINK)
+    steps: list[str] = []
+    with out.progress() as p, _cloud(cloud, token_file) as cl:
+        task = p.add_task("connecting to the device", total=None)
+        with Device(port) as dev:
+            def on_step(s: dict[str, Any]) -> None:
+                steps.append(_step_line(s))
+                if not out.json_mode:
+                    p.console.print(steps[-1])
+
+            def phase(text: str) -> None:
+                p.update(task, description=text)
+                if text.startswith("running the self-test") and key_wait > 0 and not out.json_mode:
+                    p.console.print(f"[cyan]self-test:[/] press any key on the case's keypad when asked "
+                                    f"(within {key_wait} s)")
+
+            report = pv.provision(dev, cl, opts, phase=phase, on_step=on_step)
+    if out.json_mode:
+        out.document({"ok": True, **report.as_dict()})
+        return
+    t = Table.grid(padding=(0, 2))
+    t.add_row("case", f"[bold]{report.case}[/] in store {report.store}"
+              + (f" (keys rotated, version {report.key_version})" if report.rotated else ""))
+    t.add_row("board", f"{report.board}, firmware {report.firmware}")
+    t.add_row("cloud", f"{report.cloud}, broker {report.broker}")
+    t.add_row("config", f"{report.config_bytes} bytes written (secrets not shown)")
+    if report.selftest is not None:
+        t.add_row("self-test", "[green]passed[/]" if report.selftest.get("ok") else "[red]failed[/]")
+    t.add_row("label", f"{report.label_png}, {report.label_svg}")
+    t.add_row("app link", report.link)
+    out.out.print(t)
+    out.out.print(f"[green]provisioned[/] in {report.seconds:.1f} s; the case restarts with its new config")
+
+
+@app.command()
+@command
+def selftest(
+    out: Out,
+    port: Port,
+    key_wait: Annotated[int, typer.Option("--key-wait", help="Seconds to wait for a key press (0: none).")] = 15,
+    json_out: Json = False,
+) -> None:
+    """Run the on-device self-test again (display, NFC, lock coil and door sensor, keypad)."""
+    from casectl.device import Device
+    from casectl.errors import SelfTestFailed
+    from casectl.provision import run_selftest
+
+    with Device(port) as dev:
+        res = run_selftest(dev, key_wait_s=key_wait,
+                           on_step=None if out.json_mode else (lambda s: out.err.print(_step_line(s))))
+        dev.soft_reset()
+    if not res.get("ok"):
+        raise SelfTestFailed("self-test failed: " + "; ".join(f"{s['step']}: {s['detail']}"
+                                                             for s in res["steps"] if s["status"] == "fail"),
+                             "fix the part named and run the self-test again", data=res)
+    if out.json_mode:
+        out.document(res)
+    else:
+        out.out.print(f"[green]self-test passed[/] on {port} ({res.get('board')}, firmware {res.get('fw')})")
+
+
+# -- watching ---------------------------------------------------------------------------------------
+@app.command()
+@command
+def monitor(
+    out: Out,
+    port: Port,
+    duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many seconds.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop at this event (or 'ready').")] = None,
+    json_out: Json = False,
+) -> None:
+    """Follow the device's live log and the state it implies."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.panel import Panel
+
+    from casectl.monitor import Line, State, follow
+
+    st = State()
+
+    def stop(ln: Line) -> bool:
+        return bool(until) and (ln.event == until or (until == "ready" and ln.text.startswith("READY")))
+
+    if out.json_mode:
+        for ln in follow(port, duration=duration, stop=stop):
+            st.apply(ln)
+            out.line({**ln.as_dict(), "state": st.as_dict()})
+        return
+    lines: list[str] = []
+
+    def view() -> Group:
+        g = Table.grid(padding=(0, 2))
+        g.add_row("firmware", f"{st.firmware or '?'}" + (" (ready)" if st.ready else " (starting)"))
+        g.add_row("lock", st.lock + (f"  alarms: {', '.join(st.alarms)}" if st.alarms else ""))
+        g.add_row("cloud", st.cloud)
+        g.add_row("last event", f"{st.last_event or '-'} ({st.events} seen)")
+        return Group(Panel(g, title=f"{port}"), *lines[-20:])
+
+    with Live(view(), console=out.err, refresh_per_second=8, transient=False) as live:
+        for ln in follow(port, duration=duration, stop=stop):
+            st.apply(ln)
+            out.out.print(f"{ln.t:8.2f}  {ln.text}", markup=False)
+            live.update(view())
+
+
+def _age(ts: int | None) -> str:
+    if not ts:
+        return "-"
+    d = int(time.time()) - int(ts)
+    return f"{d} s ago" if d < 120 else f"{d // 60} min ago" if d < 7200 else f"{d // 3600} h ago"
+
+
+@app.command()
+@command
+def status(
+    out: Out,
+    store: Annotated[str | None, typer.Option("--store", help="Only this store's cases.")] = None,
+    cloud: CloudUrl = DEFAULT_CLOUD,
+    token_file: TokenFile = None,
+    json_out: Json = False,
+) -> None:
+    """Cases as the cloud sees them: online, firmware version, last event."""
+    with _cloud(cloud, token_file) as cl:
+        cases = cl.cases(store)
+        for c in cases:
+            ev = cl.events(case=c["id"], limit=1)
+            c["last_event"] = ev[0] if ev else None
+    if out.json_mode:
+        out.document({"ok": True, "cases": cases})
+        return
+    t = Table("case", "store", "name", "online", "firmware", "last seen", "last event", title="cases")
+    for c in cases:
+        ev = c["last_event"]
+        t.add_row(c["id"], c["store"], c.get("name") or "", "[green]yes[/]" if c["online"] else "[red]no[/]",
+                  c.get("fw") or "-", _age(c.get("last_seen")),
+                  f"{ev['type']} ({_age(ev['ts'])})" if ev else "-")
+    out.out.print(t if cases else "no cases")
+
+
+@app.command()
+@command
+def logs(
+    out: Out,
+    case: Annotated[str, typer.Option("--case", help="Case id.")],
+    limit: Annotated[int, typer.Option("--limit", help="How many events, newest first.")] = 50,
+    kind: Annotated[list[str] | None, typer.Option("--type", help="Only events of this type; repeatable.")] = None,
+    cloud: CloudUrl = DEFAULT_CLOUD,
+    token_file: TokenFile = None,
+    json_out: Json = False,
+) -> None:
+    """A case's event log, from the cloud."""
+    with _cloud(cloud, token_file) as cl:
+        if cl.case(case) is None:
+            raise Usage(f"the cloud has no case {case}", "`casectl status` lists the cases")
+        events = cl.events(case=case, types=kind, limit=limit)
+    if out.json_mode:
+        out.document({"ok": True, "case": case, "events": events})
+        return
+    t = Table("time", "type", "source", "details", title=f"events of {case}")
+    for e in events:
+        data = " ".join(f"{k}={v}" for k, v in (e.get("data") or {}).items())
+        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts"])), e["type"], e["source"], data)
+    out.out.print(t if events else f"no events for {case}")
+
+
+# -- a board without hardware -----------------------------------------------------------------------
+@app.command("sim-device")
+@command
+def sim_device(
+    out: Out,
+    workdir: Annotated[Path, typer.Option("--dir", help="Folder for the flash image and the port.")] = Path("build/sim-device"),
+    json_out: Json = False,
+) -> None:
+    """Run the sim board as a serial device (MicroPython on a pseudo-terminal) until Ctrl-C."""
+    from casectl.simdevice import SimDevice
+
+    dev = SimDevice(workdir.resolve()).start()
+    try:
+        if out.json_mode:
+            out.line({"port": dev.port, "control": f"127.0.0.1:{dev.ctl_port}", "flash": dev.flash})
+        else:
+            out.out.print(f"sim board on [bold]{dev.port}[/] (flash {dev.flash}, control socket "
+                          f"127.0.0.1:{dev.ctl_port}); try `casectl deploy {dev.port}`. Ctrl-C stops it.")
+        while True:
+            time.sleep(1)
+    finally:
+        dev.stop()
+
+
+if __name__ == "__main__":
+    app()
