@@ -9,18 +9,28 @@
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import contextlib
+import os
+import socket
 import statistics
+import struct
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from casecloud import registry
+from casecloud.runtime import Runtime, build
+from casecloud.settings import Settings
 from casectl.simproc import SimCase
-from tests.cloud.fakecase import FakeCase
-from tests.e2e.conftest import cloud_env
+from lockcase.cloud import protocol as P
+from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, broker_files_ctx, cloud_env
 
 NO_LIMITS = {"rate_member": 10**9, "rate_case": 10**9, "rate_store": 10**9, "rate_phone": 10**9}
 
@@ -59,46 +69,214 @@ def tap_to_open(n: int = 200) -> dict[str, Any]:
             "max_ms": max(lat)}
 
 
-def throughput(cases: int = 40, seconds: float = 10.0) -> dict[str, Any]:
+@contextlib.contextmanager
+def worker_process(workdir: Path, host: str, port: int, **settings: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m casecloud --worker-only` on the database in workdir/data: one worker, as deployed."""
+    env = dict(os.environ, CASECLOUD_DATA_DIR=str(workdir / "data"), CASECLOUD_MQTT_HOST=host,
+               CASECLOUD_MQTT_PORT=str(port), CASECLOUD_MQTT_USERNAME=SERVICE_USER,
+               CASECLOUD_MQTT_PASSWORD=SERVICE_PASSWORD, CASECLOUD_ADMIN_TOKEN="t0ken",
+               CASECLOUD_MQTT_CLIENT_ID="bench")
+    env.update({f"CASECLOUD_{k.upper()}": str(v) for k, v in settings.items()})
+    log = (workdir / "worker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "casecloud", "--worker-only"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@contextlib.contextmanager
+def _cloud(workdir: Path, ids: tuple[str, ...], worker: str) -> Iterator[tuple[Runtime, str, int, dict[str, Any]]]:
+    if worker == "thread":  # the worker in this process (shares the GIL with the simulated cases)
+        with cloud_env(workdir, ids, **NO_LIMITS) as env:
+            yield env.rt, env.host, env.port, env.secrets
+        return
+    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), **NO_LIMITS)
+    rt = build(st)
+    secrets = {}
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now(), name="Main St")
+        for c in ids:
+            _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
+    try:
+        with broker_files_ctx(workdir, secrets) as (host, port), worker_process(workdir, host, port, **NO_LIMITS):
+            yield rt, host, port, secrets
+    finally:
+        rt.engine.dispose()
+
+
+class LightCase:
+    """A simulated case for load: its own broker login and TCP connection, the firmware's codec
+    (lockcase/cloud/protocol.py under CPython), and a minimal MQTT 3.1.1 client (QoS 1 publish,
+    its rep/cmd subscriptions) on an asyncio loop, so hundreds of them fit in one process and the
+    load generator does not compete with the worker for the CPU more than it must."""
+
+    def __init__(self, store: str, case: str, key: bytes, user: str, password: str) -> None:
+        self.case, self.user, self.password = case, user, password
+        self.topics = P.topics("lockcase/v1", store, case)
+        self.codec = P.Codec(case, key, P.MemorySeqs())
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.pid = 0
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _packet(head: int, body: bytes) -> bytes:
+        n, size = len(body), bytearray()
+        while True:
+            n, b = n >> 7, n & 0x7F
+            size.append(b | (0x80 if n else 0))
+            if not n:
+                return bytes([head]) + bytes(size) + body
+
+    @staticmethod
+    def _str(x: str | bytes) -> bytes:
+        b = x.encode() if isinstance(x, str) else x
+        return struct.pack("!H", len(b)) + b
+
+    async def _read(self) -> tuple[int, bytes]:
+        assert self.reader is not None
+        head = (await self.reader.readexactly(1))[0]
+        n, shift = 0, 0
+        while True:
+            b = (await self.reader.readexactly(1))[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return head, await self.reader.readexactly(n)
+
+    async def connect(self, host: str, port: int) -> None:
+        self.reader, self.writer = await asyncio.open_connection(host, port)
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the firmware does
+        var = self._str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60)  # user, password, clean
+        self.writer.write(self._packet(0x10, var + self._str("case-" + self.case) + self._str(self.user)
+                                       + self._str(self.password)))
+        head, body = await self._read()
+        if head != 0x20 or body[1] != 0:
+            raise ConnectionRefusedError(f"broker refused {self.case}: {body!r}")
+        subs = b"".join(self._str(t) + b"\x01" for t in P.subscriptions("lockcase/v1", *self.topics["req"].split("/")[2:4]))
+        self.writer.write(self._packet(0x82, struct.pack("!H", self._next_pid()) + subs))
+        head, _ = await self._read()
+        assert head == 0x90
+        self.task = asyncio.create_task(self._pump())
+
+    def _next_pid(self) -> int:
+        self.pid = self.pid % 65535 + 1
+        return self.pid
+
+    async def _pump(self) -> None:
+        assert self.writer is not None
+        while True:
+            head, body = await self._read()
+            if head >> 4 != 3:
+                continue  # PUBACK of ours, PINGRESP
+            tlen = struct.unpack("!H", body[:2])[0]
+            topic = body[2:2 + tlen].decode()
+            rest = body[2 + tlen:]
+            if head & 0x06:  # QoS 1: acknowledge
+                self.writer.write(self._packet(0x40, rest[:2]))
+                rest = rest[2:]
+            try:
+                msg = self.codec.open(topic, rest)
+            except P.Rejected:
+                continue
+            fut = self.waiting.pop(msg.get("re", ""), None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def request(self, kind: str, body: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        assert self.writer is not None
+        payload = self.codec.sign(self.topics[kind], body)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[body["id"]] = fut
+        pub = self._str(self.topics[kind]) + struct.pack("!H", self._next_pid()) + payload
+        self.writer.write(self._packet(0x32, pub))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.waiting.pop(body["id"], None)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.writer is not None:
+            self.writer.write(b"\xe0\x00")  # DISCONNECT
+            self.writer.close()
+
+
+async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, rate: float | None
+                ) -> tuple[list[float], list[str], float]:
+    await asyncio.gather(*(f.connect(host, port) for f in fakes))
+
+    async def hello(f: LightCase) -> None:
+        deadline = time.monotonic() + 30
+        while True:  # the worker process may still be starting: its subscription is not there yet
+            try:
+                await f.request("status", {"t": "hello", "fw": "0.1.0", "boot": "power_on"}, timeout=1)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+    await asyncio.gather(*(hello(f) for f in fakes))
+    lat: list[float] = []
+    errors: list[str] = []
+    t_start = time.monotonic() + 0.2
+    stop = t_start + seconds
+    interval = len(fakes) / rate if rate else 0.0
+
+    async def run(n: int, f: LightCase) -> None:
+        due = t_start + interval * n / len(fakes)  # spread the cases over one interval
+        while True:
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+            if time.monotonic() >= stop:
+                return
+            due += interval
+            t0 = time.perf_counter()
+            try:
+                rep = await f.request("req", {"t": "token", "tok": "0badge01", "src": "nfc"})
+            except TimeoutError:
+                errors.append("timeout")
+                return
+            if rep["t"] != "allow":
+                errors.append(rep["t"])
+            lat.append((time.perf_counter() - t0) * 1000)
+
+    await asyncio.gather(*(run(n, f) for n, f in enumerate(fakes)))
+    elapsed = time.monotonic() - t_start
+    await asyncio.gather(*(f.close() for f in fakes))
+    return lat, errors, elapsed
+
+
+def throughput(cases: int = 40, seconds: float = 10.0, *, rate: float | None = None,
+               worker: str = "process") -> dict[str, Any]:
+    """Token verifications by `cases` simulated cases (`LightCase`), each with its own broker login.
+
+    rate=None: every case sends its next request as soon as the last is answered (closed loop: how
+    much the worker can do; latency then grows with the number of cases, by Little's law).
+    rate=R: the cases together send R requests a second at a steady pace (open loop: the latency
+    at that load; a case whose previous request is not answered yet waits for it, as a real case
+    does, so use enough cases that each sends a few a second).
+    worker: "process" runs `python -m casecloud --worker-only` (one worker, as deployed);
+    "thread" runs it inside this process, where it shares the GIL with the simulated cases.
+    """
     ids = tuple(f"t{i}" for i in range(cases))
-    with tempfile.TemporaryDirectory() as d, cloud_env(Path(d), ids, **NO_LIMITS) as env:
-        with env.rt.sessions.begin() as s:
-            registry.create_member(s, env.rt.hasher, env.rt.now(), card="0badge01", status="trusted")
-        fakes = [FakeCase(env.host, env.port, "s1", c, bytes.fromhex(env.secrets[c].key_hex),
-                          username=env.secrets[c].mqtt_username, password=env.secrets[c].mqtt_password)
-                 for c in ids]
-        for f in fakes:
-            f.hello()
-        lat: queue.Queue[float] = queue.Queue()
-        errors: list[str] = []
-        stop = time.monotonic() + seconds
-
-        def run(f: FakeCase) -> None:
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                body, _ = f.send("req", {"t": "token", "tok": "0badge01", "src": "nfc"})
-                try:
-                    rep = f.expect("rep", re=body["id"], timeout=10)
-                except TimeoutError as e:
-                    errors.append(str(e))
-                    return
-                if rep["t"] != "allow":
-                    errors.append(rep["t"])
-                lat.put((time.perf_counter() - t0) * 1000)
-
-        t_start = time.monotonic()
-        threads = [threading.Thread(target=run, args=(f,)) for f in fakes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - t_start
-        for f in fakes:
-            f.close()
-    xs = list(lat.queue)
-    return {"cases": cases, "verifications": len(xs), "per_second": round(len(xs) / elapsed, 1),
-            "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99), "mean_ms": round(statistics.mean(xs), 1),
-            "errors": len(errors)}
+    with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ids, worker) as (rt, host, port, secrets):
+        with rt.sessions.begin() as s:
+            registry.create_member(s, rt.hasher, rt.now(), card="0badge01", status="trusted")
+        fakes = [LightCase("s1", c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username,
+                           secrets[c].mqtt_password) for c in ids]
+        lat, errors, elapsed = asyncio.run(_load(fakes, host, port, seconds, rate))
+    return {"cases": cases, "worker": worker, "offered_per_s": rate, "verifications": len(lat),
+            "per_second": round(len(lat) / elapsed, 1), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+            "p99_ms": pct(lat, 99), "mean_ms": round(statistics.mean(lat), 1), "errors": len(errors)}
 
 
 if __name__ == "__main__":

@@ -7,13 +7,23 @@ compare-and-set.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from casecloud import codec
 from casecloud.models import Case, Store
+
+_CASES = cast(Table, Case.__table__)
+_ADVANCE = (
+    update(_CASES)
+    .where(_CASES.c.id == bindparam("cid"), _CASES.c.rx_seq == bindparam("rx0"), _CASES.c.rx_mask == bindparam("m0"),
+           _CASES.c.tx_seq == bindparam("tx0"))
+    .values(rx_seq=bindparam("rx"), rx_mask=bindparam("m"), tx_seq=bindparam("tx"), last_seen=bindparam("now"))
+)
 
 
 class UnknownCase(codec.Rejected):
@@ -73,6 +83,43 @@ def receive(s: Session, topic_name: str, payload: bytes, now: int, *, track_seq:
         if getattr(done, "rowcount", 0) == 1:
             return store, case, body
     raise codec.Rejected("replay")  # lost the race ten times: treat as not accepted
+
+
+@dataclass(frozen=True)
+class Advance:
+    """One case's seq state after a batch: the window moved from `seen` to `to`, and `reserve`
+    outgoing seqs taken after `tx` (the batch signs with tx + 1 .. tx + reserve)."""
+
+    case_id: str
+    seen: tuple[int, int]
+    to: tuple[int, int]
+    tx: int
+    reserve: int
+
+
+def advance(s: Session, moves: Sequence[Advance], now: int) -> bool:
+    """After a batch: move every case's replay window and outgoing seq by compare-and-set, and mark
+    the cases seen at `now`, in one multi-row statement.
+
+    False when any case's stored state is no longer what the batch read (another worker moved the
+    window, the API took a seq for a command): the batch must then be rolled back and redone.
+    """
+    if not moves:
+        return True
+    params = [{"cid": m.case_id, "rx0": m.seen[0], "m0": m.seen[1], "tx0": m.tx, "rx": m.to[0], "m": m.to[1],
+               "tx": m.tx + m.reserve, "now": now} for m in moves]
+    conn = s.connection()
+    if len(params) > 1 and conn.dialect.supports_sane_multi_rowcount:
+        return conn.execute(_ADVANCE, params).rowcount == len(params)
+    return all(conn.execute(_ADVANCE, p).rowcount == 1 for p in params)
+
+
+def sign(key: bytes, store_id: str, case_id: str, kind: str, body: dict[str, Any], seq: int, now: int,
+         ttl: int = codec.TTL, prefix: str = codec.PREFIX) -> tuple[str, bytes]:
+    """Sign a cloud -> case message with a seq reserved earlier (`advance`). Returns (topic, payload)."""
+    topic = codec.topic(store_id, case_id, kind, prefix)
+    _, payload = codec.encode(key, topic, body, case=case_id, seq=seq, now=now, ttl=ttl)
+    return topic, payload
 
 
 def case_ids(s: Session) -> list[str]:

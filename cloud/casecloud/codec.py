@@ -216,7 +216,13 @@ def check(
     window (a case that lost its seq file must still be able to resynchronize); the worker only
     advances rx for a hello that is also new.
     """
-    env = unwrap(topic_name, payload)
+    return check_env(key, topic_name, unwrap(topic_name, payload), now, rx, mask)
+
+
+def check_env(
+    key: bytes, topic_name: str, env: Envelope, now: int, rx: int, mask: int
+) -> tuple[dict[str, Any], int, int]:
+    """`check` for an envelope already unwrapped (size, JSON and topic checked)."""
     body = verify(key, topic_name, env)
     if body["t"] == "hello":
         try:

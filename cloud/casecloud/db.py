@@ -1,16 +1,27 @@
-"""Engine, sessions and migrations. SQLite by default; any SQLAlchemy URL (PostgreSQL) works."""
+"""Engine, sessions and migrations. SQLite by default; any SQLAlchemy URL (PostgreSQL) works.
+
+Also two small pieces the hot path needs:
+
+- `scratch(s)`: a dict that lives as long as the session's current transaction (per-batch caches,
+  pending counters), with `before_commit` / `after_commit` hooks run by the sessions made here;
+- `insert_ignore` and `upsert_add`: multi-row INSERT ... ON CONFLICT DO NOTHING / DO UPDATE for
+  SQLite and PostgreSQL (one statement per batch), with a portable fallback.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Table, create_engine, event, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_SCRATCH = "casecloud.txn"
 
 
 def make_engine(url: str) -> Engine:
@@ -22,6 +33,10 @@ def make_engine(url: str) -> Engine:
             cur = conn.cursor()
             # WAL lets the API read while the worker writes; both may be separate processes.
             cur.execute("PRAGMA journal_mode=WAL")
+            # FULL (the default, stated here on purpose): a commit is on disk before the worker
+            # answers, so an acknowledged event or an accepted seq survives a power cut. The
+            # worker commits once per batch of messages, so this costs one fsync per batch.
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             # Deleted member data must not linger in free pages of the file.
@@ -33,8 +48,115 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    maker = sessionmaker(engine, expire_on_commit=False)
+    event.listen(maker, "before_commit", _before_commit)
+    event.listen(maker, "after_commit", _after_commit)
+    event.listen(maker, "after_transaction_end", _transaction_end)
+    return maker
 
+
+# --- per-transaction scratch space -----------------------------------------------------------
+
+def scratch(s: Session) -> dict[str, Any]:
+    """A dict for the session's current transaction; dropped when it ends (commit or rollback)."""
+    d: dict[str, Any] = s.info.setdefault(_SCRATCH, {})
+    return d
+
+
+def before_commit(s: Session, fn: Callable[[Session], None]) -> None:
+    """Run `fn(s)` inside the transaction just before it commits (not on rollback)."""
+    scratch(s).setdefault("before_commit", []).append(fn)
+
+
+def after_commit(s: Session, fn: Callable[[], None]) -> None:
+    """Run `fn()` once the transaction has committed (never on rollback)."""
+    scratch(s).setdefault("after_commit", []).append(fn)
+
+
+def _before_commit(s: Session) -> None:
+    for fn in scratch(s).pop("before_commit", []):
+        fn(s)
+
+
+def _after_commit(s: Session) -> None:
+    for fn in scratch(s).pop("after_commit", []):
+        fn()
+
+
+def _transaction_end(s: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        s.info.pop(_SCRATCH, None)
+
+
+# --- multi-row writes ---------------------------------------------------------------------------
+
+def _dialect_insert(s: Session) -> Any:
+    name = s.get_bind().dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+        return insert
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+        return insert
+    return None
+
+
+_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _on_conflict(s: Session, table: Table, keys: Sequence[str], col: str | None) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING (col None) or DO UPDATE SET col = col + new col,
+    built once per dialect and table; None for a database that has neither."""
+    name = s.get_bind().dialect.name
+    k = (name, table.name, *keys, col or "")
+    if k not in _STATEMENTS:
+        insert = _dialect_insert(s)
+        stmt = None
+        if insert is not None:
+            stmt = insert(table)
+            if col is None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+            else:
+                stmt = stmt.on_conflict_do_update(index_elements=list(keys),
+                                                  set_={col: table.c[col] + stmt.excluded[col]})
+        _STATEMENTS[k] = stmt
+    return _STATEMENTS[k]
+
+
+def insert_ignore(s: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """Insert rows, skipping any whose unique `keys` already exist (or repeat within `rows`)."""
+    if not rows:
+        return
+    stmt = _on_conflict(s, table, keys, None)
+    if stmt is not None:
+        s.connection().execute(stmt, list(rows))
+        return
+    for row in rows:  # any other database: one savepoint per row
+        try:
+            with s.begin_nested():
+                s.execute(table.insert(), row)
+        except IntegrityError:
+            pass
+
+
+def upsert_add(s: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str], col: str) -> None:
+    """Insert rows; where the unique `keys` exist already, add the row's `col` to the stored one.
+    Rows must not repeat a key."""
+    if not rows:
+        return
+    stmt = _on_conflict(s, table, keys, col)
+    if stmt is not None:
+        s.connection().execute(stmt, list(rows))
+        return
+    for row in rows:
+        where = [table.c[k] == row[k] for k in keys]
+        if s.execute(select(table.c[keys[0]]).where(*where).with_for_update()).first() is None:
+            s.execute(table.insert(), row)
+        else:
+            s.execute(update(table).where(*where).values({col: table.c[col] + row[col]}))
+
+
+# --- migrations -------------------------------------------------------------------------------
 
 def alembic_config(url: str) -> Config:
     cfg = Config()

@@ -112,14 +112,18 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
-class RateHit(Base):
-    __tablename__ = "rate_hits"
-    __table_args__ = (Index("ix_rate_hits_key", "scope", "key", "at"),)
+class RateCount(Base):
+    """Attempts per (scope, key) and second; a limit sums `n` over the window. One row per key and
+    second, whatever the traffic, so the sum stays cheap; writers add to `n` (upsert)."""
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    scope: Mapped[str] = mapped_column(String(16))
-    key: Mapped[str] = mapped_column(String(64))
-    at: Mapped[int]
+    __tablename__ = "rate_counts"
+    # SQLite: keep the rows in primary key order, so a window's sum is one range scan.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(default=1)
 
 
 class Alert(Base):

@@ -17,17 +17,18 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from casecloud import db
 from casecloud.adapters.loyalty import Loyalty, LoyaltyError
 from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
-from casecloud.models import Alert, Case, Challenge, Event, Member, RateHit, Store
+from casecloud.models import Alert, Case, Challenge, Event, Member, RateCount, Store
 from casecloud.phones import to_e164
 from casecloud.privacy import Hasher, last2, mask
 from casecloud.settings import Settings
@@ -52,6 +53,41 @@ def deny(why: str, **extra: Any) -> Reply:
     return Reply("deny", {"why": why, **extra})
 
 
+_RATES = cast(Table, RateCount.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_SUM = (select(func.coalesce(func.sum(_RATES.c.n), 0))
+        .where(_RATES.c.scope == bindparam("scope"), _RATES.c.key == bindparam("key"), _RATES.c.at > bindparam("since")))
+_SUMS = (select(_RATES.c.scope, _RATES.c.key, func.sum(_RATES.c.n))
+         .where(_RATES.c.scope == bindparam("scope"), _RATES.c.key.in_(bindparam("keys", expanding=True)),
+                _RATES.c.at > bindparam("since"))
+         .group_by(_RATES.c.scope, _RATES.c.key))
+
+
+def _write_journal(s: Session) -> None:
+    rows = db.scratch(s).pop("journal", [])
+    if rows:
+        s.connection().execute(_EVENTS.insert(), rows)
+
+
+class _RateBook:
+    """One transaction's view of the rate counters: window sums read, attempts not yet written."""
+
+    def __init__(self) -> None:
+        self.base: dict[tuple[str, str], int] = {}
+        self.added: dict[tuple[str, str], int] = {}
+        self.pending: dict[tuple[str, str, int], int] = {}
+
+    def add(self, scope: str, key: str, at: int) -> None:
+        self.added[(scope, key)] = self.added.get((scope, key), 0) + 1
+        self.pending[(scope, key, at)] = self.pending.get((scope, key, at), 0) + 1
+
+    def flush(self, s: Session) -> None:
+        # sorted: concurrent writers take the counter rows' locks in one order (no deadlock)
+        rows = [{"scope": sc, "key": k, "at": at, "n": n} for (sc, k, at), n in sorted(self.pending.items())]
+        self.pending = {}
+        db.upsert_add(s, _RATES, rows, ("scope", "key", "at"), "n")
+
+
 class Policy:
     def __init__(
         self,
@@ -74,17 +110,48 @@ class Policy:
         return int(self.clock())
 
     # --- rate limits -------------------------------------------------------------------------
+    #
+    # Counters live in the database (rate_counts), so every worker and the API share them. Within
+    # one transaction (the worker's batch) each key's window is summed once; the attempts made in
+    # the transaction are added in memory and written with one upsert just before it commits.
+
+    def _book(self, s: Session) -> _RateBook:
+        sc = db.scratch(s)
+        book: _RateBook | None = sc.get("rates")
+        if book is None:
+            book = sc["rates"] = _RateBook()
+            db.before_commit(s, book.flush)
+        return book
 
     def _count(self, s: Session, scope: str, key: str) -> int:
+        book = self._book(s)
+        base = book.base.get((scope, key))
+        if base is None:
+            since = self.now() - self.settings.rate_window_s
+            row = s.connection().execute(_SUM, {"scope": scope, "key": key, "since": since}).first()
+            base = book.base[(scope, key)] = int(row[0]) if row else 0
+        return base + book.added.get((scope, key), 0)
+
+    def prefetch(self, s: Session, stores: Iterable[str], cases: Iterable[str]) -> None:
+        """Sum the store and case windows of a batch in two queries instead of one per key."""
+        book = self._book(s)
         since = self.now() - self.settings.rate_window_s
-        q = select(func.count()).select_from(RateHit)
-        q = q.where(RateHit.scope == scope, RateHit.key == key, RateHit.at > since)
-        return int(s.scalar(q) or 0)
+        conn = s.connection()
+        for scope, keys in (("store", set(stores)), ("case", set(cases))):
+            keys = {k for k in keys if (scope, k) not in book.base}
+            if not keys:
+                continue
+            for k in keys:
+                book.base[(scope, k)] = 0
+            for _, k, n in conn.execute(_SUMS, {"scope": scope, "keys": sorted(keys), "since": since}):
+                book.base[(scope, k)] = int(n)
+
+    def _record(self, s: Session, scope: str, key: str) -> None:
+        self._book(s).add(scope, key, self.now())
 
     def _hit(self, s: Session, scope: str, key: str, limit: int) -> bool:
         """Count one attempt (allowed or not, so hammering stays limited); True while within limit."""
-        s.add(RateHit(scope=scope, key=key, at=self.now()))
-        s.flush()
+        self._record(s, scope, key)
         return self._count(s, scope, key) <= limit
 
     def _limits(self, s: Session, store: Store, case: Case, checks: list[tuple[str, str, int]]) -> Reply | None:
@@ -95,13 +162,12 @@ class Policy:
         return None
 
     def _abuse(self, s: Session, store: Store, case: Case, scope: str, key: str) -> None:
-        s.add(RateHit(scope="abuse:" + scope, key=key, at=self.now()))
-        s.flush()
+        self._record(s, "abuse:" + scope, key)
         if self._count(s, "abuse:" + scope, key) < self.settings.abuse_after:
             return
         if self._count(s, "alerted:" + scope, key) > 0:
             return  # one alert per key per window
-        s.add(RateHit(scope="alerted:" + scope, key=key, at=self.now()))
+        self._record(s, "alerted:" + scope, key)
         who = {"phone": "one phone number", "member": "one member", "case": "this case", "store": "this store"}
         self._alert(s, store, case, "abuse", f"repeated requests refused for {who.get(scope, scope)}")
 
@@ -110,8 +176,14 @@ class Policy:
                   created_at=self.now())
         s.add(a)
         s.flush()
-        self._pending_alerts.append(a.id)
+        alert_id = a.id
+        # pending for delivery only once committed: a rolled back batch raises nothing
+        db.after_commit(s, lambda: self._pending_alerts.append(alert_id))
         log.warning("alert %s store=%s case=%s: %s", kind, store.id, case.id if case else "-", detail)
+
+    @property
+    def alerts_pending(self) -> bool:
+        return bool(self._pending_alerts)
 
     def after_commit(self, sessions: sessionmaker[Session], r: Reply) -> Reply:
         """Side effects of a committed decision, outside any transaction (no HTTP call holds a
@@ -158,10 +230,16 @@ class Policy:
 
     def journal(self, s: Session, case: Case, kind: str, *, member_id: str | None = None,
                 phone_last2: str | None = None, **data: Any) -> None:
+        """Record a decision. Written with one multi-row insert when the transaction commits."""
         now = self.now()
-        s.add(Event(store_id=case.store_id, case_id=case.id, event_id="c-" + secrets.token_hex(8),
-                    source="cloud", kind=kind, ts=now, received_at=now, member_id=member_id,
-                    phone_last2=phone_last2, data=data))
+        sc = db.scratch(s)
+        rows: list[dict[str, Any]] | None = sc.get("journal")
+        if rows is None:
+            rows = sc["journal"] = []
+            db.before_commit(s, _write_journal)
+        rows.append({"store_id": case.store_id, "case_id": case.id, "event_id": "c-" + secrets.token_hex(8),
+                     "source": "cloud", "kind": kind, "ts": now, "received_at": now, "member_id": member_id,
+                     "phone_last2": phone_last2, "data": data})
 
     def _refuse(self, s: Session, case: Case, r: Reply, **data: Any) -> Reply:
         self.journal(s, case, "deny", member_id=r.member_id, why=r.why, **data)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
-from casecloud.models import Challenge, Event, Member, RateHit, SmsOutbox
+from casecloud.models import Challenge, Event, Member, RateCount, SmsOutbox
 
 _LONG_DIGITS = re.compile(r"\d{7,}")
 
@@ -73,7 +73,7 @@ def erase_member(s: Session, member_id: str) -> bool:
         conds.append(Challenge.phone_hash == member.phone_hash)
         s.execute(delete(SmsOutbox).where(SmsOutbox.to_hash == member.phone_hash))
     s.execute(delete(Challenge).where(or_(*conds)))
-    s.execute(delete(RateHit).where(RateHit.key.in_(keys)))
+    s.execute(delete(RateCount).where(RateCount.key.in_(keys)))
     s.delete(member)
     return True
 
@@ -92,6 +92,6 @@ def retention(s: Session, now: int, days: int) -> int:
     )
     day_ago = now - 86400
     s.execute(delete(Challenge).where(Challenge.expires_at < day_ago))
-    s.execute(delete(RateHit).where(RateHit.at < day_ago))
+    s.execute(delete(RateCount).where(RateCount.at < day_ago))
     s.execute(delete(SmsOutbox).where(SmsOutbox.created_at < day_ago))
     return int(getattr(res, "rowcount", 0) or 0)

@@ -1,23 +1,40 @@
 """The MQTT worker: verifies what cases send, decides, answers signed, stores events.
 
-`Handler.handle` is synchronous and does the database work (tested without a broker); `Worker`
-feeds it from aiomqtt and publishes its answers, reconnecting with backoff.
+Messages are handled in batches. `Worker` takes whatever the broker has delivered (at least one
+message, at most `MAX_BATCH`) and hands it to `Handler.decide`, which checks and decides every
+message of the batch in ONE database transaction:
+
+1. read the batch's cases (keys, replay windows) and stores in one query;
+2. check each message in order (docs/protocol.md), sliding each case's window in memory, and
+   decide it (policy), which adds rows to the transaction; rate counters are summed once per key
+   and written with one upsert (policy.py), case events with one INSERT ... ON CONFLICT DO NOTHING;
+3. per case, one UPDATE moves the stored window by compare-and-set and reserves the seqs of the
+   replies; if another worker moved a window first, the whole batch is rolled back and redone;
+4. commit (one fsync), then sign the replies with the reserved seqs and publish them.
+
+Nothing is published before the commit, so whatever a case is told (allowed, events stored) is
+on disk; a crash before the commit loses the batch's decisions and nothing else. Replies that must
+wait for something outside the database (the text with a code, the staff notified of a help call)
+are finished after the commit (`Decided.finish`) without holding up the rest of the batch.
+
+`Handler.handle` / `handle_batch` are the synchronous forms (tests, tools).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import aiomqtt
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from casecloud import channel, codec
+from casecloud import channel, codec, db
 from casecloud.models import Case, Event, Store
 from casecloud.mqtt import client as mqtt_client
 from casecloud.mqtt import payload_bytes
@@ -28,8 +45,12 @@ from casecloud.runtime import Runtime
 log = logging.getLogger("casecloud.worker")
 
 SUBSCRIBED = (*codec.UP_KINDS, codec.PRESENCE)
+MAX_BATCH = 256  # messages per transaction
+_INFLIGHT = 4 * MAX_BATCH  # replies published and awaiting the broker's PUBACK
+_ATTEMPTS = 10  # a batch redone this often after losing a window race goes one by one
 _BEAT_FIELDS = ("up", "door", "lock", "heap", "rssi", "fw")
 _EVENT_ID_MAX = 40
+_EVENTS = cast(Table, Event.__table__)
 
 
 @dataclass(frozen=True)
@@ -38,91 +59,227 @@ class Out:
     payload: bytes
 
 
+@dataclass
+class _Later:
+    """A request whose reply waits for a side effect after the commit (a text, a staff alert)."""
+
+    index: int
+    case_id: str
+    req: dict[str, Any]
+    reply: Reply
+
+
+@dataclass
+class _Window:
+    """One case's replay window while a batch is checked, and the replies the batch owes it."""
+
+    case: Case
+    key: bytes
+    seen: tuple[int, int]
+    rx: int
+    mask: int
+    accepted: bool = False
+    replies: int = 0
+
+
+@dataclass
+class Decided:
+    """A committed batch: per message (in order), the replies to publish now; and what is finished
+    after the commit (`finish`, which may block on a carrier or a webhook)."""
+
+    handler: Handler
+    ready: list[list[Out]]
+    later: list[_Later] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.later) or self.handler.rt.policy.alerts_pending
+
+    def finish(self) -> list[list[Out]]:
+        """Texts codes, delivers staff alerts, then signs the replies that waited for them.
+        Returns them per message, like `ready`. Never raises."""
+        h = self.handler
+        rt = h.rt
+        outs: list[list[Out]] = [[] for _ in self.ready]
+        for w in self.later:
+            try:
+                r = rt.policy.after_commit(rt.sessions, w.reply)
+                log.info("case %s %s -> %s %s", w.case_id, w.req["t"], r.t, r.why or "")
+                outs[w.index].append(h.sign(w.case_id, "rep", {"t": r.t, "re": w.req["id"], **r.fields}))
+            except Exception:
+                log.exception("failed to finish a request of case %s", w.case_id)
+        try:
+            rt.policy.flush_alerts(rt.sessions)
+        except Exception:
+            log.exception("failed to deliver alerts")
+        return outs
+
+
+class _LostRace(Exception):
+    pass
+
+
 class Handler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.rejected: Counter[str] = Counter()
 
+    # --- entry points ------------------------------------------------------------------------
+
     def handle(self, topic: str, payload: bytes) -> list[Out]:
-        """Never raises for anything a case (or an impostor) can send."""
+        """One message, side effects included. Never raises for anything a case can send."""
+        return self.handle_batch([(topic, payload)])[0]
+
+    def handle_batch(self, msgs: Sequence[tuple[str, bytes]]) -> list[list[Out]]:
+        """A batch, side effects included: the replies per message, in order."""
+        d = self.decide(msgs)
+        later = d.finish() if d.pending else [[] for _ in msgs]
+        return [a + b for a, b in zip(d.ready, later, strict=True)]
+
+    def decide(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
+        """Check and decide a batch in one transaction (module docstring). Never raises for
+        anything a case (or an impostor) can send: a batch that fails is redone one message at a
+        time, so one bad message costs only its own answer."""
         try:
-            if topic.endswith("/" + codec.PRESENCE):
-                self._presence(topic, payload)
-                return []
-            with self.rt.sessions.begin() as s:
-                store, case, body = channel.receive(s, topic, payload, self.rt.now())
-                case.last_seen = self.rt.now()
-                case_id, store_id = case.id, store.id
-            return self._dispatch(store_id, case_id, codec.parse_topic(topic).kind, body)
-        except codec.Rejected as e:
-            self.rejected[e.reason] += 1
-            log.warning("rejected %s on %s", e.reason, topic)  # never the payload: it may hold a number
-            return []
+            return self._batch(msgs)
         except Exception:
-            log.exception("failed on a message on %s", topic)
-            return []
+            if len(msgs) == 1:
+                log.exception("failed on a message on %s", msgs[0][0])
+                return Decided(self, [[]])
+            log.exception("a batch of %d failed; handling its messages one by one", len(msgs))
+            return self._one_by_one(msgs)
 
-    def _presence(self, topic: str, payload: bytes) -> None:
-        where = codec.parse_topic(topic)
-        with self.rt.sessions.begin() as s:
+    def _one_by_one(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
+        out = Decided(self, [])
+        for i, m in enumerate(msgs):
+            d = self.decide([m])
+            out.ready.append(d.ready[0])
+            out.later += [replace(w, index=i) for w in d.later]
+        return out
+
+    # --- the batch ---------------------------------------------------------------------------
+
+    def _batch(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
+        # Size, JSON and topic need no database: once, whatever the retries.
+        pre: list[codec.Envelope | codec.Topic | str] = []
+        for topic, payload in msgs:
             try:
-                _, case = channel.lookup(s, where)
-            except codec.Rejected:
-                return
-            case.online = payload.strip() == b"online"
-            case.last_seen = self.rt.now()
+                if topic.endswith("/" + codec.PRESENCE):
+                    pre.append(codec.parse_topic(topic))
+                else:
+                    pre.append(codec.unwrap(topic, payload))
+            except codec.Rejected as e:
+                pre.append(e.reason)
+        for _ in range(_ATTEMPTS):
+            try:
+                return self._attempt(msgs, pre)
+            except _LostRace:
+                continue
+        if len(msgs) > 1:
+            return self._one_by_one(msgs)
+        self.rejected["replay"] += 1  # lost the race every time: treat as not accepted
+        log.warning("rejected replay on %s (window contended)", msgs[0][0])
+        return Decided(self, [[]])
 
-    def _dispatch(self, store_id: str, case_id: str, kind: str, body: dict[str, Any]) -> list[Out]:
+    def _attempt(self, msgs: Sequence[tuple[str, bytes]], pre: list[codec.Envelope | codec.Topic | str]
+                 ) -> Decided:
+        rt = self.rt
+        now = rt.now()
+        d = Decided(self, [[] for _ in msgs])
+        rejected: list[tuple[str, str]] = []
+        notes: list[tuple[Any, ...]] = []
+        replies: list[tuple[int, str, str, dict[str, Any]]] = []
+        events: list[dict[str, Any]] = []
+        ids = {p.case if isinstance(p, codec.Topic) else p.topic.case for p in pre if not isinstance(p, str)}
+        with rt.sessions() as s:
+            cases = {c.id: c for c in s.scalars(select(Case).where(Case.id.in_(ids)))} if ids else {}
+            stores: dict[str, Store] = {}
+            for sid in {c.store_id for c in cases.values()}:
+                st = s.get(Store, sid)
+                assert st is not None  # foreign key
+                stores[sid] = st
+            req_cases = [cases[p.topic.case] for p in pre
+                         if isinstance(p, codec.Envelope) and p.topic.kind == "req" and p.topic.case in cases]
+            if req_cases:
+                rt.policy.prefetch(s, (c.store_id for c in req_cases), (c.id for c in req_cases))
+            windows: dict[str, _Window] = {}
+            for i, ((topic, payload), p) in enumerate(zip(msgs, pre, strict=True)):
+                if isinstance(p, str):
+                    rejected.append((p, topic))
+                    continue
+                if isinstance(p, codec.Topic):  # presence: a hint, not signed
+                    case = cases.get(p.case)
+                    if case is not None and case.store_id == p.store:
+                        case.online = payload.strip() == b"online"
+                        case.last_seen = now
+                    continue
+                case = cases.get(p.topic.case)
+                if case is None or case.store_id != p.topic.store:
+                    rejected.append(("unknown_case", topic))
+                    continue
+                w = windows.get(case.id)
+                if w is None:
+                    w = windows[case.id] = _Window(case, bytes.fromhex(case.key_hex), (case.rx_seq, case.rx_mask),
+                                                   case.rx_seq, case.rx_mask)
+                try:
+                    body, w.rx, w.mask = codec.check_env(w.key, topic, p, now, w.rx, w.mask)
+                except codec.Rejected as e:
+                    rejected.append((e.reason, topic))
+                    continue
+                w.accepted = True
+                self._dispatch(s, d, i, stores[case.store_id], w, p.topic.kind, body, now, replies, events, notes)
+            db.insert_ignore(s, _EVENTS, events, ("case_id", "event_id"))
+            # one order for every worker: no deadlock between them
+            moves = [channel.Advance(cid, w.seen, (w.rx, w.mask), w.case.tx_seq, w.replies)
+                     for cid, w in sorted(windows.items()) if w.accepted]
+            if not channel.advance(s, moves, now):
+                s.rollback()
+                raise _LostRace()
+            s.commit()
+        next_seq = {m.case_id: m.tx + 1 for m in moves}
+        # Committed: count and log what was refused, sign what was decided.
+        for reason, topic in rejected:
+            self.rejected[reason] += 1
+            log.warning("rejected %s on %s", reason, topic)  # never the payload: it may hold a number
+        for note in notes:
+            log.info(*note)
+        st = rt.settings
+        for i, cid, kind, body in replies:
+            w = windows[cid]
+            seq, next_seq[cid] = next_seq[cid], next_seq[cid] + 1
+            topic, payload = channel.sign(w.key, w.case.store_id, cid, kind, body, seq, now, st.msg_ttl_s,
+                                          st.topic_prefix)
+            d.ready[i].append(Out(topic, payload))
+        return d
+
+    def _dispatch(self, s: Session, d: Decided, i: int, store: Store, w: _Window, kind: str, body: dict[str, Any],
+                  now: int, replies: list[tuple[int, str, str, dict[str, Any]]], events: list[dict[str, Any]],
+                  notes: list[tuple[Any, ...]]) -> None:
+        case = w.case
         t = body["t"]
         if kind == "req":
-            return [self._request(store_id, case_id, body)]
-        if t == "hello":
-            return [self._hello(case_id, body)]
-        if t == "beat":
-            with self.rt.sessions.begin() as s:
-                case = s.get(Case, case_id)
-                if case is not None:
-                    case.online = True
-                    case.last_status = {k: body[k] for k in _BEAT_FIELDS if k in body}
-            return []
-        if t == "evts":
-            return [self._events(store_id, case_id, body)]
-        if t == "ack":
-            with self.rt.sessions.begin() as s:
-                case = s.get(Case, case_id)
-                if case is not None:
-                    self.rt.policy.journal(s, case, "cmd_ack", re=body["re"], ok=body["ok"],
-                                           err=str(body.get("err", ""))[:60])
-            return []
-        return []
-
-    def _sign(self, case_id: str, kind: str, body: dict[str, Any]) -> Out:
-        with self.rt.sessions.begin() as s:
-            case = s.get(Case, case_id)
-            assert case is not None
-            topic, _, payload = channel.seal(s, case, kind, body, self.rt.now(), self.rt.settings.msg_ttl_s,
-                                             self.rt.settings.topic_prefix)
-        return Out(topic, payload)
-
-    def _hello(self, case_id: str, body: dict[str, Any]) -> Out:
-        with self.rt.sessions.begin() as s:
-            case = s.get(Case, case_id)
-            assert case is not None
+            r = self._decide(s, store, case, body)
+            if r.text is not None or t == "help":  # answered once the code is sent / staff told
+                d.later.append(_Later(i, case.id, body, r))
+                return
+            w.replies += 1
+            replies.append((i, case.id, "rep", {"t": r.t, "re": body["id"], **r.fields}))
+            notes.append(("case %s %s -> %s %s", case.id, t, r.t, r.why or ""))
+        elif t == "hello":
             case.fw = body["fw"][:40]
             case.online = True
-            rx = case.rx_seq
-        log.info("case %s connected (fw %s)", case_id, body["fw"][:40])
-        return self._sign(case_id, "cmd", {"t": "time", "re": body["id"], "now": self.rt.now(), "rx": rx})
-
-    def _request(self, store_id: str, case_id: str, body: dict[str, Any]) -> Out:
-        p = self.rt.policy
-        with self.rt.sessions.begin() as s:
-            store, case = s.get(Store, store_id), s.get(Case, case_id)
-            assert store is not None and case is not None
-            r = self._decide(s, store, case, body)
-        r = p.after_commit(self.rt.sessions, r)
-        log.info("case %s %s -> %s %s", case_id, body["t"], r.t, r.why or "")
-        return self._sign(case_id, "rep", {"t": r.t, "re": body["id"], **r.fields})
+            notes.append(("case %s connected (fw %s)", case.id, case.fw))
+            w.replies += 1
+            replies.append((i, case.id, "cmd", {"t": "time", "re": body["id"], "now": now, "rx": w.rx}))
+        elif t == "beat":
+            case.online = True
+            case.last_status = {k: body[k] for k in _BEAT_FIELDS if k in body}
+        elif t == "evts":
+            w.replies += 1
+            replies.append((i, case.id, "evtack", {"t": "evtack", "re": body["id"],
+                                                    "ids": self._events(store.id, case.id, body, now, events)}))
+        elif t == "ack":
+            self.rt.policy.journal(s, case, "cmd_ack", re=body["re"], ok=body["ok"], err=str(body.get("err", ""))[:60])
 
     def _decide(self, s: Session, store: Store, case: Case, body: dict[str, Any]) -> Reply:
         p = self.rt.policy
@@ -139,9 +296,10 @@ class Handler:
             return p.on_help(s, store, case, why if isinstance(why, str) else None)
         return deny("unavailable")
 
-    def _events(self, store_id: str, case_id: str, body: dict[str, Any]) -> Out:
+    def _events(self, store_id: str, case_id: str, body: dict[str, Any], now: int,
+                rows: list[dict[str, Any]]) -> list[str]:
+        """Rows for the batch's insert (duplicates skipped there); returns the ids to acknowledge."""
         acked: list[str] = []
-        now = self.rt.now()
         for e in body["evts"]:
             if not isinstance(e, dict) or not isinstance(e.get("i"), str) or not e["i"]:
                 continue  # without an id it can be neither stored nor acknowledged
@@ -151,17 +309,19 @@ class Handler:
             if not isinstance(kind, str) or type(ts) is not int or not isinstance(data, dict):
                 log.warning("case %s event %s malformed: dropped", case_id, eid)
                 continue
-            with self.rt.sessions() as s:
-                exists = s.scalar(select(Event.id).where(Event.case_id == case_id, Event.event_id == eid))
-                if exists is not None:
-                    continue
-                s.add(Event(store_id=store_id, case_id=case_id, event_id=eid, source="case", kind=kind[:32],
-                            ts=ts, received_at=now, data=scrub(data)))
-                try:
-                    s.commit()
-                except IntegrityError:  # another worker stored it first
-                    s.rollback()
-        return self._sign(case_id, "evtack", {"t": "evtack", "re": body["id"], "ids": acked})
+            rows.append({"store_id": store_id, "case_id": case_id, "event_id": eid, "source": "case",
+                         "kind": kind[:32], "ts": ts, "received_at": now, "member_id": None, "phone_last2": None,
+                         "data": scrub(data)})
+        return acked
+
+    def sign(self, case_id: str, kind: str, body: dict[str, Any]) -> Out:
+        """Sign one message in its own transaction (takes the next seq)."""
+        with self.rt.sessions.begin() as s:
+            case = s.get(Case, case_id)
+            assert case is not None
+            topic, _, payload = channel.seal(s, case, kind, body, self.rt.now(), self.rt.settings.msg_ttl_s,
+                                             self.rt.settings.topic_prefix)
+        return Out(topic, payload)
 
 
 class Worker:
@@ -169,6 +329,8 @@ class Worker:
         self.rt = rt
         self.handler = handler or Handler(rt)
         self.connected = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._publishing: set[asyncio.Task[Any]] = set()
 
     def subscriptions(self) -> list[str]:
         st = self.rt.settings
@@ -177,25 +339,68 @@ class Worker:
     async def run(self) -> None:
         """Serve until cancelled, reconnecting with backoff."""
         backoff = 1.0
+        try:
+            while True:
+                try:
+                    # A persistent session: the broker keeps what cases sent while we were away.
+                    async with mqtt_client(self.rt.settings, "worker", clean_session=False,
+                                           max_inflight=_INFLIGHT) as client:
+                        client.pending_calls_threshold = _INFLIGHT  # a batch's replies are in flight together
+                        for sub in self.subscriptions():
+                            await client.subscribe(sub, qos=1)
+                        self.connected.set()
+                        backoff = 1.0
+                        log.info("worker subscribed on %s:%s", self.rt.settings.mqtt_host,
+                                 self.rt.settings.mqtt_port)
+                        await self._serve(client)
+                except aiomqtt.MqttError as e:
+                    self.connected.clear()
+                    for t in list(self._publishing):  # their connection is gone: they cannot complete
+                        t.cancel()
+                    log.warning("worker: broker connection lost (%s); retrying in %.0fs", e, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
         while True:
-            try:
-                # A persistent session: the broker keeps what cases sent while we were away.
-                async with mqtt_client(self.rt.settings, "worker", clean_session=False) as client:
-                    for sub in self.subscriptions():
-                        await client.subscribe(sub, qos=1)
-                    self.connected.set()
-                    backoff = 1.0
-                    log.info("worker subscribed on %s:%s", self.rt.settings.mqtt_host, self.rt.settings.mqtt_port)
-                    async for msg in client.messages:
-                        outs = await asyncio.to_thread(self.handler.handle, str(msg.topic),
-                                                       payload_bytes(msg.payload))
-                        for o in outs:
-                            await client.publish(o.topic, o.payload, qos=1)
-            except aiomqtt.MqttError as e:
-                self.connected.clear()
-                log.warning("worker: broker connection lost (%s); retrying in %.0fs", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            # Whatever has arrived makes the batch: one message when idle (no added latency), more
+            # under load, while the previous batch was being decided.
+            batch = [await anext(messages)]
+            while len(batch) < MAX_BATCH and len(messages):
+                batch.append(await anext(messages))
+            items = [(str(m.topic), payload_bytes(m.payload)) for m in batch]
+            d = await asyncio.to_thread(self.handler.decide, items)
+            self._publish(client, d.ready)
+            if d.pending:
+                self._spawn(self._finish(client, d))
+
+    async def _finish(self, client: aiomqtt.Client, d: Decided) -> None:
+        self._publish(client, await asyncio.to_thread(d.finish))
+
+    def _publish(self, client: aiomqtt.Client, outs: list[list[Out]]) -> None:
+        # One task per reply, created in order: each hands its packet to the client at once, in
+        # that order, and then waits for the broker's PUBACK without holding up the next batch.
+        # No timeout (it costs a timer and a task per reply): if the connection drops, run()
+        # cancels what is still waiting.
+        for per_msg in outs:
+            for o in per_msg:
+                self._spawn(client.publish(o.topic, o.payload, qos=1, timeout=math.inf), self._publishing)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], group: set[asyncio.Task[Any]] | None = None) -> None:
+        task = asyncio.create_task(coro)
+        for g in (self._tasks, group):
+            if g is not None:
+                g.add(task)
+                task.add_done_callback(g.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("worker: reply not published: %s", task.exception())
 
 
 async def retention_loop(rt: Runtime) -> None:

@@ -109,6 +109,21 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def ensure_device_packages() -> bool:
+    """Fetch the pinned device packages when build/device-lib is missing or older than the lock
+    file (what `make deps` does). Returns whether anything was fetched."""
+    from casectl import devdeps
+
+    stamp = DEVICE_LIB / ".stamp"
+    if stamp.exists() and stamp.read_text() == devdeps.LOCK_FILE.read_text():
+        return False
+    try:
+        devdeps.fetch_all(DEVICE_LIB)
+    except (devdeps.FetchError, OSError) as e:
+        raise BuildError(f"cannot fetch the device packages: {e}", "check the network, or run `make deps`") from None
+    return True
+
+
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((out_dir / MANIFEST).read_text())

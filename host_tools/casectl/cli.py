@@ -101,6 +101,10 @@ def build(
     target = out_dir or b.REPO / "build" / board
     srcs = b.sources(board, src or b.FIRMWARE)
     with out.progress() as p:
+        p.add_task("device packages", total=None)
+        if b.ensure_device_packages():
+            srcs = b.sources(board, src or b.FIRMWARE)
+    with out.progress() as p:
         task = p.add_task(f"compiling for {board}", total=len(srcs))
         built = b.compile_board(board, target, firmware=src or b.FIRMWARE, version=fw_version,
                                 incremental=not clean, progress=lambda _d: p.advance(task))
@@ -170,7 +174,7 @@ def flash(
     if dry_run:
         out.info("[yellow]dry run: nothing was flashed[/]")
         return
-    fl.run(plan)
+    fl.run(plan, quiet=out.json_mode)
     if out.json_mode:
         out.document({"ok": True, "plan": plan.as_dict()})
     else:
@@ -221,6 +225,7 @@ def deploy(
                 raise Usage(f"cannot tell which board {port} is", "pass --board")
             build_dir = b.REPO / "build" / name
             prog.phase(f"building for {name}")
+            b.ensure_device_packages()
             b.compile_board(name, build_dir, firmware=src or b.FIRMWARE, incremental=True)
         report = dp.deploy(dev, build_dir, force=force, reset=not no_reset, progress=prog)
     if out.json_mode:
@@ -398,10 +403,12 @@ def monitor(
     lines: list[str] = []
 
     def view() -> Group:
+        # The state is what the console has said since the monitor started: unknown ("-") until
+        # the case prints it (at its next boot, event or cloud connection).
         g = Table.grid(padding=(0, 2))
-        g.add_row("firmware", f"{st.firmware or '?'}" + (" (ready)" if st.ready else " (starting)"))
-        g.add_row("lock", st.lock + (f"  alarms: {', '.join(st.alarms)}" if st.alarms else ""))
-        g.add_row("cloud", st.cloud)
+        g.add_row("firmware", (st.firmware or "-") + (" (ready)" if st.ready else ""))
+        g.add_row("lock", st.lock.replace("?", "-") + (f"  alarms: {', '.join(st.alarms)}" if st.alarms else ""))
+        g.add_row("cloud", st.cloud.replace("?", "-"))
         g.add_row("last event", f"{st.last_event or '-'} ({st.events} seen)")
         return Group(Panel(g, title=f"{port}"), *lines[-20:])
 
@@ -481,8 +488,15 @@ def sim_device(
     json_out: Json = False,
 ) -> None:
     """Run the sim board as a serial device (MicroPython on a pseudo-terminal) until Ctrl-C."""
+    import signal
+
     from casectl.simdevice import SimDevice
 
+    def stop(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops the board too, not only Ctrl-C
+    signal.signal(signal.SIGINT, stop)  # even when started in the background with SIGINT ignored
     dev = SimDevice(workdir.resolve()).start()
     try:
         if out.json_mode:

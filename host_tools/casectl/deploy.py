@@ -232,6 +232,8 @@ def deploy(
             raise Disconnected(e.message + "; the update stopped half-way through the swap",
                                "reconnect and run the same deploy again: it finishes the swap first") from None
         report.removed = stale
+    else:  # what an abandoned run staged for another build
+        dev.exec(f"_lc_rmtree('{STAGE}')", what="clearing the staging folder")
 
     pr.phase("verifying every file")
     final = dev.hashes(paths)
@@ -244,6 +246,8 @@ def deploy(
         pr.phase("resetting the device")
         dev.soft_reset()
         report.reset = True
+    else:
+        dev.stay_at_repl()
     report.seconds = round(time.monotonic() - t0, 3)
     return report
 

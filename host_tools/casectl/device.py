@@ -35,7 +35,10 @@ from casectl.errors import (
     NotMicroPython,
 )
 
-CHUNK = 4096  # bytes of file per exec: small enough for a Pico's heap, large enough to be quick
+# Bytes of file per exec. The exec's source, its compiled string constant and the decoded bytes
+# are all on the heap at once, and a heap the interrupted firmware fragmented may have no larger
+# free block (the sim's 256 KiB heap did not, at 4 KiB).
+CHUNK = 2048
 REPL_TIMEOUT_S = 4.0
 
 # What the device is: printed as one JSON line after a marker so stray console output before it
@@ -81,7 +84,7 @@ print('LCHOLD' + _lc_hold())
 """
 
 HELPER = """\
-import os, hashlib, binascii, json
+import os, hashlib, binascii, json, gc
 def _lc_sha(p):
     try:
         f = open(p, 'rb')
@@ -122,6 +125,7 @@ def _lc_put(p, b, a):
     f = open(p, 'ab' if a else 'wb')
     f.write(binascii.a2b_base64(b))
     f.close()
+    gc.collect()
 def _lc_replace(src, dst):
     _lc_mkdirs(dst)
     try:
@@ -232,6 +236,7 @@ class Device:
         self.t: SerialTransport | None = None
         self.info: DeviceInfo | None = None
         self._helper = False
+        self._reset = False
 
     # -- session --------------------------------------------------------------------------------
     def __enter__(self) -> Device:
@@ -243,13 +248,17 @@ class Device:
 
     def connect(self) -> DeviceInfo:
         self._open()
-        self._enter_repl()
-        self.info = self._probe()
-        if self.info.firmware_was_running:
-            try:
-                self.info.watchdog = self.run_marked(HOLD, "LCHOLD")
-            except DeviceError:
-                self.info.watchdog = "unknown"
+        try:
+            self._enter_repl()
+            self.info = self._probe()
+            if self.info.firmware_was_running:
+                try:
+                    self.info.watchdog = self.run_marked(HOLD, "LCHOLD")
+                except DeviceError:
+                    self.info.watchdog = "unknown"
+        except BaseException:
+            self.close()
+            raise
         return self.info
 
     def _open(self) -> None:
@@ -288,6 +297,8 @@ class Device:
         # A board that is still starting (a moment after a reset or a plug-in) may swallow the
         # Ctrl-C before its firmware runs, then never read the Ctrl-A: interrupt again until the
         # raw REPL answers or the time is up.
+        # A port that errors while connecting may be a board that is resetting (USB enumerating
+        # again, the sim's process restarting): reopen it until the time is up.
         deadline = time.monotonic() + self.repl_timeout
         while True:
             try:
@@ -300,8 +311,20 @@ class Device:
                         f"no MicroPython REPL answered on {self.port}",
                         "flash MicroPython first (`casectl flash --board NAME`); if it is flashed, unplug and replug the board") from None
             except (OSError, serial.SerialException) as e:
-                raise Disconnected(f"{self.port} went away while connecting ({e})",
-                                   "check the cable and run the command again") from None
+                with contextlib.suppress(Exception):
+                    t.close()
+                self.t = None
+                while True:
+                    if time.monotonic() >= deadline:
+                        raise Disconnected(f"{self.port} went away while connecting ({e})",
+                                           "check the cable and run the command again") from None
+                    time.sleep(0.2)
+                    try:
+                        self._open()
+                        break
+                    except (NoDevice, DeviceBusy):
+                        continue
+                t = self._t()
 
     def _probe(self) -> DeviceInfo:
         try:
@@ -318,7 +341,12 @@ class Device:
                           bool(running))
 
     def close(self) -> None:
+        """End the session. A case whose firmware was interrupted is reset back into it, whatever
+        happened meanwhile: a refused command must not leave a case sitting at the REPL."""
         if self.t is None:
+            return
+        if self.info is not None and self.info.firmware_was_running and not self._reset:
+            self.soft_reset()
             return
         t, self.t = self.t, None
         with contextlib.suppress(Exception):
@@ -338,7 +366,11 @@ class Device:
         try:
             yield
         except TransportExecError as e:
-            raise DeviceError(f"the device failed while {what}:\n{e.error_output.strip()}") from None
+            text = e.error_output.strip()
+            full = "ENOSPC" in text or "Errno 28" in text
+            raise DeviceError(f"the device failed while {what}:\n{text}",
+                              "the board's flash is full: remove old files (or `casectl flash --erase`)"
+                              if full else "") from None
         except (TransportError, serial.SerialException, OSError) as e:
             gone = _is_local_path(self.port) and not os.path.exists(self.port)
             self.close()
@@ -406,6 +438,10 @@ class Device:
         return data
 
     # -- reset ------------------------------------------------------------------------------------
+    def stay_at_repl(self) -> None:
+        """Do not reset on close (`--no-reset`): the board stays at the REPL, its watchdog fed."""
+        self._reset = True
+
     def soft_reset(self) -> None:
         """Restart the firmware: Ctrl-D at the friendly REPL re-runs boot.py and main.py.
 
@@ -413,6 +449,7 @@ class Device:
         boots it again from the flash image, which is what a reset is for the sim.
         """
         t = self._t()
+        self._reset = True
         try:
             t.exit_raw_repl()
             t.read_until(1, b">>> ", timeout=1)

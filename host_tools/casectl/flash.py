@@ -178,8 +178,10 @@ def plan(board: str, port: str | None, boards: list[Board], *, version: str = MI
     return Plan(board, serial, version, t.method, t.mp_board, found, cmd, erase, notes)
 
 
-def run(p: Plan) -> None:
-    proc = subprocess.run(p.command)
+def run(p: Plan, *, quiet: bool = False) -> None:
+    """quiet (--json): mpflash's own progress is kept off stdout and shown only if it fails."""
+    proc = subprocess.run(p.command, capture_output=quiet, text=True)
     if proc.returncode:
-        raise CasectlError(f"mpflash failed (exit {proc.returncode}) flashing {p.serialport}",
-                           "see mpflash's messages above; for a blank board, enter its bootloader and retry")
+        said = "\n".join((proc.stdout or "").splitlines()[-10:] + (proc.stderr or "").splitlines()[-10:])
+        raise CasectlError(f"mpflash failed (exit {proc.returncode}) flashing {p.serialport}" + (f":\n{said}" if said else ""),
+                           "for a blank board, enter its bootloader (BOOT / BOOTSEL while plugging in) and retry")

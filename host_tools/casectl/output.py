@@ -92,5 +92,6 @@ class Out:
         else:
             cols += [BarColumn(), TextColumn("{task.completed}/{task.total}")]
         cols.append(TimeElapsedColumn())
-        with Progress(*cols, console=self.err, transient=True, disable=self.json_mode) as p:
+        with Progress(*cols, console=self.err, transient=True,
+                      disable=self.json_mode or not self.err.is_terminal) as p:
             yield p

@@ -28,6 +28,7 @@ from casectl.deploy import device_manifest
 from casectl.device import Device
 from casectl.errors import AlreadyProvisioned, DeviceError, NotDeployed, SelfTestFailed, Usage
 from casectl.label import DEFAULT_LINK, Label, unlock_link, write_label
+from casectl.output import secret
 
 ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 STAFF_ITER = 1000
@@ -281,6 +282,8 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
         cloud.create_store(opts.store, country=opts.country.upper())
     say("registering the case with the cloud")
     sec, rotated = cloud.register_case(opts.store, opts.case, opts.name, rotate_if_exists=opts.force)
+    secret(sec.key_hex)
+    secret(sec.mqtt_password)
     mark("registered")
 
     say("writing the config")

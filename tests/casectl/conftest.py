@@ -62,9 +62,18 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, input: str | None 
 
 
 @pytest.fixture(scope="session")
-def sim_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fw_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """firmware/ as it was when the session started: builds compared with each other in a test
+    must come from one tree, whatever is being edited in the checkout meanwhile."""
+    dst = tmp_path_factory.mktemp("fw") / "firmware"
+    shutil.copytree(REPO / "firmware", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def sim_build(tmp_path_factory: pytest.TempPathFactory, fw_snapshot: Path) -> Path:
     out = tmp_path_factory.mktemp("builds") / "sim"
-    compile_board("sim", out)
+    compile_board("sim", out, firmware=fw_snapshot)
     return out
 
 

@@ -18,16 +18,17 @@ from casectl.deploy import STAGE, DeployReport, deploy
 from casectl.device import Device
 from casectl.errors import DeviceError, Disconnected
 from casectl.simdevice import SimDevice
-from tests.casectl.conftest import REPO, cli, mpremote, socat_exe
+from tests.casectl.conftest import REPO, CloudServer, cli, mpremote, socat_exe
 
 CHANGED = ("lockcase/app.py", "lockcase/entry.py", "lockcase/lock.py", "lockcase/journal.py", "lockcase/phone.py")
 
 
-def variant_build(tmp: Path, version: str, changed: tuple[str, ...] = CHANGED) -> Path:
-    """A second, working build of the firmware in which `changed` modules and the version differ."""
+def variant_build(base: Path, tmp: Path, version: str, changed: tuple[str, ...] = CHANGED) -> Path:
+    """A second, working build of the firmware tree `base` in which `changed` modules and the
+    version differ."""
     src = tmp / f"fw-{version}"
     if not src.exists():
-        shutil.copytree(REPO / "firmware", src, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(base, src, ignore=shutil.ignore_patterns("__pycache__"))
         for rel in changed:
             with (src / rel).open("a") as f:
                 f.write(f"\n_BUILD_MARK = {version!r}\n")
@@ -53,7 +54,7 @@ def device_sha(port: str, path: str) -> str:
     return p.stdout.split()[-1]  # mpremote echoes the command, then the digest
 
 
-def test_first_deploy_then_nothing_to_do(device: SimDevice, sim_build: Path) -> None:
+def test_first_deploy_then_nothing_to_do(device: SimDevice, sim_build: Path, fw_snapshot: Path) -> None:
     boots = device.boots
     r = cli("deploy", device.port, "--build-dir", sim_build, "--json")
     assert r.code == 0, r.all
@@ -63,7 +64,7 @@ def test_first_deploy_then_nothing_to_do(device: SimDevice, sim_build: Path) -> 
     assert sorted(rep["sent"]) == sorted(man["files"])
     # soft reset: the Unix port ends, the supervisor boots the firmware from the flash image
     device.wait_boot(boots)
-    assert running_version(device) == firmware_version()
+    assert running_version(device) == firmware_version(fw_snapshot)
     # checked with the real mpremote CLI, independently of casectl
     for path in ("main.py", "lockcase/app.mpy", "board.mpy"):
         assert device_sha(device.port, path) == man["files"][path]
@@ -73,8 +74,8 @@ def test_first_deploy_then_nothing_to_do(device: SimDevice, sim_build: Path) -> 
     assert rep["sent"] == [] and rep["unchanged"] == len(man["files"]) and rep["verified"]
 
 
-def test_one_file_change_sends_one_file(deployed: SimDevice, tmp_path: Path) -> None:
-    b2 = variant_build(tmp_path, "0.1.0-one", changed=("lockcase/entry.py",))
+def test_one_file_change_sends_one_file(deployed: SimDevice, tmp_path: Path, fw_snapshot: Path) -> None:
+    b2 = variant_build(fw_snapshot, tmp_path, "0.1.0-one", changed=("lockcase/entry.py",))
     boots = deployed.boots
     r = cli("deploy", deployed.port, "--build-dir", b2)
     assert r.code == 0, r.all
@@ -104,14 +105,15 @@ def _kill_on_nth_file(sd: SimDevice, n: int) -> object:
     return P()
 
 
-def test_cut_cable_mid_copy_keeps_old_firmware_and_rerun_finishes(deployed: SimDevice, tmp_path: Path) -> None:
-    b2 = variant_build(tmp_path, "0.2.0")
+def test_cut_cable_mid_copy_keeps_old_firmware_and_rerun_finishes(deployed: SimDevice, tmp_path: Path,
+                                                                   fw_snapshot: Path) -> None:
+    b2 = variant_build(fw_snapshot, tmp_path, "0.2.0")
     boots = deployed.boots
     with pytest.raises(Disconnected) as ei, Device(deployed.port) as dev:
         deploy(dev, b2, progress=_kill_on_nth_file(deployed, 4))  # type: ignore[arg-type]
     assert "previous firmware is intact" in ei.value.message
     deployed.wait_boot(boots)
-    assert running_version(deployed) == firmware_version()  # the old firmware boots
+    assert running_version(deployed) == firmware_version(fw_snapshot)  # the old firmware boots
     boots = deployed.boots
     with Device(deployed.port) as dev:
         rep: DeployReport = deploy(dev, b2)
@@ -121,8 +123,8 @@ def test_cut_cable_mid_copy_keeps_old_firmware_and_rerun_finishes(deployed: SimD
     assert mpremote(deployed.port, "fs", "ls", f":{STAGE}").returncode != 0  # the stage is gone
 
 
-def test_reset_mid_swap_is_finished_by_the_next_run(deployed: SimDevice, tmp_path: Path) -> None:
-    b2 = variant_build(tmp_path, "0.3.0")
+def test_reset_mid_swap_is_finished_by_the_next_run(deployed: SimDevice, tmp_path: Path, fw_snapshot: Path) -> None:
+    b2 = variant_build(fw_snapshot, tmp_path, "0.3.0")
     boots = deployed.boots
     with pytest.raises(DeviceError), Device(deployed.port) as dev:
         deploy(dev, b2, stop_after_swaps=2)
@@ -171,7 +173,10 @@ def test_watchdog_is_fed_while_casectl_holds_the_repl(deployed: SimDevice) -> No
         assert dev.info is not None and dev.info.firmware_was_running and dev.info.watchdog == "fed"
         time.sleep(2.5)
         assert dev.exec("print(6*7)").strip() == b"42"
-    assert deployed.boots == boots
+        assert deployed.boots == boots
+    # leaving the session resets the case back into its firmware
+    deployed.wait_boot(boots)
+    deployed.wait_firmware()
 
 
 def test_errors_no_device_busy_and_not_micropython(device: SimDevice, tmp_path: Path, sim_build: Path) -> None:
@@ -253,3 +258,25 @@ def test_sim_device_command_gives_a_port_to_work_with(tmp_path: Path, sim_build:
         p.send_signal(signal.SIGINT)
         p.wait(10)
     assert not Path(info["port"]).exists()
+
+
+def test_update_of_a_provisioned_case_keeps_its_config(deployed: SimDevice, cloud: CloudServer, tmp_path: Path,
+                                                       fw_snapshot: Path) -> None:
+    boots = deployed.boots
+    r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url, "--no-selftest",
+            "--labels", tmp_path / "labels")
+    assert r.code == 0, r.all
+    deployed.wait_boot(boots)
+    deployed.wait_firmware()
+    b2 = variant_build(fw_snapshot, tmp_path, "0.4.0")
+    boots = deployed.boots
+    r = cli("deploy", deployed.port, "--build-dir", b2, "--json")
+    assert r.code == 0, r.all
+    assert len(r.json()["sent"]) == len(CHANGED) + 1
+    deployed.wait_boot(boots)
+    assert running_version(deployed) == "0.4.0"
+    ctl = deployed.ctl()
+    try:
+        assert ctl.state()["entry"] == "idle"  # still provisioned: config.json was left alone
+    finally:
+        ctl.close()

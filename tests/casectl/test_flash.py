@@ -85,6 +85,7 @@ def test_dry_run_then_flash_the_detected_board(fake: dict) -> None:
     assert not fake["log"].exists()
     r = cli("flash", "--board", "picow", "--json", env=fake["env"])
     assert r.code == 0, r.all
+    assert r.json()["plan"]["serialport"] == str(fake["pico"]) and r.err == ""
     args = json.loads(fake["log"].read_text().splitlines()[0])
     assert args[:2] == ["--no-interactive", "flash"]
     assert args[args.index("--serial") + 1] == str(fake["pico"])

@@ -31,7 +31,9 @@ def staff_file(tmp: Path) -> Path:
 def device_config(sd: SimDevice) -> dict:
     """config.json read with the real mpremote CLI; the board is then reset into its firmware."""
     p = mpremote(sd.port, "fs", "cat", ":config.json")
-    assert p.returncode == 0, p.stderr
+    if p.returncode:
+        ls = mpremote(sd.port, "exec", "import os; print(os.getcwd(), os.listdir())")
+        raise AssertionError(f"{p.stderr} / device: {ls.stdout} {ls.stderr} / boots {sd.boots}")
     reboot(sd)
     return json.loads(p.stdout[p.stdout.index("{"):])
 
@@ -137,8 +139,11 @@ def test_already_provisioned_needs_force_which_rotates_keys(deployed: SimDevice,
     assert provision(deployed, cloud, tmp_path, "--no-selftest").code == 0
     key1 = db_key(cloud, "c1")
     deployed.wait_boot(boots)
+    boots = deployed.boots
     r = provision(deployed, cloud, tmp_path, "--no-selftest")
     assert r.code == 8 and "already provisioned as case c1" in r.err and "--force" in r.err, r.all
+    deployed.wait_boot(boots)  # refused, and the case is back in its firmware, not left at the REPL
+    deployed.wait_firmware()
     assert db_key(cloud, "c1") == key1  # nothing changed in the cloud either
     boots = deployed.boots
     r = provision(deployed, cloud, tmp_path, "--no-selftest", "--force", "--json")
@@ -227,3 +232,14 @@ def test_label_png_holds_the_qr_code_module_for_module() -> None:
         for x, dark in enumerate(line):
             assert (rows[y * 4 + 2][x0 + x * 4 + 2] == 0) == bool(dark)
     assert any(0 in r for r in rows[len(matrix) * 4:])  # the case id is drawn under the code
+
+
+def test_staff_pin_typed_at_a_hidden_prompt(deployed: SimDevice, cloud: CloudServer, tmp_path: Path) -> None:
+    boots = deployed.boots
+    r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url, "--no-selftest",
+            "--labels", tmp_path / "labels", "--staff-pin", "carol", input="731902\n731902\n")
+    assert r.code == 0, r.all
+    assert "731902" not in r.all
+    deployed.wait_boot(boots)
+    st = device_config(deployed)["staff"]
+    assert st["pins"] == [{"id": "carol", "hash": creds.hash_pin("731902", st["salt"], st["iter"])}]

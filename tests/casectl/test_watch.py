@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from casecloud import broker as brokerfiles
+from casectl.build import firmware_version
 from casectl.simdevice import SimDevice
 from tests.casectl.conftest import CASECTL, SERVICE_PASSWORD, SERVICE_USER, TOKEN, CloudServer, cli
 from tests.casectl.test_provision import PIN, staff_file
@@ -46,7 +47,7 @@ def test_monitor_follows_the_console_and_the_state(deployed: SimDevice) -> None:
     assert r.code == 0 and "lock" in r.err
 
 
-def test_from_board_to_a_case_that_opens_and_reports(deployed: SimDevice, tmp_path: Path) -> None:
+def test_from_board_to_a_case_that_opens_and_reports(deployed: SimDevice, tmp_path: Path, fw_snapshot: Path) -> None:
     pid_file = tmp_path / "broker" / "mosquitto.pid"
     service = (SERVICE_USER, brokerfiles.password_hash(SERVICE_PASSWORD))
     with start_mosquitto(tmp_path / "broker", passwd=brokerfiles.passwd_file([service]),
@@ -73,7 +74,7 @@ def test_from_board_to_a_case_that_opens_and_reports(deployed: SimDevice, tmp_pa
                     break
                 assert time.monotonic() < deadline, f"the case never came online: {case}"
                 time.sleep(0.5)
-            assert case["id"] == "c1" and case["fw"] == "0.1.0"
+            assert case["id"] == "c1" and case["fw"] == firmware_version(fw_snapshot)
 
             deployed.wait_firmware()
             ctl = deployed.ctl()

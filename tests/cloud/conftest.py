@@ -51,7 +51,7 @@ def start_mosquitto(
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()  # a given port: restart a broker where its clients expect it
     lines = [f"listener {port} 127.0.0.1", "persistence false", f"log_dest file {workdir / 'mosquitto.log'}",
-             "log_type all"]
+             "log_type all", "set_tcp_nodelay true"]  # as docs/cloud.md configures it
     if os.geteuid() == 0:
         lines.append("user root")  # otherwise it drops to 'mosquitto' and cannot read our files
     if passwd is not None:

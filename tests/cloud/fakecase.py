@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import time
 from typing import Any
 
@@ -38,6 +39,9 @@ class FakeCase:
         if rc != 0:
             self.close()
             raise ConnectionRefusedError(f"broker refused the case: rc={rc}")
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):  # as the firmware does (lockcase/cloud/mqtt.py)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for t in P.subscriptions("lockcase/v1", store, case):
             self.client.subscribe(t, qos=1)
         self.client.publish(self.topics["presence"], b"online", qos=1, retain=True).wait_for_publish(5)

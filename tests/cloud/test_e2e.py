@@ -228,13 +228,13 @@ def test_workers_share_the_load_with_a_shared_subscription(rt: Runtime, broker: 
         workers.append(w)
     handled = [0, 0]
     for i, w in enumerate(workers):
-        orig = w.handler.handle
+        orig = w.handler.decide
 
-        def counting(topic: str, payload: bytes, i: int = i, orig: Any = orig) -> Any:
-            handled[i] += 1
-            return orig(topic, payload)
+        def counting(msgs: Any, i: int = i, orig: Any = orig) -> Any:
+            handled[i] += len(msgs)
+            return orig(msgs)
 
-        w.handler.handle = counting  # type: ignore[method-assign]
+        w.handler.decide = counting  # type: ignore[method-assign]
     case = FakeCase(*broker, "s1", "c1", shop["key"])
     try:
         case.hello()

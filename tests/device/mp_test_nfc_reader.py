@@ -468,3 +468,30 @@ def test_run_never_blocks_the_loop():
     run(main())
     assert got == ["lt_x"]
     assert max(gaps) < 40, max(gaps)
+
+
+
+class Deaf(E.UidCard):
+    """A Type 2 tag whose reads all fail on the air (RF timeout): a card, not the reader."""
+
+    def __init__(self):
+        super().__init__(UID7, 0x0044, 0x00)
+
+    def read(self, page):
+        return None
+
+
+def test_unreadable_card_is_reported_once():
+    s = Svc()
+    s.polls(1)
+    s.chip.present(Deaf())
+    s.polls(20)
+    assert s.got == [(None, tags.UNREADABLE)] and s.events == [] and s.r.state == PRESENT
+    s.chip.commands = []
+    s.polls(5)
+    assert [c for c, _ in s.chip.commands if c == 0x40] == []  # no more tries at it while it stays
+    s.chip.remove()
+    s.polls(2)
+    s.chip.present(E.UidCard(UID7))  # a readable card with the same UID, after a gap
+    s.polls(1)
+    assert s.got[-1] == ("nfc", UID7.hex())

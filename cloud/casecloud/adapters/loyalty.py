@@ -15,6 +15,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from casecloud import db
 from casecloud.models import Member
 from casecloud.privacy import Hasher, last2
 
@@ -49,8 +50,18 @@ class BuiltinLoyalty:
         return s.scalars(select(Member).where(Member.phone_hash == self._h.phone(e164))).first()
 
     def by_token(self, s: Session, token: str, src: str) -> Member | None:
-        col = Member.app_token_hash if src == "app" else Member.card_hash
-        return s.scalars(select(Member).where(col == self._h.token(token))).first()
+        app = src == "app"
+        h = self._h.token(token)
+        # A batch of requests often names one card many times: look it up once per transaction.
+        cache: dict[tuple[bool, str], Member] = db.scratch(s).setdefault("members_by_token", {})
+        m = cache.get((app, h))
+        if m is not None and m in s and (m.app_token_hash if app else m.card_hash) == h:
+            return m
+        col = Member.app_token_hash if app else Member.card_hash
+        m = s.scalars(select(Member).where(col == h)).first()
+        if m is not None:
+            cache[(app, h)] = m
+        return m
 
 
 class WebhookLoyalty:

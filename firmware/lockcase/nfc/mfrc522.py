@@ -129,6 +129,7 @@ class MFRC522:
 
     # -- the chip -------------------------------------------------------------------------------
     async def begin(self):
+        self.fw = None
         rst = self.reset_pin
         if rst is not None:
             rst.value(0)

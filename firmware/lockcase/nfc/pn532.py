@@ -92,6 +92,7 @@ class PN532:
         self._x = bytearray(72)  # InDataExchange parameters: Tg + the card command
         self.fw = None
         self.nacks = 0
+        self._dirty = False
 
     # -- the dialog -----------------------------------------------------------------------------
     async def _wait(self, ms):
@@ -112,8 +113,11 @@ class PN532:
         """Run one command; the response parameters as a memoryview into the transport's buffer,
         valid until the next call."""
         n = F.encode(self._tx, cmd, params)
-        self._send(self._tmv[:n])
         try:
+            if self._dirty:
+                await self._flush()
+            self._dirty = True  # until this dialog ends as the datasheet says it should
+            self._send(self._tmv[:n])
             if not await self._wait(_ACK_MS):
                 raise F.Timeout("no ACK to command 0x%02x" % cmd)
             mv, k = await self.t.read_frame()
@@ -135,7 +139,21 @@ class PN532:
                 s, e = F.decode(mv, k, cmd)
         except OSError as exc:
             raise _bus_error(exc)
+        self._dirty = False
         return mv[s:e]
+
+    async def _flush(self):
+        # After a broken dialog a late frame may still arrive and pass for the next command's
+        # ACK or answer: abort whatever runs and drop what is waiting.
+        self._abort()
+        for _ in range(3):
+            if not self.t.ready():
+                break
+            try:
+                await self.t.read_frame()
+            except F.NfcError:
+                pass
+        self._dirty = False
 
     def _abort(self):
         # An ACK from the host aborts the command in progress (UM0701-02 section 6.2.1.3).
@@ -147,6 +165,7 @@ class PN532:
     # -- commands -------------------------------------------------------------------------------
     async def begin(self):
         """Reset (if wired), wake, identify and configure the chip. Raises NoChip or WrongChip."""
+        self.fw = None
         rst = self.reset_pin
         if rst is not None:
             rst.value(0)

@@ -42,7 +42,8 @@ class Reader:
         self._absent = 0
         self._misreads = 0
         self._hold = False
-        self._uid = b""
+        self._uid = b""  # the card last read
+        self._cur = b""  # the card last seen
         self.faulted = False
         self.last_error = None
         self.taps = 0
@@ -86,6 +87,7 @@ class Reader:
                         self.state = IDLE
                 return
             self._absent = 0
+            self._cur = tgt.uid
             if self.state == IDLE or self._swapped(tgt.uid):
                 await self._read(tgt)
             await chip.release()
@@ -117,6 +119,7 @@ class Reader:
         self._misreads += 1
         if self.state == IDLE and self._misreads >= _MISREADS:
             self.state = PRESENT
+            self._uid = self._cur
             self._hand_over(None, tags.UNREADABLE)
         try:
             await self.chip.field_off()
