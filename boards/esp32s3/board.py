@@ -136,5 +136,12 @@ class Board:
         _wdt = WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
         return _wdt
 
+    def wlan(self):
+        # The station interface; lockcase.drivers.wifi joins the configured network with it.
+        import network
+
+        w = network.WLAN(network.STA_IF)
+        return w
+
     def extras(self, app):
         return ()

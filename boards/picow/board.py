@@ -138,6 +138,20 @@ class Board:
         _wdt = WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
         return _wdt
 
+    def wlan(self):
+        # The station interface; lockcase.drivers.wifi joins the configured network with it.
+        import network
+
+        w = network.WLAN(network.STA_IF)
+        # The CYW43's power saving drops incoming packets for hundreds of ms: a reply to an
+        # unlock request would wait for it. 0xA11140 is the "performance" mode.
+        w.active(True)
+        try:
+            w.config(pm=0xA11140)
+        except (ValueError, OSError):
+            pass
+        return w
+
     def extras(self, app):
         return ()
 

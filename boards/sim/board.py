@@ -34,15 +34,14 @@ class Board:
     def __init__(self, hw, cfg):
         from boards.sim.i2c import SimI2C
         from boards.sim.keymatrix import SimKeyMatrix
-        from lockcase.drivers.keypad import KEYMAP_4X3, KEYMAP_4X4
+        from lockcase.drivers.keypad import keymap_for
 
         self.hw = hw
         self.name = NAME
         self.ticks_ms = hw.ticks_ms
         self.lock_pin = OutPin(hw, "lock")
         self.lock_pwm = PWM(hw, "lock", freq=20000)
-        self.keymap = KEYMAP_4X4 if cfg.get("keypad") == "4x4" else KEYMAP_4X3
-        self.keys = SimKeyMatrix(self.keymap, hw.ticks_ms)
+        self.keys = SimKeyMatrix(keymap_for(cfg.get("keypad")), hw.ticks_ms)
         self.keypad_rows = self.keys.rows
         self.keypad_cols = self.keys.cols
         self.i2c = SimI2C()

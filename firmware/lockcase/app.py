@@ -8,7 +8,7 @@ from lockcase.creds import StaffCreds
 from lockcase.display import make_display
 from lockcase.drivers.buzzer import Buzzer
 from lockcase.drivers.coil import Coil
-from lockcase.drivers.keypad import Keypad
+from lockcase.drivers.keypad import Keypad, keymap_for
 from lockcase.drivers.led import StatusLed
 from lockcase.drivers.oneshot import OneShot
 from lockcase.entry import OFFLINE, Entry
@@ -37,7 +37,9 @@ class App:
         self.display = self._make_display(cfg)
         self.coil = Coil(board.lock_pin, board.lock_pwm, cfg["hold_duty"])
         self.lock = Lock(self.coil, board.door_open, board.tamper, OneShot(board.timer()), bus, cfg, now)
-        self.keypad = Keypad(board.keypad_rows, board.keypad_cols, board.keymap)
+        keymap = keymap_for(cfg["keypad"])
+        # A 4x3 keypad on a board wired for 4x4 uses the first three columns.
+        self.keypad = Keypad(board.keypad_rows, board.keypad_cols[: len(keymap[0])], keymap)
         self.staff = StaffCreds(cfg["staff"])
         self.buzzer = Buzzer(board.buzzer_pwm)
         self.led = StatusLed(board.led)
@@ -77,7 +79,14 @@ class App:
         cc["fw"] = _version()
         cc["boot"] = reset_cause
         board = self.board
-        link = Link(cc, topics, subs)
+        net = None
+        wifi = cfg.get("wifi")
+        wlan = board.wlan() if wifi and hasattr(board, "wlan") else None
+        if wlan is not None and wifi is not None:
+            from lockcase.drivers.wifi import Wifi
+
+            net = Wifi(wlan, wifi["ssid"], wifi["password"])
+        link = Link(cc, topics, subs, net)
         cloud = CloudClient(cc, codec, topics, link, self.bus, self.lock, self.journal,
                             lambda: ticks_diff(board.ticks_ms(), self._t0))
         link.bind(lambda t, m: cloud.on_message(t, m, board.ticks_ms()), cloud.on_up)

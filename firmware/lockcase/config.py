@@ -83,10 +83,12 @@ def validate(raw):
         raise ConfigError("config: country must be a two-letter ISO code")
     cfg["staff"] = _staff(raw.get("staff", {}))
     for k in raw:
-        if k not in cfg and k not in ("cloud", "nfc", "version"):
+        if k not in cfg and k not in ("cloud", "nfc", "version", "wifi"):
             raise ConfigError("config: unknown key " + k)
     if "cloud" in raw:
         cfg["cloud"] = _cloud(raw["cloud"])
+    if "wifi" in raw:
+        cfg["wifi"] = _wifi(raw["wifi"])
     if "nfc" in raw:
         nfc = _nfc(raw["nfc"])
         if nfc is not None:
@@ -145,6 +147,17 @@ def _nfc(v):
     if isinstance(p, bool) or not isinstance(p, int) or not 20 <= p <= 1000:
         raise ConfigError("config: nfc.poll_ms must be a whole number in 20..1000")
     return out
+
+
+def _wifi(w):
+    if not isinstance(w, dict):
+        raise ConfigError("config: wifi must be an object")
+    ssid, pw = w.get("ssid"), w.get("password", "")
+    if not isinstance(ssid, str) or not 1 <= len(ssid) <= 32:
+        raise ConfigError("config: wifi.ssid must be 1 to 32 characters")
+    if not isinstance(pw, str) or len(pw) > 63 or 0 < len(pw) < 8:
+        raise ConfigError("config: wifi.password must be empty (open network) or 8 to 63 characters")
+    return {"ssid": ssid, "password": pw}
 
 
 def _cloud(cc):

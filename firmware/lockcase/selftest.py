@@ -150,11 +150,11 @@ def _coil(run, b, cfg, pulse_ms, door_wait_ms):
 
 
 def _keypad(run, b, cfg, key_wait_ms):
-    from lockcase.drivers.keypad import KEYMAP_4X3, KEYMAP_4X4, Keypad
+    from lockcase.drivers.keypad import Keypad, keymap_for
 
-    keymap = getattr(b, "keymap", None) or (KEYMAP_4X4 if cfg["keypad"] == "4x4" else KEYMAP_4X3)
+    keymap = keymap_for(cfg["keypad"])
     try:
-        kp = Keypad(b.keypad_rows, b.keypad_cols, keymap)
+        kp = Keypad(b.keypad_rows, b.keypad_cols[: len(keymap[0])], keymap)
     except Exception as exc:
         run.step("keypad", FAIL, str(exc))
         return

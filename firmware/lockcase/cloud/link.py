@@ -26,7 +26,7 @@ def _jitter(ms):
 
 
 class Link:
-    def __init__(self, cfg, topics, subs, log=print):
+    def __init__(self, cfg, topics, subs, net=None, log=print):
         self.host = cfg["host"]
         self.port = cfg.get("port") or (8883 if cfg.get("ca") else 1883)
         self.user = cfg.get("user")
@@ -38,6 +38,7 @@ class Link:
         self.connect_ms = cfg.get("connect_timeout_ms", 3000)
         self.topics = topics
         self.subs = subs
+        self.net = net  # lockcase.drivers.wifi.Wifi, or None where the board is always online
         self.on_message = _ignore2
         self.on_up = _ignore0
         self.log = log
@@ -72,6 +73,9 @@ class Link:
     # -- the loop -------------------------------------------------------------------------------
     async def run(self):
         while True:
+            if self.net is not None and not self.net.check():
+                await asyncio.sleep_ms(500)  # no network yet: the broker cannot be reached
+                continue
             try:
                 await self._connect()
             except Exception as exc:

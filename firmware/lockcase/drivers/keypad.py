@@ -94,3 +94,8 @@ class Keypad:
     def held(self):
         """Keys currently down after debouncing, in keymap order."""
         return [self._keys[i] for i in range(len(self._keys)) if self._stable >> i & 1]
+
+
+def keymap_for(layout):
+    # The layout is the case's (config "keypad"); the board only wires rows and columns.
+    return KEYMAP_4X4 if layout == "4x4" else KEYMAP_4X3
