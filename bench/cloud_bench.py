@@ -3,8 +3,13 @@
 - tap-to-open latency: a trusted member's card presented to the sim case -> request signed and
   sent -> broker -> cloud worker -> signed allow -> coil energized, from the firmware's own
   timestamps (ms), p50/p95/p99 over N unlocks;
-- cloud throughput: many light simulated cases (the firmware codec under CPython, paho-mqtt),
-  each sending token verifications back to back; verifications answered per second and p99.
+- cloud throughput: one worker process (`python -m casecloud --worker-only`, as deployed) and many
+  light simulated cases (each with its own broker login, the firmware codec under CPython and a
+  minimal asyncio MQTT client), sending token verifications back to back (the most one worker
+  does) or at a steady rate (the latency at that load); verifications answered per second,
+  p50/p95/p99.
+
+Run: `.venv/bin/python -m bench.cloud_bench` (from the repository root).
 """
 
 from __future__ import annotations
@@ -51,12 +56,19 @@ def tap_to_open(n: int = 200) -> dict[str, Any]:
             cl.call("watch")
             lat: list[float] = []
             for _ in range(n):
+                # The lock refuses more than 32 grants in one duty window (lockcase/lock.py treats
+                # that as abuse), so taps are paced to fewer than 32 per 10 s whatever the latency.
+                tapped = time.monotonic()
                 t0 = cl.call("tap", uid="04a1b2c3d4", src="nfc")["t"]
                 while True:
                     m = cl.stream.get(timeout=10)
                     if m.get("ev") == "out" and m["name"] == "lock" and m["value"]:
                         lat.append(m["t"] - t0)
                         break
+                    if m.get("ev") == "event" and m.get("type") in ("duty_limited", "denied"):
+                        raise RuntimeError(f"tap {len(lat)} did not open: {m}")
+                    if time.monotonic() - tapped > 10:
+                        raise TimeoutError(f"tap {len(lat)}: no unlock within 10 s")
                 # Open and close the door: the coil drops and the case is ready for the next tap.
                 cl.call("door", open=True)
                 cl.wait_for(lambda s: s["lock"] == "open", what="open")
@@ -64,6 +76,7 @@ def tap_to_open(n: int = 200) -> dict[str, Any]:
                 cl.wait_for(lambda s: s["lock"] == "locked", what="closed")
                 while not cl.stream.empty():
                     cl.stream.get_nowait()
+                time.sleep(max(0.0, tapped + 0.4 - time.monotonic()))
             cl.close()
     return {"n": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
             "max_ms": max(lat)}
@@ -94,7 +107,9 @@ def _cloud(workdir: Path, ids: tuple[str, ...], worker: str) -> Iterator[tuple[R
         with cloud_env(workdir, ids, **NO_LIMITS) as env:
             yield env.rt, env.host, env.port, env.secrets
         return
-    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), **NO_LIMITS)
+    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"))
+    for k, v in NO_LIMITS.items():
+        setattr(st, k, v)
     rt = build(st)
     secrets = {}
     with rt.sessions.begin() as s:
@@ -233,11 +248,11 @@ async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, ra
     async def run(n: int, f: LightCase) -> None:
         due = t_start + interval * n / len(fakes)  # spread the cases over one interval
         while True:
+            if due >= stop or time.monotonic() >= stop:
+                return
             now = time.monotonic()
             if due > now:
                 await asyncio.sleep(due - now)
-            if time.monotonic() >= stop:
-                return
             due += interval
             t0 = time.perf_counter()
             try:
@@ -281,4 +296,5 @@ def throughput(cases: int = 40, seconds: float = 10.0, *, rate: float | None = N
 
 if __name__ == "__main__":
     print("tap-to-open", tap_to_open(50))
-    print("throughput", throughput(20, 5))
+    print("throughput, back to back", throughput(40, 10))
+    print("throughput, 1000/s offered", throughput(200, 10, rate=1000))

@@ -11,6 +11,7 @@ a poll waits for the next one.
 
 from __future__ import annotations
 
+import queue
 import random
 import tempfile
 import time
@@ -32,16 +33,27 @@ FAST = {"unlock_ms": 500, "pull_in_ms": 100, "duty_budget_ms": 60000, "duty_wind
 def _taps(cl: SimClient, uid: str, n: int) -> list[float]:
     cl.call("watch")
     lat: list[float] = []
+    last = 0.0
     for _ in range(n):
         # The loop below ends right after a poll; a random pause puts the tap anywhere in the
-        # poll period, as a shopper's would be.
-        time.sleep(random.uniform(0, 0.25))
+        # poll period, as a shopper's would be. Taps stay 0.4 s apart at least: the lock refuses
+        # more than 32 grants in one duty window (10 s here) as abuse.
+        time.sleep(random.uniform(0, 0.25) + max(0.0, last + 0.4 - time.monotonic()))
+        last = time.monotonic()
         t0 = cl.call("card", uid=uid)["t"]
+        deadline = time.monotonic() + 15
         while True:
-            m = cl.stream.get(timeout=10)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tap {len(lat) + 1} did not open; state {cl.state()}")
+            try:
+                m = cl.stream.get(timeout=1)
+            except queue.Empty:
+                continue
             if m.get("ev") == "out" and m["name"] == "lock" and m["value"]:
                 lat.append(m["t"] - t0)
                 break
+            if m.get("ev") == "event" and m.get("type") in ("duty_limited", "denied"):
+                raise RuntimeError(f"tap {len(lat) + 1} did not open: {m}")
         # Door open and shut drops the coil; the card leaves so the next tap is a new one.
         cl.call("door", open=True)
         cl.wait_for(lambda s: s["lock"] == "open", what="open")

@@ -1,8 +1,9 @@
 """The signed channel to and from one case, with its seq state kept in the database.
 
-Several processes (the API's command sender, one or more workers) may sign for the same case, so
-the outgoing seq is taken with one atomic UPDATE ... RETURNING and the replay window is updated by
-compare-and-set.
+Several processes (the API's command sender, one or more workers) may sign for the same case. The
+API takes an outgoing seq with one atomic UPDATE ... RETURNING (`seal`); a worker's batch moves the
+replay window and reserves its replies' seqs by compare-and-set on both (`advance`) and is redone
+when another process got there first.
 """
 
 from __future__ import annotations

@@ -48,11 +48,7 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
-    maker = sessionmaker(engine, expire_on_commit=False)
-    event.listen(maker, "before_commit", _before_commit)
-    event.listen(maker, "after_commit", _after_commit)
-    event.listen(maker, "after_transaction_end", _transaction_end)
-    return maker
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 # --- per-transaction scratch space -----------------------------------------------------------
@@ -86,6 +82,13 @@ def _after_commit(s: Session) -> None:
 def _transaction_end(s: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         s.info.pop(_SCRATCH, None)
+
+
+# On every Session (not only those of make_sessions): work left in a scratch must never be
+# dropped silently because a caller made its session some other way.
+event.listen(Session, "before_commit", _before_commit)
+event.listen(Session, "after_commit", _after_commit)
+event.listen(Session, "after_transaction_end", _transaction_end)
 
 
 # --- multi-row writes ---------------------------------------------------------------------------

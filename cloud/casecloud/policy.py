@@ -58,7 +58,8 @@ _EVENTS = cast(Table, Event.__table__)
 _SUM = (select(func.coalesce(func.sum(_RATES.c.n), 0))
         .where(_RATES.c.scope == bindparam("scope"), _RATES.c.key == bindparam("key"), _RATES.c.at > bindparam("since")))
 _SUMS = (select(_RATES.c.scope, _RATES.c.key, func.sum(_RATES.c.n))
-         .where(_RATES.c.scope == bindparam("scope"), _RATES.c.key.in_(bindparam("keys", expanding=True)),
+         .where(_RATES.c.scope.in_(bindparam("scopes", expanding=True)),
+                _RATES.c.key.in_(bindparam("keys", expanding=True)),
                 _RATES.c.at > bindparam("since"))
          .group_by(_RATES.c.scope, _RATES.c.key))
 
@@ -133,18 +134,19 @@ class Policy:
         return base + book.added.get((scope, key), 0)
 
     def prefetch(self, s: Session, stores: Iterable[str], cases: Iterable[str]) -> None:
-        """Sum the store and case windows of a batch in two queries instead of one per key."""
+        """Sum the store and case windows of a batch in one query instead of one per key."""
         book = self._book(s)
+        wanted = {("store", k) for k in stores} | {("case", k) for k in cases}
+        wanted -= book.base.keys()
+        if not wanted:
+            return
+        for pair in wanted:
+            book.base[pair] = 0
         since = self.now() - self.settings.rate_window_s
-        conn = s.connection()
-        for scope, keys in (("store", set(stores)), ("case", set(cases))):
-            keys = {k for k in keys if (scope, k) not in book.base}
-            if not keys:
-                continue
-            for k in keys:
-                book.base[(scope, k)] = 0
-            for _, k, n in conn.execute(_SUMS, {"scope": scope, "keys": sorted(keys), "since": since}):
-                book.base[(scope, k)] = int(n)
+        params = {"scopes": ["case", "store"], "keys": sorted({k for _, k in wanted}), "since": since}
+        for scope, key, n in s.connection().execute(_SUMS, params):
+            if (scope, key) in wanted:  # a store and a case may share an id
+                book.base[(scope, key)] = int(n)
 
     def _record(self, s: Session, scope: str, key: str) -> None:
         self._book(s).add(scope, key, self.now())

@@ -192,12 +192,12 @@ class Handler:
         events: list[dict[str, Any]] = []
         ids = {p.case if isinstance(p, codec.Topic) else p.topic.case for p in pre if not isinstance(p, str)}
         with rt.sessions() as s:
-            cases = {c.id: c for c in s.scalars(select(Case).where(Case.id.in_(ids)))} if ids else {}
+            cases: dict[str, Case] = {}
             stores: dict[str, Store] = {}
-            for sid in {c.store_id for c in cases.values()}:
-                st = s.get(Store, sid)
-                assert st is not None  # foreign key
-                stores[sid] = st
+            if ids:
+                for case, store in s.execute(select(Case, Store).join(Store, Store.id == Case.store_id)
+                                             .where(Case.id.in_(ids))):
+                    cases[case.id], stores[store.id] = case, store
             req_cases = [cases[p.topic.case] for p in pre
                          if isinstance(p, codec.Envelope) and p.topic.kind == "req" and p.topic.case in cases]
             if req_cases:
@@ -237,7 +237,7 @@ class Handler:
                 raise _LostRace()
             s.commit()
         next_seq = {m.case_id: m.tx + 1 for m in moves}
-        # Committed: count and log what was refused, sign what was decided.
+        # Committed: from here on nothing may send the batch back (it would be refused as replays).
         for reason, topic in rejected:
             self.rejected[reason] += 1
             log.warning("rejected %s on %s", reason, topic)  # never the payload: it may hold a number
@@ -246,9 +246,13 @@ class Handler:
         st = rt.settings
         for i, cid, kind, body in replies:
             w = windows[cid]
-            seq, next_seq[cid] = next_seq[cid], next_seq[cid] + 1
-            topic, payload = channel.sign(w.key, w.case.store_id, cid, kind, body, seq, now, st.msg_ttl_s,
-                                          st.topic_prefix)
+            seq, next_seq[cid] = next_seq[cid], next_seq[cid] + 1  # a failed reply still uses its seq
+            try:
+                topic, payload = channel.sign(w.key, w.case.store_id, cid, kind, body, seq, now, st.msg_ttl_s,
+                                              st.topic_prefix)
+            except Exception:  # e.g. too large: this reply is lost, not the others
+                log.exception("case %s: %s reply not signed", cid, kind)
+                continue
             d.ready[i].append(Out(topic, payload))
         return d
 

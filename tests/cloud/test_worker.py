@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,3 +174,25 @@ def test_replay_state_survives_a_worker_restart(rt: Runtime, case: FakeCase) -> 
     with rt.sessions() as s:
         c = s.get(Case, "c1")
         assert c is not None and c.rx_seq == r["seq"]
+
+
+def test_messages_that_arrive_together_are_decided_in_one_batch(rt: Runtime, worker: Worker, case: FakeCase,
+                                                                 broker: tuple[str, int]) -> None:
+    with rt.sessions.begin() as s:
+        registry.create_member(s, rt.hasher, rt.now(), card="0badge01", status="trusted")
+    sizes: list[int] = []
+    hold = threading.Event()
+    real = worker.handler.decide
+
+    def decide(msgs: Any) -> Any:
+        hold.wait(10)  # the first batch stays busy until everything below is queued
+        sizes.append(len(msgs))
+        return real(msgs)
+
+    worker.handler.decide = decide  # type: ignore[method-assign]
+    reqs = [case.send("req", {"t": "token", "tok": "0badge01", "src": "nfc"})[0] for _ in range(20)]
+    hold.set()
+    got = [case.expect("rep")["re"] for _ in reqs]
+    assert sorted(got) == sorted(r["id"] for r in reqs)
+    assert case.quiet(0.3) == []  # each answered once
+    assert sum(sizes) == 20 and max(sizes) > 1, sizes

@@ -1,0 +1,295 @@
+"""The worker's batches: many messages checked and decided in one transaction (worker.py).
+
+Batches are driven through `Handler.handle_batch` / `Handler.decide` with cases signing with the
+firmware codec, against real SQLite; no broker is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, func, select, text
+
+from casecloud import channel, db, policy, registry
+from casecloud.models import Alert, Case, Event, RateCount
+from casecloud.runtime import Runtime
+from casecloud.worker import Handler, Out
+from lockcase.cloud import protocol as P
+from tests.cloud.conftest import FakeClock
+
+CARD = "04AABBCC"
+
+
+class Sim:
+    """One case's side of the conversation: signs with the firmware codec, opens our replies."""
+
+    def __init__(self, rt: Runtime, clock: FakeClock, case: str, key: bytes, store: str = "s1") -> None:
+        self.topics = P.topics("lockcase/v1", store, case)
+        self.codec = P.Codec(case, key, P.MemorySeqs(), clock=clock)
+
+    def msg(self, kind: str, body: dict[str, Any]) -> tuple[str, bytes]:
+        return self.topics[kind], self.codec.sign(self.topics[kind], body)
+
+    def token(self, tok: str = CARD) -> tuple[str, bytes]:
+        return self.msg("req", {"t": "token", "tok": tok, "src": "nfc"})
+
+    def open(self, outs: list[Out]) -> list[dict[str, Any]]:
+        return [self.codec.open(o.topic, o.payload) for o in outs]
+
+
+@pytest.fixture
+def cases(rt: Runtime, clock: FakeClock, shop: dict[str, Any]) -> dict[str, Sim]:
+    """c1 (of the shop fixture) and c2, both synced with the cloud; a trusted member's card."""
+    with rt.sessions.begin() as s:
+        _, sec2 = registry.register_case(s, "s1", "c2", rt.now())
+        registry.create_member(s, rt.hasher, rt.now(), card=CARD, status="trusted")
+    sims = {"c1": Sim(rt, clock, "c1", shop["key"]), "c2": Sim(rt, clock, "c2", bytes.fromhex(sec2.key_hex))}
+    h = Handler(rt)
+    for sim in sims.values():
+        (out,) = h.handle(*sim.msg("status", {"t": "hello", "fw": "1.0"}))
+        assert sim.open([out])[0]["t"] == "time" and sim.codec.synced
+    return sims
+
+
+def count(rt: Runtime, stmt: Any) -> int:
+    with rt.sessions() as s:
+        return int(s.scalar(stmt) or 0)
+
+
+def allows(rt: Runtime) -> int:
+    return count(rt, select(func.count()).select_from(Event).where(Event.kind == "allow"))
+
+
+def rate(rt: Runtime, scope: str, key: str) -> int:
+    return count(rt, select(func.sum(RateCount.n)).where(RateCount.scope == scope, RateCount.key == key))
+
+
+def test_batch_keeps_per_message_results_and_order(rt: Runtime, cases: dict[str, Sim]) -> None:
+    c1, c2 = cases["c1"], cases["c2"]
+    tok = c1.token()
+    forged = P.Codec("c1", bytes(32), P.MemorySeqs(500, 500), clock=c1.codec.clock)
+    forged.synced, forged.offset = True, 0
+    batch = [
+        tok,                                                                     # 0 allow
+        (c1.topics["req"], forged.sign(c1.topics["req"], {"t": "help"})),         # 1 bad_sig
+        tok,                                                                     # 2 replay of 0
+        c2.msg("evt", {"t": "evts", "evts": [{"i": "e1", "k": "opened", "ts": 1}]}),  # 3 evtack
+        c1.msg("status", {"t": "beat", "up": 5, "door": "closed"}),              # 4 nothing
+        ("lockcase/v1/s1/c2/presence", b"offline"),                              # 5 nothing
+        ("lockcase/v1/s1/ghost/req", tok[1]),                                    # 6 unknown_case
+        c2.msg("req", {"t": "help", "why": "assist"}),                           # 7 ok, after staff are told
+        c1.msg("req", {"t": "phone", "num": "5551234567"}),                      # 8 challenge, after the text
+        c1.token(),                                                              # 9 allow
+        c2.token(),                                                              # 10 allow
+    ]
+    outs = Handler(rt).handle_batch(batch)
+    assert len(outs) == len(batch)
+    assert [len(o) for o in outs] == [1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1]
+    sim_of = {i: (c2 if i in (3, 7, 10) else c1) for i in range(len(batch))}
+    bodies = {i: sim_of[i].open(o)[0] for i, o in enumerate(outs) if o}
+    assert {i: b["t"] for i, b in bodies.items()} == {0: "allow", 3: "evtack", 7: "ok", 8: "challenge", 9: "allow",
+                                                     10: "allow"}
+    for i, b in bodies.items():
+        assert b["re"] == P.verify(sim_of[i].codec.key, batch[i][0], batch[i][1])[1]["id"]  # answers its request
+    # replies decided in the batch carry the seqs reserved for it, in message order
+    assert bodies[0]["seq"] < bodies[9]["seq"]
+    with rt.sessions() as s:
+        case1, case2 = s.get(Case, "c1"), s.get(Case, "c2")
+        assert case1 is not None and case2 is not None
+        assert case1.last_status == {"up": 5, "door": "closed"} and not case2.online
+        assert case1.rx_seq == c1.codec.tx and case2.rx_seq == c2.codec.tx
+
+
+def test_replay_state_of_a_batch_survives_a_restart(rt: Runtime, cases: dict[str, Sim]) -> None:
+    c1 = cases["c1"]
+    batch = [c1.token() for _ in range(3)]
+    assert all(len(o) == 1 for o in Handler(rt).handle_batch(batch))
+    fresh = Handler(rt)  # a new process: only the database
+    assert fresh.handle_batch(batch) == [[], [], []]
+    assert fresh.rejected == {"replay": 3}
+
+
+def test_rate_limit_reached_inside_a_batch(rt: Runtime, cases: dict[str, Sim], notifier: Any) -> None:
+    rt.settings.rate_case = 3
+    c1 = cases["c1"]
+    outs = Handler(rt).handle_batch([c1.token() for _ in range(7)])
+    got = [b["t"] if b["t"] != "deny" else b["why"] for o in outs for b in c1.open(o)]
+    assert got == ["allow"] * 3 + ["rate_limited"] * 4
+    assert rate(rt, "case", "c1") == 7 and rate(rt, "abuse:case", "c1") == 4
+    # escalation: one alert for the case, delivered after the commit
+    assert count(rt, select(func.count()).select_from(Alert).where(Alert.kind == "abuse")) == 1
+    assert [m["kind"] for _, m in notifier.sent] == ["abuse"]
+    # the counters carry over to the next batch, and the alert is not repeated
+    (out,) = Handler(rt).handle_batch([c1.token()])
+    assert c1.open(out)[0]["why"] == "rate_limited"
+    assert count(rt, select(func.count()).select_from(Alert).where(Alert.kind == "abuse")) == 1
+
+
+def test_store_limit_spans_the_cases_of_a_batch(rt: Runtime, cases: dict[str, Sim]) -> None:
+    rt.settings.rate_store = 3
+    c1, c2 = cases["c1"], cases["c2"]
+    batch = [c1.token(), c2.token(), c1.token(), c2.token()]
+    outs = Handler(rt).handle_batch(batch)
+    got = [(c1 if i % 2 == 0 else c2).open(o)[0] for i, o in enumerate(outs)]
+    assert [b["t"] for b in got] == ["allow", "allow", "allow", "deny"]
+    assert rate(rt, "store", "s1") == 4
+
+
+def test_events_deduplicated_within_and_across_batches(rt: Runtime, cases: dict[str, Sim]) -> None:
+    c1, c2 = cases["c1"], cases["c2"]
+    e = [{"i": f"b-{n}", "k": "opened", "ts": n} for n in range(4)]
+    batch = [c1.msg("evt", {"t": "evts", "evts": e[:3]}), c1.msg("evt", {"t": "evts", "evts": e[1:]}),
+             c2.msg("evt", {"t": "evts", "evts": e[:1]})]  # same event id, another case: its own event
+    outs = Handler(rt).handle_batch(batch)
+    assert [c1.open(outs[0])[0]["ids"], c1.open(outs[1])[0]["ids"], c2.open(outs[2])[0]["ids"]] == [
+        ["b-0", "b-1", "b-2"], ["b-1", "b-2", "b-3"], ["b-0"]]
+    (again,) = Handler(rt).handle_batch([c1.msg("evt", {"t": "evts", "evts": e})])
+    assert c1.open(again)[0]["ids"] == ["b-0", "b-1", "b-2", "b-3"]
+    with rt.sessions() as s:
+        rows = s.execute(select(Event.case_id, Event.event_id).where(Event.source == "case")).all()
+    assert sorted(rows) == [("c1", "b-0"), ("c1", "b-1"), ("c1", "b-2"), ("c1", "b-3"), ("c2", "b-0")]
+
+
+def test_batch_redone_when_another_worker_moved_the_window(rt: Runtime, cases: dict[str, Sim],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared subscriptions spread one case's messages over the workers: the compare-and-set on
+    the window sends the batch that lost back to the start, and nothing is done twice."""
+    c1 = cases["c1"]
+    mine = [c1.token(), c1.token()]
+    theirs = c1.token()  # signed last, handled first, by the other worker
+    other = Handler(rt)
+    real = channel.advance
+    calls = 0
+
+    def racing(s: Any, moves: Any, now: int) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            (out,) = other.handle(*theirs)
+            assert c1.open([out])[0]["t"] == "allow"
+        return real(s, moves, now)
+
+    monkeypatch.setattr(channel, "advance", racing)
+    outs = Handler(rt).handle_batch(mine)
+    assert calls == 3  # ours (lost), the other worker's (inside it), ours again
+    assert [c1.open(o)[0]["t"] for o in outs] == ["allow", "allow"]
+    assert allows(rt) == 3 and rate(rt, "case", "c1") == 3  # decisions of the lost attempt rolled back
+
+
+def test_seq_taken_by_a_command_meanwhile_redoes_the_batch(rt: Runtime, cases: dict[str, Sim],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    c1 = cases["c1"]
+    real = channel.advance
+    taken: list[int] = []
+
+    def api_sends_a_command(s: Any, moves: Any, now: int) -> bool:
+        if not taken:
+            with rt.sessions.begin() as other:
+                case = other.get(Case, "c1")
+                assert case is not None
+                taken.append(channel.seal(other, case, "cmd", {"t": "relock"}, rt.now())[1]["seq"])
+        return real(s, moves, now)
+
+    monkeypatch.setattr(channel, "advance", api_sends_a_command)
+    (out,) = Handler(rt).handle_batch([c1.token()])
+    (rep,) = c1.open(out)
+    assert rep["t"] == "allow" and rep["seq"] == taken[0] + 1  # no seq used twice
+
+
+class Crash(BaseException):
+    """The process dying: not an error the handler may catch."""
+
+
+@pytest.mark.parametrize("where", ["advance", "commit"])
+def test_crash_mid_batch_loses_no_acknowledged_state(rt: Runtime, cases: dict[str, Sim],
+                                                     monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    c1, c2 = cases["c1"], cases["c2"]
+    first = [c1.token(), c2.msg("evt", {"t": "evts", "evts": [{"i": "k-1", "k": "opened", "ts": 1}]})]
+    acked = Handler(rt).handle_batch(first)
+    assert all(acked)  # answered: the case was told, so this must survive whatever comes next
+    second = [c1.token(), c2.msg("evt", {"t": "evts", "evts": [{"i": "k-2", "k": "closed", "ts": 2}]})]
+
+    def crash(*_a: Any, **_k: Any) -> Any:
+        raise Crash()
+
+    if where == "advance":  # decided, not yet committed
+        monkeypatch.setattr(channel, "advance", crash)
+    else:  # inside the commit, once the counters are written
+        real = policy._RateBook.flush
+
+        def dying_flush(book: Any, s: Any) -> None:
+            real(book, s)
+            crash()
+
+        monkeypatch.setattr(policy._RateBook, "flush", dying_flush)
+    with pytest.raises(Crash):
+        Handler(rt).handle_batch(second)
+    monkeypatch.undo()
+    # the crashed batch left nothing; the acknowledged one is all there
+    assert allows(rt) == 1 and rate(rt, "case", "c1") == 1
+    with rt.sessions() as s:
+        assert [e for (e,) in s.execute(select(Event.event_id).where(Event.source == "case"))] == ["k-1"]
+    # after the restart the broker delivers the unanswered batch again: it is handled normally,
+    # while the answered one is a replay
+    fresh = Handler(rt)
+    assert fresh.handle_batch(first) == [[], []] and fresh.rejected == {"replay": 2}
+    outs = fresh.handle_batch(second)
+    assert c1.open(outs[0])[0]["t"] == "allow" and c2.open(outs[1])[0]["ids"] == ["k-2"]
+
+
+def test_a_failing_message_costs_only_its_own_answer(rt: Runtime, cases: dict[str, Sim],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    c1, c2 = cases["c1"], cases["c2"]
+    h = Handler(rt)
+    real: Callable[..., Any] = h._decide
+
+    def buggy(s: Any, store: Any, case: Any, body: dict[str, Any]) -> Any:
+        if case.id == "c2":
+            raise RuntimeError("bug")
+        return real(s, store, case, body)
+
+    monkeypatch.setattr(h, "_decide", buggy)
+    outs = h.handle_batch([c1.token(), c2.token(), c1.token()])
+    assert [len(o) for o in outs] == [1, 0, 1]
+    assert [c1.open(o)[0]["t"] for o in (outs[0], outs[2])] == ["allow", "allow"]
+    assert allows(rt) == 2
+
+
+def test_rate_hits_carried_into_counters_by_the_migration(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    cfg = db.alembic_config(url)
+    command.upgrade(cfg, "0001")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for scope, key, at in [("phone", "h1", 10), ("phone", "h1", 10), ("phone", "h1", 11), ("case", "c1", 10)]:
+            conn.execute(text("INSERT INTO rate_hits (scope, key, at) VALUES (:s, :k, :a)"),
+                         {"s": scope, "k": key, "a": at})
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT scope, key, at, n FROM rate_counts ORDER BY scope, key, at")).all()
+    assert [tuple(r) for r in rows] == [("case", "c1", 10, 1), ("phone", "h1", 10, 2), ("phone", "h1", 11, 1)]
+    command.downgrade(cfg, "0001")
+    command.upgrade(cfg, "head")
+    engine.dispose()
+
+
+def test_a_reply_that_cannot_be_signed_loses_only_itself(rt: Runtime, cases: dict[str, Sim],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the commit a batch cannot be redone (its messages would be replays): a reply that
+    fails to sign must not take the others with it."""
+    c1, c2 = cases["c1"], cases["c2"]
+    real = channel.sign
+
+    def failing(key: bytes, store: str, case: str, kind: str, *a: Any, **k: Any) -> Any:
+        if kind == "evtack":
+            raise ValueError("too_large")
+        return real(key, store, case, kind, *a, **k)
+
+    monkeypatch.setattr(channel, "sign", failing)
+    batch = [c2.token(), c1.msg("evt", {"t": "evts", "evts": [{"i": "x", "k": "k", "ts": 1}]}), c1.token()]
+    outs = Handler(rt).handle_batch(batch)
+    assert outs[1] == []
+    assert [c2.open(outs[0])[0]["t"], c1.open(outs[2])[0]["t"]] == ["allow", "allow"]
