@@ -107,6 +107,9 @@ class Board:
         self.hw.start_thread()
         return WDT(self.hw, timeout_ms)
 
+    def wlan(self):
+        return None  # the sim is on the host's network: always online, nothing to join
+
     def extras(self, app):
         if OPTIONS.get("ctl"):
             from boards.sim.control import serve
