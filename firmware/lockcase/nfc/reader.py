@@ -60,9 +60,7 @@ class Reader:
                 await self.step()
             except Exception as exc:  # a bug must not end NFC for good: it counts as a failure
                 self._failed(exc)
-            import time
-            time.sleep_ms(self._delay())
-            await self._sleep(0)
+            await self._sleep(self._delay())
 
     def _delay(self):
         if self.state == DOWN or self.state == START:
