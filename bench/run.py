@@ -146,6 +146,8 @@ def main() -> int:
         figures[f"tap_to_open_cloud_{k}"] = v
     for k, v in throughput(40, 10).items():
         figures[f"cloud_throughput_{k}"] = v
+    for k, v in throughput(200, 10, rate=1000).items():  # latency at the target load
+        figures[f"cloud_at_1000_per_s_{k}"] = v
     from bench.nfc_bench import loyalty_card, staff_badge
 
     for k, v in staff_badge().items():

@@ -43,6 +43,7 @@ def demo_config() -> dict[str, Any]:
         "name": "Razors, aisle 7",
         "country": "US",
         "display": "lcd1602",
+        "nfc": {"driver": "pn532", "bus": "i2c"},  # the sim's emulated PN532, as on the boards
         "staff": {
             "salt": DEMO_SALT,
             "iter": 1000,
@@ -178,8 +179,10 @@ def main() -> int:
                         from casectl.simstack import MEMBERS
 
                         label, card, _, _ = MEMBERS["cmf".index(ch)]
-                        client.call("tap", uid=card, src="nfc")
-                        note = f"tapped the {label}"
+                        # Put the card on the emulated PN532's antenna, then take it away again.
+                        r = client.call("card", uid=card)
+                        threading.Timer(1.0, client.call, args=("remove",)).start()
+                        note = f"tapped the {label} on the reader" if r.get("ok") else f"card: {r.get('error')}"
                     elif ch == "a" and cloud is not None:
                         from casectl.simstack import MEMBERS
 

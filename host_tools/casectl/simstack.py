@@ -29,11 +29,12 @@ from casecloud.worker import Worker
 from casectl.simproc import free_port
 
 STORE, CASE = "demo-store", "demo-case-1"
-# Demo shoppers: (label, card uid, phone, status). The phone numbers are fictional (555-01xx).
+# Demo shoppers: (label, card UID (7 bytes, as an NTAG or DESFire has), phone, status). The phone
+# numbers are fictional (555-01xx).
 MEMBERS = [
-    ("trusted member card", "04a1b2c3d4", "2025550101", "trusted"),
-    ("member card (asks for phone + code)", "04c0ffee01", "2025550102", "member"),
-    ("flagged member card", "04badbad01", "2025550103", "flagged"),
+    ("trusted member card", "04a1b2c3d4e5f6", "2025550101", "trusted"),
+    ("member card (asks for phone + code)", "04c0ffee010203", "2025550102", "member"),
+    ("flagged member card", "04badbad010203", "2025550103", "flagged"),
 ]
 
 
