@@ -180,7 +180,7 @@ def build_config(opts: Options, board: str, sec: CaseSecrets) -> dict[str, Any]:
     try:
         fwconfig.validate(json.loads(json.dumps(cfg)))
     except fwconfig.ConfigError as e:
-        hint = ("this firmware's config has no Wi-Fi settings yet: leave out --wifi-ssid"
+        hint = ("Wi-Fi: an SSID of 1-32 characters, a password of 8-63 (or none for an open network)"
                 if "wifi" in str(e) else "check the options given to provision")
         raise Usage(f"the firmware would refuse this config: {e}", hint) from None
     return cfg

@@ -198,7 +198,8 @@ def test_selftest_failure_is_reported_in_json(deployed: SimDevice, cloud: CloudS
 
 def test_refused_option_registers_nothing_and_shows_no_password(deployed: SimDevice, cloud: CloudServer,
                                                                tmp_path: Path) -> None:
-    wifi_pw = "correct-horse-battery-staple"
+    # 70 characters: WPA2 allows 63, so the firmware's validator refuses the config.
+    wifi_pw = "correct-horse-battery-staple-" * 2 + "extra-words!"
     r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url, "--wifi-ssid", "shop",
             env={"CASECTL_WIFI_PASSWORD": wifi_pw})
     assert r.code == 2 and "refuse this config" in r.err, r.all
