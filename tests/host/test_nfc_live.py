@@ -148,7 +148,9 @@ def test_garbage_and_timeouts_keep_the_lock_closed(i2c_ctl: SimClient) -> None:
 
 
 def test_case_without_a_reader(tmp_path: Path) -> None:
-    with SimCase(tmp_path / "case", demo_config(), heap="256k") as case:
+    cfg = demo_config()
+    cfg.pop("nfc")  # the demo case has a reader; this one has none
+    with SimCase(tmp_path / "case", cfg, heap="256k") as case:
         cl = case.client()
         r = cl.call("card", uid=BADGE)
         assert not r["ok"] and "no NFC reader" in r["error"]
