@@ -22,6 +22,21 @@ def power_on(virtual=False, start_ms=0, reset_cause="power_on"):
     return HW
 
 
+def end_process_on_reset(cause_file):
+    """What a reset means for a sim process: record why for the next boot, then end the process
+    the way a reset line would, even if the main loop is stuck (this may run on the timer thread).
+    The supervisor (SimCase, casectl's SimDevice) boots it again."""
+    import os
+
+    def on_reset(why):
+        with open(cause_file, "w") as f:
+            f.write(why)
+        print("SIM RESET", why)
+        os.system("kill -9 $PPID")
+
+    HW.on_reset = on_reset
+
+
 def lock_safe():
     HW.set_output("lock", 0)
 

@@ -52,15 +52,7 @@ def main():
     board.OPTIONS["reset_cause"] = cause
     board.OPTIONS["ctl"] = opts["ctl"]
 
-    def on_reset(why):
-        # The chip is going down: record why for the next boot, then end the process the way a
-        # reset line would, even if the main loop is stuck (this may run on the timer thread).
-        with open(cause_file, "w") as f:
-            f.write(why)
-        print("SIM RESET", why)
-        os.system("kill -9 $PPID")
-
-    board.HW.on_reset = on_reset
+    board.end_process_on_reset(cause_file)
     from boards.sim import flash as simflash
 
     simflash.mount(flash)

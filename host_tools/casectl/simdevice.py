@@ -105,12 +105,7 @@ if _has('main.py') and _has('boot.py'):
     import board
     board.OPTIONS['reset_cause'] = _cause
     board.OPTIONS['ctl'] = CTL
-    def _on_reset(why):
-        with open(_cause_file, 'w') as f:
-            f.write(why)
-        print('SIM RESET', why)
-        os.system('kill -9 $PPID')
-    board.HW.on_reset = _on_reset
+    board.end_process_on_reset(_cause_file)
     if HANDS:
         _last = [None]
         _create = board.create
