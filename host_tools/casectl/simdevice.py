@@ -242,9 +242,28 @@ class SimDevice:
 
     def stop(self) -> None:
         self._stop = True
-        self.power_cut()
-        if self._sup:
-            self._sup.join(timeout=5)
+        # A reset may be restarting the board right now: the new socat can start after the kill
+        # below, and its MicroPython may not have written mp.pid yet. Keep at it until the
+        # supervisor has seen its last process end.
+        deadline = time.monotonic() + 10
+        while True:
+            self.power_cut()
+            p = self.proc
+            if p and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()  # socat removes its link on SIGTERM
+            if not self._sup or time.monotonic() > deadline:
+                break
+            self._sup.join(timeout=0.5)
+            if not self._sup.is_alive():
+                break
+        p = self.proc
+        if p and p.poll() is None:
+            p.kill()
+            p.wait(5)
+        # socat only removes the link when it ends cleanly; a stale link would look like a board.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.port)
 
     def __enter__(self) -> SimDevice:
         return self.start()
