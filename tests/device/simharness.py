@@ -33,9 +33,14 @@ class Run:
         self.script = script
         self.t = 0  # virtual ms since the start of the run, across resets
         self.boots = 0
-        # The flash lives in a file, as in the live sim: it is not the chip's RAM.
-        self.bdev = FileBlockDev(script["flash_path"], blocks=64)
-        vfs.VfsLfs2.mkfs(self.bdev)
+        # The flash lives in a file, as in the live sim: it is not the chip's RAM. A port built
+        # without LittleFS (the 32-bit WebAssembly one) gets a host directory instead.
+        self.lfs = hasattr(vfs, "VfsLfs2")
+        if self.lfs:
+            self.bdev = FileBlockDev(script["flash_path"], blocks=64)
+            vfs.VfsLfs2.mkfs(self.bdev)
+        else:
+            os.mkdir(script["flash_path"])
         self.mounted = False
         self.app = None
         self.cause = "power_on"
@@ -50,10 +55,16 @@ class Run:
 
         _events.Bus.emit = emit
 
+    def mount(self):
+        if self.lfs:
+            vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
+        else:
+            vfs.mount(vfs.VfsPosix(self.script["flash_path"]), "/flash")
+
     def boot(self):
         if self.mounted:
             vfs.umount("/flash")
-        vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
+        self.mount()
         os.chdir("/flash")
         self.mounted = True
         hw = board.power_on(virtual=True, start_ms=self.start + self.t, reset_cause=self.cause)
@@ -98,45 +109,63 @@ class Run:
             self.app.step(now)
             self.wdt.feed()
 
-    def wait(self, ms):
-        for _ in range(max(1, ms // TICK)):
-            self.tick()
-
-    def go(self):
+    def steps(self):
+        # One yield per tick of the virtual clock, so a driver can stop between any two ticks
+        # (the 32-bit heap check collects garbage there: tests/host/heap32.py).
         cfg = self.script.get("cfg")
         if cfg is not None:
-            vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
+            self.mount()
             with open("/flash/config.json", "w") as f:
                 f.write(json.dumps(cfg))
             vfs.umount("/flash")
         self.boot()
+        yield
         for op, arg in self.script["actions"]:
             if op == "key":
                 self.app.board.keys.tap(arg, 50)
-                self.wait(60)
-                self.wait(60)
+                for _ in range(12):
+                    self.tick()
+                    yield
             elif op in ("door", "tamper"):
                 self.inputs[op] = arg
                 self.hw.inputs[op] = arg
                 self.out("in:" + op, arg)
                 self.tick()
+                yield
             elif op == "wait":
-                self.wait(arg)
+                for _ in range(max(1, arg // TICK)):
+                    self.tick()
+                    yield
             elif op == "stall":
                 # The loop hangs until the watchdog resets the chip; the new boot runs normally.
+                # Marked in the trace: the firmware sees no input while it is stalled.
+                self.out("stall", 1)
                 for _ in range(max(1, arg // TICK)):
-                    if self.tick(run_app=False):
+                    reset = self.tick(run_app=False)
+                    yield
+                    if reset:
                         break
+                self.out("stall", 0)
             elif op == "reset":
                 self.cause = arg
                 self.hw.reset(arg)
                 self.boot()
+                yield
             elif op == "corrupt_config":
                 with open("config.json", "w") as f:
                     f.write('{"unlock_ms": ')
-        self.wait(200)
+        for _ in range(20):
+            self.tick()
+            yield
         vfs.umount("/flash")
         self.mounted = False
+
+    def go(self):
+        for _ in self.steps():
+            pass
+        self.report()
+
+    def report(self):
         out = {
             "heap_live_end": self.live(),
             "heap_live_boot": self.live_boot,
@@ -145,4 +174,5 @@ class Run:
         print("@@OUT " + json.dumps(out))
 
 
-Run(json.loads(sys.stdin.read())).go()
+if __name__ == "__main__":
+    Run(json.loads(sys.stdin.read())).go()
