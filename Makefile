@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 DEVLIB := build/device-lib/.stamp
+WASM32 := tools/wasm32/node_modules/.stamp
 STUBS  := build/stubs/.stamp
 # The esp32 and rp2 stub packages install the same module names, so each gets its own tree.
 STUBS_STDLIB := micropython-stdlib-stubs==1.29.0.post2
 
-.PHONY: help setup deps sim test lint pytest bench clean sysdeps
+.PHONY: help setup deps sim test lint pytest bench clean sysdeps wasm32
 
 help:
 	@echo "make sim     run a simulated case (cloud arrives with the cloud service)"
@@ -34,6 +35,14 @@ $(DEVLIB): $(STAMP) device-packages.lock
 
 deps: $(DEVLIB)
 
+# A 32-bit MicroPython for the heap check (pinned with its integrity hash in package-lock.json).
+$(WASM32): tools/wasm32/package.json tools/wasm32/package-lock.json
+	@$(MAKE) --no-print-directory sysdeps
+	cd tools/wasm32 && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+wasm32: $(WASM32)
+
 sysdeps:
 	@tools/sysdeps.sh
 
@@ -52,13 +61,13 @@ lint: $(STAMP) $(STUBS) $(DEVLIB)
 	$(BIN)/pyright -p pyrightconfig.rp2.json
 	$(BIN)/pyright -p pyrightconfig.host.json
 
-pytest: deps sysdeps
+pytest: deps sysdeps $(WASM32)
 	$(BIN)/pytest
 
 test: deps sysdeps lint pytest
 
-bench: deps
+bench: deps $(WASM32)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache .hypothesis
+	rm -rf build .pytest_cache .ruff_cache .hypothesis tools/wasm32/node_modules

@@ -38,19 +38,12 @@ from casectl.build import compile_board  # noqa: E402
 from casectl.sim import demo_config  # noqa: E402
 from casectl.simproc import START, micropython  # noqa: E402
 from tests.conftest import run_micropython  # noqa: E402
-from tests.host.test_safety_props import PIN, expand, run_script  # noqa: E402
-
-SCENARIO = [
-    ("staff", PIN), ("wait", 500), ("door", 1), ("wait", 1000), ("door", 0), ("wait", 200),
-    ("phone", "2025550143"), ("wait", 3500),
-    ("staff", "9999"), ("wait", 3100), ("staff", "9999"), ("wait", 3100), ("staff", "9999"),
-    ("wait", 6000), ("door", 1), ("wait", 25000), ("door", 0), ("tamper", 1), ("tamper", 0),
-    ("stall", 3000), ("staff", PIN), ("wait", 4000), ("reset", "hard"), ("staff", PIN), ("wait", 4000),
-]
+from tests.host.heap32 import run_heap32  # noqa: E402
+from tests.host.test_safety_props import FULL_SCENARIO, expand, run_script  # noqa: E402
 
 
 def scenario(heap: str) -> dict | None:
-    actions, _ = expand(SCENARIO)
+    actions, _ = expand(FULL_SCENARIO)
     try:
         return run_script(actions, heap=heap)
     except AssertionError:
@@ -129,6 +122,15 @@ def main() -> int:
     figures["firmware_live_heap_bytes"] = res["heap_live_end"] - res["heap_live_before_firmware"]
     figures["scenario_min_heapsize_kib"] = min_heap()
     figures["scenario_passes_at_96k"] = scenario("96k") is not None
+    # The same scenario on a 32-bit MicroPython (the chip's object sizes): tests/host/heap32.py.
+    h32 = run_heap32("96k")
+    figures["heap32_live_after_boot_bytes"] = h32["live_after_boot_bytes"]
+    figures["heap32_max_live_bytes"] = h32["max_live_bytes"]
+    figures["heap32_sim_and_harness_bytes"] = h32["sim_and_harness_bytes"]
+    figures["heap32_firmware_max_live_bytes"] = h32["firmware_max_live_bytes"]
+    figures["heap32_worst_tick_uncollected_bytes"] = h32["max_uncollected_bytes"]
+    figures["heap32_worst_tick_at_ms"] = h32["max_uncollected_at_ms"]
+    figures["heap32_fits_96k_without_collecting_inside_a_tick"] = h32["fits"]
     src = boot_to_ready(None, "256k")
     sim_build = compile_board("sim", REPO / "build" / "bench-sim")
     mpy = boot_to_ready(REPO / "build" / "bench-sim", "192k")

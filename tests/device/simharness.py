@@ -62,6 +62,10 @@ class Run:
             vfs.mount(vfs.VfsPosix(self.script["flash_path"]), "/flash")
 
     def boot(self):
+        # A reset clears a chip's RAM: the firmware that ran before must not hold heap while the
+        # next one boots.
+        self.app = self.wdt = self.hw = None
+        gc.collect()
         if self.mounted:
             vfs.umount("/flash")
         self.mount()
@@ -98,20 +102,37 @@ class Run:
         self.pending_reset = cause
 
     def tick(self, run_app=True):
+        """One tick of the virtual clock; True when the chip reset during it."""
         self.hw.advance(TICK)
         self.t += TICK
         if self.pending_reset:
             self.cause = self.pending_reset
-            self.boot()
             return True
         if run_app:
             now = self.hw.ticks_ms()
             self.app.step(now)
             self.wdt.feed()
+        return False
+
+    def ticks(self, n, run_app=True, until_reset=False):
+        for _ in range(max(1, n)):
+            if self.tick(run_app):
+                yield from self.reboot()
+                if until_reset:
+                    return
+            else:
+                yield
+
+    def reboot(self):
+        # A reset clears a chip's RAM: drop the old firmware first (a driver collects here).
+        self.app = self.wdt = self.hw = None
+        yield
+        self.boot()
+        yield
 
     def steps(self):
         # One yield per tick of the virtual clock, so a driver can stop between any two ticks
-        # (the 32-bit heap check collects garbage there: tests/host/heap32.py).
+        # (the 32-bit heap check collects garbage there: tools/wasm32/heap32.mjs).
         cfg = self.script.get("cfg")
         if cfg is not None:
             self.mount()
@@ -123,40 +144,28 @@ class Run:
         for op, arg in self.script["actions"]:
             if op == "key":
                 self.app.board.keys.tap(arg, 50)
-                for _ in range(12):
-                    self.tick()
-                    yield
+                yield from self.ticks(12)
             elif op in ("door", "tamper"):
                 self.inputs[op] = arg
                 self.hw.inputs[op] = arg
                 self.out("in:" + op, arg)
-                self.tick()
-                yield
+                yield from self.ticks(1)
             elif op == "wait":
-                for _ in range(max(1, arg // TICK)):
-                    self.tick()
-                    yield
+                yield from self.ticks(arg // TICK)
             elif op == "stall":
                 # The loop hangs until the watchdog resets the chip; the new boot runs normally.
                 # Marked in the trace: the firmware sees no input while it is stalled.
                 self.out("stall", 1)
-                for _ in range(max(1, arg // TICK)):
-                    reset = self.tick(run_app=False)
-                    yield
-                    if reset:
-                        break
+                yield from self.ticks(arg // TICK, run_app=False, until_reset=True)
                 self.out("stall", 0)
             elif op == "reset":
                 self.cause = arg
                 self.hw.reset(arg)
-                self.boot()
-                yield
+                yield from self.reboot()
             elif op == "corrupt_config":
                 with open("config.json", "w") as f:
                     f.write('{"unlock_ms": ')
-        for _ in range(20):
-            self.tick()
-            yield
+        yield from self.ticks(20)
         vfs.umount("/flash")
         self.mounted = False
 

@@ -38,6 +38,17 @@ CFG = {
 }
 TICK = 10
 
+# Every flow once: staff PIN, door, phone entry, wrong PINs into a lockout, door held open,
+# tamper, a stalled loop and its watchdog reset, a hard reset. The heap figures (make bench,
+# tests/host/test_heap32.py) are taken over this run.
+FULL_SCENARIO = [
+    ("staff", PIN), ("wait", 500), ("door", 1), ("wait", 1000), ("door", 0), ("wait", 200),
+    ("phone", "2025550143"), ("wait", 3500),
+    ("staff", "9999"), ("wait", 3100), ("staff", "9999"), ("wait", 3100), ("staff", "9999"),
+    ("wait", 6000), ("door", 1), ("wait", 25000), ("door", 0), ("tamper", 1), ("tamper", 0),
+    ("stall", 3000), ("staff", PIN), ("wait", 4000), ("reset", "hard"), ("staff", PIN), ("wait", 4000),
+]
+
 
 # The firmware as a chip runs it (.mpy), in a heap a chip could give it. This 64-bit Unix port
 # needs more than an ESP32 for the same objects (8-byte pointers): see HEAP_CAP below.
