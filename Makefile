@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 DEVLIB := build/device-lib/.stamp
-WASM32 := tools/wasm32/node_modules/.stamp
+MP32   := build/micropython32/micropython
 STUBS  := build/stubs/.stamp
 # The esp32 and rp2 stub packages install the same module names, so each gets its own tree.
 STUBS_STDLIB := micropython-stdlib-stubs==1.29.0.post2
 
-.PHONY: help setup deps sim test lint pytest bench clean sysdeps wasm32
+.PHONY: help setup deps sim test lint pytest bench clean sysdeps micropython32
 
 help:
 	@echo "make sim     run a simulated case (cloud arrives with the cloud service)"
@@ -35,13 +35,11 @@ $(DEVLIB): $(STAMP) device-packages.lock
 
 deps: $(DEVLIB)
 
-# A 32-bit MicroPython for the heap check (pinned with its integrity hash in package-lock.json).
-$(WASM32): tools/wasm32/package.json tools/wasm32/package-lock.json
-	@$(MAKE) --no-print-directory sysdeps
-	cd tools/wasm32 && npm ci --no-audit --no-fund --loglevel=error
-	@touch $@
+# A 32-bit MicroPython (Debian's i386 Unix port) for the heap tests: micropython32.lock.
+$(MP32): $(STAMP) micropython32.lock tools/micropython32.py
+	$(PY) tools/micropython32.py
 
-wasm32: $(WASM32)
+micropython32: $(MP32)
 
 sysdeps:
 	@tools/sysdeps.sh
@@ -61,13 +59,13 @@ lint: $(STAMP) $(STUBS) $(DEVLIB)
 	$(BIN)/pyright -p pyrightconfig.rp2.json
 	$(BIN)/pyright -p pyrightconfig.host.json
 
-pytest: deps sysdeps $(WASM32)
+pytest: deps sysdeps $(MP32)
 	$(BIN)/pytest
 
 test: deps sysdeps lint pytest
 
-bench: deps $(WASM32)
+bench: deps $(MP32)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache .hypothesis tools/wasm32/node_modules
+	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -25,6 +25,17 @@ def micropython_binary() -> str:
     return found
 
 
+def micropython32_binary() -> str:
+    """Debian's i386 build of the Unix port: a chip's object sizes (tools/micropython32.py)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import micropython32
+
+    try:
+        return str(micropython32.path())
+    except micropython32.FetchError as e:
+        pytest.exit(f"the 32-bit micropython is missing and could not be fetched: {e}", 2)
+
+
 def micropython_path() -> str:
     # Same search order as a board: firmware, then the repo root for boards/, then fetched libs.
     # ".frozen" keeps the frozen modules (asyncio) importable when MICROPYPATH is set.
@@ -58,14 +69,16 @@ def run_micropython(
     timeout: float = 120,
     cwd: Path | None = None,
     compiled: bool = False,
+    bits: int = 64,
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run the Unix port: `bits=32` for Debian's i386 build, whose heap figures are a chip's."""
     path = micropython_path()
     if compiled:
         path = ":".join([".frozen", str(compiled_firmware("sim")), str(REPO / "tests" / "device")])
     env = dict(os.environ, MICROPYPATH=path)
     data = input.encode() if isinstance(input, str) else input
     return subprocess.run(
-        [micropython_binary(), "-X", f"heapsize={heap}", *args],
+        [micropython32_binary() if bits == 32 else micropython_binary(), "-X", f"heapsize={heap}", *args],
         input=data,
         capture_output=True,
         timeout=timeout,

@@ -6,9 +6,6 @@ need=()
 for prog in mosquitto socat; do
   command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || need+=("$prog")
 done
-# Node.js runs the 32-bit MicroPython (WebAssembly) of the heap check: tools/wasm32.
-command -v node >/dev/null 2>&1 || need+=(nodejs)
-command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

@@ -33,14 +33,9 @@ class Run:
         self.script = script
         self.t = 0  # virtual ms since the start of the run, across resets
         self.boots = 0
-        # The flash lives in a file, as in the live sim: it is not the chip's RAM. A port built
-        # without LittleFS (the 32-bit WebAssembly one) gets a host directory instead.
-        self.lfs = hasattr(vfs, "VfsLfs2")
-        if self.lfs:
-            self.bdev = FileBlockDev(script["flash_path"], blocks=64)
-            vfs.VfsLfs2.mkfs(self.bdev)
-        else:
-            os.mkdir(script["flash_path"])
+        # The flash lives in a file, as in the live sim: it is not the chip's RAM.
+        self.bdev = FileBlockDev(script["flash_path"], blocks=64)
+        vfs.VfsLfs2.mkfs(self.bdev)
         self.mounted = False
         self.app = None
         self.cause = "power_on"
@@ -56,10 +51,7 @@ class Run:
         _events.Bus.emit = emit
 
     def mount(self):
-        if self.lfs:
-            vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
-        else:
-            vfs.mount(vfs.VfsPosix(self.script["flash_path"]), "/flash")
+        vfs.mount(vfs.VfsLfs2(self.bdev), "/flash")
 
     def boot(self):
         # A reset clears a chip's RAM: the firmware that ran before must not hold heap while the
@@ -124,15 +116,15 @@ class Run:
                 yield
 
     def reboot(self):
-        # A reset clears a chip's RAM: drop the old firmware first (a driver collects here).
+        # A reset clears a chip's RAM: the old firmware is dropped before the new one boots.
         self.app = self.wdt = self.hw = None
         yield
         self.boot()
         yield
 
     def steps(self):
-        # One yield per tick of the virtual clock, so a driver can stop between any two ticks
-        # (the 32-bit heap check collects garbage there: tools/wasm32/heap32.mjs).
+        # One yield per tick of the virtual clock: go() runs them all, a caller may stop between
+        # two ticks to look at the heap.
         cfg = self.script.get("cfg")
         if cfg is not None:
             self.mount()
