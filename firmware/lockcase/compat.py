@@ -28,3 +28,31 @@ def epoch():
     import time
 
     return int(time.time())
+
+
+def json_whole(text):
+    """json.loads for files a power cut may have truncated. MicroPython 1.25's parser returns what
+    it read so far ('{"a": 1' gives {'a': 1}); a cut-off file must read as corrupt on every
+    version, never as a shorter document. Raises ValueError."""
+    import json
+
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    depth = 0
+    in_str = esc = False
+    for c in data:  # bytes iterate as ints: no allocation per character
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 0x5C:  # backslash
+                esc = True
+            elif c == 0x22:
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c == 0x7B or c == 0x5B:  # { [
+            depth += 1
+        elif c == 0x7D or c == 0x5D:  # } ]
+            depth -= 1
+    if depth or in_str:
+        raise ValueError("truncated JSON")
+    return json.loads(data)

@@ -3,6 +3,8 @@
 # one is refused with a message that names the key, instead of a surprise deep in the lock code.
 import json
 
+from lockcase.compat import json_whole
+
 PATH = "config.json"
 
 # key: (default, type, low, high). None bounds are unchecked.
@@ -189,7 +191,7 @@ def load(path=PATH):
     except OSError:
         raise NotProvisioned("not provisioned: no " + path)
     try:
-        raw = json.loads(text)
+        raw = json_whole(text)
     except ValueError:
         raise ConfigError("config: %s is not valid JSON" % path)
     return validate(raw)

@@ -4,7 +4,7 @@
 import json
 
 from lockcase import phone
-from lockcase.compat import const, ticks_add, ticks_diff
+from lockcase.compat import const, json_whole, ticks_add, ticks_diff
 
 IDLE = "idle"
 PHONE = "phone"
@@ -253,7 +253,7 @@ class Entry:
     def _restore_lockout(self, now):
         try:
             with open(LOCKOUT_FILE) as f:
-                d = json.loads(f.read())
+                d = json_whole(f.read())
             secs = int(d.get("s", 0))
             self.lockouts = int(d.get("level", 0))
         except (OSError, ValueError, TypeError, AttributeError):

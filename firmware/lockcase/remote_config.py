@@ -1,14 +1,14 @@
 # Config changes sent by the cloud (signed `staff` and `config` commands). The new config is
 # validated as a whole before it replaces config.json (write then rename), so a bad value is
 # refused with the validator's message and the case keeps running on what it had.
-import json
 
 from lockcase import config
+from lockcase.compat import json_whole
 
 
 def _raw():
     with open(config.PATH) as f:
-        return json.loads(f.read())
+        return json_whole(f.read())
 
 
 def apply(kind, body, staff=None):

@@ -26,6 +26,7 @@ from boards.sim.hw import PERIOD  # noqa: E402
 from lockcase import events as _events  # noqa: E402
 
 TICK = 10
+KEEP = ("lockcase.events", "lockcase.compat")
 
 
 class Run:
@@ -116,8 +117,16 @@ class Run:
                 yield
 
     def reboot(self):
-        # A reset clears a chip's RAM: the old firmware is dropped before the new one boots.
+        # A reset clears a chip's RAM: the old firmware, objects and loaded code, is dropped
+        # before the new one boots. (The sim's emulated hardware, and the events module the
+        # harness listens on, stay: they are not the chip's RAM.)
         self.app = self.wdt = self.hw = None
+        for name in list(sys.modules):
+            if name in ("main", "boot") or (name.startswith("lockcase.") and name not in KEEP):
+                del sys.modules[name]
+                pkg, _, attr = name.rpartition(".")
+                if pkg in sys.modules and attr in sys.modules[pkg].__dict__:
+                    delattr(sys.modules[pkg], attr)
         yield
         self.boot()
         yield

@@ -7,6 +7,7 @@ import binascii
 import json
 import os
 
+from lockcase.compat import json_whole
 from lockcase.creds import equal, hmac_sha256
 
 VERSION = 1
@@ -181,7 +182,7 @@ class FileSeqs:
     def load(self):
         try:
             with open(self.path) as f:
-                v = json.loads(f.read())
+                v = json_whole(f.read())
             return int(v[0]), int(v[1])
         except (OSError, ValueError, TypeError, IndexError, KeyError):
             # Lost or corrupt: start from zero; the cloud's time reply re-seeds tx (see protocol.md).

@@ -18,6 +18,9 @@ class Buzzer:
         self._pwm = pwm
         self._duty = duty
         self._gen = 0  # bumped by every play/stop: older plays see it and give up the PWM
+        self._next = None  # (tone, repeat) for the player task
+        self._wake = None
+        self._task = None
         if pwm is not None:
             pwm.duty_u16(0)
 
@@ -46,10 +49,27 @@ class Buzzer:
         pwm.duty_u16(0)
 
     def start(self, name, repeat=1):
-        # Fire and forget, for callers that are not coroutines.
+        # Fire and forget, for callers that are not coroutines. One player task serves every
+        # start(), so a key press allocates no task: on a chip's small heap beeps are not churn.
         if name not in TONES:
             raise ValueError("unknown tone: %s" % name)
-        return asyncio.create_task(self.play(name, repeat))
+        self._next = (name, repeat)
+        self._gen += 1  # a tone playing now gives way at its next step
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._player())
+        self._wake.set()
+        return self._task
+
+    async def _player(self):
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            name, repeat = self._next
+            try:
+                await self.play(name, repeat)
+            except Exception as exc:  # a PWM fault must not silence every later beep
+                print("buzzer:", repr(exc))
 
     def stop(self):
         self._gen += 1
