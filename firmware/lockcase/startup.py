@@ -1,5 +1,6 @@
 # Boot-time assembly: config -> board -> app. Runs once; main.py drops this module and the config
 # validator afterwards, so the RAM their code takes is free for the running case.
+import gc
 import sys
 
 import board
@@ -25,6 +26,7 @@ def _config():
 def build():
     cfg, error = _config()
     forget("lockcase.config")
+    gc.collect()  # the validator's code and the raw JSON go before the app's modules load
     if error:
         print(error)
     from lockcase.app import App

@@ -59,25 +59,40 @@ BITS = 32
 
 def run_script(actions: list, cfg: dict | None = CFG, heap: str = HEAP, compiled: bool = True,
                bits: int = BITS) -> dict:
+    """Run a script; a reset ends the MicroPython process and a new one boots on the same flash
+    (a chip's RAM does not survive a reset). Heap figures: the first boot's, and the last end."""
+    trace: list = []
+    events: list = []
+    boots: list = []
+    first: dict | None = None
+    resume = None
     with tempfile.TemporaryDirectory() as d:
         flash = Path(d) / "flash.img"
-        script = {"cfg": cfg, "actions": actions, "flash_path": str(flash)}
-        proc = run_micropython([str(HARNESS)], input=json.dumps(script), heap=heap, timeout=300, compiled=compiled,
-                               bits=bits)
-        out = proc.stdout.decode(errors="replace")
-        trace, events, boots = [], [], []
-        for line in out.splitlines():
-            if line.startswith("@@T "):
-                trace.append(json.loads(line[4:]))
-            elif line.startswith("@@E "):
-                events.append(json.loads(line[4:]))
-            elif line.startswith("@@B "):
-                boots.append(int(line[4:]))
-            elif line.startswith("@@OUT "):
-                res = json.loads(line[6:])
-                res.update(trace=trace, events=events, boots=boots, flash=flash.read_bytes())
-                return res
-    raise AssertionError(f"harness failed (exit {proc.returncode}):\n{out[-3000:]}\n{proc.stderr.decode()[-3000:]}")
+        for _ in range(len(actions) + 2):
+            script = {"cfg": cfg, "flash_path": str(flash), "resume": resume}
+            lines = [json.dumps(script)] + [json.dumps(a) for a in actions]
+            proc = run_micropython([str(HARNESS)], input="\n".join(lines) + "\n", heap=heap, timeout=300,
+                                   compiled=compiled, bits=bits)
+            out = proc.stdout.decode(errors="replace")
+            seg, resume = None, None
+            for line in out.splitlines():
+                if line.startswith("@@T "):
+                    trace.append(json.loads(line[4:]))
+                elif line.startswith("@@E "):
+                    events.append(json.loads(line[4:]))
+                elif line.startswith("@@B "):
+                    boots.append(int(line[4:]))
+                elif line.startswith("@@OUT "):
+                    seg = json.loads(line[6:])
+                elif line.startswith("@@RESET "):
+                    resume = json.loads(line[8:])
+            if seg is None or proc.returncode != 0:
+                raise AssertionError(f"harness failed (exit {proc.returncode}):\n{out[-3000:]}\n{proc.stderr.decode()[-3000:]}")
+            first = first or seg
+            if resume is None:
+                return dict(first, heap_live_end=seg["heap_live_end"], trace=trace, events=events, boots=boots,
+                            flash=flash.read_bytes(), segments=len(boots))
+    raise AssertionError("the harness kept resetting")
 
 
 phones = st.builds(
