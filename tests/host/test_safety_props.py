@@ -90,8 +90,9 @@ def run_script(actions: list, cfg: dict | None = CFG, heap: str = HEAP, compiled
                 raise AssertionError(f"harness failed (exit {proc.returncode}):\n{out[-3000:]}\n{proc.stderr.decode()[-3000:]}")
             first = first or seg
             if resume is None:
-                return dict(first, heap_live_end=seg["heap_live_end"], trace=trace, events=events, boots=boots,
-                            flash=flash.read_bytes(), segments=len(boots))
+                assert first is not None
+                return {**first, "heap_live_end": seg["heap_live_end"], "trace": trace, "events": events,
+                        "boots": boots, "flash": flash.read_bytes(), "segments": len(boots)}
     raise AssertionError("the harness kept resetting")
 
 

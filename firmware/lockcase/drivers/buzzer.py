@@ -18,8 +18,8 @@ class Buzzer:
         self._pwm = pwm
         self._duty = duty
         self._gen = 0  # bumped by every play/stop: older plays see it and give up the PWM
-        self._next = None  # (tone, repeat) for the player task
-        self._wake = None
+        self._next = ("key", 1)  # (tone, repeat) for the player task
+        self._wake = asyncio.Event()
         self._task = None
         if pwm is not None:
             pwm.duty_u16(0)
@@ -56,7 +56,6 @@ class Buzzer:
         self._next = (name, repeat)
         self._gen += 1  # a tone playing now gives way at its next step
         if self._task is None:
-            self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._player())
         self._wake.set()
         return self._task
