@@ -19,7 +19,7 @@ class Buzzer:
         self._duty = duty
         self._gen = 0  # bumped by every play/stop: older plays see it and give up the PWM
         self._next = ("key", 1)  # (tone, repeat) for the player task
-        self._wake = asyncio.Event()
+        self._wake = None  # made on the first beep: asyncio.Event loads a module of its own
         self._task = None
         if pwm is not None:
             pwm.duty_u16(0)
@@ -55,15 +55,17 @@ class Buzzer:
             raise ValueError("unknown tone: %s" % name)
         self._next = (name, repeat)
         self._gen += 1  # a tone playing now gives way at its next step
-        if self._task is None:
-            self._task = asyncio.create_task(self._player())
-        self._wake.set()
+        wake = self._wake
+        if wake is None:
+            wake = self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._player(wake))
+        wake.set()
         return self._task
 
-    async def _player(self):
+    async def _player(self, wake):
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             name, repeat = self._next
             try:
                 await self.play(name, repeat)
