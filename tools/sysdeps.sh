@@ -6,6 +6,11 @@ need=()
 for prog in mosquitto socat; do
   command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || need+=("$prog")
 done
+# PostgreSQL's server (initdb, pg_ctl) for the cloud tests: Debian keeps it off PATH, under
+# /usr/lib/postgresql/<version>/bin (tests/cloud/pgserver.py looks there first).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,19 +35,45 @@ Status = Literal["member", "trusted", "flagged"]
 
 
 # --- schemas --------------------------------------------------------------------------------
+# Text is checked here against what the database takes, so that it is a 422 on every database:
+# PostgreSQL refuses text longer than its column, or holding a NUL character, at the INSERT (even
+# as a query parameter), where SQLite would keep it.
 
-class StoreIn(BaseModel):
+def _fits(column: Any) -> int:
+    """The declared length of a String column, as the max_length of the field stored in it."""
+    return int(column.type.length)
+
+
+class Input(BaseModel):
+    """A request body: no text in it holds a NUL character."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
+def _plain_url(request: Request) -> None:
+    """Every request: no NUL character in the path (ids) or the query (filters) either."""
+    if "\x00" in request.scope.get("path", "") or any(
+            "\x00" in k or "\x00" in v for k, v in request.query_params.multi_items()):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "NUL character in the URL")
+
+
+class StoreIn(Input):
     id: str = Field(pattern=ID_RE.pattern)
-    name: str = ""
+    name: str = Field("", max_length=_fits(Store.name))
     country: str = Field("US", min_length=2, max_length=2)
-    notify_url: str | None = None
+    notify_url: str | None = Field(None, max_length=_fits(Store.notify_url))
     guests_allowed: bool = True
 
 
-class StorePatch(BaseModel):
-    name: str | None = None
+class StorePatch(Input):
+    name: str | None = Field(None, max_length=_fits(Store.name))
     country: str | None = Field(None, min_length=2, max_length=2)
-    notify_url: str | None = None
+    notify_url: str | None = Field(None, max_length=_fits(Store.notify_url))
     guests_allowed: bool | None = None
 
 
@@ -59,10 +85,10 @@ class StoreOut(BaseModel):
     guests_allowed: bool
 
 
-class CaseIn(BaseModel):
+class CaseIn(Input):
     id: str = Field(pattern=ID_RE.pattern)
     store: str
-    name: str = ""
+    name: str = Field("", max_length=_fits(Case.name))
 
 
 class MqttLogin(BaseModel):
@@ -94,12 +120,12 @@ class CaseOut(BaseModel):
     last_status: dict[str, Any] | None
 
 
-class MemberIn(BaseModel):
+class MemberIn(Input):
     phone: str | None = Field(None, description="as a shopper would type it, or +E.164")
     country: str = Field("US", min_length=2, max_length=2)
     card: str | None = Field(None, description="loyalty card number or NFC UID")
     status: Status = "member"
-    external_id: str | None = None
+    external_id: str | None = Field(None, max_length=_fits(Member.external_id))
 
 
 class MemberOut(BaseModel):
@@ -114,19 +140,19 @@ class MemberCreated(MemberOut):
     app_token: str = Field(description="the member's token for the store app; shown once")
 
 
-class PhoneQuery(BaseModel):
+class PhoneQuery(Input):
     phone: str
     country: str = Field("US", min_length=2, max_length=2)
 
 
-class StatusIn(BaseModel):
+class StatusIn(Input):
     status: Status
 
 
-class StaffIn(BaseModel):
+class StaffIn(Input):
     kind: Literal["pin", "badge"]
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    label: str = ""
+    label: str = Field("", max_length=_fits(Staff.label))
 
 
 class StaffOut(BaseModel):
@@ -166,11 +192,11 @@ class CmdResult(BaseModel):
     err: str | None = None
 
 
-class ConfigIn(BaseModel):
+class ConfigIn(Input):
     set: dict[str, Any]
 
 
-class UnlockIn(BaseModel):
+class UnlockIn(Input):
     token: str = Field(min_length=1, max_length=200, description="the member's app token")
     case: str = Field(pattern=ID_RE.pattern, description="from the case's QR code")
 
@@ -229,7 +255,8 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
                     await task
 
     app = FastAPI(title="LockCase cloud", version=__version__, lifespan=lifespan,
-                  description="Reference cloud for LockCase merchandise cases (docs/cloud.md).")
+                  description="Reference cloud for LockCase merchandise cases (docs/cloud.md).",
+                  dependencies=[Depends(_plain_url)])
     bearer = HTTPBearer(auto_error=False)
 
     def admin(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:

@@ -2,6 +2,10 @@
 
     from tests.cloud.conftest import start_mosquitto
     with start_mosquitto(tmp_path, passwd=..., acl=...) as (host, port): ...
+
+Every test that takes `settings` (so `rt`, and everything built on it) or `database_url` runs
+twice: on SQLite (the default, a file under the data dir) and on a real PostgreSQL, one server per
+session (pgserver.py) with a fresh database per test. Ids: test_x[sqlite], test_x[pg].
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from casecloud import registry
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
+from tests.cloud.pgserver import PgError, PgServer
 
 
 def mosquitto_binary() -> str:
@@ -110,9 +116,53 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the session, started by the first test that runs on it."""
+    try:
+        with PgServer.start(free_port) as server:
+            yield server
+    except PgError as e:
+        pytest.fail(f"cannot run the PostgreSQL tests: {e}", pytrace=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "pg"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The service's database: SQLite at its default place under the `settings` data dir, or a
+    new, empty database on the session's PostgreSQL server (dropped after the test)."""
+    if request.param == "sqlite":
+        (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{tmp_path / 'data' / 'casecloud.db'}"
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("test-admin-token"))
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    # SQLite: the default URL, as a service with no configuration has it
+    return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("test-admin-token"),
+                    database_url=database_url if is_postgres(database_url) else None)
+
+
+@pytest.fixture
+def stored_files(request: pytest.FixtureRequest, settings: Settings) -> Any:
+    """`stored_files()`: the files the database keeps its data in (flushed first), to search for
+    what must not be at rest. Call it with the service's engines disposed."""
+
+    def files() -> list[Path]:
+        if is_postgres(settings.db_url):
+            server: PgServer = request.getfixturevalue("pg_server")
+            return server.database_files(str(make_url(settings.db_url).database))
+        return [p for p in settings.data_dir.iterdir() if p.name.startswith("casecloud.db")]
+
+    return files
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The HTTP API through FastAPI's TestClient, over a real SQLite database."""
+"""The HTTP API through FastAPI's TestClient, over a real database (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -175,3 +175,27 @@ def test_retention_strips_old_member_references(api: TestClient, rt: Runtime, cl
     assert api.post("/v1/admin/retention/run", headers=H).json() == {"stripped": 1}
     ev = api.get("/v1/admin/events", headers=H).json()
     assert [(e["member_id"], e["phone_last2"]) for e in ev] == [("m_new", "12"), (None, None)]
+
+
+def test_text_the_database_cannot_keep_is_refused(api: TestClient) -> None:
+    """Too long for its column, or holding a NUL: a 422 on every database (PostgreSQL would fail
+    the INSERT, or even a lookup, where SQLite kept the text as it was)."""
+    nul = "a\x00b"
+    assert api.post("/v1/admin/stores", json={"id": "s1", "name": "x" * 201}, headers=H).status_code == 422
+    assert api.post("/v1/admin/stores", json={"id": "s1", "notify_url": "x" * 501}, headers=H).status_code == 422
+    assert api.post("/v1/admin/stores", json={"id": "s1", "name": nul}, headers=H).status_code == 422
+    store(api, name="x" * 200)  # as long as it may be
+    assert api.patch("/v1/admin/stores/s1", json={"name": "x" * 201}, headers=H).status_code == 422
+    assert api.post("/v1/admin/cases", json={"id": "c1", "store": "s1", "name": "x" * 201},
+                    headers=H).status_code == 422
+    assert api.post("/v1/admin/cases", json={"id": "c1", "store": nul}, headers=H).status_code == 422
+    for body in ({"card": "1", "external_id": "x" * 101}, {"card": nul}, {"card": "1", "external_id": nul}):
+        assert api.post("/v1/admin/members", json=body, headers=H).status_code == 422
+    assert api.post("/v1/admin/stores/s1/staff", json={"kind": "pin", "hash": "ab" * 32, "label": "x" * 101},
+                    headers=H).status_code == 422
+    assert api.post("/v1/app/unlock", json={"token": nul, "case": "c1"}).status_code == 422
+    # ids in the path and filters in the query
+    assert api.get("/v1/admin/members/m%00", headers=H).status_code == 422
+    assert api.get("/v1/admin/events", params={"case": nul}, headers=H).status_code == 422
+    assert api.get("/v1/admin/cases", params={"store": nul}, headers=H).status_code == 422
+    assert api.get("/v1/admin/events", params={"case": "c1"}, headers=H).json() == []

@@ -1,7 +1,7 @@
 """The worker's batches: many messages checked and decided in one transaction (worker.py).
 
 Batches are driven through `Handler.handle_batch` / `Handler.decide` with cases signing with the
-firmware codec, against real SQLite; no broker is needed.
+firmware codec, against a real database (SQLite, PostgreSQL); no broker is needed.
 """
 
 from __future__ import annotations
@@ -258,8 +258,8 @@ def test_a_failing_message_costs_only_its_own_answer(rt: Runtime, cases: dict[st
     assert allows(rt) == 2
 
 
-def test_rate_hits_carried_into_counters_by_the_migration(tmp_path: Any) -> None:
-    url = f"sqlite:///{tmp_path / 'm.db'}"
+def test_rate_hits_carried_into_counters_by_the_migration(database_url: str) -> None:
+    url = database_url
     cfg = db.alembic_config(url)
     command.upgrade(cfg, "0001")
     engine = create_engine(url)
@@ -293,3 +293,25 @@ def test_a_reply_that_cannot_be_signed_loses_only_itself(rt: Runtime, cases: dic
     outs = Handler(rt).handle_batch(batch)
     assert outs[1] == []
     assert [c2.open(outs[0])[0]["t"], c1.open(outs[2])[0]["t"]] == ["allow", "allow"]
+
+
+def test_nul_characters_from_a_case_are_kept_replaced(rt: Runtime, cases: dict[str, Sim]) -> None:
+    """PostgreSQL refuses a NUL in text (SQLite keeps it): text a case sends for a text column or
+    a lookup has it replaced, and the message is answered as on any database."""
+    c1 = cases["c1"]
+    h = Handler(rt)
+    (out,) = h.handle(*c1.msg("status", {"t": "hello", "fw": "1.0\x00x"}))
+    assert c1.open([out])[0]["t"] == "time"
+    evts = [{"i": "n\x001", "k": "op\x00ened", "ts": 1, "d": {"x": "\x00"}}]
+    for _ in range(2):  # and again: still one event
+        (out,) = h.handle(*c1.msg("evt", {"t": "evts", "evts": evts}))
+        assert c1.open([out])[0]["ids"] == ["n\x001"]  # acknowledged as the case named it
+    for body in ({"t": "otp", "sid": "x\x00", "code": "123456"}, {"t": "phone", "num": "5551234567", "sid": "x\x00"}):
+        (out,) = h.handle(*c1.msg("req", body))
+        assert c1.open([out])[0]["t"] in ("deny", "challenge")
+    assert h.rejected == {}
+    with rt.sessions() as s:
+        case = s.get(Case, "c1")
+        assert case is not None and case.fw == "1.0\ufffdx"
+        e = s.scalars(select(Event).where(Event.source == "case")).one()
+        assert (e.event_id, e.kind, e.data) == ("n\ufffd1", "op\ufffdened", {"x": "\x00"})

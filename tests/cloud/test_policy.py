@@ -1,4 +1,4 @@
-"""Policy decisions against a real SQLite database with a fake clock."""
+"""Policy decisions against a real database (SQLite, PostgreSQL) with a fake clock."""
 
 from __future__ import annotations
 

@@ -23,18 +23,21 @@ from casecloud.models import Base, Challenge, Member
 from casecloud.privacy import Hasher
 from casecloud.runtime import build
 from casecloud.settings import Settings
-from tests.cloud.conftest import FakeClock, free_port
+from tests.cloud.conftest import FakeClock, free_port, is_postgres
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.test_policy import PHONE, ctx, phone
 
 
-def test_migrations_match_the_models(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'm.db'}"
+def test_migrations_match_the_models(database_url: str) -> None:
+    url = database_url
     db.migrate(url)
     db.migrate(url)  # a second start is a no-op
     engine = create_engine(url)
-    with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
     assert diff == []
 
 
@@ -56,7 +59,7 @@ def test_settings_env_file_and_generated_secrets(tmp_path: Path, monkeypatch: py
         Settings(no_such_setting=1)  # type: ignore[call-arg]
 
 
-def test_twilio_sender(settings: Settings) -> None:
+def test_twilio_sender() -> None:
     seen: list[httpx.Request] = []
 
     def handler(req: httpx.Request) -> httpx.Response:
@@ -111,6 +114,9 @@ def test_loyalty_webhook(settings: Settings, clock: FakeClock, notifier: Any) ->
             return httpx.Response(200, json={"member": "R-2", "status": "flagged"})
         if body.get("token") == "DOWN":
             return httpx.Response(500)
+        if body.get("token") in ("LONG", "NUL"):  # ids we could not store: 100 characters at most, no NUL
+            return httpx.Response(200, json={"member": "R-" + "9" * 99 if body["token"] == "LONG" else "R\x00",
+                                             "status": "member"})
         return httpx.Response(404)
 
     settings.prepare()
@@ -132,6 +138,7 @@ def test_loyalty_webhook(settings: Settings, clock: FakeClock, notifier: Any) ->
     assert token("BAD").why == "flagged"
     assert token("NOPE").why == "unknown"
     assert token("DOWN").why == "unavailable"
+    assert token("LONG").why == "unavailable" and token("NUL").why == "unavailable"
     assert phone(rt).t == "challenge"
     with rt.sessions() as s:
         m = s.scalars(select(Member).where(Member.external_id == "R-1")).one()
@@ -139,10 +146,12 @@ def test_loyalty_webhook(settings: Settings, clock: FakeClock, notifier: Any) ->
     assert calls[-1] == {"phone": "+1" + PHONE}
 
 
-def test_python_m_casecloud_serves_api_and_worker(tmp_path: Path, broker: tuple[str, int]) -> None:
+def test_python_m_casecloud_serves_api_and_worker(tmp_path: Path, broker: tuple[str, int], database_url: str) -> None:
     port = free_port()
     env = dict(os.environ, CASECLOUD_DATA_DIR=str(tmp_path / "svc"), CASECLOUD_API_PORT=str(port),
                CASECLOUD_MQTT_HOST=broker[0], CASECLOUD_MQTT_PORT=str(broker[1]), CASECLOUD_ADMIN_TOKEN="tkn")
+    if is_postgres(database_url):  # SQLite: the default under the data dir
+        env["CASECLOUD_DATABASE_URL"] = database_url
     log = (tmp_path / "svc.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "casecloud"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -158,7 +167,9 @@ def test_python_m_casecloud_serves_api_and_worker(tmp_path: Path, broker: tuple[
             time.sleep(0.2)
         h = {"Authorization": "Bearer tkn"}
         assert httpx.post(base + "/v1/admin/stores", json={"id": "s1"}, headers=h).status_code == 201
-        reg = httpx.post(base + "/v1/admin/cases", json={"id": "c1", "store": "s1"}, headers=h).json()
+        r_reg = httpx.post(base + "/v1/admin/cases", json={"id": "c1", "store": "s1"}, headers=h)
+        assert r_reg.status_code == 201, (r_reg.status_code, r_reg.text, (tmp_path / "svc.log").read_text()[-2000:])
+        reg = r_reg.json()
         case = FakeCase(*broker, "s1", "c1", bytes.fromhex(reg["key"]))
         try:
             case.hello()

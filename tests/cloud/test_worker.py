@@ -1,4 +1,5 @@
-"""The worker end to end: a real Mosquitto, real SQLite, and a case signing with the firmware codec."""
+"""The worker end to end: a real Mosquitto, a real database (SQLite, PostgreSQL), and a case signing
+with the firmware codec."""
 
 from __future__ import annotations
 

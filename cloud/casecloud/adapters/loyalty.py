@@ -9,10 +9,10 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import String, select
 from sqlalchemy.orm import Session
 
 from casecloud import db
@@ -22,6 +22,7 @@ from casecloud.privacy import Hasher, last2
 log = logging.getLogger("casecloud.loyalty")
 
 STATUSES = ("member", "trusted", "flagged")
+_EXT_MAX = cast(String, Member.__table__.c.external_id.type).length or 0  # the retailer's member id
 
 
 class LoyaltyError(Exception):
@@ -105,7 +106,8 @@ class WebhookLoyalty:
             raise LoyaltyError(f"loyalty webhook: HTTP {r.status_code}")
         data = r.json()
         ext, status = data.get("member"), data.get("status")
-        if not isinstance(ext, str) or status not in STATUSES:
+        # an id we could not store (too long, or a NUL that PostgreSQL refuses) is malformed too
+        if not isinstance(ext, str) or len(ext) > _EXT_MAX or "\x00" in ext or status not in STATUSES:
             raise LoyaltyError("loyalty webhook: malformed answer")
         return ext, status
 
