@@ -161,12 +161,18 @@ def verify(key: bytes, topic_name: str, env: Envelope) -> dict[str, Any]:
         sig = bytes.fromhex(env.s)
     except ValueError:
         raise Rejected("bad_sig") from None
-    expected = hmac.new(key, f"{topic_name}\n{env.p}".encode(), hashlib.sha256).digest()
+    try:
+        signed = f"{topic_name}\n{env.p}".encode()
+    except UnicodeEncodeError:  # a lone surrogate: no case's firmware can produce one
+        raise Rejected("bad_json") from None
+    expected = hmac.new(key, signed, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, sig):
         raise Rejected("bad_sig")
     try:
         body = json.loads(env.p)
-    except ValueError:
+        # Escaped lone surrogates ("\\ud800") parse, but no database can store the text.
+        json.dumps(body, ensure_ascii=False).encode()
+    except (ValueError, UnicodeEncodeError):
         raise Rejected("bad_json") from None
     if not isinstance(body, dict):
         raise Rejected("bad_json")

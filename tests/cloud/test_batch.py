@@ -315,3 +315,17 @@ def test_nul_characters_from_a_case_are_kept_replaced(rt: Runtime, cases: dict[s
         assert case is not None and case.fw == "1.0\ufffdx"
         e = s.scalars(select(Event).where(Event.source == "case")).one()
         assert (e.event_id, e.kind, e.data) == ("n\ufffd1", "op\ufffdened", {"x": "\x00"})
+
+
+def test_lone_surrogates_from_a_case_are_rejected_not_crashed_on(rt: Runtime, cases: dict[str, Sim]) -> None:
+    """No firmware can send a lone surrogate (MicroPython strings are UTF-8), and no database can
+    store one: such a message is rejected as bad JSON, and the rest of its batch is answered."""
+    c1, c2 = cases["c1"], cases["c2"]
+    h = Handler(rt)
+    bad = c1.msg("evt", {"t": "evts", "evts": [{"i": "s\ud8001", "k": "opened", "ts": 1, "d": {}}]})
+    good = c2.msg("status", {"t": "hello", "fw": "1.0"})
+    out = h.handle_batch([bad, good])
+    assert out[0] == [] and c2.open(out[1])[0]["t"] == "time"
+    assert h.rejected == {"bad_json": 1}
+    with rt.sessions() as s:
+        assert s.scalars(select(Event).where(Event.source == "case")).all() == []
