@@ -51,14 +51,20 @@ def scenario(heap: str, bits: int) -> dict | None:
 
 
 def min_heap(bits: int) -> int:
-    lo, hi = 48, 256  # KiB; the upper bound must pass
+    """The smallest heap from which every larger one completes the scenario (KiB). A first-fit
+    heap is not monotonic near its floor (a size can fail between two that pass), so: bisect to a
+    size that passes, then walk down from above it to the first failure."""
+    lo, hi = 48, 256  # the upper bound must pass
     while lo < hi:
         mid = (lo + hi) // 2
         if scenario(f"{mid}k", bits):
             hi = mid
         else:
             lo = mid + 1
-    return lo
+    size = lo + 8
+    while size > lo and scenario(f"{size - 1}k", bits):
+        size -= 1
+    return size
 
 
 def boot_to_ready(fw: Path | None, heap: str, runs: int = 5) -> list[float]:

@@ -12,13 +12,13 @@ OPTIONS = {"virtual": False, "start_ms": 0, "ctl": None, "reset_cause": "power_o
 HW = Hardware()
 
 
-def power_on(virtual=False, start_ms=0, reset_cause="power_on"):
+def power_on(virtual=False, start_ms=0, reset_cause="power_on", epoch_s=0):
     """A fresh chip: every latch at its reset level. Tests call this to model a reset."""
     global HW
     OPTIONS["virtual"] = virtual
     OPTIONS["start_ms"] = start_ms
     OPTIONS["reset_cause"] = reset_cause
-    HW = Hardware(virtual=virtual, start_ms=start_ms)
+    HW = Hardware(virtual=virtual, start_ms=start_ms, epoch_s=epoch_s)
     return HW
 
 
@@ -54,6 +54,7 @@ class Board:
         self.hw = hw
         self.name = NAME
         self.ticks_ms = hw.ticks_ms
+        self.epoch = hw.epoch
         self.lock_pin = OutPin(hw, "lock")
         self.lock_pwm = PWM(hw, "lock", freq=20000)
         self.keys = SimKeyMatrix(keymap_for(cfg.get("keypad")), hw.ticks_ms)

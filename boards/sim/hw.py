@@ -16,8 +16,9 @@ PERIOD = time.ticks_add(0, -1) + 1
 
 
 class Hardware:
-    def __init__(self, virtual=False, start_ms=0):
+    def __init__(self, virtual=False, start_ms=0, epoch_s=0):
         self.virtual = virtual
+        self.epoch0 = epoch_s  # the virtual RTC's seconds at power-on
         # Start near the wrap so every test crosses a ticks_ms wrap-around.
         self._v = start_ms % PERIOD
         self._offset = 0
@@ -37,6 +38,13 @@ class Hardware:
         if self.virtual:
             return self._v
         return time.ticks_add(time.ticks_ms(), self._offset)
+
+    def epoch(self):
+        # Wall-clock seconds. Virtual: from the virtual clock, so a run's journal (and with it
+        # every CRC and timestamp the firmware allocates for) is the same on every replay.
+        if self.virtual:
+            return self.epoch0 + self.uptime_ms() // 1000
+        return int(time.time())
 
     def uptime_ms(self):
         return time.ticks_diff(self.ticks_ms(), self.t0)

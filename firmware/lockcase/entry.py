@@ -253,7 +253,7 @@ class Entry:
     def _restore_lockout(self, now):
         try:
             with open(LOCKOUT_FILE) as f:
-                d = json_whole(f.read())
+                d = json_whole(f.read(64))  # a few dozen bytes; longer is corrupt anyway
             secs = int(d.get("s", 0))
             self.lockouts = int(d.get("level", 0))
         except (OSError, ValueError, TypeError, AttributeError):

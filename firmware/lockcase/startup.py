@@ -34,7 +34,8 @@ def build():
 
     hw = board.create(cfg)
     try:
-        journal = Journal()
+        clock = getattr(hw, "epoch", None)  # the board's RTC where it has its own idea of time
+        journal = Journal(clock=clock) if clock else Journal()
     except Exception as exc:  # a broken filesystem must not keep the lock from working
         print("journal unavailable:", exc)
         journal = None

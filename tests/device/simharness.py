@@ -18,6 +18,14 @@ import sys
 
 import vfs
 
+# A chip imports from a short path ("/lockcase/app.mpy"); this host's may be long, and every
+# module's __file__ is heap. Each search directory is mounted under a short name, so the figures
+# do not depend on where the repository was checked out.
+for _i, _p in enumerate(sys.path):
+    if _p.startswith("/") and len(_p) > 4:
+        vfs.mount(vfs.VfsPosix(_p), "/p%d" % _i)
+        sys.path[_i] = "/p%d" % _i
+
 try:
     import board  # a compiled build puts the sim's board.mpy on the path
 except ImportError:  # running from source: install the sim board as `board`, as start.py does
@@ -29,6 +37,7 @@ from boards.sim.hw import PERIOD  # noqa: E402
 from lockcase import events as _events  # noqa: E402
 
 TICK = 10
+EPOCH0 = 1_800_000_000  # the virtual RTC at the start of every run: replays are byte-identical
 
 
 class Reset(Exception):
@@ -66,7 +75,8 @@ class Run:
     def boot(self):
         self.mount()
         os.chdir("/flash")
-        hw = board.power_on(virtual=True, start_ms=self.start + self.t, reset_cause=self.cause)
+        hw = board.power_on(virtual=True, start_ms=self.start + self.t, reset_cause=self.cause,
+                            epoch_s=EPOCH0 + self.t // 1000)
         hw.inputs.update(self.inputs)
         hw.listeners.append(lambda t, name, value: self.out(name, value))
         hw.on_reset = self._on_reset
