@@ -121,6 +121,11 @@ class Board:
     def tamper(self):
         return self._tamper.value() == 1
 
+    def epoch(self):
+        # The port's RTC: after a power cut it restarts from the port's epoch (the cloud link keeps
+        # its own offset to the cloud's clock, see docs/protocol.md).
+        return time.time()
+
     def timer(self):
         # Timer(n) hands back the same object for the same n, so each caller gets its own id.
         # The callback is scheduled (the port has no hard timer IRQ): it runs at the next
