@@ -28,6 +28,7 @@ from casecloud import registry
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
+from casectl.simproc import free_port
 from tests.cloud.pgserver import PgError, PgServer
 
 
@@ -36,12 +37,6 @@ def mosquitto_binary() -> str:
     if not found:
         pytest.fail("mosquitto is not installed: run `make sysdeps`")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -120,7 +115,7 @@ def clock() -> FakeClock:
 def pg_server() -> Iterator[PgServer]:
     """One PostgreSQL server for the session, started by the first test that runs on it."""
     try:
-        with PgServer.start(free_port) as server:
+        with PgServer.start() as server:
             yield server
     except PgError as e:
         pytest.fail(f"cannot run the PostgreSQL tests: {e}", pytrace=False)

@@ -29,6 +29,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from casectl.simproc import free_port
+
 SERVER_USER = "postgres"  # the system user the server runs as when we are root
 SUPERUSER = "postgres"  # the cluster's superuser (initdb -U)
 
@@ -65,9 +67,9 @@ class PgServer:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, free_port: Any, attempts: int = 3) -> Iterator[PgServer]:
+    def start(cls, attempts: int = 3) -> Iterator[PgServer]:
         """initdb and start a server; stop it (immediate) and remove its files on the way out.
-        `free_port()` gives a loopback port; a port someone took meanwhile is retried."""
+        A loopback port someone took meanwhile is retried on another."""
         bin_dir = bindir()
         if bin_dir is None:
             raise PgError("PostgreSQL server programs (initdb, pg_ctl) not found: run `make sysdeps` "

@@ -97,10 +97,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture
 def case(env: Env) -> Iterator[SimCase]:
     """The sim case (the real firmware) provisioned for c1, running against env's broker."""
-    c = SimCase(env.workdir / "case1", env.case_config(), heap="512k")
-    c.start()
-    yield c
-    c.stop()
+    with SimCase(env.workdir / "case1", env.case_config(), heap="512k") as c:
+        yield c
 
 
 @pytest.fixture

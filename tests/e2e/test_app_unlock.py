@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -12,14 +11,8 @@ import uvicorn
 from casecloud import registry
 from casecloud.api import create_app
 from casecloud.commands import Commander
-from casectl.simproc import SimClient
+from casectl.simproc import SimClient, free_port
 from tests.e2e.conftest import Env, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ NFC = {"driver": "pn532", "bus": "i2c"}
 
 @pytest.fixture
 def nfc_case(env: Env) -> Iterator[SimCase]:
-    c = SimCase(env.workdir / "nfccase", env.case_config(nfc=NFC), heap="512k")
-    c.start()
-    yield c
-    c.stop()
+    with SimCase(env.workdir / "nfccase", env.case_config(nfc=NFC), heap="512k") as c:
+        yield c
 
 
 @pytest.fixture

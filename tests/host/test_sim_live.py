@@ -17,10 +17,8 @@ from casectl.simproc import SimCase, SimClient
 def case(tmp_path: Path) -> Iterator[SimCase]:
     cfg = demo_config()
     cfg.update(unlock_ms=1500, pull_in_ms=200, lockout_after=2, lockout_base_s=2, wdt_ms=1500)
-    c = SimCase(tmp_path / "case", cfg, heap="256k")
-    c.start()
-    yield c
-    c.stop()
+    with SimCase(tmp_path / "case", cfg, heap="256k") as c:
+        yield c
 
 
 @pytest.fixture
