@@ -4,6 +4,7 @@ import asyncio
 from time import ticks_add, ticks_diff, ticks_ms
 
 import framebuf
+from mpassert import raises
 
 from boards.sim.i2c import SimI2C
 from boards.sim.lcd import SimLcd
@@ -27,11 +28,7 @@ def _lcd(cols, rows, addr=0x27, on_change=None):
 
 
 def _raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc as e:
-        return str(e)
-    raise AssertionError(exc.__name__ + " not raised")
+    return str(raises(exc, fn, *args))
 
 
 # --- HD44780 / PCF8574 -----------------------------------------------------------------------

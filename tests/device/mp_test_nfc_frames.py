@@ -3,6 +3,8 @@
 # produced by the code under test.
 import random
 
+from mpassert import raises as _raises
+
 from lockcase.nfc import frame as F
 from lockcase.nfc import tags
 from lockcase.nfc.pn532 import parse_target
@@ -10,14 +12,6 @@ from lockcase.nfc.pn532 import parse_target
 
 def _h(s):
     return bytes.fromhex(s.replace(" ", ""))
-
-
-def _raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc as e:
-        return e
-    raise AssertionError(exc.__name__ + " not raised")
 
 
 def _enc(cmd, params=b""):

@@ -5,6 +5,8 @@
 import asyncio
 import time
 
+from mpassert import raises_async as _raises
+
 from boards.sim import pn532 as E
 from boards.sim.mfrc522 import SimMFRC522, SimMfrcSPI
 from lockcase.nfc import frame as F
@@ -39,14 +41,6 @@ def rig(version=0x92):
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def _raises(exc, coro):
-    try:
-        run(coro)
-    except exc as e:
-        return e
-    raise AssertionError(exc.__name__ + " not raised")
 
 
 def test_crc_a_vectors():

@@ -5,6 +5,8 @@
 import asyncio
 import time
 
+from mpassert import raises_async as _raises
+
 from boards.sim import pn532 as E
 from boards.sim.i2c import SimI2C
 from lockcase.nfc import frame as F
@@ -72,14 +74,6 @@ def rig(bus="i2c", irq=False, ic=0x32, attach=True, lsb_bus=False, lsb_driver=No
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def _raises(exc, coro):
-    try:
-        run(coro)
-    except exc as e:
-        return e
-    raise AssertionError(exc.__name__ + " not raised")
 
 
 # -- the driver on each bus -------------------------------------------------------------------
