@@ -67,5 +67,10 @@ test: deps sysdeps lint pytest
 bench: deps $(MP32)
 	$(PY) bench/run.py
 
+# Single-line mutants the device tests must kill (tools/mutants.py); under a second, on a copy.
+.PHONY: mutants
+mutants: deps
+	$(PY) tools/mutants.py
+
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -212,3 +212,83 @@ def test_door_open_at_boot_is_reported():
     bus.subscribe(lambda k, d: ev.append(k))
     lk = Lock(Coil(Pin()), lambda: True, None, FakeTimer(), bus, config.defaults(), 0)
     assert lk.state == FORCED and ev == ["forced"]
+
+
+def _first(r, kind, ms, step=10):
+    # Step the clock until `kind` is emitted; returns the ms it took (None if it never came).
+    n = len(r.events)
+    waited = 0
+    while waited < ms:
+        r.run(step, step)
+        waited += step
+        for k, _ in r.events[n:]:
+            if k == kind:
+                return waited
+    return None
+
+
+def test_held_open_alarm_comes_at_held_open_s_not_later_or_earlier():
+    for forced in (False, True):
+        r = Rig(held_open_s=7)
+        if not forced:
+            r.lock.grant("staff", r.now())
+        r.door = True
+        # The open is debounced, and held-open time counts from the debounced open.
+        assert _first(r, "forced" if forced else "opened", 200) is not None
+        took = _first(r, "held_open", 20000)
+        assert took is not None, "no held_open alarm within 20 s"
+        assert 7000 - 10 <= took <= 7000 + 10, took
+        assert r.events[-1][1]["s"] == 7
+        assert "held_open" in r.lock.alarms()
+
+
+def _open_and_close(r):
+    # Open right after the grant so the coil drops at once and hardly any budget is used.
+    r.run(20)
+    r.door = True
+    r.run(60)
+    r.door = False
+    r.run(60)
+
+
+def test_grant_cap_refuses_when_a_window_holds_32_grants():
+    # Plenty of budget (32 short grants use about 3 s of 60 s): only the cap can refuse.
+    r = Rig(unlock_ms=5000, duty_budget_ms=60000, duty_window_s=600)
+    for i in range(32):
+        assert r.lock.grant("staff", r.now()), i
+        assert r.energized(), i
+        _open_and_close(r)
+        assert r.lock.state == LOCKED and not r.energized(), i
+    assert "duty_limited" not in r.kinds()
+    r.events[:] = []
+    r.pin.log[:] = []
+    assert r.lock.grant("staff", r.now()) is False, "33rd grant in one window was not refused"
+    assert r.events == [("duty_limited", {"source": "staff", "who": None, "ms": 0})], r.events
+    assert not r.energized() and 1 not in r.pin.log and r.lock.state == LOCKED
+    # Once the oldest grants leave the window, grants work again.
+    r.run(600 * 1000, 1000)
+    assert r.lock.grant("staff", r.now()) and r.energized()
+
+
+def test_grant_under_the_minimum_is_refused_just_over_is_shortened():
+    # The first grant runs its full 5000 ms, leaving `left` ms of budget in the window.
+    for left, want in ((150, 0), (199, 0), (250, 250)):
+        r = Rig(unlock_ms=5000, duty_budget_ms=5000 + left, duty_window_s=60)
+        assert r.lock.grant("staff", r.now())
+        r.run(5100)
+        assert r.lock.state == LOCKED and not r.energized()
+        r.events[:] = []
+        r.pin.log[:] = []
+        r.timer.ms = None
+        ok = r.lock.grant("staff", r.now())
+        assert ("duty_limited", {"source": "staff", "who": None, "ms": want}) in r.events, r.events
+        if want == 0:
+            # Too short to retract the bolt: refused, and the coil is never energized.
+            assert ok is False and r.timer.ms is None
+            assert not r.energized() and 1 not in r.pin.log and r.lock.state == LOCKED
+        else:
+            assert ok is True and r.timer.ms == want and r.energized()
+            r.run(want - 10)
+            assert r.energized()
+            r.run(20)
+            assert not r.energized() and r.lock.state == LOCKED
