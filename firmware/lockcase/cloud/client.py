@@ -7,6 +7,14 @@ from lockcase.compat import const, ticks_add, ticks_diff
 _BATCH_BYTES = const(520)  # events JSON per message; the envelope escapes it to under 1024
 _EVT_RETRY_MS = const(10000)
 _BEAT_MS = const(60000)
+# The greeting (hello) is repeated until a time cmd answers it: the cloud's worker may not have
+# been listening when we connected (docs/provisioning.md starts the cloud before the broker).
+_HELLO_MIN_MS = const(2000)
+_HELLO_MAX_MS = const(60000)
+# A request made while the link is not ready yet but expected shortly is held this long.
+_HOLD_MS = const(3000)
+_BOOT_GRACE_MS = const(10000)  # the first link comes up within this after boot
+_GREET_GRACE_MS = const(10000)  # a new connection's greeting is normally answered within this
 
 # deny reasons -> the 16-char line the shopper sees
 _WHY = {
@@ -43,11 +51,31 @@ class CloudClient:
         self._evt_ids = None
         self._evt_deadline = 0
         self._beat_at = 0
+        self.greeted = False  # a time cmd answered our hello on this connection
+        self.hellos = 0  # hellos sent (status, tests)
+        self._hello_wait = _HELLO_MIN_MS
+        self._hello_due = 0
+        self._hello_sched = False  # _hello_due is set (a step has seen the connection)
+        self._up_ms = 0  # uptime() when the link last came up
+        self._held = None  # the one request waiting for the link (its body), or None
+        self._held_until = 0
         self.rejected = 0
         self.last_reject = None
 
     def available(self):
         return self.link.up and self.codec.synced
+
+    def reachable(self, now):
+        """True when a request made now can be expected to reach the cloud: the link is up and
+        synced, or about to be (the case booted less than 10 s ago, a connect attempt is under
+        way, or a new connection is being greeted). A request made while reachable but not
+        available is held for up to 3 s (see _request), so a card tapped at boot waits."""
+        if self.link.up and self.codec.synced:
+            return True
+        up = self.uptime()
+        if up < _BOOT_GRACE_MS or self.link.connecting:
+            return True
+        return self.link.up and not self.greeted and up - self._up_ms < _GREET_GRACE_MS
 
     # -- requests from the keypad / NFC ---------------------------------------------------------
     def _session(self, now):
@@ -77,8 +105,17 @@ class CloudClient:
         if body["t"] == "phone" and "sid" not in body:
             self._src = "phone"
         if not self.available():
+            if self.reachable(now):
+                # Held (one at most: a newer request replaces it) and sent from step() once the
+                # link is synced, or answered "offline" at the deadline. Only the body is kept.
+                self._held = body
+                self._held_until = ticks_add(now, _HOLD_MS)
+                return
             self._result("offline", now)
             return
+        self._send(body, now)
+
+    def _send(self, body, now):
         payload = self.codec.sign(self.topics["req"], body)
         if not self.link.publish(self.topics["req"], payload):
             self._result("offline", now)
@@ -111,7 +148,8 @@ class CloudClient:
             self._command(body, now)
         elif t == "time":
             self.log("cloud: clock synced")
-            self._beat_at = now
+            self.greeted = True
+            self._beat_at = now  # a beat at once tells the cloud we are synced
 
     def _reply(self, body, now):
         p = self._pending
@@ -177,22 +215,60 @@ class CloudClient:
         if p is not None and ticks_diff(now, p[2]) >= 0:
             self._pending = None
             self._result("timeout", now)
-        if not self.available():
+        h = self._held
+        if h is not None:
+            if self.available():
+                self._held = None
+                self._send(h, now)
+            elif ticks_diff(now, self._held_until) >= 0:
+                self._held = None
+                self.bus.emit("denied", source=self._src, reason="offline")
+                self._result("offline", now)
+        if not self.link.up:
             return
-        self._send_events(now)
-        if ticks_diff(now, self._beat_at) >= 0:
+        if not self.greeted:
+            self._greet(now)
+        # Heartbeats go out while connected even unsynced (saying so), so the cloud sees the case.
+        if self._beat_at is None or ticks_diff(now, self._beat_at) >= 0:
             self._beat_at = ticks_add(now, _BEAT_MS)
             self._beat()
+        if self.codec.synced:
+            self._send_events(now)
+
+    def _greet(self, now):
+        # Repeats the hello until a time cmd answers it: 2 s doubling to 60 s, each wait drawn
+        # from its upper half so a store's cases do not greet in step.
+        if self._hello_sched and ticks_diff(now, self._hello_due) < 0:
+            return
+        if self._hello_sched:
+            self._hello()
+        w = self._hello_wait
+        self._hello_wait = w * 2 if w < _HELLO_MAX_MS // 2 else _HELLO_MAX_MS
+        import os
+
+        self._hello_due = ticks_add(now, w // 2 + (w // 2) * os.urandom(1)[0] // 255)
+        self._hello_sched = True
 
     def on_up(self):
         # A new connection: introduce ourselves (the answer syncs the clock) and resend events.
+        # step() repeats the hello until it is answered.
         self._evt_ids = None
+        self.greeted = False
+        self._hello_wait = _HELLO_MIN_MS
+        self._hello_sched = False
+        self._up_ms = self.uptime()
+        self._beat_at = None  # a beat at the next step
+        self._hello()
+
+    def _hello(self):
+        self.hellos += 1
         body = {"t": "hello", "fw": self.fw, "boot": self.boot}
         self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
 
     def _beat(self):
         st = self.lock.state
-        body = {"t": "beat", "up": self.uptime() // 1000, "lock": st,
+        # "synced": false tells the cloud this beat's exp is from an unset clock (protocol.md).
+        body = {"t": "beat", "up": self.uptime() // 1000, "lock": st, "synced": self.codec.synced,
                 "door": "open" if self.lock.door_open() else "closed"}
         self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
 

@@ -1,14 +1,19 @@
 # The case's resilience layer around the MQTT client: connect with a deadline, Last Will for
-# presence, resubscribe, keepalive pings and dead-broker detection, reconnect with exponential
-# backoff and jitter. Everything it does is bounded, and it never touches the lock: it only hands
-# verified messages to the cloud client and sends what it is given.
+# presence, resubscribe, keepalive pings and dead-broker detection, reconnect with capped
+# exponential backoff and full jitter. Everything it does is bounded, and it never touches the
+# lock: it only hands verified messages to the cloud client and sends what it is given.
 import asyncio
 import os
 
 from lockcase.compat import const, ticks_diff, ticks_ms
 
 _BACKOFF_MIN_MS = const(1000)
-_BACKOFF_MAX_MS = const(60000)
+_BACKOFF_MAX_MS = const(20000)
+# From the broker's return to connected again: the longest wait between attempts plus one attempt
+# (TCP connect, TLS handshake, CONNACK) stays under this, so a case is back within 30 s.
+_RECONNECT_BOUND_MS = const(29000)
+_FLOOR_MS = const(250)  # never retry in a tight loop, even when the dice say 0
+_WAIT_MAX_MS = const(1000)  # the reader re-checks keepalive and link state at least this often
 
 
 def _ignore2(a, b):
@@ -19,10 +24,29 @@ def _ignore0():
     pass
 
 
-def _jitter(ms):
-    # +-25 %: a store's cases that lost the broker together must not come back in lockstep.
-    r = os.urandom(1)[0] / 255
-    return int(ms * (0.75 + r * 0.5))
+def ceiling(attempt, cap):
+    """The upper bound of the wait before reconnect attempt `attempt` (0, 1, ...): 1 s doubling,
+    at most `cap`. Counted by doubling, not 2**attempt, so it stays a small int on any port."""
+    c = _BACKOFF_MIN_MS
+    while attempt > 0 and c < cap:
+        c *= 2
+        attempt -= 1
+    return c if c < cap else cap
+
+
+def full_jitter(ceil, r):
+    """A wait uniform over [_FLOOR_MS, ceil] for a random byte r (0..255): "full jitter", so a
+    store's cases that lost the broker together spread over the whole window instead of arriving
+    in the same second (+-25 % around a shared schedule kept them in lockstep)."""
+    if ceil <= _FLOOR_MS:
+        return _FLOOR_MS
+    return _FLOOR_MS + (ceil - _FLOOR_MS) * r // 255  # < 2**23: a small int even on 32-bit ports
+
+
+def _readable(sock):
+    # Returns once `sock` is readable: asyncio's own I/O wait (what its StreamReader does), so the
+    # loop sleeps in poll() until the broker sends, instead of waking every few ms to look.
+    yield asyncio.core._io_queue.queue_read(sock)  # pyright: ignore
 
 
 class Link:
@@ -44,7 +68,13 @@ class Link:
         self.log = log
         self.up = False
         self.client = None
-        self.backoff = _BACKOFF_MIN_MS
+        # Reconnect schedule: the cap leaves room for one whole attempt inside the 30 s bound.
+        attempt_ms = self.connect_ms + self.io_timeout * 1000 * (2 if self.ca else 1)
+        self.max_delay_ms = max(_BACKOFF_MIN_MS, min(_BACKOFF_MAX_MS, _RECONNECT_BOUND_MS - attempt_ms))
+        self.worst_reconnect_ms = self.max_delay_ms + attempt_ms
+        self.attempt = 0  # failed attempts since the last connection (0 after a drop)
+        self.connecting = False  # a connect attempt is under way (CloudClient.reachable)
+        self.up_at = 0  # ticks_ms() when the link last came up
         self.connects = 0
         self.failures = 0
         self._last_rx = 0
@@ -70,26 +100,68 @@ class Link:
             self._down("publish: %r" % (exc,))
             return False
 
+    def next_delay(self, r=None):
+        """The wait before the next connect attempt (ms); counts the attempt. r: a random byte,
+        given by tests; urandom otherwise."""
+        if r is None:
+            r = os.urandom(1)[0]
+        d = full_jitter(ceiling(self.attempt, self.max_delay_ms), r)
+        self.attempt += 1
+        return d
+
     # -- the loop -------------------------------------------------------------------------------
     async def run(self):
         while True:
             if self.net is not None and not self.net.check():
                 await asyncio.sleep_ms(500)  # no network yet: the broker cannot be reached
                 continue
+            self.connecting = True
             try:
                 await self._connect()
             except Exception as exc:
+                self.connecting = False
                 self.failures += 1
-                self.log("cloud: connect failed (%r), retry in %d ms" % (exc, self.backoff))
+                delay = self.next_delay()
+                self.log("cloud: connect failed (%r), retry in %d ms" % (exc, delay))
                 self._close()
-                await asyncio.sleep_ms(_jitter(self.backoff))
-                self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+                await asyncio.sleep_ms(delay)
                 continue
-            self.backoff = _BACKOFF_MIN_MS
-            while self.up:
-                self._service()
-                await asyncio.sleep_ms(10)  # a reply waits at most one loop tick to be read
-            await asyncio.sleep_ms(_jitter(_BACKOFF_MIN_MS))
+            self.connecting = False
+            self.attempt = 0
+            await self._serve()
+            # Dropped: the broker may be restarting, so wait a little (spread over the store's
+            # cases) before the first attempt; later ones back off from there.
+            await asyncio.sleep_ms(self.next_delay())
+
+    async def _serve(self):
+        # Event-driven: sleep until the broker sends something or the keepalive needs attention.
+        # The socket waited on is the one umqtt reads (the TLS socket when there is one, never the
+        # raw TCP one under it): a TLS socket may hold decrypted bytes the TCP socket no longer
+        # shows, and its poll reports them (as its pending() does).
+        while self.up:
+            more = self._service()
+            c = self.client
+            if not self.up or c is None:
+                break
+            if more:
+                await asyncio.sleep_ms(0)  # more queued: let the app loop and the watchdog run first
+                continue
+            try:
+                await asyncio.wait_for_ms(_readable(c.rsock), self._wait_ms())  # pyright: ignore
+            except asyncio.TimeoutError:
+                pass  # nothing arrived: time for the keepalive checks in _service
+
+    def _wait_ms(self):
+        # Until the next keepalive deadline (ping due, broker declared dead), at most _WAIT_MAX_MS
+        # (the link may also be taken down from elsewhere, by a failed publish).
+        now = ticks_ms()
+        half = self.keepalive * 500
+        if self._ping_out:
+            d = self.keepalive * 1500 - ticks_diff(now, self._last_rx)
+        else:
+            d = half - max(ticks_diff(now, self._last_rx), ticks_diff(now, self._last_tx))
+        d += 1  # the checks use strict "more than"
+        return 1 if d < 1 else d if d < _WAIT_MAX_MS else _WAIT_MAX_MS
 
     async def _connect(self):
         from lockcase.cloud import mqtt
@@ -107,6 +179,7 @@ class Link:
             c.subscribe(t, 1)
         c.publish(self.topics["presence"], b"online", True, 1)
         self.up = True
+        self.up_at = ticks_ms()
         self.connects += 1
         self._last_rx = self._last_tx = ticks_ms()
         self._ping_out = False
@@ -114,20 +187,26 @@ class Link:
         self.on_up()
 
     def _service(self):
+        """Reads what the broker sent (at most 8 packets: the app loop must not starve), then the
+        keepalive. Returns True when more may be waiting."""
         now = ticks_ms()
         c = self.client
         if c is None:
             self.up = False
-            return
+            return False
+        more = False
         try:
             n = 0
-            while self.up and n < 8 and c.pending():
+            while self.up and c.pending():
+                if n == 8:
+                    more = True
+                    break
                 n += 1
                 c.check_msg()
                 self._last_rx = now
                 self._ping_out = False
             if not self.up:
-                return
+                return False
             idle = ticks_diff(now, self._last_rx)
             if idle > self.keepalive * 1500:
                 self._down("broker silent for %d ms" % idle)
@@ -137,6 +216,7 @@ class Link:
                 self._last_tx = now
         except Exception as exc:
             self._down("read: %r" % (exc,))
+        return more
 
     def _deliver(self, topic, msg):
         try:

@@ -114,6 +114,9 @@ class Client(_umqtt.MQTTClient):
     def attach(self, sock, raw, addr, timeout, clean_session=True):
         bounded = _Bounded(sock, raw, timeout)
         bounded.setblocking(True)
+        # What the link waits on for readability: the socket umqtt reads (TLS when there is one:
+        # its poll also reports decrypted bytes it holds, which the TCP socket under it does not).
+        self.rsock = sock
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
         # umqtt.simple imports its socket module under the name `socket`.

@@ -1,0 +1,274 @@
+# The cloud link and client under MicroPython, with stand-ins for the link and the entry (no
+# network): the reconnect schedule (bounded, spread), the greeting repeated until answered, beats
+# while unsynced, and a request held briefly while the link is expected.
+from lockcase.cloud import link as L
+from lockcase.cloud import protocol as P
+from lockcase.cloud.client import CloudClient
+from lockcase.cloud.link import Link
+
+KEY = bytes(range(32))
+TOPICS = P.topics("lockcase/v1", "s1", "c1")
+
+
+def _quiet(*a):
+    pass
+
+
+# -- reconnect schedule ----------------------------------------------------------------------
+def test_reconnect_wait_is_capped_so_a_case_is_back_within_30_s():
+    for cfg in ({}, {"ca": b"x"}, {"connect_timeout_ms": 8000}, {"ca": b"x", "io_timeout_s": 5}):
+        cfg["host"] = "127.0.0.1"
+        link = Link(cfg, TOPICS, (), log=_quiet)
+        worst = 0
+        for attempt in range(40):
+            for r in (0, 1, 128, 254, 255):
+                link.attempt = attempt
+                d = link.next_delay(r)
+                assert link.attempt == attempt + 1
+                assert 250 <= d <= link.max_delay_ms, (cfg, attempt, r, d)
+                worst = d if d > worst else worst
+        assert worst == link.max_delay_ms
+        # the longest wait, plus one whole attempt (connect, TLS handshake, CONNACK)
+        attempt_ms = link.connect_ms + link.io_timeout * 1000 * (2 if link.ca else 1)
+        assert link.worst_reconnect_ms == worst + attempt_ms
+        assert link.worst_reconnect_ms < 30000, (cfg, link.worst_reconnect_ms)
+
+
+def test_reconnect_backoff_doubles_from_1_s():
+    caps = [L.ceiling(a, 20000) for a in range(8)]
+    assert caps == [1000, 2000, 4000, 8000, 16000, 20000, 20000, 20000], caps
+    assert L.ceiling(10**6, 20000) == 20000  # no overflow, no big int however long it fails
+
+
+def test_reconnect_waits_spread_over_the_whole_window():
+    # Full jitter: cases that lost the broker together draw their waits from [0.25 s, cap], so
+    # they do not all come back in the same second (+-25 % around 60 s put them within 30 s of
+    # each other, and the first retries within 0.5 s).
+    seconds = set()
+    for r in range(256):
+        d = L.full_jitter(20000, r)
+        assert 250 <= d <= 20000
+        seconds.add(d // 1000)
+    assert len(seconds) == 21, sorted(seconds)  # every second of 0..20 s gets some cases
+    first = set(L.full_jitter(1000, r) for r in range(256))
+    assert min(first) == 250 and max(first) == 1000 and len(first) > 100
+
+
+def test_a_dropped_link_retries_soon_and_resets_the_schedule():
+    link = Link({"host": "127.0.0.1"}, TOPICS, (), log=_quiet)
+    for _ in range(10):
+        link.next_delay(255)
+    assert link.next_delay(255) == link.max_delay_ms
+    link.attempt = 0  # what run() does once connected
+    assert link.next_delay(255) == 1000  # after a drop the first wait is at most 1 s
+
+
+# -- the client --------------------------------------------------------------------------------
+class FakeLink:
+    def __init__(self):
+        self.up = False
+        self.connecting = False
+        self.sent = []
+
+    def publish(self, topic, payload, retain=False):
+        if not self.up:
+            return False
+        self.sent.append((topic, payload))
+        return True
+
+
+class FakeLock:
+    state = "locked"
+
+    def __init__(self):
+        self.grants = []
+
+    def door_open(self):
+        return False
+
+    def grant(self, src, now, who=None):
+        self.grants.append((src, who))
+        return True
+
+
+class FakeEntry:
+    def __init__(self):
+        self.results = []
+        self.staff = None
+
+    def cloud_result(self, kind, now, msg=None):
+        self.results.append(kind)
+
+
+class FakeBus:
+    def __init__(self):
+        self.events = []
+
+    def emit(self, kind, **data):
+        self.events.append((kind, data))
+
+
+class Case:
+    """A CloudClient with fakes around it, and the cloud's side (the vectors' key) to answer it."""
+
+    def __init__(self, uptime_ms=0):
+        self.up_ms = uptime_ms
+        self.epoch = 1000  # the case's unset clock
+        self.link = FakeLink()
+        self.bus = FakeBus()
+        self.lock = FakeLock()
+        self.entry = FakeEntry()
+        self.codec = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: self.epoch)
+        self.client = CloudClient({"fw": "t"}, self.codec, TOPICS, self.link, self.bus, self.lock, None,
+                                  lambda: self.up_ms, log=_quiet)
+        self.client.entry = self.entry
+        self.cloud_seq = 0
+
+    def bodies(self, t=None):
+        out = []
+        for topic, payload in self.link.sent:
+            kind, body = P.verify(KEY, topic, payload)
+            if t is None or body["t"] == t:
+                out.append(body)
+        return out
+
+    def connect(self):
+        self.link.up = True
+        self.client.on_up()
+
+    def run(self, t0, t1, step=100):
+        # Steps the client from t0 to t1 (ms of uptime, the client's clock here).
+        t = t0
+        while t <= t1:
+            self.up_ms = t
+            self.client.step(t)
+            t += step
+
+    def cloud_says(self, kind, body):
+        # A message signed with the case's key, as the cloud would send it.
+        self.cloud_seq += 1
+        body["v"] = 1
+        body["case"] = "c1"
+        body["id"] = P.new_id()
+        body["seq"] = self.cloud_seq
+        body["exp"] = 5000000 + 30
+        topic = TOPICS[kind]
+        import json
+
+        self.client.on_message(topic, P.seal(KEY, topic, json.dumps(body)), self.up_ms)
+
+    def answer_hello(self):
+        hello = self.bodies("hello")[-1]
+        self.cloud_says("cmd", {"t": "time", "re": hello["id"], "now": 5000000, "rx": 0})
+
+
+def test_hello_is_repeated_with_backoff_until_answered():
+    c = Case()
+    c.connect()
+    assert len(c.bodies("hello")) == 1
+    c.run(0, 600000)  # ten minutes, nobody answering
+    hellos = len(c.bodies("hello"))
+    # 2 s doubling to 60 s, each wait in its upper half: 1+2+4+8+16+32 s then one a minute at most
+    assert 8 <= hellos <= 25, hellos
+    assert not c.codec.synced and not c.client.available()
+    c.answer_hello()
+    assert c.codec.synced and c.client.greeted and c.client.available()
+    c.run(600100, 1200000)
+    assert len(c.bodies("hello")) == hellos  # answered: no more greetings on this connection
+
+
+def test_only_the_last_hello_is_answered_by_a_time():
+    c = Case()
+    c.connect()
+    first = c.bodies("hello")[0]
+    c.run(0, 10000)
+    assert len(c.bodies("hello")) >= 2
+    # The answer to an earlier hello is refused (random ids: an old time never matches); the
+    # case stays unsynced and keeps greeting.
+    c.cloud_says("cmd", {"t": "time", "re": first["id"], "now": 5000000, "rx": 0})
+    assert not c.codec.synced and c.client.last_reject == "replay"
+    c.answer_hello()
+    assert c.codec.synced
+
+
+def test_beats_go_out_while_unsynced_and_say_so():
+    c = Case()
+    c.connect()
+    c.run(0, 130000)
+    beats = c.bodies("beat")
+    assert len(beats) >= 2 and all(b["synced"] is False for b in beats), beats
+    c.answer_hello()
+    c.run(130100, 130200)
+    assert c.bodies("beat")[-1]["synced"] is True  # at once after the sync
+
+
+def test_a_forged_or_replayed_message_still_opens_nothing_while_unsynced():
+    c = Case()
+    c.connect()
+    import json
+
+    # forged: wrong key
+    body = {"v": 1, "case": "c1", "id": "a" * 12, "seq": 1, "exp": 9999999999, "t": "unlock", "grant": "g"}
+    topic = TOPICS["cmd"]
+    c.client.on_message(topic, P.seal(bytes(32), topic, json.dumps(body)), 0)
+    assert c.client.last_reject == "bad_sig"
+    # well signed, but the case has no clock yet: refused
+    c.cloud_says("cmd", {"t": "unlock", "grant": "g"})
+    assert c.client.last_reject == "no_clock"
+    assert c.lock.grants == []
+
+
+def test_a_request_at_boot_waits_for_the_link():
+    c = Case(uptime_ms=500)
+    assert c.client.reachable(500) and not c.client.available()
+    c.client.token("04a1b2", "nfc", 500)
+    assert c.entry.results == [] and c.bodies("token") == []  # held, not refused
+    c.connect()
+    c.run(600, 900)
+    assert c.bodies("token") == []  # not before the clock is synced
+    c.answer_hello()
+    c.run(1000, 1100)
+    (req,) = c.bodies("token")
+    assert req["tok"] == "04a1b2"
+    c.cloud_says("rep", {"t": "allow", "re": req["id"], "grant": "g1"})
+    assert c.lock.grants == [("nfc", "g1")] and c.entry.results == ["granted"]
+
+
+def test_a_held_request_is_answered_offline_after_3_s():
+    c = Case(uptime_ms=500)
+    c.client.token("04a1b2", "nfc", 500)
+    c.run(600, 3400)
+    assert c.entry.results == []
+    c.run(3500, 3600)
+    assert c.entry.results == ["offline"]
+    assert ("denied", {"source": "nfc", "reason": "offline"}) in c.bus.events
+    c.connect()
+    c.answer_hello()
+    c.run(3700, 4000)
+    assert c.bodies("token") == []  # never sent late
+
+
+def test_one_request_is_held_at_most():
+    c = Case(uptime_ms=500)
+    c.client.token("aa", "nfc", 500)
+    c.client.token("bb", "nfc", 600)
+    c.connect()
+    c.answer_hello()
+    c.run(700, 800)
+    assert [b["tok"] for b in c.bodies("token")] == ["bb"]
+
+
+def test_reachable_only_while_the_link_is_expected():
+    c = Case(uptime_ms=20000)  # long after boot, no link
+    assert not c.client.reachable(20000)
+    c.client.token("aa", "nfc", 20000)
+    assert c.entry.results == ["offline"]  # refused at once, as before
+    c.link.connecting = True
+    assert c.client.reachable(20000)
+    c.link.connecting = False
+    c.connect()  # greeting in progress
+    assert c.client.reachable(20000)
+    c.run(20000, 31000)
+    assert not c.client.reachable(31000)  # nobody answered for 10 s: offline, not held
+    c.answer_hello()
+    assert c.client.reachable(31000) and c.client.available()
