@@ -85,6 +85,7 @@ class Board:
         # The emulated PN532 (boards/sim/pn532.py) sits on the bus config.json names, or the
         # emulated MFRC522 on SPI; a case without an "nfc" entry has no reader, and keeps the RAM.
         self.nfc_chip = self.nfc_bus = self.nfc_irq = self.nfc_reset = self.nfc_cs = None
+        self.nfc_bus_hz = None
         if not ncfg:
             return
         from boards.sim import pn532
@@ -96,11 +97,15 @@ class Board:
             self.nfc_reset = pn532.ResetPin(chip)
             self.nfc_bus = SimMfrcSPI(chip)
             self.nfc_cs = pn532.SimCS(self.nfc_bus)
+            self.nfc_bus_hz = 1_000_000
             return
         chip = self.nfc_chip = pn532.SimPN532(hw.ticks_ms)
         self.nfc_irq = pn532.IrqPin(chip)
         self.nfc_reset = pn532.ResetPin(chip)
         bus = ncfg.get("bus", "i2c")
+        # The clock the reference boards run the reader's bus at: the reader budgets its share of
+        # the loop by the bus time a real board would spend (the emulated buses take none).
+        self.nfc_bus_hz = 100_000 if bus == "i2c" else 1_000_000
         if bus == "spi":
             self.nfc_bus = pn532.SimSPI(chip)  # MSB first, as machine.SPI defaults to
             self.nfc_cs = pn532.SimCS(self.nfc_bus)

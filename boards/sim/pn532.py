@@ -5,6 +5,10 @@
 #
 # The chip: a command frame is ACKed at once; its response is ready `latency` ms later. The
 # host's ACK aborts the command in progress; its NACK makes the chip send the last frame again.
+# P70_IRQ (IrqPin) is low while a frame waits for the host. InListPassiveTarget with
+# MxRtyPassiveActivation 0xFF keeps looking for a card, one activation attempt every _RETRY_MS,
+# and answers (IRQ low) once one came: at the first attempt after the card entered the field,
+# plus the activation time of a card already there.
 # Faults for tests and the control socket: "corrupt" (the next responses carry a bad DCS),
 # "garbage" (random bytes instead of every frame), "timeout" (ACK, then no response), "dead" (no
 # answer at all, not even to the I2C address), "hang" (dead until the reset line is pulsed), "ok".
@@ -20,6 +24,7 @@ _ENODEV = 19
 _LATENCY = {0x02: 1, 0x14: 1, 0x32: 1, 0x52: 1, 0x4A: 4, 0x40: 3}
 _HCE_MS = 25  # a phone app answering an APDU
 _NO_CARD_MS = 6  # InListPassiveTarget giving up after MxRtyPassiveActivation retries
+_RETRY_MS = 2  # one passive activation attempt that no card answered (_NO_CARD_MS / 3 attempts)
 
 
 def _frame(data):
@@ -146,6 +151,7 @@ class SimPN532:
         self.clock = clock  # ticks_ms() of the board
         self.version = bytes((ic, ver, rev, support))
         self.card = None
+        self.card_since = 0  # when the card entered the field, on the board's clock
         self.fault = "ok"
         self.fault_count = 0  # "corrupt"/"timeout": how many more; -1 = until "ok"
         self.commands = []  # (code, params) of the recent commands, for tests
@@ -162,6 +168,7 @@ class SimPN532:
         self._out = None  # frame on offer now (ACK or response)
         self._resp = None  # (frame, ready_at) after the ACK
         self._last = None  # last response, for NACK
+        self._listen = None  # (params, since): InListPassiveTarget waiting for a card, forever
         self.in_reset = False
 
     # -- faults and cards ---------------------------------------------------------------------
@@ -171,9 +178,11 @@ class SimPN532:
         self.fault = kind
         self.fault_count = count
         if kind in ("dead", "hang", "garbage"):
-            self._out = self._resp = None
+            self._out = self._resp = self._listen = None
 
     def present(self, card):
+        if card is not self.card:
+            self.card_since = self.clock()
         self.card = card
         self.target = None
 
@@ -185,7 +194,7 @@ class SimPN532:
         # RSTPDN: low holds the chip in reset; the rising edge boots it again.
         if not level:
             self.in_reset = True
-            self._out = self._resp = None
+            self._out = self._resp = self._listen = None
         elif self.in_reset:
             self._power_on()
             if self.fault == "hang":
@@ -200,7 +209,7 @@ class SimPN532:
             return
         kind, data = _parse(buf)
         if kind == "ack":  # abort
-            self._out = self._resp = None
+            self._out = self._resp = self._listen = None
             return
         if kind == "nack":
             if self._last is not None:
@@ -212,19 +221,41 @@ class SimPN532:
         if len(self.commands) >= 64:  # the recent ones are what tests look at
             del self.commands[:32]
         self.commands.append((data[0], data[1:]))
+        self._listen = None
         resp, ms = self._run(data[0], data[1:])
         self._out = self._emit(_ACK, ack=True)
         if self.fault == "timeout" and self.fault_count:
             if self.fault_count > 0:
                 self.fault_count -= 1
             return
+        if resp is None:  # listening for a card (see _found)
+            self._listen = (data[1:], self.clock())
+            return
         # ms None: the chip is still busy when the host gives up (it must abort with an ACK).
         at = None if ms is None else time.ticks_add(self.clock(), ms + self.latency_extra)
         self._resp = (resp, at)
 
+    def _found(self):
+        # A listen answers at the first activation attempt after the card came, once the card has
+        # answered it (the same activation time as a card already in the field).
+        p, since = self._listen
+        c = self.card
+        if c is None:
+            return
+        late = time.ticks_diff(self.card_since, since)
+        start = since if late <= 0 else time.ticks_add(since, -(-late // _RETRY_MS) * _RETRY_MS)
+        at = time.ticks_add(start, _LATENCY[0x4A] + (4 if c.ats else 0) + self.latency_extra)
+        if self._due(at):
+            self._listen = None
+            frame, _ = self._list(p)
+            self._last = frame
+            self._out = self._emit(frame)
+
     def ready(self):
         if self.silent():
             return False
+        if self._out is None and self._listen is not None:
+            self._found()
         if self._out is None and self._resp is not None:
             frame, at = self._resp
             if self._due(at):
@@ -292,10 +323,10 @@ class SimPN532:
         self.field = True
         c = self.card
         if c is None or p[1] != 0x00:
-            # With MxRtyPassiveActivation at 0xFF the chip would wait for a card forever; the
-            # host must lower it (or abort) to get an answer.
+            # With MxRtyPassiveActivation at 0xFF the chip waits for a card forever: it answers
+            # when one comes (type A only here), or the host aborts.
             if self.retries == 0xFF:
-                return _frame(b"\xd5\x4b\x00"), None
+                return (None, None) if p[1] == 0x00 else (_frame(b"\xd5\x4b\x00"), None)
             return _frame(b"\xd5\x4b\x00"), _NO_CARD_MS
         uid = c.activate()
         self.target = c

@@ -7,7 +7,7 @@
 #   i2c.py, spi.py, hsu.py  its three host interfaces
 #   mfrc522.py    MFRC522 over SPI, same chip interface
 #   tags.py       what a tap carries: app token (HCE), NDEF token, UID
-#   reader.py     the asyncio service: polling, debounce, recovery
+#   reader.py     the asyncio service: waiting on IRQ or adaptive polling, debounce, recovery
 
 
 def make(app, ncfg):
@@ -28,21 +28,24 @@ def make_chip(board, ncfg, sleep_ms, ticks_ms):
     if bus is None:
         raise ValueError("this board has no %s bus for the reader" % kind)
     irq = board.nfc_irq if ncfg["irq"] else None
+    # The bus clock, for the reader's budget of the loop (reader.py); the transports assume the
+    # slowest usual one (I2C 100 kHz, SPI 1 MHz) when the board does not say.
+    hz = getattr(board, "nfc_bus_hz", None)
     if ncfg["driver"] == "mfrc522":
         from lockcase.nfc.mfrc522 import MFRC522
 
-        return MFRC522(bus, board.nfc_cs, sleep_ms, ticks_ms, board.nfc_reset)
+        return MFRC522(bus, board.nfc_cs, sleep_ms, ticks_ms, board.nfc_reset, hz or 1_000_000)
     from lockcase.nfc.pn532 import PN532
 
     # Only the transport in use is imported: each one costs RAM for its code.
     if kind == "i2c":
         from lockcase.nfc.i2c import I2CTransport
 
-        t = I2CTransport(bus, ncfg["addr"], irq, sleep_ms, ticks_ms)
+        t = I2CTransport(bus, ncfg["addr"], irq, sleep_ms, ticks_ms, hz or 100_000)
     elif kind == "spi":
         from lockcase.nfc.spi import SPITransport
 
-        t = SPITransport(bus, board.nfc_cs, irq, getattr(board, "nfc_spi_lsb", False))
+        t = SPITransport(bus, board.nfc_cs, irq, getattr(board, "nfc_spi_lsb", False), hz or 1_000_000)
     else:
         from lockcase.nfc.hsu import UARTTransport
 

@@ -23,6 +23,10 @@ MAX_FRAME = const(96)
 # code is allowed for, up to _SEARCH bytes.
 HEADER = const(10)
 _SEARCH = const(4)
+# What one bus transaction costs the loop besides its bytes on the wire: the MicroPython call and
+# its bookkeeping, roughly, on a 133-240 MHz microcontroller. With the bytes it models the bus
+# time a driver held the loop for (hold_us), which the reader budgets its share of the loop with.
+OP_US = const(100)
 
 
 class NfcError(Exception):

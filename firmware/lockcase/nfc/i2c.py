@@ -9,12 +9,12 @@
 from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.nfc import frame as F
 
-_GUESS = const(24)  # bytes read at once: ACK, status and target answers fit, long ones NACK
+_GUESS = const(24)  # bytes read at once: status and target answers fit, long ones NACK
 _REREAD_MS = const(20)
 
 
 class I2CTransport:
-    def __init__(self, i2c, addr, irq, sleep_ms, ticks_ms):
+    def __init__(self, i2c, addr, irq, sleep_ms, ticks_ms, hz=100_000):
         self.i2c = i2c
         self.addr = addr
         self.irq = irq  # P70_IRQ, active low, or None to poll the status byte
@@ -23,6 +23,12 @@ class I2CTransport:
         self._buf = bytearray(F.MAX_FRAME + 1)  # + the status byte every I2C read starts with
         self._mv = memoryview(self._buf)
         self._st = bytearray(1)
+        self._byte_us = 9_000_000 // hz  # 8 data bits and the ACK bit, at the bus's clock
+        self.hold_us = 0
+
+    def _held(self, n):
+        # n bytes after the address byte: an I2C transaction blocks the loop for all of them.
+        self.hold_us += F.OP_US + (n + 1) * self._byte_us
 
     def wake(self):
         # The chip wakes on its address; the first transaction may be lost, which the caller's
@@ -30,17 +36,20 @@ class I2CTransport:
         pass
 
     def write(self, data):
+        self._held(len(data))
         self.i2c.writeto(self.addr, data)
 
     def ready(self):
         if self.irq is not None:
             return self.irq.value() == 0
+        self._held(1)
         self.i2c.readfrom_into(self.addr, self._st)
         return bool(self._st[0] & 1)
 
-    async def read_frame(self):
+    async def read_frame(self, guess=_GUESS):
         mv = self._mv
-        n = _GUESS + 1
+        n = guess + 1
+        self._held(n)
         self.i2c.readfrom_into(self.addr, mv[:n])
         if not self._buf[0] & 1:
             raise F.FrameError("read before the chip was ready")
@@ -49,6 +58,7 @@ class I2CTransport:
             if total > F.MAX_FRAME:
                 raise F.FrameError("frame too long")
             # A read takes the frame off the chip; NACK asks for the whole of it again.
+            self._held(len(F.NACK))
             self.i2c.writeto(self.addr, F.NACK)
             deadline = ticks_add(self._ticks(), _REREAD_MS)
             while not self.ready():
@@ -56,6 +66,7 @@ class I2CTransport:
                     raise F.Timeout("no resend after NACK")
                 await self._sleep(1)
             n = total + 1
+            self._held(n)
             self.i2c.readfrom_into(self.addr, mv[:n])
             if not self._buf[0] & 1:
                 raise F.FrameError("read before the chip was ready")

@@ -52,7 +52,9 @@ def crc_a(buf, n):
 class MFRC522:
     name = "mfrc522"
 
-    def __init__(self, spi, cs, sleep_ms, ticks_ms, reset=None):
+    can_listen = False  # its IRQ pin is not used: the reader polls it (adaptively, see reader.py)
+
+    def __init__(self, spi, cs, sleep_ms, ticks_ms, reset=None, hz=1_000_000):
         self.spi = spi
         self.cs = cs
         self.reset_pin = reset  # NRSTPD, active low, or None
@@ -69,13 +71,21 @@ class MFRC522:
         self._bn = 0
         self._fwt = 0
         self.fw = None
+        self._byte_us = 8_000_000 // hz
+        self.hold_us = 0  # bus time held, modelled as in the PN532 transports
         cs.value(1)
+
+    def take_hold_us(self):
+        h = self.hold_us
+        self.hold_us = 0
+        return h
 
     # -- registers ------------------------------------------------------------------------------
     def _w(self, reg, v):
         b = self._b2
         b[0] = (reg << 1) & 0x7E
         b[1] = v
+        self.hold_us += F.OP_US + 2 * self._byte_us
         self.cs.value(0)
         try:
             self.spi.write(b)
@@ -86,6 +96,7 @@ class MFRC522:
         b = self._b2
         b[0] = 0x80 | ((reg << 1) & 0x7E)
         b[1] = 0
+        self.hold_us += F.OP_US + 2 * self._byte_us
         self.cs.value(0)
         try:
             self.spi.write_readinto(b, b)
@@ -96,6 +107,7 @@ class MFRC522:
     def _fifo_write(self, mv):
         b = self._b2
         b[0] = _FIFO_DATA << 1
+        self.hold_us += F.OP_US + (len(mv) + 1) * self._byte_us
         self.cs.value(0)
         try:
             self.spi.write(memoryview(b)[:1])
@@ -110,6 +122,7 @@ class MFRC522:
         for i in range(n):
             t[i] = a
         t[n] = 0
+        self.hold_us += F.OP_US + (n + 1) * self._byte_us
         self.cs.value(0)
         try:
             self.spi.write_readinto(memoryview(t)[: n + 1], memoryview(self._frx)[: n + 1])

@@ -8,8 +8,17 @@
 # (hsu.py), each with
 #   write(frame)          send one host frame
 #   ready()               non-blocking: a frame (ACK or response) is waiting
-#   await read_frame()    -> (memoryview, n): that frame, in the transport's own buffer
+#   await read_frame(guess)  -> (memoryview, n): that frame, in the transport's own buffer
+#                         (guess: the bytes to read first where the bus needs a length, I2C)
 #   wake()                bring the chip out of power-down / LowVbat before the first command
+#   irq                   P70_IRQ as an input Pin, or None
+#   hold_us               bus time the transport has held the loop for, modelled from the bytes
+#                         it moved (the reader budgets its share with it and zeroes it)
+#
+# With P70_IRQ wired the reader does not poll for cards: listen() leaves InListPassiveTarget
+# running with MxRtyPassiveActivation 0xFF, so the chip itself keeps looking for a card, and the
+# host only watches the IRQ line (a GPIO read, no bus traffic) until the chip pulls it low with the
+# answer. This is the dialog of Adafruit's startPassiveTargetIDDetection/IRQ example.
 from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.nfc import frame as F
 
@@ -28,12 +37,15 @@ _CMD_MS = const(100)
 _LIST_MS = const(300)  # a card answering, and RATS/ATS for an ISO-DEP one
 _EXCHANGE_MS = const(1000)  # a phone app may take a few hundred ms to answer an APDU
 _RESET_MS = const(20)
+_IRQ_MS = const(4)  # how often a listen looks at the IRQ line: a GPIO read, no bus traffic
 
 # Mode normal (SAM unused), virtual-card timeout 1 s, and drive P70_IRQ.
 _SAM_NORMAL = b"\x01\x14\x01"
 # CfgItem 5, MaxRetries: MxRtyATR default, MxRtyPSL 1, MxRtyPassiveActivation 2. The default
 # (0xFF) makes InListPassiveTarget wait forever for a card; 2 makes it answer "none" in ms.
 _RETRIES = b"\x05\xff\x01\x02"
+# The same with MxRtyPassiveActivation 0xFF: InListPassiveTarget answers only when a card came.
+_RETRIES_FOREVER = b"\x05\xff\x01\xff"
 _FIELD_OFF = b"\x01\x00"  # CfgItem 1, RF field: AutoRFCA off, RF off
 _LIST_ONE_A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
 _RELEASE_ALL = b"\x00"
@@ -93,14 +105,26 @@ class PN532:
         self.fw = None
         self.nacks = 0
         self._dirty = False
+        self._forever = False  # the chip's MxRtyPassiveActivation is 0xFF (set by listen())
+
+    @property
+    def can_listen(self):
+        return self.t.irq is not None
+
+    def take_hold_us(self):
+        """Bus time spent since the last call (modelled, see the transports), and start again."""
+        t = self.t
+        h = t.hold_us
+        t.hold_us = 0
+        return h
 
     # -- the dialog -----------------------------------------------------------------------------
-    async def _wait(self, ms):
+    async def _wait(self, ms, step=_POLL_MS):
         deadline = ticks_add(self._ticks(), ms)
         while not self.t.ready():
             if ticks_diff(deadline, self._ticks()) <= 0:
                 return False
-            await self._sleep(_POLL_MS)
+            await self._sleep(step)
         return True
 
     def _send(self, data):
@@ -109,9 +133,10 @@ class PN532:
         except OSError as exc:  # no ACK to the address byte, a stuck bus, an unplugged cable
             raise _bus_error(exc)
 
-    async def call(self, cmd, params=None, timeout_ms=_CMD_MS):
+    async def call(self, cmd, params=None, timeout_ms=_CMD_MS, idle=False):
         """Run one command; the response parameters as a memoryview into the transport's buffer,
-        valid until the next call."""
+        valid until the next call. idle: no answer within timeout_ms is not an error (a listen
+        with no card): the command is aborted and None returned."""
         n = F.encode(self._tx, cmd, params)
         try:
             if self._dirty:
@@ -120,11 +145,14 @@ class PN532:
             self._send(self._tmv[:n])
             if not await self._wait(_ACK_MS):
                 raise F.Timeout("no ACK to command 0x%02x" % cmd)
-            mv, k = await self.t.read_frame()
+            mv, k = await self.t.read_frame(6)  # an ACK: reading 24 bytes would cost 3x the bus
             if not F.is_ack(mv, k):
                 raise F.FrameError("no ACK to command 0x%02x" % cmd)
-            if not await self._wait(timeout_ms):
+            if not await self._wait(timeout_ms, _IRQ_MS if idle else _POLL_MS):
                 self._abort()
+                if idle:
+                    # _dirty stays set: an answer that raced the abort is dropped by the next call.
+                    return None
                 raise F.Timeout("no answer to command 0x%02x" % cmd)
             mv, k = await self.t.read_frame()
             try:
@@ -192,6 +220,7 @@ class PN532:
         self.fw = "%d.%d" % (p[1], p[2])
         await self.call(SAM_CONFIGURATION, _SAM_NORMAL)
         await self.call(RF_CONFIGURATION, _RETRIES)
+        self._forever = False
         await self.field_off()
         return self.fw
 
@@ -200,8 +229,21 @@ class PN532:
 
     async def detect(self):
         """Switch the field on and look for one type A card: a Target, or None."""
+        if self._forever:
+            await self.call(RF_CONFIGURATION, _RETRIES)
+            self._forever = False
         p = await self.call(IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, _LIST_MS)
         return parse_target(p)
+
+    async def listen(self, ms):
+        """With IRQ wired: leave the chip looking for a card for up to ms and wait on the IRQ line
+        meanwhile; a Target, or None when no card came (the command is then aborted). The field
+        stays on while it listens."""
+        if not self._forever:
+            await self.call(RF_CONFIGURATION, _RETRIES_FOREVER)
+            self._forever = True
+        p = await self.call(IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, ms, True)
+        return None if p is None else parse_target(p)
 
     async def exchange(self, data, timeout_ms=_EXCHANGE_MS):
         """Send a card command (an APDU, or a Type 2 READ) to the listed card; its answer.

@@ -13,7 +13,7 @@ class SPITransport:
     firstbit=SPI.LSB) passes lsb_first=True; one that cannot (RP2040) leaves it False and every
     byte is bit-reversed in software on the way out and in."""
 
-    def __init__(self, spi, cs, irq, lsb_first=False):
+    def __init__(self, spi, cs, irq, lsb_first=False, hz=1_000_000):
         self.spi = spi
         self.cs = cs
         self.irq = irq
@@ -21,7 +21,13 @@ class SPITransport:
         self._buf = bytearray(F.MAX_FRAME + 1)
         self._mv = memoryview(self._buf)
         self._op = bytearray(1)
+        # 8 clocks a byte, and the bit reversal in Python where the bus cannot shift LSB first.
+        self._byte_us = 8_000_000 // hz + (0 if lsb_first else 5)
+        self.hold_us = 0
         cs.value(1)
+
+    def _held(self, n):
+        self.hold_us += F.OP_US + n * self._byte_us
 
     def _fix(self, mv):
         rev = self._rev
@@ -42,6 +48,7 @@ class SPITransport:
         if n + 1 > len(self._buf):
             raise ValueError("frame too long")
         mv = self._mv
+        self._held(n + 1)
         self._buf[0] = _DW
         mv[1 : n + 1] = data
         self._fix(mv[: n + 1])
@@ -59,6 +66,7 @@ class SPITransport:
     def ready(self):
         if self.irq is not None:
             return self.irq.value() == 0
+        self._held(2)
         self.cs.value(0)
         try:
             self._cmd(_SR)
@@ -68,7 +76,7 @@ class SPITransport:
         self._fix(self._op)
         return bool(self._op[0] & 1)
 
-    async def read_frame(self):
+    async def read_frame(self, guess=0):
         mv = self._mv
         self.cs.value(0)
         try:
@@ -86,6 +94,7 @@ class SPITransport:
         finally:
             self.cs.value(1)
         n = total if total > F.HEADER else F.HEADER
+        self._held(n + 1)
         return mv[:n], n
 
 
