@@ -491,3 +491,174 @@ def test_unreadable_card_is_reported_once():
     s.chip.present(E.UidCard(UID7))  # a readable card with the same UID, after a gap
     s.polls(1)
     assert s.got[-1] == ("nfc", UID7.hex())
+
+
+# -- issue 8: event-driven with IRQ, adaptive without ---------------------------------------
+class Counting(CountingPort):
+    """Counts every I2C transaction, and remembers when each InListPassiveTarget went out."""
+
+    def __init__(self, chip, clock):
+        super().__init__(chip)
+        self.clock = clock
+        self.transactions = 0
+        self.lists = []
+
+    def write(self, buf):
+        self.transactions += 1
+        super().write(buf)
+        if self.chip.commands and self.chip.commands[-1][0] == 0x4A and bytes(buf).find(b"\xd4\x4a") >= 0:
+            self.lists.append(self.clock.t)
+
+    def read(self, n):
+        self.transactions += 1
+        return super().read(n)
+
+
+def live(irq, poll_ms=100, **kw):
+    """A reader on its own run() loop over I2C, on the virtual clock; the port counts."""
+    c = Clock()
+    chip = E.SimPN532(c.ticks)
+    b = SimI2C()
+    port = Counting(chip, c)
+    b.attach(0x24, port)
+    drv = PN532(I2CTransport(b, 0x24, E.IrqPin(chip) if irq else None, c.sleep, c.ticks), c.sleep, c.ticks)
+    got = []
+    r = Reader(drv, lambda s, v: got.append((s, v, c.t)), lambda k, **d: None, c.ticks, c.sleep, poll_ms, "c1",
+               **kw)
+    return c, chip, port, r, got
+
+
+def run_for(c, r, ms, at=None, card=None, hog=None):
+    """Run the reader for ms of virtual time; put card on the antenna `at` ms in; hog: a task
+    that holds the loop for that many ms at every turn (advances the clock without yielding)."""
+    end = time.ticks_add(c.t, ms)
+    put = None if at is None else time.ticks_add(c.t, at)
+
+    async def watch():
+        nonlocal put
+        while time.ticks_diff(end, c.t) > 0:
+            if put is not None and time.ticks_diff(c.t, put) >= 0:
+                card[0].present(card[1])
+                put = None
+            if hog:
+                c.advance(hog)
+            await asyncio.sleep_ms(0)
+
+    async def main():
+        task = asyncio.create_task(r.run())
+        await watch()
+        task.cancel()
+
+    run(main())
+
+
+def test_irq_reader_waits_on_the_line_not_a_schedule():
+    c, chip, port, r, got = live(irq=True)
+    run_for(c, r, 10_000)
+    assert r.state == IDLE and got == []
+    # Today's reader polled every 100 ms: 100 InListPassiveTargets and 400 bus transactions in
+    # 10 s. Listening, the chip looks for cards itself: one command per re-arm, no status reads.
+    n = len(port.lists)  # (chip.commands keeps only the recent ones)
+    assert n <= 10_000 // 1000 + 1, n
+    assert port.status_reads == 0
+    assert port.transactions <= 4 * (10_000 // 1000 + 1) + 20, port.transactions
+    assert chip.field  # the chip keeps its field on while it listens
+    assert chip.retries == 0xFF
+
+
+def test_irq_tap_is_answered_by_the_listen_already_running():
+    for at in (3_001, 3_517, 3_990):  # anywhere in a re-arm period
+        c, chip, port, r, got = live(irq=True)
+        t0 = c.t
+        run_for(c, r, 5_000, at=at, card=(chip, E.UidCard(UID4)))
+        assert [g[:2] for g in got] == [("nfc", "04a1b2c3")]
+        put = time.ticks_add(t0, at)
+        # The card was read off the InListPassiveTarget issued before it came: no new poll.
+        lists_before = [t for t in port.lists if time.ticks_diff(t, put) < 0]
+        assert lists_before and chip.commands and r.state == PRESENT
+        first_after = [t for t in port.lists if time.ticks_diff(t, put) >= 0]
+        # (PRESENT polls come after the read; the read itself issued no InListPassiveTarget)
+        assert not first_after or time.ticks_diff(first_after[0], got[0][2]) >= 0
+        # On the virtual clock, delivery follows within one IRQ check of the chip's answer: the
+        # next activation attempt (2 ms), activation (4 ms), the IRQ check (4 ms), the reads.
+        assert time.ticks_diff(got[0][2], put) <= 2 + 4 + 4 + 10, time.ticks_diff(got[0][2], put)
+
+
+def test_irq_reader_notices_a_dead_chip_at_the_rearm():
+    c, chip, port, r, got = live(irq=True)
+    events = []
+    r.emit = lambda k, **d: events.append(k)
+    run_for(c, r, 2_000)
+    chip.set_fault("dead")
+    run_for(c, r, 6_000)
+    assert r.state == DOWN and events == ["fault"]
+    chip.set_fault("ok")
+    run_for(c, r, BACKOFF_MAX_MS)
+    assert r.state == IDLE and events == ["fault", "fault_cleared"]
+    chip.present(E.UidCard(UID7))
+    run_for(c, r, 1_000)
+    assert [g[:2] for g in got] == [("nfc", UID7.hex())]
+
+
+def test_adaptive_tap_is_detected_within_one_short_poll():
+    # Without IRQ: a tap is read by the first poll after it, which comes within one short period
+    # (fast_ms, stretched to the bus share), not poll_ms.
+    for at in (2_000, 2_013, 2_031, 2_047):
+        c, chip, port, r, got = live(irq=False, poll_ms=100)
+        t0 = c.t
+        run_for(c, r, 3_000, at=at, card=(chip, E.UidCard(UID4)))
+        assert [g[:2] for g in got] == [("nfc", "04a1b2c3")]
+        put = time.ticks_add(t0, at)
+        after = [t for t in port.lists if time.ticks_diff(t, put) >= 0]
+        before = [t for t in port.lists if time.ticks_diff(t, put) < 0]
+        # the idle polls' period, as the reader ran it just before the tap
+        period = time.ticks_diff(before[-1], before[-2])
+        assert period < 50, period  # today: 100 (poll_ms)
+        assert time.ticks_diff(after[0], put) <= period, (time.ticks_diff(after[0], put), period)
+        assert time.ticks_diff(got[0][2], after[0]) <= 20  # read on that poll, not a later one
+
+
+def test_adaptive_reader_keeps_to_its_share_of_the_loop():
+    # Count-bounded: the bus time the reader's I2C transactions take on a 100 kHz bus (bytes x 9
+    # clocks, plus a per-call overhead) is at most SHARE_PCT of the time it ran.
+    from lockcase.nfc.reader import SHARE_PCT
+
+    class Bytes(Counting):
+        nbytes = 0
+
+        def write(self, buf):
+            self.nbytes += len(buf) + 1
+            super().write(buf)
+
+        def read(self, n):
+            self.nbytes += n + 1
+            return super().read(n)
+
+    c = Clock()
+    chip = E.SimPN532(c.ticks)
+    b = SimI2C()
+    port = Bytes(chip, c)
+    b.attach(0x24, port)
+    drv = PN532(I2CTransport(b, 0x24, None, c.sleep, c.ticks), c.sleep, c.ticks)
+    r = Reader(drv, lambda s, v: None, lambda k, **d: None, c.ticks, c.sleep, 100, "c1")
+    run_for(c, r, 10_000)
+    polls = len(port.lists)
+    assert polls >= 10_000 // 50, polls  # faster than poll_ms ...
+    bus_us = port.nbytes * 90 + port.transactions * F.OP_US
+    assert bus_us * 100 <= SHARE_PCT * 10_000 * 1000, (bus_us, polls)  # ... within its share
+    assert 0 < r.share_pm <= SHARE_PCT * 10, r.share_pm
+
+
+def test_adaptive_reader_gives_way_to_a_busy_loop():
+    # Another task holds the loop for 30 ms at every turn: the reader's sleeps come back late and
+    # it drops to poll_ms until the loop is calm again.
+    c, chip, port, r, got = live(irq=False, poll_ms=100)
+    run_for(c, r, 1_000)
+    n0 = len(port.lists)
+    run_for(c, r, 5_000, hog=30)
+    busy = len(port.lists) - n0
+    assert busy <= 5_000 // 100 + 2, busy
+    n0 = len(port.lists)
+    run_for(c, r, 5_000)
+    calm = len(port.lists) - n0
+    assert calm > 2 * busy, (calm, busy)

@@ -114,7 +114,7 @@ class Reader:
         else:
             period = self.fast_ms
         # hold_us may be at most SHARE_PCT of the cycle: the cycle lasts hold_us * 100 / SHARE_PCT.
-        least = hold_us // (10 * SHARE_PCT)
+        least = -(-hold_us // (10 * SHARE_PCT))  # rounded up
         if least > period:
             period = least
         d = period - took
