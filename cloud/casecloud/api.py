@@ -115,6 +115,8 @@ class CaseOut(BaseModel):
     name: str
     key_version: int
     online: bool
+    synced: bool = Field(description="its clock is set from the cloud (greeting answered): it takes "
+                         "shopper requests; a case can be online and not synced")
     last_seen: int | None
     fw: str | None
     last_status: dict[str, Any] | None
@@ -232,7 +234,7 @@ def _store_out(st: Store) -> StoreOut:
 
 def _case_out(c: Case) -> CaseOut:
     return CaseOut(id=c.id, store=c.store_id, name=c.name, key_version=c.key_version, online=c.online,
-                   last_seen=c.last_seen, fw=c.fw, last_status=c.last_status)
+                   synced=c.synced, last_seen=c.last_seen, fw=c.fw, last_status=c.last_status)
 
 
 def _member_out(m: Member) -> MemberOut:

@@ -220,7 +220,9 @@ def check(
 
     A `hello` is exempt from the clock (the case does not know the time yet) and from the replay
     window (a case that lost its seq file must still be able to resynchronize); the worker only
-    advances rx for a hello that is also new.
+    advances rx for a hello that is also new. A `beat` that says `"synced": false` is exempt from
+    the clock only: its `exp` comes from the case's unset clock, it changes nothing but the
+    case's shown status, and the replay window still refuses it replayed.
     """
     return check_env(key, topic_name, unwrap(topic_name, payload), now, rx, mask)
 
@@ -235,7 +237,8 @@ def check_env(
             return (body, *window(rx, mask, body["seq"]))
         except Rejected:
             return body, rx, mask
-    fresh(body, now)
+    if not (body["t"] == "beat" and body.get("synced") is False):
+        fresh(body, now)
     return (body, *window(rx, mask, body["seq"]))
 
 

@@ -45,6 +45,9 @@ class Case(Base):
     rx_mask: Mapped[int] = mapped_column(default=0)
     tx_seq: Mapped[int] = mapped_column(default=0)
     online: Mapped[bool] = mapped_column(default=False)
+    # The case's clock is set from the cloud (its hello answered): only then does it take requests.
+    # Reported by its heartbeats; a case can be online (connected) and not synced.
+    synced: Mapped[bool] = mapped_column(default=False)
     last_seen: Mapped[int | None] = mapped_column(default=None)
     fw: Mapped[str | None] = mapped_column(String(40), default=None)
     last_status: Mapped[dict[str, Any] | None] = mapped_column(default=None)

@@ -217,6 +217,8 @@ class Handler:
                     case = cases.get(p.case)
                     if case is not None and case.store_id == p.store:
                         case.online = payload.strip() == b"online"
+                        if not case.online:
+                            case.synced = False  # gone: its next connection greets anew
                         case.last_seen = now
                     continue
                 case = cases.get(p.topic.case)
@@ -283,6 +285,9 @@ class Handler:
             replies.append((i, case.id, "cmd", {"t": "time", "re": body["id"], "now": now, "rx": w.rx}))
         elif t == "beat":
             case.online = True
+            # Only an explicit false says unsynced: a beat without the field passed the clock
+            # check, so its sender's clock is set (firmware from before the field).
+            case.synced = body.get("synced") is not False
             case.last_status = {k: body[k] for k in _BEAT_FIELDS if k in body}
         elif t == "evts":
             w.replies += 1

@@ -435,7 +435,7 @@ def status(
     token_file: TokenFile = None,
     json_out: Json = False,
 ) -> None:
-    """Cases as the cloud sees them: online, firmware version, last event."""
+    """Cases as the cloud sees them: online, synced (takes requests), firmware version, last event."""
     with _cloud(cloud, token_file) as cl:
         cases = cl.cases(store)
         for c in cases:
@@ -444,10 +444,15 @@ def status(
     if out.json_mode:
         out.document({"ok": True, "cases": cases})
         return
-    t = Table("case", "store", "name", "online", "firmware", "last seen", "last event", title="cases")
+    t = Table("case", "store", "name", "online", "synced", "firmware", "last seen", "last event", title="cases")
     for c in cases:
         ev = c["last_event"]
+        # online = connected to the broker; synced = its greeting answered, so it takes requests
+        # (an online case that is not synced shows "Service offline" to shoppers). A cloud from
+        # before the field does not say: "?".
+        synced = c.get("synced")
         t.add_row(c["id"], c["store"], c.get("name") or "", "[green]yes[/]" if c["online"] else "[red]no[/]",
+                  "?" if synced is None else "[green]yes[/]" if synced else "[red]no[/]",
                   c.get("fw") or "-", _age(c.get("last_seen")),
                   f"{ev['type']} ({_age(ev['ts'])})" if ev else "-")
     out.out.print(t if cases else "no cases")

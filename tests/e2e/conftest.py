@@ -46,6 +46,11 @@ class Env:
         cfg.update(over)
         return cfg
 
+    def start_worker(self) -> None:
+        """The worker, when cloud_env was entered without it (start_worker=False)."""
+        self.loop.start(self.worker.run())
+        wait_for(self.worker.connected.is_set)
+
     def restart_broker(self) -> None:
         self.broker_ctx.__exit__(None, None, None)
         self.broker_ctx = broker_files_ctx(self.workdir, self.secrets, port=self.port)
@@ -61,8 +66,10 @@ def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = 
 
 
 @contextlib.contextmanager
-def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), **settings: Any) -> Iterator[Env]:
-    """Mosquitto with the cloud's passwd/ACL for these cases, and the worker, on SQLite."""
+def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), start_worker: bool = True,
+              **settings: Any) -> Iterator[Env]:
+    """Mosquitto with the cloud's passwd/ACL for these cases, and the worker, on SQLite.
+    start_worker=False: the worker is not running (nor subscribed) until `Env.start_worker()`."""
     st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), mqtt_username=SERVICE_USER,
                   mqtt_password=SecretStr(SERVICE_PASSWORD), **settings)
     rt = build(st)
@@ -76,9 +83,9 @@ def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), **settings: 
     rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
     loop = Loop()
     worker = Worker(rt)
-    loop.start(worker.run())
-    wait_for(worker.connected.is_set)
     e = Env(rt, workdir, host, port, secrets, loop, worker, ctx)
+    if start_worker:
+        e.start_worker()
     try:
         yield e
     finally:
