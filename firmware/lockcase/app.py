@@ -160,7 +160,9 @@ class App:
             if self.lock.grant("staff", now, who=who):
                 self.entry.cloud_result("granted", now)
             return
-        if self.cloud is None or not self.cloud.available():
+        # reachable, not available: a card tapped while the link is coming up (at boot, mid
+        # connect or greeting) waits a few seconds for it instead of being refused at once.
+        if self.cloud is None or not self.cloud.reachable(now):
             self.bus.emit("denied", source=src, reason="offline")
             self.entry.cloud_result("offline", now)
             return

@@ -1,3 +1,4 @@
+# heap: 256k
 # The cloud link and client under MicroPython, with stand-ins for the link and the entry (no
 # network): the reconnect schedule (bounded, spread), the greeting repeated until answered, beats
 # while unsynced, and a request held briefly while the link is expected.
@@ -272,3 +273,56 @@ def test_reachable_only_while_the_link_is_expected():
     assert not c.client.reachable(31000)  # nobody answered for 10 s: offline, not held
     c.answer_hello()
     assert c.client.reachable(31000) and c.client.available()
+
+
+# -- App.tap: a card tapped at boot waits for the link ----------------------------------------
+class FakeStaff:
+    def check_badge(self, uid):
+        return None
+
+
+class TapEntry(FakeEntry):
+    def __init__(self):
+        FakeEntry.__init__(self)
+        self.waits = 0
+
+    def waiting(self, now):
+        self.waits += 1
+
+
+class TapApp:
+    # The attributes App.tap uses, around a real CloudClient (the method itself is App's).
+    def __init__(self, case):
+        self.cloud = case.client
+        self.lock = case.lock
+        self.bus = case.bus
+        self.staff = FakeStaff()
+        self.entry = case.entry
+
+
+def _tap(app, uid, now):
+    from lockcase.app import App
+
+    App.tap(app, uid, "nfc", now)
+
+
+def test_a_card_tapped_at_boot_waits_for_the_link_and_opens():
+    c = Case(uptime_ms=300)
+    c.entry = c.client.entry = TapEntry()
+    app = TapApp(c)
+    _tap(app, "04a1b2", 300)
+    assert c.entry.results == [] and c.entry.waits == 1  # waiting, not "Service offline"
+    c.connect()
+    c.answer_hello()
+    c.run(400, 500)
+    (req,) = c.bodies("token")
+    c.cloud_says("rep", {"t": "allow", "re": req["id"], "grant": "g1"})
+    assert c.lock.grants == [("nfc", "g1")] and c.entry.results == ["granted"]
+
+
+def test_a_card_tapped_long_after_boot_without_a_link_is_refused_at_once():
+    c = Case(uptime_ms=60000)
+    c.entry = c.client.entry = TapEntry()
+    _tap(TapApp(c), "04a1b2", 60000)
+    assert c.entry.results == ["offline"] and c.entry.waits == 0
+    assert ("denied", {"source": "nfc", "reason": "offline"}) in c.bus.events
