@@ -41,7 +41,24 @@ class Control:
             w.put({"ev": "event", "t": t, "type": kind, "data": data})
 
     def state(self):
-        st = self.app.status()
+        # Built here, not by the app: only the sim is asked, and on a chip the app's bytecode is
+        # heap (docs/memory.md).
+        app = self.app
+        lk = app.lock
+        st = {
+            "lock": lk.state,
+            "energized": lk.coil.energized(),
+            "door_open": lk.door_open(),
+            "alarms": lk.alarms(),
+            "entry": app.entry.state,
+            "display": app.display.lines(),
+            "ready": app.ready,
+            "cloud": None,
+        }
+        link, cloud = app.link, app.cloud
+        if link is not None and cloud is not None:
+            st["cloud"] = {"up": link.up, "synced": cloud.codec.synced, "connects": link.connects,
+                           "rejected": cloud.rejected, "last_reject": cloud.last_reject}
         st["outputs"] = dict(self.hw.outputs)
         st["uptime_ms"] = self.hw.uptime_ms()
         st["inputs"] = dict(self.hw.inputs)

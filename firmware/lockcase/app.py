@@ -13,13 +13,16 @@ from lockcase.drivers.led import StatusLed
 from lockcase.drivers.oneshot import OneShot
 from lockcase.entry import OFFLINE, Entry
 from lockcase.events import JOURNALED, Bus
-from lockcase.lock import LOCKED, OPEN, RELEASED, Lock
+from lockcase.lock import FORCED, LOCKED, OPEN, RELEASED, Lock
+from lockcase.safestate import PF, SF, TP, U, SafeState
 
 _TICK_MS = const(10)
 _MAX_KEYS_PER_STEP = const(4)
 
-_TONES = {"granted": "success", "denied": "failure", "lockout": "failure", "forced": "alarm",
-          "held_open": "alarm", "tamper": "alarm"}
+_TONES = {"granted": "success", "denied": "failure", "lockout": "failure"}
+# Alarms sound a pattern of their own, repeated for at most alarm_s, until the cause ends.
+_ALARMS = {"forced": "alarm", "tamper": "alarm", "held_open": "reminder"}
+_ALARM_ENDS = ("closed", "tamper_cleared", "tamper_reset")
 
 
 class App:
@@ -36,7 +39,13 @@ class App:
         bus.subscribe(self._log, JOURNALED)
         self.display = self._make_display(cfg)
         self.coil = Coil(board.lock_pin, board.lock_pwm, cfg["hold_duty"])
-        self.lock = Lock(self.coil, board.door_open, board.tamper, OneShot(board.timer()), bus, cfg, now)
+        # What a reset must not undo; unreadable, it reads as the worst case (lockcase.safestate).
+        self.safe = SafeState(worst=((U, cfg["duty_budget_ms"]), (SF, cfg["lockout_after"] - 1),
+                                     (PF, cfg["phone_lockout_after"] - 1), (TP, 1)))
+        if self.safe.corrupt:
+            self.faults.append(("safety_state", "unreadable: worst case assumed"))
+        self.lock = Lock(self.coil, board.door_open, board.tamper, OneShot(board.timer()), bus, cfg, now,
+                         store=self.safe)
         keymap = keymap_for(cfg["keypad"])
         # A 4x3 keypad on a board wired for 4x4 uses the first three columns.
         self.keypad = Keypad(board.keypad_rows, board.keypad_cols[: len(keymap[0])], keymap)
@@ -47,7 +56,7 @@ class App:
         self.cloud = self.link = None
         if cfg.get("provisioned") and cfg.get("cloud") and not config_error:
             self._make_cloud(cfg, reset_cause)
-        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now, cloud=self.cloud)
+        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now, cloud=self.cloud, store=self.safe)
         if self.cloud is not None:
             self.cloud.entry = self.entry
         if config_error:
@@ -114,16 +123,25 @@ class App:
         print("event:", kind, data)
 
     def _feedback(self, kind, data):
+        alarm = _ALARMS.get(kind)
+        if alarm is not None:
+            # Distinct from every other beep, and capped so a store is not deafened by a case
+            # nobody has reached yet (the alarm itself stays open in the cloud and on the LED).
+            self._tone(alarm, self.buzzer.repeats(alarm, self.cfg["alarm_s"] * 1000))
+            return
+        if kind in _ALARM_ENDS:
+            lk = self.lock
+            if lk.state != FORCED and not lk.held_alarm and not lk.tamper_alarm:
+                self.buzzer.stop()
+            return
         tone = _TONES.get(kind)
-        if kind == "denied" and data.get("reason") == "offline":
-            tone = "failure"
         if tone:
             self._tone(tone)
 
-    def _tone(self, name):
+    def _tone(self, name, repeat=1):
         # Tones need the event loop; when stepped by a test without one they are skipped.
-        if self.ready:
-            self.buzzer.start(name)
+        if self.ready and repeat > 0:
+            self.buzzer.start(name, repeat)
 
     # -- stepping -------------------------------------------------------------------------------
     def step(self, now):
@@ -168,26 +186,6 @@ class App:
             return
         self.entry.waiting(now)
         self.cloud.token(uid, src, now)
-
-    def status(self):
-        lk = self.lock
-        return {
-            "lock": lk.state,
-            "energized": lk.coil.energized(),
-            "door_open": lk.door_open(),
-            "alarms": lk.alarms(),
-            "entry": self.entry.state,
-            "display": self.display.lines(),
-            "ready": self.ready,
-            "cloud": self._cloud_status(),
-        }
-
-    def _cloud_status(self):
-        link, cloud = self.link, self.cloud
-        if link is None or cloud is None:
-            return None
-        return {"up": link.up, "synced": cloud.codec.synced, "connects": link.connects,
-                "rejected": cloud.rejected, "last_reject": cloud.last_reject}
 
     async def run(self):
         board = self.board

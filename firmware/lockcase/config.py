@@ -18,6 +18,11 @@ _NUM = {
     "lockout_base_s": (30, int, 1, 3600),
     "lockout_max_s": (900, int, 1, 86400),
     "entry_timeout_s": (20, int, 5, 300),
+    # Shoppers' wrong texted codes lock out shopper entry only, more gently than staff PINs.
+    "phone_lockout_after": (5, int, 1, 50),
+    "phone_lockout_s": (60, int, 1, 3600),
+    "help_interval_s": (60, int, 0, 3600),  # at most one help call per case per this many s
+    "alarm_s": (30, int, 0, 600),  # forced/held-open/tamper alarm sound, at most this long; 0: silent
     "wdt_ms": (8000, int, 1000, 60000),
     "hold_duty": (0.4, float, 0.1, 1.0),
 }
@@ -30,6 +35,9 @@ _STR = {
     "keypad": "4x3",
     "name": "",
 }
+# Refuse shopper unlocks while the tamper switch is tripped or latched (staff PIN/badge or the
+# cloud clears it); false lets shoppers in and only reports the tamper.
+_BOOL = {"tamper_blocks_shoppers": True}
 _DISPLAYS = ("lcd1602", "lcd2004", "ssd1306", "none")
 _KEYPADS = ("4x3", "4x4")
 
@@ -47,6 +55,8 @@ def defaults():
     for k, spec in _NUM.items():
         cfg[k] = spec[0]
     for k, v in _STR.items():
+        cfg[k] = v
+    for k, v in _BOOL.items():
         cfg[k] = v
     cfg["staff"] = {"salt": "", "iter": 1000, "pins": [], "badges": []}
     cfg["provisioned"] = False
@@ -68,6 +78,11 @@ def validate(raw):
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise ConfigError("config: %s=%s is outside %s..%s" % (k, v, lo, hi))
         cfg[k] = v
+    for k in _BOOL:
+        if k in raw:
+            if not isinstance(raw[k], bool):
+                raise ConfigError("config: %s must be true or false" % k)
+            cfg[k] = raw[k]
     for k in _STR:
         if k in raw:
             if not isinstance(raw[k], str):

@@ -1,10 +1,14 @@
 # Keypad flows: the shopper's phone number and the staff PIN, with brute-force lockout.
 # Pure logic stepped with an explicit clock; it talks to the rest only through the bus, the lock's
 # grant() and the display's show(). The phone number lives only in RAM and is wiped after use.
-import json
-
+#
+# Lockouts stop attackers, not shoppers: wrong staff PINs lock out staff-PIN entry only; wrong
+# texted codes lock out shopper entry only, more gently; the help key is never locked out (it is
+# rate-limited instead). Every failure is counted on flash before the shopper sees it, so cutting
+# the power after "Wrong PIN" gains an attacker nothing (lockcase.safestate).
 from lockcase import phone
-from lockcase.compat import const, json_whole, ticks_add, ticks_diff
+from lockcase.compat import const, ticks_add, ticks_diff
+from lockcase.safestate import PF, PL, PS, SF, SL, SS, SafeState
 
 IDLE = "idle"
 PHONE = "phone"
@@ -12,7 +16,7 @@ STAFF = "staff"
 WAIT = "wait"  # waiting for the cloud
 CODE = "code"  # typing the one-time code texted to the shopper
 MESSAGE = "message"
-LOCKOUT = "lockout"
+LOCKOUT = "lockout"  # showing the staff-PIN lockout countdown; shoppers may type over it
 OFFLINE = "offline"  # not provisioned or config error: keys do nothing
 
 _MAX_PIN = const(12)
@@ -21,11 +25,24 @@ _MSG_MS = const(3000)
 # Token bucket for key presses: a person types at most a few keys a second.
 _KEY_BURST = const(15)
 _KEY_RATE_MS = const(125)  # one token back per 125 ms = 8 keys/s sustained
-LOCKOUT_FILE = "lockout.json"
+# A "#" this soon after a code was auto-submitted, or after its answer, is the shopper's habit of
+# confirming, not a call for help.
+_HASH_QUIET_MS = const(3000)
+
+# The two failure counters: (count, level, length) slots in the SafeState, then config keys.
+_STAFF = (SF, SL, SS, "lockout_after", "lockout_base_s")
+_SHOP = (PF, PL, PS, "phone_lockout_after", "phone_lockout_s")
+
+_ALERTS = {
+    "released": ("Open the door", ""),
+    "forced": ("Close the door", "Alarm sent"),
+    "held_open": ("Close the door", "Door left open"),
+    "tamper": ("Case alarm", "Ask an associate"),
+}
 
 
 class Entry:
-    def __init__(self, bus, cfg, staff, lock, display, now, cloud=None):
+    def __init__(self, bus, cfg, staff, lock, display, now, cloud=None, store=None):
         self.bus = bus
         self.cfg = cfg
         self.staff = staff
@@ -42,13 +59,22 @@ class Entry:
         self._msg_until = now
         self._after_msg = IDLE
         self._pending_star = False
-        self.failures = 0
-        self.lockouts = 0
-        self._lock_until = now
+        self.store = store if store is not None else SafeState()
+        # ticks when each lockout ends, or None when not locked out
+        self._until = [None] * 8  # by SafeState slot: SS and PS are used
+        self._quiet_until = now
+        self._help_at = None  # when the last help call went out
+        self._alert = None  # the lock's alert() last rendered
         self._tokens = _KEY_BURST
         self._token_t = now
         self._flooding = False
-        self._restore_lockout(now)
+        for k in (SS, PS):
+            secs = self.store.get(k)
+            if secs > 0:
+                # The remaining time is unknown after a reset: the whole lockout starts again.
+                self._until[k] = ticks_add(now, min(secs, cfg["lockout_max_s"]) * 1000)
+        if self._until[SS] is not None:
+            self.state = LOCKOUT
         if not cfg.get("provisioned"):
             self.state = OFFLINE
         self._render(now)
@@ -61,10 +87,11 @@ class Entry:
         st = self.state
         if st == OFFLINE or st == WAIT:
             return
+        if k == "#" and ticks_diff(now, self._quiet_until) < 0 and st in (IDLE, MESSAGE, LOCKOUT):
+            return  # the shopper confirming a code that already went: not a help call
         if st == LOCKOUT:
-            self._render(now)
-            return
-        if st == MESSAGE:
+            self.state = IDLE  # the countdown gives way: shoppers and the help key still work
+        elif st == MESSAGE:
             self.state = self._after_msg
         if self.help_key and k == self.help_key:
             self._help(now)
@@ -84,7 +111,7 @@ class Entry:
             if self._pending_star:
                 self._pending_star = False
                 self._clear()
-                self.state = STAFF
+                self.state = STAFF  # also during a lockout: the PIN typed then is swallowed
             else:
                 self._pending_star = True
         elif k == "#":
@@ -93,6 +120,9 @@ class Entry:
                 self._help(now)
         elif "0" <= k <= "9":
             self._pending_star = False
+            if self._until[PS] is not None:
+                self._message(now, "Too many tries", self._wait_text(self._until[PS], now), IDLE)
+                return
             self.state = PHONE
             self._push(k, phone.MAX_DIGITS)
 
@@ -114,16 +144,21 @@ class Entry:
         elif k == "#":
             pin = bytes(self.buf[: self.n]).decode()
             self._clear()
+            until = self._until[SS]
+            if until is not None:
+                # Not checked, not counted: a lockout means no PIN is tried until it ends.
+                self._message(now, "Staff PIN locked", self._wait_text(until, now), IDLE)
+                return
             who = self.staff.check_pin(pin) if 4 <= len(pin) <= _MAX_PIN else None
             if who is not None:
-                self._success(now)
+                self._success(_STAFF)
                 if self.lock.grant("staff", now, who=who):
-                    self._message(now, "Staff: open", "the door", IDLE)
+                    self.state = IDLE  # "Staff: open the door" while the coil is energized
                 else:
                     self._message(now, "Lock resting", "try in a minute", IDLE)
             else:
                 self.bus.emit("denied", source="staff", reason="bad_pin")
-                self._failure(now, "Wrong PIN")
+                self._failure(now, "Wrong PIN", _STAFF)
         elif "0" <= k <= "9":
             self._push(k, _MAX_PIN)
 
@@ -135,8 +170,8 @@ class Entry:
             if self.n == _CODE_LEN:
                 code = bytes(self.buf[: self.n]).decode()
                 self._clear()
-                if self.cloud is None or not self.cloud.available():
-                    self._message(now, "Service offline", "Ask an associate", IDLE)
+                self._quiet_until = ticks_add(now, _HASH_QUIET_MS)
+                if self._refused(now, "otp"):
                     return
                 self.state = WAIT
                 self.cloud.code(code, now)
@@ -153,14 +188,32 @@ class Entry:
             return
         self._clear()
         print("entry: phone submitted", phone.mask(e164))
-        if self.cloud is None or not self.cloud.available():
-            self._message(now, "Service offline", "Ask an associate", IDLE)
-            self.bus.emit("denied", source="phone", reason="offline", last2=phone.last2(e164))
+        if self._refused(now, "phone", last2=phone.last2(e164)):
             return
         self.state = WAIT
         self.cloud.phone(e164, now)
 
+    def _refused(self, now, source, last2=None):
+        # Before anything goes to the cloud: a case whose tamper alarm is latched serves no
+        # shopper, and without a cloud there is no one to ask. Says why on the display.
+        if self.lock.shoppers_blocked():
+            self._message(now, "Case alarm", "Ask an associate", IDLE)
+            self.bus.emit("denied", source=source, reason="tamper")
+            return True
+        if self.cloud is None or not self.cloud.available():
+            self._message(now, "Service offline", "Ask an associate", IDLE)
+            if last2 is not None:
+                self.bus.emit("denied", source=source, reason="offline", last2=last2)
+            return True
+        return False
+
     def _help(self, now):
+        gap = self.cfg["help_interval_s"] * 1000
+        if self._help_at is not None and ticks_diff(now, self._help_at) < gap:
+            # Rate-limited, never locked out: the shopper is told staff are already called.
+            self._message(now, "Staff called", self._wait_text(ticks_add(self._help_at, gap), now), IDLE)
+            return
+        self._help_at = now
         self.bus.emit("help", source="keypad")
         if self.cloud is not None and self.cloud.available():
             self.state = WAIT
@@ -179,6 +232,8 @@ class Entry:
 
     def cloud_result(self, kind, now, msg=None):
         # kind: code_sent, need_phone, granted, denied, denied_code, timeout, offline, help_ok
+        if ticks_diff(now, self._quiet_until) < 0:
+            self._quiet_until = ticks_add(now, _HASH_QUIET_MS)  # the answer to an auto-submit
         if kind == "code_sent":
             self._clear()
             self.state = CODE
@@ -186,8 +241,8 @@ class Entry:
             self._clear()
             self._message(now, "Not verified:", "type phone no.", IDLE)
         elif kind == "granted":
-            self._success(now)
-            self._message(now, "Open the door", "", IDLE)
+            self._success(_SHOP)
+            self.state = IDLE  # "Open the door" while the coil is energized
         elif kind == "timeout":
             self._message(now, "No answer", "Press # for help", IDLE)
         elif kind == "offline":
@@ -195,8 +250,8 @@ class Entry:
         elif kind == "help_ok":
             self._message(now, "Staff are coming", "Please wait", IDLE)
         elif kind == "denied_code":
-            self._failure(now, msg or "Wrong code")
-            if self.state == MESSAGE:
+            self._failure(now, msg or "Wrong code", _SHOP)
+            if self.state == MESSAGE and self._until[PS] is None:
                 self._after_msg = CODE  # the same challenge takes another try
         else:
             self._message(now, msg or "Not allowed", "Ask an associate", IDLE)
@@ -204,15 +259,25 @@ class Entry:
 
     # -- time -----------------------------------------------------------------------------------
     def step(self, now):
+        for k in (SS, PS):
+            until = self._until[k]
+            if until is not None and ticks_diff(now, until) >= 0:
+                self._until[k] = None
+                self.store.set(k, 0)
+                if k == SS and self.state == LOCKOUT:
+                    self.state = IDLE
+                    self._render(now)
+        alert = self.lock.alert()
+        if alert != self._alert:
+            self._alert = alert
+            if self.state == IDLE:
+                self._render(now)
         st = self.state
         if st == MESSAGE and ticks_diff(now, self._msg_until) >= 0:
             self.state = self._after_msg
             self._render(now)
-        elif st == LOCKOUT:
-            if ticks_diff(now, self._lock_until) >= 0:
-                self.state = IDLE
-                self._save_lockout(0)
-            self._render(now)
+        elif st == LOCKOUT or (st == STAFF and self._until[SS] is not None):
+            self._render(now)  # the countdown
         elif st in (PHONE, STAFF, CODE) or self._pending_star:
             if ticks_diff(now, self._last_key) >= self.timeout_ms:
                 self._clear()
@@ -221,46 +286,47 @@ class Entry:
                 self._render(now)
 
     # -- brute force ----------------------------------------------------------------------------
-    def _failure(self, now, text):
-        self.failures += 1
-        left = self.cfg["lockout_after"] - self.failures
+    def _failure(self, now, text, which):
+        # Counted on flash before the shopper sees "Wrong PIN": a power cut right after the
+        # screen changes must not give the attempt back.
+        fk, lk, sk, after_key, base_key = which
+        st = self.store
+        fails = st.get(fk) + 1
+        left = self.cfg[after_key] - fails
         if left > 0:
-            self._message(now, text, "%d tries left" % left, IDLE)
+            st.set(fk, fails)
+            self._message(now, text, "%d %s left" % (left, "try" if left == 1 else "tries"), IDLE)
             return
-        secs = self.cfg["lockout_base_s"] << self.lockouts
+        level = st.get(lk)
+        secs = self.cfg[base_key] << (level if level < 16 else 16)
         if secs > self.cfg["lockout_max_s"]:
             secs = self.cfg["lockout_max_s"]
-        self.lockouts += 1
-        self.failures = 0
-        self._lock_until = ticks_add(now, secs * 1000)
-        self.state = LOCKOUT
+        st.set(fk, 0, lk, level + 1, sk, secs)
+        self._until[sk] = ticks_add(now, secs * 1000)
         self._clear()
-        self.bus.emit("lockout", s=secs, level=self.lockouts)
-        self._save_lockout(secs)
-
-    def _success(self, now):
-        self.failures = 0
-        self.lockouts = 0
-
-    def _save_lockout(self, secs):
-        # Survives a reset so pulling the power does not reset the backoff.
-        try:
-            with open(LOCKOUT_FILE, "w") as f:
-                f.write(json.dumps({"s": secs, "level": self.lockouts}))
-        except OSError:
-            pass
-
-    def _restore_lockout(self, now):
-        try:
-            with open(LOCKOUT_FILE) as f:
-                d = json_whole(f.read(64))  # a few dozen bytes; longer is corrupt anyway
-            secs = int(d.get("s", 0))
-            self.lockouts = int(d.get("level", 0))
-        except (OSError, ValueError, TypeError, AttributeError):
-            return
-        if secs > 0:
-            self._lock_until = ticks_add(now, min(secs, self.cfg["lockout_max_s"]) * 1000)
+        if which is _STAFF:
             self.state = LOCKOUT
+            self.bus.emit("lockout", s=secs, level=level + 1)
+            self._render(now)
+        else:
+            self.bus.emit("lockout", s=secs, level=level + 1, entry="shopper")
+            self._message(now, "Too many tries", self._wait_text(self._until[sk], now), IDLE)
+
+    def _success(self, which):
+        # Only its own counter: nothing a shopper does resets the staff-PIN count.
+        self.store.set(which[0], 0, which[1], 0)
+
+    @property
+    def failures(self):
+        return self.store.get(SF)
+
+    @property
+    def lockouts(self):
+        return self.store.get(SL)
+
+    def _wait_text(self, until, now):
+        left = ticks_diff(until, now) // 1000 + 1
+        return "Wait %d:%02d" % (left // 60, left % 60)
 
     def _take_token(self, now):
         gained = ticks_diff(now, self._token_t) // _KEY_RATE_MS
@@ -307,12 +373,22 @@ class Entry:
         st = self.state
         d = self.display
         if st == IDLE:
-            d.show("Phone no. then #", "# = help" if not self.help_key else "A = help")
+            a = self._alert = self.lock.alert()
+            if a == "released" and self.lock.source == "staff":
+                d.show("Staff: open", "the door")
+            elif a is not None:
+                d.show(*_ALERTS[a])
+            else:
+                d.show("Phone no. then #", "# = help" if not self.help_key else "A = help")
         elif st == PHONE:
             digits = bytes(self.buf[: self.n]).decode()
             d.show("Phone:", phone.group(digits, self.country)[-d.width :])
         elif st == STAFF:
-            d.show("Staff PIN:", "*" * self.n)
+            until = self._until[SS]
+            if until is not None:
+                d.show("Staff PIN locked", self._wait_text(until, now))
+            else:
+                d.show("Staff PIN:", "*" * self.n)
         elif st == CODE:
             d.show("Code from SMS:", bytes(self.buf[: self.n]).decode())
         elif st == WAIT:
@@ -320,8 +396,8 @@ class Entry:
         elif st == MESSAGE:
             d.show(self._msg[0], self._msg[1])
         elif st == LOCKOUT:
-            left = ticks_diff(self._lock_until, now) // 1000 + 1
-            d.show("Keypad locked", "Wait %d:%02d" % (left // 60, left % 60))
+            until = self._until[SS]
+            d.show("Staff PIN locked", self._wait_text(until, now) if until is not None else "")
         elif st == OFFLINE:
             d.show(*self.offline_text)
 

@@ -5,9 +5,16 @@
 # - the coil is energized only by grant(), for at most unlock_ms, and a hardware one-shot timer
 #   cuts it even if step() is never called again (a stalled loop is then reset by the watchdog);
 # - the coil drops as soon as the door opens;
-# - a sliding-window duty budget caps energized time per window so a grant stream cannot cook it.
+# - a sliding-window duty budget caps energized time per window so a grant stream cannot cook it,
+#   across resets and power cuts too: before the coil is energized, the worst-case energized time
+#   that may still count against the window is on flash (lockcase.safestate), and a boot starts
+#   from it as if all of it had just happened (docs/safety.md);
+# - the grant's journal record is written before the coil is energized, so no opening goes
+#   unrecorded, whatever instant the power is cut at;
+# - a tripped tamper switch latches: shopper unlocks are refused until staff or the cloud clear it.
 
 from lockcase.compat import const, ticks_add, ticks_diff
+from lockcase.safestate import TP, U
 
 LOCKED = "locked"
 RELEASED = "released"  # energized, waiting for the door to open
@@ -77,9 +84,11 @@ class DutyBudget:
 
 
 class Lock:
-    def __init__(self, coil, door, tamper, timer, bus, cfg, now):
+    def __init__(self, coil, door, tamper, timer, bus, cfg, now, store=None):
         # door: callable -> True when the door is open; tamper: callable -> True when tripped
-        # (either may be None if the case has no such switch).
+        # (either may be None if the case has no such switch). store: a SafeState, where the duty
+        # record and the tamper latch survive resets (None in tests of the logic alone).
+        coil.off()  # first of all, whatever the caller did before
         self.coil = coil
         self._door = door
         self._tamper = tamper
@@ -89,17 +98,31 @@ class Lock:
         self.pull_in_ms = cfg["pull_in_ms"]
         self.held_open_ms = cfg["held_open_s"] * 1000
         self.duty = DutyBudget(cfg["duty_budget_ms"], cfg["duty_window_s"] * 1000)
+        self.store = store
+        self.tamper_blocks = cfg.get("tamper_blocks_shoppers", True)
+        self.why = None  # why the last grant() was refused: "duty" or "tamper"
+        self._duty_clear_at = now  # from then on the duty record on flash may read 0
+        self.tamper_latched = False
+        if store is not None:
+            u = min(store.get(U), self.duty.budget_ms)
+            if u > 0:
+                # The ticks clock starts again at a reset and the old intervals' times are lost;
+                # what is known is that at most u ms of energized time may still lie in the
+                # window. Taking it as one interval that ended at boot over-counts every later
+                # window (the real ones ended no later than that): the budget holds across it.
+                self.duty.start(ticks_add(now, -u), u)
+                self._duty_clear_at = ticks_add(now, self.duty.window_ms)
+            self.tamper_latched = bool(store.get(TP)) and self.tamper_blocks
         self.state = LOCKED
         self.held_alarm = False
         self.tamper_alarm = False
         self._deadline = now
         self._since = now  # when the current state began
         self._holding = False
-        self._grant_source = None
+        self.source = None
         # Start from what the switches say right now, without raising an alarm at boot for a
         # door that was already open: a door open at boot is reported as forced only if it was
         # closed first. It is reported as an event so the store still sees it.
-        coil.off()
         self._door_open = bool(door()) if door else False
         self._door_raw = self._door_open
         self._door_raw_since = now
@@ -109,10 +132,19 @@ class Lock:
         self.tamper_alarm = bool(tamper()) if tamper else False
         if self.tamper_alarm:
             bus.emit("tamper", at_boot=True)
+            self._latch_tamper()
 
     # -- commands -----------------------------------------------------------------------------
     def grant(self, source, now, who=None):
-        """Release the lock for a shopper or staff member. Returns True if it released."""
+        """Release the lock for a shopper or staff member. Returns True if it released; when it
+        did not, self.why says why ("tamper" or "duty")."""
+        self.why = None
+        if source == "staff":
+            self.clear_tamper(who)
+        elif self.shoppers_blocked():
+            self.why = "tamper"
+            self.bus.emit("denied", source=source, reason="tamper")
+            return False
         if self.state in (OPEN, FORCED):
             self.bus.emit("granted", source=source, who=who, ms=0, note="door already open")
             return True
@@ -121,10 +153,18 @@ class Lock:
         allowed = self.duty.allowance(now)
         ms = self.unlock_ms if allowed >= self.unlock_ms else allowed
         if ms < _MIN_GRANT_MS:
+            self.why = "duty"
             self.bus.emit("duty_limited", source=source, who=who, ms=0)
             return False
         if ms < self.unlock_ms:
             self.bus.emit("duty_limited", source=source, who=who, ms=ms)
+        # On flash before the coil moves, in this order: what this grant may add to the window,
+        # then the grant's own record (the journal subscribes to the bus). A power cut between
+        # any two steps leaves a record at least as pessimistic as what happened.
+        if self.store is not None:
+            self.store.set(U, self.duty.used(now) + ms)
+            self._duty_clear_at = ticks_add(now, ms + self.duty.window_ms)
+        self.bus.emit("granted", source=source, who=who, ms=ms)
         # Arm the hardware cut-off before energizing so there is no window without it.
         self._timer.arm(ms, self._hw_cutoff)
         self.duty.start(now, ms)
@@ -132,9 +172,28 @@ class Lock:
         self._holding = False
         self._deadline = ticks_add(now, ms)
         self._set(RELEASED, now)
-        self._grant_source = source
-        self.bus.emit("granted", source=source, who=who, ms=ms)
+        self.source = source
         return True
+
+    def shoppers_blocked(self):
+        return self.tamper_latched
+
+    def clear_tamper(self, who):
+        """Staff (a PIN, a badge) or the cloud reset a latched tamper alarm. The switch itself
+        must be closed again: an enclosure still open stays latched."""
+        if not self.tamper_latched or self.tamper_alarm:
+            return False
+        self.tamper_latched = False
+        if self.store is not None:
+            self.store.set(TP, 0)
+        self.bus.emit("tamper_reset", by=who)
+        return True
+
+    def _latch_tamper(self):
+        if self.tamper_blocks and not self.tamper_latched:
+            self.tamper_latched = True
+            if self.store is not None:
+                self.store.set(TP, 1)
 
     def relock(self, now, reason="command"):
         if self.state == RELEASED:
@@ -151,6 +210,10 @@ class Lock:
     def step(self, now):
         self._step_door(now)
         self._step_tamper()
+        if self.store is not None and ticks_diff(now, self._duty_clear_at) >= 0 and self.store.get(U):
+            # A whole window without energized time: nothing on record counts any more, and a
+            # reset now need not cool down (one write per burst of grants, not per grant).
+            self.store.set(U, 0)
         st = self.state
         if st == RELEASED:
             if ticks_diff(now, self._deadline) >= 0:
@@ -184,7 +247,7 @@ class Lock:
         if self.state == RELEASED:
             self._drop(now)  # the bolt is clear: stop heating the coil at once
             self._set(OPEN, now)
-            self.bus.emit("opened", source=self._grant_source)
+            self.bus.emit("opened", source=self.source)
         else:
             self._set(FORCED, now)
             self.bus.emit("forced")
@@ -201,6 +264,8 @@ class Lock:
         t = bool(self._tamper())
         if t != self.tamper_alarm:
             self.tamper_alarm = t
+            if t:
+                self._latch_tamper()  # on flash first: a reset must not clear it
             self.bus.emit("tamper" if t else "tamper_cleared")
 
     def _drop(self, now):
@@ -219,9 +284,22 @@ class Lock:
             out.append("forced")
         if self.held_alarm:
             out.append("held_open")
-        if self.tamper_alarm:
+        if self.tamper_alarm or self.tamper_latched:
             out.append("tamper")
         return out
+
+    def alert(self):
+        """What the case's display must say about the lock now, most urgent first (None: nothing).
+        Constant strings, no list: the keypad flow asks on every tick."""
+        if self.state == RELEASED:
+            return RELEASED
+        if self.state == FORCED:
+            return FORCED
+        if self.held_alarm:
+            return "held_open"
+        if self.tamper_alarm or self.tamper_latched:
+            return "tamper"
+        return None
 
     def door_open(self):
         return self._door_open

@@ -324,9 +324,9 @@ class FakePwm:
 
 
 def test_buzzer_tones_distinct_and_played():
-    assert sorted(TONES) == ["alarm", "failure", "key", "success"]
+    assert sorted(TONES) == ["alarm", "failure", "key", "reminder", "success"]
     seen = []
-    for name in ("key", "success", "failure", "alarm"):
+    for name in ("key", "success", "failure", "alarm", "reminder"):
         pwm = FakePwm()
         b = Buzzer(pwm)
         t0 = ticks_ms()
@@ -337,7 +337,7 @@ def test_buzzer_tones_distinct_and_played():
         assert pwm.duty_u16() == 0  # silent afterwards
         assert took >= sum(ms for _, ms in TONES[name]) - 5
         seen.append(tuple(TONES[name]))
-    assert len(set(seen)) == 4
+    assert len(set(seen)) == 5
     s = [f for f, _ in TONES["success"] if f]
     assert s == sorted(s) and len(s) == 2  # rising
     f = TONES["failure"]

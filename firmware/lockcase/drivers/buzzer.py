@@ -7,7 +7,10 @@ TONES = {
     "key": ((2400, 15),),
     "success": ((1300, 90), (0, 25), (2000, 150)),
     "failure": ((330, 600),),
+    # Forced entry and tamper, repeated: a two-tone siren nobody mistakes for a key beep.
     "alarm": ((2800, 220), (1900, 220)),
+    # Door held open: a reminder, one chirp a second, urgent without being a siren.
+    "reminder": ((2600, 120), (0, 880)),
 }
 
 _HALF = 32768  # 50 % duty: loudest on a piezo
@@ -47,6 +50,13 @@ class Buzzer:
                 if gen != self._gen:
                     return  # overridden: the newer play owns the PWM now
         pwm.duty_u16(0)
+
+    def repeats(self, name, ms):
+        """How many times the tone fits in ms (0 when it does not fit once): a cap in time."""
+        total = 0
+        for _, step_ms in TONES[name]:
+            total += step_ms
+        return ms // total
 
     def start(self, name, repeat=1):
         # Fire and forget, for callers that are not coroutines. One player task serves every
