@@ -14,7 +14,7 @@ from lockcase.drivers.oneshot import OneShot
 from lockcase.entry import OFFLINE, Entry
 from lockcase.events import JOURNALED, Bus
 from lockcase.lock import FORCED, LOCKED, OPEN, RELEASED, Lock
-from lockcase.safestate import PF, SF, TP, U, SafeState
+from lockcase.safestate import PF, SF, TP, SafeState, U
 
 _TICK_MS = const(10)
 _MAX_KEYS_PER_STEP = const(4)

@@ -4,13 +4,14 @@
 # boot (a new Lock, Entry and SafeState on the same files) starts from them.
 import os
 
+from mpassert import raises
+
 from lockcase import config, creds
 from lockcase.drivers.coil import Coil
 from lockcase.entry import CODE, IDLE, LOCKOUT, MESSAGE, PHONE, STAFF, WAIT, Entry
 from lockcase.events import Bus
 from lockcase.lock import LOCKED, RELEASED, Lock
-from lockcase.safestate import FILE, SF, TP, U, SafeState
-from mpassert import raises
+from lockcase.safestate import FILE, SF, TP, SafeState, U
 
 SALT = "00112233445566778899aabbccddeeff"
 _dir = "/tmp/lockcase-safestate-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/lockcase-safestate"
