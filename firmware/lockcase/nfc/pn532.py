@@ -106,10 +106,9 @@ class PN532:
         self.nacks = 0
         self._dirty = False
         self._forever = False  # the chip's MxRtyPassiveActivation is 0xFF (set by listen())
-
-    @property
-    def can_listen(self):
-        return self.t.irq is not None
+        # A plain attribute: MicroPython's getattr(obj, name, default) hands back the property
+        # object itself when a property raises AttributeError.
+        self.can_listen = getattr(transport, "irq", None) is not None
 
     def take_hold_us(self):
         """Bus time spent since the last call (modelled, see the transports), and start again."""

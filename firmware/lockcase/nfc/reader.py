@@ -52,7 +52,7 @@ class Reader:
         self._sleep = sleep_ms or asyncio.sleep_ms
         self.poll_ms = poll_ms
         self.fast_ms = fast_ms if fast_ms < poll_ms else poll_ms
-        self.listens = getattr(chip, "can_listen", False)  # IRQ wired: wait on it, not a schedule
+        self.listens = chip.can_listen is True  # IRQ wired: wait on it, not a schedule
         self.case_id = case_id
         self.state = START
         self._buf = bytearray(tags.NDEF_MAX)
