@@ -24,7 +24,7 @@ LOCK_PIN = 15  # solenoid MOSFET gate: PWM slice 7B, external 100k pull-down
 DOOR_PIN = 16  # reed to GND, pull-up: high = door open (or wire cut)
 TAMPER_PIN = 17  # enclosure switch to GND, pull-up: high = tripped (or wire cut)
 BUZZER_PIN = 18  # piezo driver transistor: PWM slice 1A
-NFC_IRQ_PIN = 20  # PN532 P70_IRQ, active low
+NFC_IRQ_PIN = 20  # PN532 P70_IRQ, active low; None where it is not wired (the reader then polls)
 NFC_RESET_PIN = 21  # PN532 RSTPDN, active low
 LED_PIN = "LED"  # on-board LED, through the wireless chip
 
@@ -118,7 +118,9 @@ class Board:
         # The PN532 shares the display's bus at 0x24; this board wires no SPI or HSU for it.
         self.nfc_bus = self.i2c if nfc and nfc.get("bus") == "i2c" else None
         self.nfc_cs = None
-        self.nfc_irq = Pin(NFC_IRQ_PIN, Pin.IN, Pin.PULL_UP) if nfc else None
+        self.nfc_irq = Pin(NFC_IRQ_PIN, Pin.IN, Pin.PULL_UP) if nfc and NFC_IRQ_PIN is not None else None
+        # The reader budgets its share of the loop by its bus time (lockcase/nfc/reader.py).
+        self.nfc_bus_hz = I2C_HZ
         self.nfc_reset = Pin(NFC_RESET_PIN, Pin.OUT, value=1) if nfc else None
         self.buzzer_pwm = PWM(Pin(BUZZER_PIN), freq=_BUZZER_HZ, duty_u16=0)
         self.led = Pin(LED_PIN, Pin.OUT, value=0)

@@ -135,7 +135,7 @@ class PN532:
     async def call(self, cmd, params=None, timeout_ms=_CMD_MS, idle=False):
         """Run one command; the response parameters as a memoryview into the transport's buffer,
         valid until the next call. idle: no answer within timeout_ms is not an error (a listen
-        with no card): the command is aborted and None returned."""
+        with no card): the command is aborted and an empty memoryview returned."""
         n = F.encode(self._tx, cmd, params)
         try:
             if self._dirty:
@@ -151,7 +151,7 @@ class PN532:
                 self._abort()
                 if idle:
                     # _dirty stays set: an answer that raced the abort is dropped by the next call.
-                    return None
+                    return self._tmv[:0]
                 raise F.Timeout("no answer to command 0x%02x" % cmd)
             mv, k = await self.t.read_frame()
             try:
@@ -242,7 +242,7 @@ class PN532:
             await self.call(RF_CONFIGURATION, _RETRIES_FOREVER)
             self._forever = True
         p = await self.call(IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, ms, True)
-        return None if p is None else parse_target(p)
+        return parse_target(p) if len(p) else None  # an answer always has NbTg
 
     async def exchange(self, data, timeout_ms=_EXCHANGE_MS):
         """Send a card command (an APDU, or a Type 2 READ) to the listed card; its answer.
