@@ -326,3 +326,13 @@ def test_a_card_tapped_long_after_boot_without_a_link_is_refused_at_once():
     _tap(TapApp(c), "04a1b2", 60000)
     assert c.entry.results == ["offline"] and c.entry.waits == 0
     assert ("denied", {"source": "nfc", "reason": "offline"}) in c.bus.events
+
+
+def test_a_request_sent_directly_drops_the_one_held():
+    c = Case(uptime_ms=500)
+    c.client.token("aa", "nfc", 500)  # held
+    c.connect()
+    c.answer_hello()
+    c.client.token("bb", "nfc", 600)  # available now: sent at once
+    c.run(700, 800)
+    assert [b["tok"] for b in c.bodies("token")] == ["bb"]

@@ -104,6 +104,7 @@ class CloudClient:
     def _request(self, body, now):
         if body["t"] == "phone" and "sid" not in body:
             self._src = "phone"
+        self._held = None  # a newer request supersedes one still waiting for the link
         if not self.available():
             if self.reachable(now):
                 # Held (one at most: a newer request replaces it) and sent from step() once the
