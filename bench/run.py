@@ -14,7 +14,10 @@
   (bench/nfc_bench.py);
 - casectl, end to end against the sim board on a pty and the cloud API: time to provision one case
   (with and without the on-device self-test) and to redeploy after a one-file change
-  (bench/casectl_bench.py).
+  (bench/casectl_bench.py);
+- the event journal per board's filesystem: capacity (records, hours offline at one event per
+  10 s), flash bytes per record on littlefs, append time, erases per append, open and drain time,
+  its RAM (bench/journal_bench.py).
 
 Figures are printed and written to build/bench.json. Nothing here asserts a time.
 """
@@ -157,6 +160,9 @@ def main() -> int:
     for k, v in loyalty_card().items():
         figures[f"tap_to_open_nfc_loyalty_cloud_{k}"] = v
     figures.update(casectl_figures())
+    from bench.journal_bench import journal_figures
+
+    figures.update(journal_figures())
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))

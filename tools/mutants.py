@@ -65,6 +65,20 @@ MUTANTS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
         "pass",
         ("mp_test_coil",),
     ),
+    (
+        "journal_not_sized_from_fs",
+        "lockcase/journal.py",
+        "max_records, segment_records = size_for(self.dir)",
+        "max_records, segment_records = 1000, 100",
+        ("mp_test_journal_size",),
+    ),
+    (
+        "records_resume_past_unsent",
+        "lockcase/journal.py",
+        "off = h[1]  # the sender stopped short of the last record it was given",
+        "off = h[3]",
+        ("mp_test_journal_size",),
+    ),
 ]
 
 

@@ -3,10 +3,13 @@
 import os
 
 BLOCK = 4096
+# The Pico W's filesystem (MicroPython's MICROPY_HW_FLASH_STORAGE_BYTES, 848 KiB), the smaller of
+# the two boards': the journal sizes itself from the filesystem, so the sim keeps what a case keeps.
+BLOCKS = 212
 
 
 class FileBlockDev:
-    def __init__(self, path, blocks=128):
+    def __init__(self, path, blocks=BLOCKS):
         self.path = path
         try:
             size = os.stat(path)[6]

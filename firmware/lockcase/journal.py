@@ -16,6 +16,10 @@
 #   and its write, is made again, and the store only has to merge ranges.
 # - The newest segment is never deleted: it keeps the id high-water mark recoverable even if the
 #   mark file is lost, so an id the cloud may have seen is never handed out again.
+# - Sized from the filesystem (size_for): a case offline for a shift must lose nothing, and how
+#   much that is depends on the board's flash. Segments grow with the journal instead of
+#   multiplying, so its RAM (one small list per segment) does not grow with its size, and
+#   records() resumes where the last call stopped instead of re-reading a segment from its start.
 
 import json
 import os
@@ -37,6 +41,17 @@ _BATCH = const(8)  # records() reads this many per open: bounded RAM, and no fil
 _MAX_BAD = const(16)
 _SEG = ".seg"
 OVERFLOW = "journal_overflow"
+# Sizing (docs/memory.md, "Journal"): flash bytes budgeted per record, littlefs's own overhead
+# included (95-110 B measured with a busy case's events on 4 KiB blocks; 128 leaves a margin for
+# longer events); the journal takes at most half of the filesystem, the rest being the firmware's
+# .mpy files, config, the seq/lockout/safety files and room to stage an OTA image, and it always
+# leaves _RESERVE free for littlefs's copy-on-write and those files' rewrites.
+_REC_COST = const(128)
+_SHARE = const(2)
+_RESERVE = const(32768)
+_MIN_RECORDS = const(100)
+_MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every record, so no more
+_SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
 
 
 def _plain(v, depth=0):
@@ -91,15 +106,50 @@ def _load(payload, rid):
     return rec
 
 
+def size_for(dirpath):
+    """(max_records, segment_records) for a journal in the directory dirpath (which must exist),
+    from its filesystem's statvfs at boot."""
+    try:
+        st = os.statvfs(dirpath)
+    except OSError:
+        return 1000, 100  # no statvfs (or no directory): the size this journal always had
+    bsize = st[0] or 4096
+    total = bsize * st[2]
+    held = 0  # what the journal already has there is available to it, in whole blocks
+    try:
+        for ent in os.ilistdir(dirpath):
+            if ent[0].endswith(_SEG):
+                held += (os.stat(dirpath + "/" + ent[0])[6] + bsize - 1) // bsize * bsize
+    except OSError:
+        pass
+    free = st[3]
+    if free > st[2]:
+        free = 0  # a full littlefs can count more blocks in use than it has: f_bfree wraps around
+    avail = bsize * free + held - _RESERVE
+    budget = total // _SHARE
+    if avail < budget:
+        budget = avail  # other files took more than their half: yield rather than fill the flash
+    n = budget // _REC_COST
+    if n > _MAX_RECORDS:
+        n = _MAX_RECORDS
+    if n < _MIN_RECORDS:
+        n = _MIN_RECORDS  # the ENOSPC path still drops the oldest if even this does not fit
+    return n, (n + _SEGMENTS - 1) // _SEGMENTS
+
+
 class Journal:
-    def __init__(self, dirpath="journal", max_records=1000, segment_records=100, clock=epoch):
+    def __init__(self, dirpath="journal", max_records=None, segment_records=100, clock=epoch):
+        # max_records None: sized from the filesystem (size_for), segments included.
+        self.dir = dirpath.rstrip("/")
+        if max_records is None:
+            self._mkdirs()
+            max_records, segment_records = size_for(self.dir)
         # Dropping the oldest segment must leave room for a full one, so at least two must fit;
         # shrink segments rather than refuse, as a journal that will not open loses every event.
         if segment_records * 2 > max_records:
             segment_records = max_records // 2
         if segment_records < 2:
             raise ValueError("max_records must be at least 4")
-        self.dir = dirpath.rstrip("/")
         self.max_records = max_records
         self.segment_records = segment_records
         self.clock = clock
@@ -115,6 +165,10 @@ class Journal:
         self._pending = None
         self._rotate = False
         self._bad = []
+        # Where records() stopped: (segment, offset of the last record handed out, the id before
+        # it, offset after it, its id). A sender that reads a batch, acks it and reads the next
+        # then costs a batch, not a walk from the start of a segment of hundreds of records.
+        self._hint = None
         self._open()
 
     # -- public -----------------------------------------------------------------------------------
@@ -143,6 +197,13 @@ class Journal:
             if seg[0] != name:
                 name = seg[0]
                 off = 0
+                h = self._hint
+                if h is not None and h[0] == name:
+                    # Every frame before a handed-out record has an id at most the one before it.
+                    if h[4] == cur:
+                        off = h[3]
+                    elif h[2] == cur:
+                        off = h[1]  # the sender stopped short of the last record it was given
             out = []
             want = _BATCH if limit is None else min(_BATCH, limit - n)
             r = self._read(name, off, cur, want, out)
@@ -151,11 +212,12 @@ class Journal:
                     cur = seg[2]  # the rest went bad or missing since open: skip it
                 continue
             off = r[0]
-            for rid, _, p in out:
+            for rid, _, p, at in out:
                 rec = _load(p, rid)
                 if rec is None:
                     self._note_bad(name, -rid)
                     continue
+                self._hint = (name, at, cur, at + _HDR_LEN + len(p), rid)
                 cur = rid
                 n += 1
                 yield rec
@@ -400,9 +462,9 @@ class Journal:
 
     def _read(self, name, off, after, limit, out):
         # Walk the frames of one segment from byte offset off. Frames with id > after go to out
-        # (id, kind, payload), at most limit of them. Returns (offset to resume at, valid frames
-        # seen, last valid id, end of the last valid frame, file size, highest id reported lost by
-        # an overflow record, valid frames with id > after), or None if the file is missing.
+        # (id, kind, payload, offset), at most limit of them. Returns (offset to resume at, valid
+        # frames seen, last valid id, end of the last valid frame, file size, highest id reported
+        # lost by an overflow record, valid frames with id > after), or None if the file is missing.
         try:
             f = open(self._path(name), "rb")
         except OSError:
@@ -433,6 +495,7 @@ class Journal:
                 if bad_at >= 0:
                     self._note_bad(name, bad_at)  # valid data after it: a corrupt middle
                     bad_at = -1
+                at = off
                 off += _HDR_LEN + ln
                 good = off
                 n += 1
@@ -444,7 +507,7 @@ class Journal:
                 if rid > after:
                     nafter += 1
                     if out is not None:
-                        out.append((rid, kind, p))
+                        out.append((rid, kind, p, at))
             return off, n, last, good, size, told, nafter
         finally:
             f.close()

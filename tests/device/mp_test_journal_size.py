@@ -1,0 +1,190 @@
+# heap: 3m
+# The journal sized from the filesystem (journal.size_for) on a RAM littlefs the size of the Pico W's
+# (848 KiB in 4 KiB blocks, the smaller of the two boards'), with the firmware's files on it: a case
+# offline for 8 hours at one event every 10 s (2,880 events) must lose none of them. The heap holds
+# the 848 KiB image; the journal's own RAM is checked separately.
+import gc
+import os
+
+import vfs
+from ramblock import RAMBlock
+
+from lockcase import journal
+from lockcase.journal import OVERFLOW, Journal
+
+MNT = "/js"
+PICO_W_BLOCKS = 212  # MICROPY_HW_FLASH_STORAGE_BYTES (848 * 1024) / 4096
+SHIFT = 2880  # 8 h at one event per 10 s
+
+# A busy case's events as the app emits them (lock.py, entry.py), in a typical order.
+EVENTS = (
+    ("granted", {"source": "phone", "who": "..43", "ms": 5000}),
+    ("opened", {"source": "phone"}),
+    ("closed", {"after": "open"}),
+    ("denied", {"source": "keypad", "reason": "offline", "last2": "17"}),
+    ("relocked", {"reason": "timeout"}),
+)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1767225600
+
+    def __call__(self):
+        self.t += 10
+        return self.t
+
+
+def _fs(blocks):
+    try:
+        vfs.umount(MNT)
+    except OSError:
+        pass
+    dev = RAMBlock(4096, blocks)
+    vfs.VfsLfs2.mkfs(dev)
+    vfs.mount(vfs.VfsLfs2(dev), MNT)
+    return dev
+
+
+def _firmware_files():
+    # What the filesystem holds beside the journal: the compiled firmware (42 .mpy files, 78 KB,
+    # most taking whole 4 KiB blocks), config.json and the small state files.
+    os.mkdir(MNT + "/lib")
+    for i in range(42):
+        with open(MNT + "/lib/m%d.mpy" % i, "wb") as f:
+            f.write(b"\x4d" * (1200 + (i * 97) % 2800))
+    for name, n in (("config.json", 1500), ("seq.json", 20), ("lockout.json", 40), ("safe.json", 40)):
+        with open(MNT + "/" + name, "wb") as f:
+            f.write(b"{" * n)
+
+
+def _free():
+    st = os.statvfs(MNT)
+    return st[0] * st[3] if st[3] <= st[2] else 0  # full, littlefs's count can wrap around
+
+
+def test_size_from_the_filesystem():
+    _fs(PICO_W_BLOCKS)
+    _firmware_files()
+    os.mkdir(MNT + "/j")
+    n, seg = journal.size_for(MNT + "/j")
+    assert n >= SHIFT, n
+    # Half of the filesystem at 128 B a record, in about 16 segments.
+    assert n == PICO_W_BLOCKS * 4096 // 2 // 128, n
+    assert seg * 16 >= n and seg * 15 < n, (n, seg)
+    # What the journal already holds counts as its own: sizing at the next boot does not shrink.
+    j = Journal(MNT + "/j", clock=Clock())
+    assert (j.max_records, j.segment_records) == (n, seg)
+    for i in range(500):
+        j.append(*EVENTS[i % len(EVENTS)])
+    assert journal.size_for(MNT + "/j") == (n, seg)
+    # Other files that take more than their half make it yield: never fill the flash.
+    with open(MNT + "/ota.bin", "wb") as f:
+        block = b"\0" * 4096
+        while _free() > 200 * 1024:
+            f.write(block)
+    n2, _ = journal.size_for(MNT + "/j")
+    assert n2 < n, (n2, n)
+    # A filesystem with no room left still gets a working journal (the ENOSPC path drops oldest).
+    try:
+        while True:
+            with open(MNT + "/ota.bin", "ab") as f:  # one block a commit: a failed one is dropped
+                f.write(block)
+    except OSError:
+        pass
+    assert _free() < 16 * 1024, _free()
+    held = sum((os.stat(MNT + "/j/" + x)[6] + 4095) // 4096 * 4096 for x in os.listdir(MNT + "/j")
+               if x.endswith(".seg"))
+    n3, _ = journal.size_for(MNT + "/j")
+    assert 100 <= n3 < n2 and n3 * 128 <= held, (n3, n2, held)
+    vfs.umount(MNT)
+
+
+def test_an_offline_shift_loses_nothing():
+    dev = _fs(PICO_W_BLOCKS)
+    _firmware_files()
+    clock = Clock()
+    j = Journal(MNT + "/j", clock=clock)
+    assert j.max_records >= SHIFT
+    # The link is down for the whole shift: nothing is read or acked.
+    for i in range(SHIFT):
+        kind, data = EVENTS[i % len(EVENTS)]
+        r = j.append(kind, data)
+        assert r is not None, (i, j.last_error)
+    assert j.faults == 0 and j.lost == 0 and j.stored() == SHIFT
+    # Room is left for the rest (an OTA image of the firmware's size among it).
+    assert _free() >= 190 * 1024, _free()
+    segs = [x for x in os.listdir(MNT + "/j") if x.endswith(".seg")]
+    assert len(segs) <= 17, len(segs)  # its RAM holds one small list per segment
+    # A reboot during the outage, then the link comes back: the sender's batches of 12, each acked.
+    vfs.umount(MNT)
+    vfs.mount(vfs.VfsLfs2(dev), MNT)
+    j = Journal(MNT + "/j", clock=clock)
+    assert j.pending() == SHIFT
+    got = 0
+    while True:
+        batch = list(j.records(0, 12))
+        if not batch:
+            break
+        for r in batch:
+            assert r["type"] != OVERFLOW, r
+            got += 1
+            assert r["id"] == got, (r, got)
+            kind, data = EVENTS[(got - 1) % len(EVENTS)]
+            assert r["type"] == kind and r["source" if "source" in data else "reason" if "reason" in data
+                                          else "after"] == data.get("source", data.get("reason", data.get("after")))
+        assert j.ack(batch[-1]["id"])
+    assert got == SHIFT and j.pending() == 0 and j.faults == 0
+    vfs.umount(MNT)
+
+
+def test_records_resume_where_the_sender_stopped():
+    # A sender that stops short of a batch (the message is full), acks less than it read, or reads
+    # the same batch again (its publish failed) gets every record once acked, in order.
+    _fs(64)
+    j = Journal(MNT + "/j", max_records=400, segment_records=200, clock=Clock())
+    for i in range(300):
+        j.append("granted", {"i": i})
+    sent = 0
+    rounds = 0
+    while sent < 300:
+        rounds += 1
+        want = 1 + rounds % 7
+        took = []
+        for r in j.records(0, 12):
+            took.append(r["i"])
+            if len(took) == want:
+                break  # the message is full: the rest waits for the next batch
+        assert took == list(range(sent, min(sent + want, 300))), (took, sent)
+        if rounds % 3 == 0:
+            again = [r["i"] for r in j.records(0, len(took))]  # a resend before the ack
+            assert again == took, (again, took)
+        assert j.ack(sent + len(took))
+        sent += len(took)
+    assert list(j.records()) == []
+    vfs.umount(MNT)
+
+
+def test_ram_does_not_grow_with_the_journal():
+    # The object of a full Pico-W-sized journal against one of 1000 records in 100-record segments
+    # (what the journal was before it was sized from the filesystem).
+    _fs(PICO_W_BLOCKS)
+    clock = Clock()
+    j = Journal(MNT + "/big", clock=clock)
+    for i in range(j.max_records):
+        j.append(*EVENTS[i % len(EVENTS)])
+    small = Journal(MNT + "/small", max_records=1000, segment_records=100, clock=clock)
+    for i in range(1000):
+        small.append(*EVENTS[i % len(EVENTS)])
+    big = j.max_records
+    held = []
+    for kw in ({}, {"max_records": 1000, "segment_records": 100}):
+        j = small = None
+        gc.collect()
+        m = gc.mem_alloc()
+        j = Journal(MNT + ("/big" if not kw else "/small"), clock=clock, **kw)
+        gc.collect()
+        held.append(gc.mem_alloc() - m)
+    print("journal RAM: %d B with %d records on flash, %d B with 1000" % (held[0], big, held[1]))
+    assert held[0] <= held[1] + 512, held
+    vfs.umount(MNT)
