@@ -37,7 +37,7 @@ from casectl.simproc import SimCase
 from lockcase.cloud import protocol as P
 from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, broker_files_ctx, cloud_env
 
-NO_LIMITS = {"rate_member": 10**9, "rate_case": 10**9, "rate_store": 10**9, "rate_phone": 10**9}
+NO_LIMITS: dict[str, Any] = {"rate_member": 10**9, "rate_case": 10**9, "rate_store": 10**9, "rate_phone": 10**9}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -45,12 +45,15 @@ def pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(len(xs) * p / 100))], 1)
 
 
-def tap_to_open(n: int = 200) -> dict[str, Any]:
+def tap_to_open(n: int = 200, fw_dir: Path | None = None) -> dict[str, Any]:
+    """Request-to-coil on loopback: from the firmware's timestamp of the tap (the request is
+    signed and published in the same step) to its timestamp of the coil energizing, through the
+    broker and the cloud worker. fw_dir: another firmware tree (e.g. an older commit's) to compare."""
     with tempfile.TemporaryDirectory() as d, cloud_env(Path(d), ("c1",), **NO_LIMITS) as env:
         with env.rt.sessions.begin() as s:
             registry.create_member(s, env.rt.hasher, env.rt.now(), card="04a1b2c3d4", status="trusted")
         cfg = env.case_config(unlock_ms=500, pull_in_ms=100, duty_budget_ms=60000, duty_window_s=10)
-        with SimCase(Path(d) / "case", cfg, heap="512k") as case:
+        with SimCase(Path(d) / "case", cfg, heap="512k", fw_dir=fw_dir) as case:
             cl = case.client()
             cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="synced")
             cl.call("watch")
@@ -80,6 +83,89 @@ def tap_to_open(n: int = 200) -> dict[str, Any]:
             cl.close()
     return {"n": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
             "max_ms": max(lat)}
+
+
+_DELIVERY_CASE = """
+import asyncio, json, sys, time
+from lockcase.cloud.link import Link
+cfg = json.loads(sys.argv[1])
+base = "lockcase/v1/s1/c1/"
+link = Link(cfg, {"presence": base + "presence"}, (base + "cmd",), log=lambda *a: None)
+def on_msg(topic, msg):
+    print("D", (time.time_ns() - int(msg.decode())) // 1000)
+link.bind(on_msg, lambda: print("UP"))
+async def main():
+    asyncio.create_task(link.run())
+    while True:  # the case's app loop beside it: a step every 10 ms
+        await asyncio.sleep_ms(10)
+asyncio.run(main())
+"""
+
+
+def link_delivery(n: int = 300, fw_dir: Path | None = None) -> dict[str, Any]:
+    """The case's side of the latency alone: a message published to a case's `cmd` topic on
+    loopback -> Mosquitto -> the firmware's Link (under the MicroPython Unix port, with an app loop
+    stepping beside it) -> its handler, in ms (the same host clock at both ends). Messages are
+    spaced 20-60 ms apart at random, so they land anywhere in the app loop's tick."""
+    import random
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from casectl.simproc import REPO, micropython
+
+    with tempfile.TemporaryDirectory() as d:
+        st = Settings(data_dir=Path(d) / "data", admin_token=SecretStr("t0ken"))
+        rt = build(st)
+        with rt.sessions.begin() as s:
+            registry.create_store(s, "s1", rt.now(), name="Main St")
+            _, sec = registry.register_case(s, "s1", "c1", rt.now())
+        rt.engine.dispose()
+        with broker_files_ctx(Path(d), {"c1": sec}) as (host, port):
+            script = Path(d) / "delivery.py"
+            script.write_text(_DELIVERY_CASE)
+            cfg = {"host": host, "port": port, "user": sec.mqtt_username, "password": sec.mqtt_password,
+                   "keepalive": 30}
+            fw = str(fw_dir or REPO / "firmware")
+            env = dict(os.environ, MICROPYPATH=":".join([".frozen", fw, str(REPO), str(REPO / "build" / "device-lib")]))
+            proc = subprocess.Popen([micropython(), "-X", "heapsize=512k", str(script), __import__("json").dumps(cfg)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            lat: list[float] = []
+            up = threading.Event()
+
+            def read() -> None:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    if line.startswith("UP"):
+                        up.set()
+                    elif line.startswith("D "):
+                        lat.append(int(line[2:]) / 1000)
+
+            threading.Thread(target=read, daemon=True).start()
+            pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv311)
+            pub.username_pw_set(SERVICE_USER, SERVICE_PASSWORD)
+            pub.connect(host, port)
+            pub.loop_start()
+            try:
+                if not up.wait(20):
+                    raise TimeoutError("the case's link did not come up")
+                time.sleep(0.5)
+                for _ in range(n):
+                    pub.publish("lockcase/v1/s1/c1/cmd", str(time.time_ns()), qos=1)
+                    time.sleep(random.uniform(0.02, 0.06))
+                deadline = time.monotonic() + 5
+                while len(lat) < n and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                pub.loop_stop()
+                pub.disconnect()
+                proc.terminate()
+                proc.wait(10)
+    if not lat:
+        raise RuntimeError("no message reached the case")
+    return {"n": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
+            "max_ms": round(max(lat), 1)}
 
 
 @contextlib.contextmanager
@@ -295,6 +381,7 @@ def throughput(cases: int = 40, seconds: float = 10.0, *, rate: float | None = N
 
 
 if __name__ == "__main__":
+    print("broker-to-case delivery", link_delivery(300))
     print("tap-to-open", tap_to_open(50))
     print("throughput, back to back", throughput(40, 10))
     print("throughput, 1000/s offered", throughput(200, 10, rate=1000))
