@@ -3,7 +3,7 @@
 # it with a virtual clock; run() is the asyncio loop used on boards and in the sim.
 import asyncio
 
-from lockcase.compat import const, ticks_diff
+from lockcase.compat import const
 from lockcase.creds import StaffCreds
 from lockcase.display import make_display
 from lockcase.drivers.buzzer import Buzzer
@@ -53,64 +53,20 @@ class App:
         self.buzzer = Buzzer(board.buzzer_pwm)
         self.led = StatusLed(board.led)
         self.led.mode("idle")
-        self.cloud = self.link = None
-        if cfg.get("provisioned") and cfg.get("cloud") and not config_error:
-            self._make_cloud(cfg, reset_cause)
-        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now, cloud=self.cloud, store=self.safe)
-        if self.cloud is not None:
-            self.cloud.entry = self.entry
+        # The cloud link and the NFC reader, when configured, are attached by lockcase.startup
+        # after this, from code that is dropped after boot (a chip's heap holds bytecode too).
+        self.cloud = self.link = self.nfc = None
+        self.entry = Entry(bus, cfg, self.staff, self.lock, self.display, now, store=self.safe)
         if config_error:
             self.entry.state = OFFLINE
             self.entry.offline_text = ("Config error", config_error[-16:])
             self.entry._render(now)
-        self.nfc = self._make_nfc(cfg) if cfg.get("nfc") and not config_error else None
         bus.subscribe(self._feedback)
         bus.emit("boot", reset=reset_cause, provisioned=bool(cfg.get("provisioned")), fw=_version())
         if config_error:
             bus.emit("config_error", error=config_error)
         for f in self.faults:
             bus.emit("fault", part=f[0], error=f[1])
-
-    def _make_cloud(self, cfg, reset_cause):
-        # Imported only when configured: a case without a cloud keeps that RAM.
-        import binascii
-
-        from lockcase.cloud import protocol as P
-        from lockcase.cloud.client import CloudClient
-        from lockcase.cloud.link import Link
-
-        cc = dict(cfg["cloud"])
-        if cc.get("ca"):
-            cc["ca"] = binascii.a2b_base64(cc["ca"])
-        topics = P.topics(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
-        subs = P.subscriptions(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
-        codec = P.Codec(cfg["case_id"], binascii.unhexlify(cc["key"]), P.FileSeqs("seq.json"))
-        cc["fw"] = _version()
-        cc["boot"] = reset_cause
-        board = self.board
-        net = None
-        wifi = cfg.get("wifi")
-        wlan = board.wlan() if wifi and hasattr(board, "wlan") else None
-        if wlan is not None and wifi is not None:
-            from lockcase.drivers.wifi import Wifi
-
-            net = Wifi(wlan, wifi["ssid"], wifi["password"])
-        link = Link(cc, topics, subs, net)
-        cloud = CloudClient(cc, codec, topics, link, self.bus, self.lock, self.journal,
-                            lambda: ticks_diff(board.ticks_ms(), self._t0))
-        link.bind(lambda t, m: cloud.on_message(t, m, board.ticks_ms()), cloud.on_up)
-        self.cloud = cloud
-        self.link = link
-
-    def _make_nfc(self, cfg):
-        # Imported only when configured; a reader the board cannot host is a fault, not a crash.
-        try:
-            from lockcase import nfc
-
-            return nfc.make(self, cfg["nfc"])
-        except Exception as exc:
-            self.faults.append(("nfc", str(exc)))
-            return None
 
     def _make_display(self, cfg):
         try:

@@ -33,6 +33,7 @@ _HASH_QUIET_MS = const(3000)
 _STAFF = (SF, SL, SS, "lockout_after", "lockout_base_s")
 _SHOP = (PF, PL, PS, "phone_lockout_after", "phone_lockout_s")
 
+_STAFF_OPEN = ("Staff: open", "the door")
 _ALERTS = {
     "released": ("Open the door", ""),
     "forced": ("Close the door", "Alarm sent"),
@@ -48,7 +49,7 @@ class Entry:
         self.staff = staff
         self.lock = lock
         self.display = display
-        self.cloud = cloud  # object with phone(e164), code(digits), available(); None = no cloud
+        self.cloud = cloud  # object with phone(e164), code(digits), help(), reachable(now); or None
         self.country = cfg["country"]
         self.timeout_ms = cfg["entry_timeout_s"] * 1000
         self.help_key = "A" if cfg.get("keypad") == "4x4" else None
@@ -65,6 +66,7 @@ class Entry:
         self._quiet_until = now
         self._help_at = None  # when the last help call went out
         self._alert = None  # the lock's alert() last rendered
+        self._greet = _ALERTS["released"]  # what "released" says: staff PINs get their own
         self._tokens = _KEY_BURST
         self._token_t = now
         self._flooding = False
@@ -153,7 +155,8 @@ class Entry:
             if who is not None:
                 self._success(_STAFF)
                 if self.lock.grant("staff", now, who=who):
-                    self.state = IDLE  # "Staff: open the door" while the coil is energized
+                    self.state = IDLE
+                    self._greet = _STAFF_OPEN  # shown while the coil is energized
                 else:
                     self._message(now, "Lock resting", "try in a minute", IDLE)
             else:
@@ -171,10 +174,11 @@ class Entry:
                 code = bytes(self.buf[: self.n]).decode()
                 self._clear()
                 self._quiet_until = ticks_add(now, _HASH_QUIET_MS)
-                if self._refused(now, "otp"):
+                cloud = self.cloud
+                if self._refused(now, "otp") or cloud is None:
                     return
                 self.state = WAIT
-                self.cloud.code(code, now)
+                cloud.code(code, now)
         elif k == "#" and self.n == 0:
             self._clear()
             self.state = IDLE
@@ -188,10 +192,11 @@ class Entry:
             return
         self._clear()
         print("entry: phone submitted", phone.mask(e164))
-        if self._refused(now, "phone", last2=phone.last2(e164)):
+        cloud = self.cloud
+        if self._refused(now, "phone", last2=phone.last2(e164)) or cloud is None:
             return
         self.state = WAIT
-        self.cloud.phone(e164, now)
+        cloud.phone(e164, now)
 
     def _refused(self, now, source, last2=None):
         # Before anything goes to the cloud: a case whose tamper alarm is latched serves no
@@ -200,7 +205,9 @@ class Entry:
             self._message(now, "Case alarm", "Ask an associate", IDLE)
             self.bus.emit("denied", source=source, reason="tamper")
             return True
-        if self.cloud is None or not self.cloud.available():
+        # reachable, not available: at boot or while the link reconnects the client holds the
+        # request a few seconds instead of refusing it at once.
+        if self.cloud is None or not self.cloud.reachable(now):
             self._message(now, "Service offline", "Ask an associate", IDLE)
             if last2 is not None:
                 self.bus.emit("denied", source=source, reason="offline", last2=last2)
@@ -215,7 +222,7 @@ class Entry:
             return
         self._help_at = now
         self.bus.emit("help", source="keypad")
-        if self.cloud is not None and self.cloud.available():
+        if self.cloud is not None and self.cloud.reachable(now):
             self.state = WAIT
             self._render(now)
             self.cloud.help(now)
@@ -242,7 +249,8 @@ class Entry:
             self._message(now, "Not verified:", "type phone no.", IDLE)
         elif kind == "granted":
             self._success(_SHOP)
-            self.state = IDLE  # "Open the door" while the coil is energized
+            self.state = IDLE
+            self._greet = _ALERTS["released"]  # shown while the coil is energized
         elif kind == "timeout":
             self._message(now, "No answer", "Press # for help", IDLE)
         elif kind == "offline":
@@ -374,8 +382,8 @@ class Entry:
         d = self.display
         if st == IDLE:
             a = self._alert = self.lock.alert()
-            if a == "released" and self.lock.source == "staff":
-                d.show("Staff: open", "the door")
+            if a == "released":
+                d.show(*self._greet)
             elif a is not None:
                 d.show(*_ALERTS[a])
             else:

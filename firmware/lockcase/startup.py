@@ -32,6 +32,9 @@ def build():
     from lockcase.app import App
     from lockcase.journal import Journal
 
+    # Loading the modules left garbage between their code; collected now, the holes take the
+    # objects made next instead of being left as gaps too small for a later file buffer.
+    gc.collect()
     hw = board.create(cfg)
     try:
         clock = getattr(hw, "epoch", None)  # the board's RTC where it has its own idea of time
@@ -40,7 +43,61 @@ def build():
     except Exception as exc:  # a broken filesystem must not keep the lock from working
         print("journal unavailable:", exc)
         journal = None
-    return App(hw, cfg, journal, reset_cause=board.reset_cause(), config_error=error)
+    cause = board.reset_cause()
+    app = App(hw, cfg, journal, reset_cause=cause, config_error=error)
+    if cfg.get("provisioned") and not error:
+        if cfg.get("cloud"):
+            _attach_cloud(app, cfg, cause)
+        if cfg.get("nfc"):
+            _attach_nfc(app, cfg)
+    return app
+
+
+def _attach_cloud(app, cfg, reset_cause):
+    # Imported only when configured: a case without a cloud keeps that RAM.
+    import binascii
+
+    from lockcase import VERSION
+    from lockcase.cloud import protocol as P
+    from lockcase.cloud.client import CloudClient
+    from lockcase.cloud.link import Link
+    from lockcase.compat import ticks_diff
+
+    cc = dict(cfg["cloud"])
+    if cc.get("ca"):
+        cc["ca"] = binascii.a2b_base64(cc["ca"])
+    topics = P.topics(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
+    subs = P.subscriptions(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
+    codec = P.Codec(cfg["case_id"], binascii.unhexlify(cc["key"]), P.FileSeqs("seq.json"))
+    cc["fw"] = VERSION
+    cc["boot"] = reset_cause
+    hw = app.board
+    net = None
+    wifi = cfg.get("wifi")
+    wlan = hw.wlan() if wifi and hasattr(hw, "wlan") else None
+    if wlan is not None and wifi is not None:
+        from lockcase.drivers.wifi import Wifi
+
+        net = Wifi(wlan, wifi["ssid"], wifi["password"])
+    link = Link(cc, topics, subs, net)
+    t0 = app._t0
+    cloud = CloudClient(cc, codec, topics, link, app.bus, app.lock, app.journal,
+                        lambda: ticks_diff(hw.ticks_ms(), t0))
+    link.bind(lambda t, m: cloud.on_message(t, m, hw.ticks_ms()), cloud.on_up)
+    cloud.entry = app.entry
+    app.entry.cloud = cloud
+    app.cloud = cloud
+    app.link = link
+
+
+def _attach_nfc(app, cfg):
+    # Imported only when configured; a reader the board cannot host is a fault, not a crash.
+    try:
+        from lockcase import nfc
+
+        app.nfc = nfc.make(app, cfg["nfc"])
+    except Exception as exc:
+        app.bus.emit("fault", part="nfc", error=str(exc))
 
 
 def forget(name):

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from casectl.simproc import REPO, free_port, micropython
+from casectl.simproc import REPO, SIM_HEAP, free_port, micropython
 
 LAUNCHER = """\
 import os, sys
@@ -126,7 +126,7 @@ else:
 class SimDevice:
     """The sim board on a pseudo-terminal at `port` (a symlink socat keeps for us)."""
 
-    def __init__(self, workdir: Path, *, heap: str = "256k", hands: bool = True, restart: bool = True) -> None:
+    def __init__(self, workdir: Path, *, heap: str = SIM_HEAP, hands: bool = True, restart: bool = True) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = str(self.workdir / "ttySIM")

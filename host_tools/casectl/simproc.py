@@ -36,6 +36,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The live sim runs the firmware from source on the 64-bit port with every emulated part (PN532,
+# LCD, key matrix, control socket) in the same heap: far more than a chip spends. A chip's heap is
+# checked where it is modelled, on the 32-bit port with .mpy (tests/host/test_heap.py).
+SIM_HEAP = "512k"
+
+
 class SimCase:
     """One simulated case process plus its supervisor thread."""
 
@@ -44,7 +50,7 @@ class SimCase:
         workdir: Path,
         config: dict[str, Any] | None = None,
         *,
-        heap: str = "256k",
+        heap: str = SIM_HEAP,
         restart: bool = True,
         fw_dir: Path | None = None,
         log: Path | None = None,

@@ -61,6 +61,9 @@ class Cloud:
     def available(self):
         return self.up
 
+    def reachable(self, now):
+        return self.available()
+
     def phone(self, e164, now):
         self.sent.append(("phone", e164))
 

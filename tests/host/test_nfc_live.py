@@ -33,7 +33,7 @@ def bus(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def ctl(tmp_path: Path, bus: str) -> Iterator[SimClient]:
-    with SimCase(tmp_path / "case", nfc_config(bus), heap="256k") as case:
+    with SimCase(tmp_path / "case", nfc_config(bus)) as case:
         cl = case.client()
         cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="reader up")
         yield cl
@@ -42,7 +42,7 @@ def ctl(tmp_path: Path, bus: str) -> Iterator[SimClient]:
 
 @pytest.fixture
 def i2c_ctl(tmp_path: Path) -> Iterator[SimClient]:
-    with SimCase(tmp_path / "case", nfc_config("i2c"), heap="256k") as case:
+    with SimCase(tmp_path / "case", nfc_config("i2c")) as case:
         cl = case.client()
         cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="reader up")
         yield cl
@@ -150,7 +150,7 @@ def test_garbage_and_timeouts_keep_the_lock_closed(i2c_ctl: SimClient) -> None:
 def test_case_without_a_reader(tmp_path: Path) -> None:
     cfg = demo_config()
     cfg.pop("nfc")  # the demo case has a reader; this one has none
-    with SimCase(tmp_path / "case", cfg, heap="256k") as case:
+    with SimCase(tmp_path / "case", cfg) as case:
         cl = case.client()
         r = cl.call("card", uid=BADGE)
         assert not r["ok"] and "no NFC reader" in r["error"]
@@ -160,7 +160,7 @@ def test_case_without_a_reader(tmp_path: Path) -> None:
 
 def test_reader_not_answering_at_boot_is_a_fault_not_a_crash(tmp_path: Path) -> None:
     cfg = nfc_config("i2c", addr=0x25)  # the PN532 is at 0x24: nothing answers at 0x25
-    with SimCase(tmp_path / "case", cfg, heap="256k") as case:
+    with SimCase(tmp_path / "case", cfg) as case:
         cl = case.client()
         cl.wait_for(lambda s: s["nfc"]["state"] == "down", what="reader reported down")
         faults = events(cl, "fault")
@@ -173,7 +173,7 @@ def test_reader_not_answering_at_boot_is_a_fault_not_a_crash(tmp_path: Path) -> 
 def test_mfrc522_reader(tmp_path: Path) -> None:
     cfg = nfc_config("spi")
     cfg["nfc"]["driver"] = "mfrc522"
-    with SimCase(tmp_path / "case", cfg, heap="256k") as case:
+    with SimCase(tmp_path / "case", cfg) as case:
         cl = case.client()
         st = cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="reader up")
         assert st["nfc"]["chip"] == "mfrc522"

@@ -17,7 +17,7 @@ from casectl.simproc import SimCase, SimClient
 def case(tmp_path: Path) -> Iterator[SimCase]:
     cfg = demo_config()
     cfg.update(unlock_ms=1500, pull_in_ms=200, lockout_after=2, lockout_base_s=2, wdt_ms=1500)
-    with SimCase(tmp_path / "case", cfg, heap="256k") as c:
+    with SimCase(tmp_path / "case", cfg) as c:
         yield c
 
 
@@ -70,7 +70,7 @@ def test_wrong_pins_lock_the_keypad_out(ctl: SimClient) -> None:
     ctl.keys("#")  # dismiss the message
     ctl.keys("**0000#")
     st = ctl.wait_for(lambda s: s["entry"] == "lockout", what="lockout")
-    assert st["display"][0].startswith("Keypad locked")
+    assert st["display"][0].startswith("Staff PIN locked")
     # The right PIN is refused during the lockout.
     ctl.keys(f"**{DEMO_PIN}#")
     assert not ctl.state()["energized"]
