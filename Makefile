@@ -12,13 +12,14 @@ STUBS  := build/stubs/.stamp
 # The esp32 and rp2 stub packages install the same module names, so each gets its own tree.
 STUBS_STDLIB := micropython-stdlib-stubs==1.29.0.post2
 
-.PHONY: help setup deps sim test lint pytest bench clean sysdeps micropython32
+.PHONY: help setup deps sim test lint pytest bench soak clean sysdeps micropython32
 
 help:
 	@echo "make sim     run a simulated case (cloud arrives with the cloud service)"
 	@echo "make test    lint + every test (firmware under the MicroPython Unix port)"
 	@echo "make lint    ruff + pyright (firmware against the esp32 and rp2 stubs)"
 	@echo "make bench   heap, boot-to-ready time and .mpy size figures"
+	@echo "make soak    the safety property test on 10,000 random scripts"
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -66,6 +67,12 @@ test: deps sysdeps lint pytest
 
 bench: deps $(MP32)
 	$(PY) bench/run.py
+
+# The safety property test with 10,000 random scripts (CI runs a fixed 150): about an hour.
+# Prints how many examples ran, and the failing script if one fails.
+soak: deps sysdeps $(MP32)
+	HYPOTHESIS_PROFILE=soak $(BIN)/pytest -p no:cacheprovider --hypothesis-show-statistics \
+		tests/host/test_safety_props.py -k any_script
 
 # Single-line mutants the device tests must kill (tools/mutants.py); under a second, on a copy.
 .PHONY: mutants

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from casectl.tools import venv_tool
+
+# Property tests run a fixed set of examples in CI (derandomized: a red run is the code's fault,
+# never the draw's) and a long random run in `make soak` (HYPOTHESIS_PROFILE=soak).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("soak", max_examples=10_000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
@@ -55,7 +66,11 @@ def compiled_firmware(board: str = "sim") -> Path:
         sys.path.insert(0, str(REPO / "host_tools"))
         from casectl.build import compile_board
 
-        out = REPO / "build" / f"test-{board}"
+        # One build per test session: sessions running side by side (a soak and a test run)
+        # must not rebuild each other's firmware under their feet.
+        (REPO / "build").mkdir(exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix=f"test-{board}-", dir=REPO / "build"))
+        atexit.register(shutil.rmtree, out, True)
         compile_board(board, out)
         _compiled[board] = out
     return _compiled[board]

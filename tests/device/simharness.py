@@ -7,6 +7,9 @@
 # after a reset}, then one action a line, [op, arg]:
 #   ["key", "5"]  ["door", 0|1]  ["tamper", 0|1]  ["wait", ms]  ["reset", cause]  ["stall", ms]
 #   ["corrupt_config", 0]
+#   ["cut", what]: the power fails at the next moment `what` happens, wherever the firmware is:
+#     "lock" when the coil is energized, else when the display's first line starts with `what`
+#     (e.g. "Wrong PIN": right after that screen appears). The action in progress is abandoned.
 # A reset ends the process, as it ends everything in a chip's RAM: the harness prints
 # "@@RESET {...}" (where to resume) and the runner starts a new process on the same flash image.
 # Output lines: "@@T [t, name, value]" output and input changes, "@@E [t, kind, data]" events,
@@ -44,6 +47,11 @@ class Reset(Exception):
     pass
 
 
+class PowerCut(BaseException):
+    # Not an Exception: no `except Exception` in the firmware may catch the end of its power.
+    pass
+
+
 class Run:
     def __init__(self, script):
         self.script = script
@@ -59,6 +67,7 @@ class Run:
         if not resume:
             vfs.VfsLfs2.mkfs(self.bdev)
         self.app = None
+        self.cut = None  # what the next power cut waits for (the "cut" action)
         self.start = PERIOD - 7000  # cross the ticks wrap in every run
         real_emit = _events.Bus.emit
         run = self
@@ -96,6 +105,11 @@ class Run:
     def out(self, name, value):
         # Streamed, not kept: the harness must not eat the heap the firmware is measured in.
         print("@@T " + json.dumps((self.t, name, value)))
+        c = self.cut
+        if c is not None and ((c == "lock" and name == "lock" and value) or
+                              (name == "display" and c != "lock" and value and value[0].startswith(c))):
+            self.cut = None
+            raise PowerCut(c)
 
     def live(self):
         gc.collect()
@@ -161,6 +175,8 @@ class Run:
             elif op == "reset":
                 self.hw.reset(arg)
                 raise Reset(arg)
+            elif op == "cut":
+                self.cut = arg
             elif op == "corrupt_config":
                 with open("config.json", "w") as f:
                     f.write('{"unlock_ms": ')
@@ -170,10 +186,12 @@ class Run:
         try:
             self.play()
             resume = None
-        except Reset as r:
+        except (Reset, PowerCut) as r:
             # Everything in RAM ends here; the flash file and where to go on are all that stay.
-            resume = {"t": self.t, "boots": self.boots, "cause": r.args[0], "inputs": self.inputs,
-                      "index": self.index, "left": self.left}
+            # A power cut abandons the action it interrupted (a wait's remaining ticks too).
+            cut = isinstance(r, PowerCut)
+            resume = {"t": self.t, "boots": self.boots, "cause": "power_on" if cut else r.args[0],
+                      "inputs": self.inputs, "index": self.index, "left": 0 if cut else self.left}
         vfs.umount("/flash")
         out = {
             "heap_live_end": self.live(),
