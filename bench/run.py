@@ -15,6 +15,9 @@
 - casectl, end to end against the sim board on a pty and the cloud API: time to provision one case
   (with and without the on-device self-test) and to redeploy after a one-file change
   (bench/casectl_bench.py);
+- safety and brute force under resets and power cuts: the duty budget with a reset before every
+  coil drop, wrong staff PINs with resets and power cuts between them, staff-PIN guesses an hour
+  at the defaults (bench/safety_bench.py);
 - the event journal per board's filesystem: capacity (records, hours offline at one event per
   10 s), flash bytes per record on littlefs, append time, erases per append, open and drain time,
   its RAM (bench/journal_bench.py).
@@ -145,6 +148,9 @@ def main() -> int:
         figures[f"files_{board}"] = len(built)
     figures["mpy_total_bytes_sim"] = sum(b.size for b in sim_build)
     figures["staff_pin_check_ms_iter1000_unix"] = round(pin_check_ms(), 2)
+    from bench.safety_bench import safety_figures
+
+    figures.update(safety_figures())
     from bench.cloud_bench import tap_to_open, throughput
 
     for k, v in tap_to_open(200).items():
