@@ -83,7 +83,7 @@ def _staff_badge(n: int, irq: bool) -> tuple[list[float], int]:
     cfg = demo_config()
     cfg.update(FAST, nfc={"driver": "pn532", "bus": "i2c", "irq": irq})
     cfg["staff"]["badges"] = [{"id": "b1", "hash": creds.hash_badge(BADGE, cfg["staff"]["salt"], 1000)}]
-    with tempfile.TemporaryDirectory() as d, SimCase(Path(d) / "case", cfg, heap="256k") as case:
+    with tempfile.TemporaryDirectory() as d, SimCase(Path(d) / "case", cfg) as case:
         cl = case.client()
         cl.wait_for(lambda s: s["nfc"]["state"] == "idle", what="reader up")
         share = _idle_share(cl)
@@ -98,7 +98,7 @@ def _loyalty_card(n: int, irq: bool) -> tuple[list[float], int]:
             registry.create_member(s, env.rt.hasher, env.rt.now(), card=MEMBER_CARD, status="trusted")
         cfg = env.case_config()
         cfg.update(FAST, nfc={"driver": "pn532", "bus": "i2c", "irq": irq})
-        with SimCase(Path(d) / "case", cfg, heap="512k") as case:
+        with SimCase(Path(d) / "case", cfg) as case:
             cl = case.client()
             cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"] and s["nfc"]["state"] == "idle",
                         timeout=20, what="synced, reader up")
