@@ -324,14 +324,6 @@ class Entry:
         # Only its own counter: nothing a shopper does resets the staff-PIN count.
         self.store.set(which[0], 0, which[1], 0)
 
-    @property
-    def failures(self):
-        return self.store.get(SF)
-
-    @property
-    def lockouts(self):
-        return self.store.get(SL)
-
     def _wait_text(self, until, now):
         left = ticks_diff(until, now) // 1000 + 1
         return "Wait %d:%02d" % (left // 60, left % 60)

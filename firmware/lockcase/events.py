@@ -14,6 +14,7 @@ JOURNALED = (
     "forced",
     "tamper",
     "tamper_cleared",
+    "tamper_reset",
     "duty_limited",
     "lockout",
     "key_flood",

@@ -9,12 +9,14 @@
 #   across resets and power cuts too: before the coil is energized, the worst-case energized time
 #   that may still count against the window is on flash (lockcase.safestate), and a boot starts
 #   from it as if all of it had just happened (docs/safety.md);
-# - the grant's journal record is written before the coil is energized, so no opening goes
-#   unrecorded, whatever instant the power is cut at;
+# - the grant's record is on flash before the coil is energized (in the small safety file, one
+#   cheap write, not a journal append); the journal gets it right after, and a boot that finds a
+#   grant the journal never got journals it then: no opening goes unrecorded, whatever instant
+#   the power is cut at;
 # - a tripped tamper switch latches: shopper unlocks are refused until staff or the cloud clear it.
 
 from lockcase.compat import const, ticks_add, ticks_diff
-from lockcase.safestate import TP, U
+from lockcase.safestate import TP, G, J, U
 
 LOCKED = "locked"
 RELEASED = "released"  # energized, waiting for the door to open
@@ -158,13 +160,13 @@ class Lock:
             return False
         if ms < self.unlock_ms:
             self.bus.emit("duty_limited", source=source, who=who, ms=ms)
-        # On flash before the coil moves, in this order: what this grant may add to the window,
-        # then the grant's own record (the journal subscribes to the bus). A power cut between
-        # any two steps leaves a record at least as pessimistic as what happened.
-        if self.store is not None:
-            self.store.set(U, self.duty.used(now) + ms)
+        # On flash before the coil moves, in one write: what this grant may add to the window
+        # and the grant's own record. A power cut at any instant after it leaves a record at
+        # least as pessimistic as what happened.
+        store = self.store
+        if store is not None:
+            store.grant(self.duty.used(now) + ms, ms, source, who)
             self._duty_clear_at = ticks_add(now, ms + self.duty.window_ms)
-        self.bus.emit("granted", source=source, who=who, ms=ms)
         # Arm the hardware cut-off before energizing so there is no window without it.
         self._timer.arm(ms, self._hw_cutoff)
         self.duty.start(now, ms)
@@ -173,6 +175,14 @@ class Lock:
         self._deadline = ticks_add(now, ms)
         self._set(RELEASED, now)
         self.source = source
+        # Journaled after the coil: a journal append can cost a flash erase, too slow to stand
+        # between a shopper and the lock; the record above covers a cut in between.
+        if store is None:
+            self.bus.emit("granted", source=source, who=who, ms=ms)
+        else:
+            g = store.get(G)
+            self.bus.emit("granted", source=source, who=who, ms=ms, g=g)
+            store.set(J, g)
         return True
 
     def shoppers_blocked(self):

@@ -1,20 +1,25 @@
 # Safety and brute-force state that must outlive a reset, a watchdog reset or a power cut: the
-# coil's duty budget, the failed-entry counters and lockouts, and the tamper latch. RAM does not
-# survive any of those, so without this file an attacker who resets the case between tries gets
-# a fresh duty budget and a fresh failure count every time (docs/safety.md has the argument).
+# coil's duty budget, the failed-entry counters and lockouts, the tamper latch, and the record of
+# the grant being made. RAM does not survive any of those, so without this file an attacker who
+# resets the case between tries gets a fresh duty budget and a fresh failure count every time,
+# and a cut between energizing the coil and journaling the grant leaves an opening unrecorded
+# (docs/safety.md has the argument).
 #
 # Why it is shaped like this:
-# - One 36-byte file: eight 32-bit values and their CRC, rewritten in place and synced. LittleFS
-#   (every board's filesystem) commits a file's new contents only at sync, so a cut leaves the old
-#   or the new contents; on a filesystem without that guarantee a torn write fails the CRC and
-#   reads as the worst case below, which is safe.
+# - One 68-byte file: twelve 32-bit values, the grant's `who` (16 bytes) and a CRC, rewritten in
+#   place and synced. Under 128 bytes, LittleFS keeps it inline in its directory's metadata, so a
+#   write is one metadata commit (no block erase, unlike appending to the journal's segments):
+#   cheap enough to sit between a grant decision and the coil. LittleFS commits a file's new
+#   contents only at sync, so a cut leaves the old or the new contents; on a filesystem without
+#   that guarantee a torn write fails the CRC and reads as the worst case below, which is safe.
+# - Written only when a value changes, and always *before* the action it guards (the coil is
+#   energized after its duty record and the grant's own record are on flash; "Wrong PIN" shows
+#   after the failure is counted), so a cut at any instant leaves the flash at least as
+#   pessimistic as the truth. The journal gets the grant after the coil moves; a boot that finds
+#   a grant recorded here but not confirmed journaled journals it then (lockcase.recover).
 # - The file stays open from boot on and a write reuses one buffer: opening a file allocates a
 #   few hundred contiguous bytes, which a chip's fragmented heap may not have at the moment a
 #   grant must be recorded (measured: 8 KiB free in pieces, no 252 bytes in one, docs/memory.md).
-# - Binary, not JSON: no parser.
-# - Written only when a value changes, and always *before* the action it guards (the coil is
-#   energized after its duty record is on flash; "Wrong PIN" shows after the failure is counted),
-#   so a cut at any instant leaves the flash at least as pessimistic as the truth.
 # - A file that is there but does not check out is corrupt: every value then takes its worst
 #   case (full duty budget used, one failure short of a lockout, tamper latched), and the app
 #   reports a fault, because bit rot must never hand out a fresh budget.
@@ -22,30 +27,38 @@ import struct
 from binascii import crc32
 
 FILE = "safety.bin"
-_FMT = "<8I"
+_FMT = "<12I16s"
+_SIZE = 68  # struct.calcsize(_FMT) + the CRC
+_N = 12
 
 # Slots. U: energized ms that may still lie within the duty window (worst case, see Lock).
 # SF/SL/SS: consecutive wrong staff PINs, staff lockout level, its length in s.
 # PF/PL/PS: the same for shoppers' wrong texted codes. TP: tamper latched (1) until cleared.
-U, SF, SL, SS, PF, PL, PS, TP = 0, 1, 2, 3, 4, 5, 6, 7
+# G: grants made (the coil was, or was about to be, energized); J: of those, the last one known
+# to be in the journal; MS, SRC: grant G's planned length and source (an index of SOURCES).
+U, SF, SL, SS, PF, PL, PS, TP, G, J, MS, SRC = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+SOURCES = ("other", "staff", "phone", "card", "nfc", "app")
 
 
 class SafeState:
     def __init__(self, path=FILE, worst=None):
         # worst: ((slot, value), ...) to assume when the file is corrupt (see the module comment).
         self.path = path
-        self.v = [0] * 8
+        self.v = [0] * _N
+        self.who = b""
         self.corrupt = False
         self.failed = 0  # writes the flash refused
-        self._buf = bytearray(36)
+        self._buf = bytearray(_SIZE)
         self._f = None
         try:
             self._f = f = open(path, "r+b")
-            raw = f.read(40)
+            raw = f.read(_SIZE + 4)
         except OSError:
             raw = b""  # no file yet: a case that never granted nor failed
-        if len(raw) == 36 and crc32(raw[:32]) & 0xFFFFFFFF == struct.unpack_from("<I", raw, 32)[0]:
-            self.v = list(struct.unpack_from(_FMT, raw))
+        if len(raw) == _SIZE and crc32(raw[:-4]) & 0xFFFFFFFF == struct.unpack_from("<I", raw, _SIZE - 4)[0]:
+            got = struct.unpack_from(_FMT, raw)
+            self.v = list(got[:_N])
+            self.who = got[_N].rstrip(b"\0")
         elif raw:
             self.corrupt = True
             for slot, value in worst or ():
@@ -71,9 +84,24 @@ class SafeState:
             v[slot2] = value2
         if slot3 >= 0:
             v[slot3] = value3
+        return self._write()
+
+    def grant(self, used_ms, ms, source, who):
+        """The record of a grant about to energize the coil, in one write: the duty it may add
+        (U), its number, length, source and who. Returns False when the flash refused."""
+        v = self.v
+        v[U] = used_ms
+        v[G] += 1
+        v[MS] = ms
+        v[SRC] = SOURCES.index(source) if source in SOURCES else 0
+        w = who.encode() if isinstance(who, str) else b""
+        self.who = w[:16]
+        return self._write()
+
+    def _write(self):
         buf = self._buf
-        struct.pack_into(_FMT, buf, 0, *v)
-        struct.pack_into("<I", buf, 32, crc32(memoryview(buf)[:32]) & 0xFFFFFFFF)
+        struct.pack_into(_FMT, buf, 0, *self.v, self.who)
+        struct.pack_into("<I", buf, _SIZE - 4, crc32(memoryview(buf)[:-4]) & 0xFFFFFFFF)
         try:
             f = self._f
             if f is None:

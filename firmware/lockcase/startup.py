@@ -44,7 +44,12 @@ def build():
         print("journal unavailable:", exc)
         journal = None
     cause = board.reset_cause()
+    gc.collect()  # and the journal's scan of its segments left its own
     app = App(hw, cfg, journal, reset_cause=cause, config_error=error)
+    from lockcase import recover
+
+    recover.journal_lost_grant(app.safe, app.bus)
+    forget("lockcase.recover")
     if cfg.get("provisioned") and not error:
         if cfg.get("cloud"):
             _attach_cloud(app, cfg, cause)

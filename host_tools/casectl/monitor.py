@@ -19,7 +19,7 @@ from casectl.errors import DeviceBusy, NoDevice
 _LOCK_AFTER = {"granted": "released", "opened": "open", "closed": "locked", "relocked": "locked",
                "forced": "forced", "boot": "locked"}
 _ALARM_ON = {"forced": "forced", "held_open": "held_open", "tamper": "tamper"}
-_ALARM_OFF = {"closed": ("forced", "held_open"), "tamper_cleared": ("tamper",)}
+_ALARM_OFF = {"closed": ("forced", "held_open"), "tamper_cleared": ("tamper",), "tamper_reset": ("tamper",)}
 
 
 @dataclass

@@ -6,12 +6,12 @@ import os
 
 from mpassert import raises
 
-from lockcase import config, creds
+from lockcase import config, creds, recover
 from lockcase.drivers.coil import Coil
 from lockcase.entry import CODE, IDLE, LOCKOUT, MESSAGE, PHONE, STAFF, WAIT, Entry
 from lockcase.events import Bus
 from lockcase.lock import LOCKED, RELEASED, Lock
-from lockcase.safestate import FILE, SF, TP, SafeState, U
+from lockcase.safestate import FILE, MS, SF, TP, G, J, SafeState, U
 
 SALT = "00112233445566778899aabbccddeeff"
 _dir = "/tmp/lockcase-safestate-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/lockcase-safestate"
@@ -118,6 +118,7 @@ class Case:
         self.cloud = cloud
         self.e = Entry(self.bus, self.cfg, creds.StaffCreds(self.cfg["staff"]), self.lock, self.d, t,
                        cloud=cloud, store=self.store)
+        recover.journal_lost_grant(self.store, self.bus)  # as lockcase.startup does at boot
 
     def step(self, ms=10):
         end = self.t + ms
@@ -185,17 +186,22 @@ def test_boot_after_grants_starts_with_the_recorded_duty():
     assert c2.store.get(U) == 0 and c2.lock.duty.allowance(c2.t) == 8000
 
 
-def test_duty_record_and_grant_event_are_written_before_the_coil_is_energized():
+def test_duty_record_and_grant_record_are_on_flash_before_the_coil_is_energized():
     fresh()
     seen = []
 
     def on_high():
         # The instant the gate goes high: what is on flash already?
-        seen.append((SafeState().get(U), [k for k, _ in c.events]))
+        st = SafeState()
+        seen.append((st.get(U), st.get(G), st.get(J), st.get(MS), st.who))
 
     c = Case(on_high=on_high)
     c.lock.grant("phone", c.t, who="g1")
-    assert seen == [(3000, ["granted"])], seen
+    assert seen == [(3000, 1, 0, 3000, b"g1")], seen
+    # Journaled right after the coil, and marked so on flash.
+    assert c.events == [("granted", {"source": "phone", "who": "g1", "ms": 3000, "g": 1})]
+    st = SafeState()
+    assert st.get(G) == st.get(J) == 1
 
 
 def test_power_cut_at_energize_keeps_the_grant_on_record():
@@ -206,8 +212,12 @@ def test_power_cut_at_energize_keeps_the_grant_on_record():
 
     c = Case(on_high=cut)
     raises(PowerCut, c.lock.grant, "staff", c.t, "ann")
-    assert [k for k, _ in c.events] == ["granted"]
+    assert c.events == []  # the journal never saw it
     assert SafeState().get(U) == 3000
+    # The next boot journals it, once.
+    c = Case()
+    assert c.events == [("granted", {"source": "staff", "who": "ann", "ms": 3000, "g": 1, "recovered": True})]
+    assert Case().events == []
 
 
 def test_corrupt_record_boots_into_the_worst_case():
@@ -219,7 +229,7 @@ def test_corrupt_record_boots_into_the_worst_case():
     assert c.lock.shoppers_blocked()  # the tamper latch is assumed too
     assert not c.lock.grant("staff", c.t) and c.lock.why == "duty"
     with open(FILE, "wb") as f:
-        f.write(b"\x01" * 36)  # whole length, but its check fails
+        f.write(b"\x01" * 68)  # whole length, but its check fails
     assert SafeState(worst=((U, 1),)).corrupt
 
 
@@ -232,7 +242,7 @@ def test_wrong_pins_count_across_resets():
     c = Case()
     c.type("**1111#**1111#")
     c = Case()
-    assert c.e.failures == 2
+    assert c.store.get(SF) == 2
     c.type("**1111#")
     assert "lockout" in c.kinds() and c.e.state == LOCKOUT
 
@@ -278,7 +288,7 @@ def test_staff_lockout_leaves_help_and_phone_entry_working():
     c.type("**2468")
     assert c.d.text[0] == "Staff PIN locked"
     c.type("#")
-    assert c.lock.state == LOCKED and c.e.failures == 0
+    assert c.lock.state == LOCKED and c.store.get(SF) == 0
 
 
 def test_help_is_rate_limited_not_locked_out():
