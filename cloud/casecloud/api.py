@@ -365,6 +365,12 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
     async def relock(case_id: str) -> CmdResult:
         return await command(case_id, {"t": "relock"})
 
+    @app.post("/v1/admin/cases/{case_id}/reset-tamper", tags=["admin"], dependencies=Admin)
+    async def reset_tamper(case_id: str) -> CmdResult:
+        # A case whose enclosure was opened refuses shoppers until staff reset it (a PIN or badge
+        # at the case, or this once someone has checked it); refused while it is still open.
+        return await command(case_id, {"t": "reset_tamper"})
+
     @app.post("/v1/admin/cases/{case_id}/config", tags=["admin"], dependencies=Admin)
     async def push_config(case_id: str, body: ConfigIn) -> CmdResult:
         return await command(case_id, {"t": "config", "set": body.set})

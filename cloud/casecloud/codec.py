@@ -46,6 +46,7 @@ SCHEMA: Final[dict[str, dict[str, tuple[tuple[str, str], ...]]]] = {
     "cmd": {
         "unlock": (("grant", "s"),),
         "relock": (),
+        "reset_tamper": (),
         "staff": (("op", "s"), ("kind", "s"), ("sid", "s")),
         "config": (("set", "d"),),
         "time": (("re", "s"), ("now", "i"), ("rx", "i")),

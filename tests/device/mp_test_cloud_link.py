@@ -336,3 +336,35 @@ def test_a_request_sent_directly_drops_the_one_held():
     c.client.token("bb", "nfc", 600)  # available now: sent at once
     c.run(700, 800)
     assert [b["tok"] for b in c.bodies("token")] == ["bb"]
+
+
+def _synced_case():
+    c = Case(uptime_ms=20000)
+    c.connect()
+    c.answer_hello()
+    return c
+
+
+def test_a_new_number_after_a_texted_code_starts_a_new_session():
+    # After a wrong code, a shopper types another number while the old code is still valid: it
+    # must not go with the old session (the cloud would answer "Code expired").
+    c = _synced_case()
+    c.client.phone("+12025550143", 20000)
+    (req,) = c.bodies("phone")
+    assert "sid" not in req
+    c.cloud_says("rep", {"t": "challenge", "re": req["id"], "sid": "s-code", "need": "code", "ttl": 300})
+    c.client.code("111111", 21000)
+    otp = c.bodies("otp")[-1]
+    assert otp["sid"] == "s-code"
+    c.cloud_says("rep", {"t": "deny", "re": otp["id"], "why": "bad_code"})
+    c.client.phone("+12025550188", 22000)
+    assert "sid" not in c.bodies("phone")[-1]
+
+
+def test_a_number_answering_a_card_challenge_keeps_its_session():
+    c = _synced_case()
+    c.client.token("04a1b2", "card", 20000)
+    (tok,) = c.bodies("token")
+    c.cloud_says("rep", {"t": "challenge", "re": tok["id"], "sid": "s-card", "need": "phone", "ttl": 300})
+    c.client.phone("+12025550102", 21000)
+    assert c.bodies("phone")[-1]["sid"] == "s-card"

@@ -55,3 +55,26 @@ def test_flagged_member_cannot_unlock_from_the_app(env: Env, api: str, ctl: SimC
     r = httpx.post(api + "/v1/app/unlock", json={"token": token, "case": "c1"}, timeout=15)
     assert r.status_code == 403, r.text
     assert not ctl.state()["energized"]
+
+
+def test_a_tripped_enclosure_refuses_the_app_until_staff_reset_it(env: Env, api: str, ctl: SimClient) -> None:
+    admin = {"Authorization": "Bearer t0ken"}
+    token = member_token(env, "trusted")
+    ctl.call("tamper", on=True)
+    ctl.wait_for(lambda s: "tamper" in s["alarms"], what="tamper")
+    r = httpx.post(api + "/v1/app/unlock", json={"token": token, "case": "c1"}, timeout=15)
+    assert r.status_code == 200 and r.json()["ok"] is False and r.json()["err"] == "tamper", r.text
+    assert not ctl.state()["energized"]
+    # The reset is refused while the enclosure is still open ...
+    r = httpx.post(api + "/v1/admin/cases/c1/reset-tamper", headers=admin, timeout=15)
+    assert r.json() == {"ok": False, "err": "tamper_open"}, r.text
+    # ... and the latch outlives the switch closing again, until someone resets it.
+    ctl.call("tamper", on=False)
+    st = ctl.wait_for(lambda s: not s["outputs"].get("buzzer"), what="switch closed")
+    assert "tamper" in st["alarms"] and st["display"][0].startswith("Case alarm")
+    r = httpx.post(api + "/v1/admin/cases/c1/reset-tamper", headers=admin, timeout=15)
+    assert r.json() == {"ok": True, "err": None}, r.text
+    ctl.wait_for(lambda s: not s["alarms"], what="latch cleared")
+    r = httpx.post(api + "/v1/app/unlock", json={"token": token, "case": "c1"}, timeout=15)
+    assert r.status_code == 200 and r.json()["ok"] is True, r.text
+    assert ctl.state()["energized"]

@@ -26,7 +26,7 @@ from tests.conftest import REPO, run_micropython
 
 # tests/conftest.py loads the hypothesis profile: "ci" (derandomized) unless HYPOTHESIS_PROFILE
 # says "soak" (make soak). At least 150 scripts here either way.
-EXAMPLES = max(150, settings.default.max_examples)
+EXAMPLES = max(150, settings().max_examples)  # settings() is the loaded profile's
 
 HARNESS = Path(__file__).resolve().parents[1] / "device" / "simharness.py"
 SALT = "00112233445566778899aabbccddeeff"

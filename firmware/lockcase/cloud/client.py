@@ -45,6 +45,7 @@ class CloudClient:
         self.boot = cfg.get("boot", "")
         self._pending = None  # (id, kind, deadline) of the one request in flight
         self._sid = None  # challenge session from the last "challenge" reply
+        self._need = None  # what it asked for: "code" or "phone"
         self._sid_until = 0  # ... valid until then (its ttl), so a later shopper never inherits it
         self._src = "phone"
         self._evt_upto = 0  # highest event id in the batch in flight
@@ -86,8 +87,12 @@ class CloudClient:
     def phone(self, e164, now):
         body = {"t": "phone", "num": e164}
         sid = self._session(now)
-        if sid is not None:
+        if sid is not None and self._need == "phone":
             body["sid"] = sid  # answering a "need phone" challenge for a loyalty card
+        else:
+            # A number typed after a code was texted (a wrong code, another shopper) starts a new
+            # session: sent with the old one, the cloud would answer "Code expired".
+            self._sid = None
         self._request(body, now)
 
     def code(self, digits, now):
@@ -164,9 +169,10 @@ class CloudClient:
             if self.lock.grant(self._src, now, who=body["grant"]):
                 self._result("granted", now)
             else:
-                self._result("denied", now, "Lock resting")
+                self._result("denied", now, "Case alarm" if self.lock.why == "tamper" else "Lock resting")
         elif t == "challenge":
             self._sid = body["sid"]
+            self._need = body["need"]
             self._sid_until = ticks_add(now, body["ttl"] * 1000)
             self._result("code_sent" if body["need"] == "code" else "need_phone", now)
         elif t == "deny":
@@ -186,9 +192,14 @@ class CloudClient:
         ok, err = True, None
         if t == "unlock":
             ok = self.lock.grant("app", now, who=body["grant"])
-            err = None if ok else "duty_limited"
+            err = None if ok else "tamper" if self.lock.why == "tamper" else "duty_limited"
         elif t == "relock":
             self.lock.relock(now, reason="cloud")
+        elif t == "reset_tamper":
+            # Staff who checked the case clear its tamper latch from the console; refused while
+            # the enclosure switch is still open.
+            if not self.lock.clear_tamper(body.get("by") or "cloud") and self.lock.tamper_alarm:
+                ok, err = False, "tamper_open"
         elif t in ("staff", "config"):
             try:
                 from lockcase import remote_config

@@ -41,6 +41,7 @@ SCHEMA = {
     "cmd": {
         "unlock": (("grant", "s"),),
         "relock": (),
+        "reset_tamper": (),
         "staff": (("op", "s"), ("kind", "s"), ("sid", "s")),
         "config": (("set", "d"),),
         "time": (("re", "s"), ("now", "i"), ("rx", "i")),
