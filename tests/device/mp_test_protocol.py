@@ -119,6 +119,24 @@ def test_file_seqs_survive_and_tolerate_corruption():
     assert P.FileSeqs(path).load() == (0, 0)
 
 
+def test_file_seqs_rewritten_in_place_never_leave_old_bytes_behind():
+    import os
+
+    path = "/tmp/lockcase_mp_seq_inplace.json"
+    s = P.FileSeqs(path)
+    s.load()
+    s.save(1234567, 7654321)
+    s.save(5, 64)  # shorter numbers: a record of fixed width, nothing of the last one trails
+    assert P.FileSeqs(path).load() == (5, 64)
+    with open(path, "w") as f:
+        f.write("[7,128]" + "x" * 60)  # corrupt and longer than a record
+    s = P.FileSeqs(path)
+    assert s.load() == (0, 0)
+    s.save(3, 4)
+    assert P.FileSeqs(path).load() == (3, 4)
+    os.remove(path)
+
+
 def test_sign_refuses_unknown_type_and_oversize():
     c = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: 1750000000)
     for topic, body in ((T + "req", {"t": "unlock"}), (T + "req", {"t": "phone", "num": "1" * 1100})):
