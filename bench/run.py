@@ -148,9 +148,10 @@ def main() -> int:
         figures[f"files_{board}"] = len(built)
     figures["mpy_total_bytes_sim"] = sum(b.size for b in sim_build)
     figures["staff_pin_check_ms_iter1000_unix"] = round(pin_check_ms(), 2)
-    from bench.safety_bench import safety_figures
+    from bench.safety_bench import safety_figures, soak_figures
 
     figures.update(safety_figures())
+    figures.update(soak_figures())
     from bench.cloud_bench import tap_to_open, throughput
 
     for k, v in tap_to_open(200).items():

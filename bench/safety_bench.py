@@ -7,7 +7,8 @@
   "Wrong PIN" screen: how many were tried before the first lockout, and lockouts in all;
 - staff-PIN guesses an attacker gets in one hour at the default lockout settings while resetting
   the case as often as it likes (the entry flow alone, stepped on a virtual clock under
-  MicroPython), and the chance that guessing finds a 4-digit PIN in that hour.
+  MicroPython), and the chance that guessing finds a 4-digit PIN in that hour;
+- the last `make soak`: examples run and failing.
 
 Run by bench/run.py; `python bench/safety_bench.py` prints them alone.
 """
@@ -102,6 +103,15 @@ def guesses_per_hour(reset_every: int = 2) -> dict[str, float]:
     tried, boots, after, base, cap = (int(x) for x in line.split()[1:])
     return {"guesses": tried, "resets": boots, "lockout_after": after, "lockout_base_s": base,
             "lockout_max_s": cap, "chance_4_digit_pin_pct": round(100 * tried / 10_000, 2)}
+
+
+def soak_figures() -> dict[str, object]:
+    """The last `make soak` (10,000 random scripts through the safety property test: an hour, so
+    not rerun here): examples run, how many failed (shrinking counts), when."""
+    f = REPO / "build" / "soak.json"
+    if not f.exists():
+        return {"soak": "not run: make soak"}
+    return {f"soak_{k}": v for k, v in json.loads(f.read_text()).items()}
 
 
 def safety_figures() -> dict[str, object]:

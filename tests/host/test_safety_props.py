@@ -15,9 +15,13 @@ the draw's); `make soak` runs the "soak" profile, 10,000 random examples, and re
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -317,9 +321,29 @@ def check_no_phone_on_flash(flash: bytes, phones_typed: list[str], country: str)
 # The power cut the instant the coil is energized: the opening is still on record.
 @example(steps=[("cut", "lock"), ("staff", PIN), ("wait", 500)] * 3)
 def test_safety_rules_hold_for_any_script(steps: list) -> None:
-    actions, typed = expand(steps)
-    res = run_script(actions, journal=True)
-    check_safety(res, CFG, typed)
+    RUNS["examples"] += 1
+    try:
+        actions, typed = expand(steps)
+        res = run_script(actions, journal=True)
+        check_safety(res, CFG, typed)
+    except BaseException:
+        RUNS["failing"] += 1  # the first failure and every step hypothesis shrinks it through
+        raise
+
+
+# What `make soak` ran, for make bench to report (build/soak.json).
+RUNS = {"examples": 0, "failing": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_runs() -> Iterator[None]:
+    t0 = time.monotonic()
+    yield
+    if os.environ.get("HYPOTHESIS_PROFILE") == "soak" and RUNS["examples"]:
+        out = REPO / "build" / "soak.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({**RUNS, "seconds": round(time.monotonic() - t0),
+                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
 
 
 def test_staff_pin_opens_and_relocks() -> None:
