@@ -277,6 +277,8 @@ class Entry:
                     self._render(now)
         alert = self.lock.alert()
         if alert != self._alert:
+            if self._alert == "released":
+                self._greet = _ALERTS["released"]  # the staff PIN's own greeting ends with its grant
             self._alert = alert
             if self.state == IDLE:
                 self._render(now)

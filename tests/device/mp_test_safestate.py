@@ -407,6 +407,18 @@ def test_open_the_door_stays_while_the_coil_is_energized():
     assert c.lock.state == LOCKED and c.d.text[0].startswith("Phone")
 
 
+def test_an_app_unlock_after_a_staff_pin_says_open_the_door():
+    fresh()
+    c = Case(cloud=Cloud())
+    c.type("**2468#")
+    assert c.d.text == ("Staff: open", "the door")
+    c.step(3100)
+    assert c.lock.state == LOCKED
+    c.lock.grant("app", c.t, who="g1")
+    c.step(20)
+    assert c.d.text == ("Open the door", "")
+
+
 def test_forced_and_held_open_say_so_on_the_display():
     fresh()
     c = Case(c=cfg(held_open_s=5))
