@@ -14,7 +14,7 @@ import time
 import vfs
 
 sys.path.append("tests/device")
-from ramblock import RAMBlock  # noqa: E402
+from ramblock import Clock, RAMBlock  # noqa: E402
 
 from lockcase.journal import Journal  # noqa: E402
 
@@ -51,14 +51,6 @@ class Dev(RAMBlock):
             self.erases += 1
         return super().ioctl(op, arg)
 
-
-class Clock:
-    def __init__(self):
-        self.t = 1767225600
-
-    def __call__(self):
-        self.t += 10
-        return self.t
 
 
 def free():

@@ -5,6 +5,8 @@
 # idle timeout, flood protection, help, and what the display shows.
 import os
 
+from fakecloud import Cloud
+
 from lockcase import config, creds
 from lockcase.entry import CODE, IDLE, LOCKOUT, MESSAGE, OFFLINE, PHONE, STAFF, WAIT, Entry
 from lockcase.events import Bus
@@ -53,26 +55,6 @@ class Lock:
     def alert(self):
         return "released" if self.state == "released" else self.alarm
 
-
-class Cloud:
-    def __init__(self, up=True):
-        self.up = up
-        self.sent = []
-
-    def available(self):
-        return self.up
-
-    def reachable(self, now):
-        return self.available()
-
-    def phone(self, e164, now):
-        self.sent.append(("phone", e164))
-
-    def code(self, digits, now):
-        self.sent.append(("code", digits))
-
-    def help(self, now):
-        self.sent.append(("help",))
 
 
 class Rig:

@@ -6,6 +6,7 @@ import gc
 import os
 
 import vfs
+from ramblock import Clock as _Clock
 from ramblock import RAMBlock, Rng
 
 import lockcase.journal as journal
@@ -13,16 +14,13 @@ from lockcase.compat import ticks_diff, ticks_ms
 from lockcase.events import JOURNALED, Bus
 from lockcase.journal import OVERFLOW, Journal
 
+
+def Clock():
+    return _Clock(1700000000, 1)
+
+
 MNT = "/jt"
 
-
-class Clock:
-    def __init__(self):
-        self.t = 1700000000
-
-    def __call__(self):
-        self.t += 1
-        return self.t
 
 
 def fresh(blocks=64, block_size=512):

@@ -7,7 +7,7 @@ import gc
 import os
 
 import vfs
-from ramblock import RAMBlock
+from ramblock import Clock, RAMBlock
 
 from lockcase import journal
 from lockcase.journal import OVERFLOW, Journal
@@ -25,14 +25,6 @@ EVENTS = (
     ("relocked", {"reason": "timeout"}),
 )
 
-
-class Clock:
-    def __init__(self):
-        self.t = 1767225600
-
-    def __call__(self):
-        self.t += 10
-        return self.t
 
 
 def _fs(blocks):

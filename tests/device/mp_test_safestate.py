@@ -4,6 +4,7 @@
 # boot (a new Lock, Entry and SafeState on the same files) starts from them.
 import os
 
+from fakecloud import Cloud
 from mpassert import raises
 
 from lockcase import config, creds, recover
@@ -67,25 +68,6 @@ class Display:
         if self.cut_on and lines[0] == self.cut_on:
             raise PowerCut(lines[0])
 
-
-class Cloud:
-    def __init__(self):
-        self.sent = []
-
-    def available(self):
-        return True
-
-    def reachable(self, now):
-        return self.available()
-
-    def phone(self, e164, now):
-        self.sent.append(("phone", e164))
-
-    def code(self, digits, now):
-        self.sent.append(("code", digits))
-
-    def help(self, now):
-        self.sent.append(("help",))
 
 
 def cfg(**over):

@@ -112,3 +112,14 @@ class RAMBlock:
             self.mv[a : a + n] = b"\xff" * n
             return 0
         return 0  # 1 init, 2 deinit, 3 sync: nothing to do in RAM
+
+
+class Clock:
+    # A journal's clock that moves on by `step` seconds at every reading: timestamps replay exactly.
+    def __init__(self, t0=1767225600, step=10):
+        self.t = t0
+        self.step = step
+
+    def __call__(self):
+        self.t += self.step
+        return self.t
