@@ -15,6 +15,7 @@ import vfs
 
 sys.path.append("tests/device")
 from ramblock import Clock, RAMBlock  # noqa: E402
+from typical_events import EVENTS  # noqa: E402
 
 from lockcase.journal import Journal  # noqa: E402
 
@@ -25,13 +26,6 @@ BOARDS = (
     ("esp32s3_4mb_960k", 0x0F0000),  # partitions-4MiB.csv with the 3 MiB app partition
     ("esp32s3_4mb", 0x200000),  # partitions-4MiB.csv, vfs at 0x200000
     ("esp32s3_8mb", 0x4F0000),  # partitions-8MiB.csv with the 3 MiB app partition
-)
-EVENTS = (
-    ("granted", {"source": "phone", "who": "..43", "ms": 5000}),
-    ("opened", {"source": "phone"}),
-    ("closed", {"after": "open"}),
-    ("denied", {"source": "keypad", "reason": "offline", "last2": "17"}),
-    ("relocked", {"reason": "timeout"}),
 )
 
 

@@ -8,6 +8,7 @@ import os
 
 import vfs
 from ramblock import Clock, RAMBlock
+from typical_events import EVENTS
 
 from lockcase import journal
 from lockcase.journal import OVERFLOW, Journal
@@ -16,14 +17,6 @@ MNT = "/js"
 PICO_W_BLOCKS = 212  # MICROPY_HW_FLASH_STORAGE_BYTES (848 * 1024) / 4096
 SHIFT = 2880  # 8 h at one event per 10 s
 
-# A busy case's events as the app emits them (lock.py, entry.py), in a typical order.
-EVENTS = (
-    ("granted", {"source": "phone", "who": "..43", "ms": 5000}),
-    ("opened", {"source": "phone"}),
-    ("closed", {"after": "open"}),
-    ("denied", {"source": "keypad", "reason": "offline", "last2": "17"}),
-    ("relocked", {"reason": "timeout"}),
-)
 
 
 
