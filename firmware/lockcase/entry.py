@@ -283,12 +283,14 @@ class Entry:
             if self.state == IDLE:
                 self._render(now)
         st = self.state
-        if st == MESSAGE and ticks_diff(now, self._msg_until) >= 0:
-            self.state = self._after_msg
-            self._render(now)
-        elif st == LOCKOUT or (st == STAFF and self._until[SS] is not None):
+        if st == MESSAGE:
+            if ticks_diff(now, self._msg_until) >= 0:
+                self.state = self._after_msg
+                self._render(now)
+            return
+        if st == LOCKOUT or (st == STAFF and self._until[SS] is not None):
             self._render(now)  # the countdown
-        elif st in (PHONE, STAFF, CODE) or self._pending_star:
+        if st in (PHONE, STAFF, CODE) or self._pending_star:
             if ticks_diff(now, self._last_key) >= self.timeout_ms:
                 self._clear()
                 self._pending_star = False

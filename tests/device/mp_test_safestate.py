@@ -273,6 +273,18 @@ def test_staff_lockout_leaves_help_and_phone_entry_working():
     assert c.lock.state == LOCKED and c.store.get(SF) == 0
 
 
+def test_a_pin_started_during_a_lockout_times_out_like_any_other():
+    fresh()
+    c = Case(c=cfg(lockout_base_s=60))
+    for _ in range(3):
+        c.type("**0000#")
+        c.step(3100)
+    c.type("**12")
+    assert c.e.state == STAFF and c.d.text[0] == "Staff PIN locked"
+    c.step(c.cfg["entry_timeout_s"] * 1000 + 100)
+    assert c.e.state == IDLE and c.e.n == 0
+
+
 def test_help_is_rate_limited_not_locked_out():
     fresh()
     cl = Cloud()
