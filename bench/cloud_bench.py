@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from casecloud import registry
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
+from casectl.sim import demo_config
 from casectl.simproc import SimCase
 from lockcase.cloud import protocol as P
 from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, broker_files_ctx, cloud_env
@@ -45,15 +46,22 @@ def pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(len(xs) * p / 100))], 1)
 
 
-def tap_to_open(n: int = 200, fw_dir: Path | None = None) -> dict[str, Any]:
+def tap_to_open(n: int = 200, fw_dir: Path | None = None, worker: str = "process") -> dict[str, Any]:
     """Request-to-coil on loopback: from the firmware's timestamp of the tap (the request is
     signed and published in the same step) to its timestamp of the coil energizing, through the
-    broker and the cloud worker. fw_dir: another firmware tree (e.g. an older commit's) to compare."""
-    with tempfile.TemporaryDirectory() as d, cloud_env(Path(d), ("c1",), **NO_LIMITS) as env:
-        with env.rt.sessions.begin() as s:
-            registry.create_member(s, env.rt.hasher, env.rt.now(), card="04a1b2c3d4", status="trusted")
-        cfg = env.case_config(unlock_ms=500, pull_in_ms=100, duty_budget_ms=60000, duty_window_s=10)
-        with SimCase(Path(d) / "case", cfg, heap="512k", fw_dir=fw_dir) as case:
+    broker and the cloud worker: its own process as deployed (worker="process"), or a thread of
+    this process sharing the GIL with the bench's own threads ("thread"). fw_dir: another
+    firmware tree (e.g. an older commit's) to compare."""
+    with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ("c1",), worker) as (rt, host, port, secrets):
+        with rt.sessions.begin() as s:
+            registry.create_member(s, rt.hasher, rt.now(), card="04a1b2c3d4", status="trusted")
+        sec = secrets["c1"]
+        cfg = demo_config()
+        cfg.update(store_id="s1", case_id="c1", unlock_ms=500, pull_in_ms=100, duty_budget_ms=60000,
+                   duty_window_s=10)
+        cfg["cloud"] = {"host": host, "port": port, "user": sec.mqtt_username, "password": sec.mqtt_password,
+                        "key": sec.key_hex, "keepalive": 5, "request_timeout_s": 4}
+        with SimCase(Path(d) / "case", cfg, fw_dir=fw_dir) as case:
             cl = case.client()
             cl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="synced")
             cl.call("watch")
