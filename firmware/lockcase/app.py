@@ -134,6 +134,11 @@ class App:
             if self.lock.grant("staff", now, who=who):
                 self.entry.cloud_result("granted", now)
             return
+        if self.lock.shoppers_blocked():
+            # A latched tamper alarm: refused here, before the cloud is asked for nothing.
+            self.bus.emit("denied", source=src, reason="tamper")
+            self.entry.cloud_result("denied", now, "Case alarm")
+            return
         # reachable, not available: a card tapped while the link is coming up (at boot, mid
         # connect or greeting) waits a few seconds for it instead of being refused at once.
         if self.cloud is None or not self.cloud.reachable(now):

@@ -80,9 +80,15 @@ class FakeLink:
 
 class FakeLock:
     state = "locked"
+    why = None
+    tamper_alarm = False
 
     def __init__(self):
         self.grants = []
+        self.blocked = False
+
+    def shoppers_blocked(self):
+        return self.blocked
 
     def door_open(self):
         return False
@@ -368,3 +374,12 @@ def test_a_number_answering_a_card_challenge_keeps_its_session():
     c.cloud_says("rep", {"t": "challenge", "re": tok["id"], "sid": "s-card", "need": "phone", "ttl": 300})
     c.client.phone("+12025550102", 21000)
     assert c.bodies("phone")[-1]["sid"] == "s-card"
+
+
+def test_a_card_tapped_while_the_tamper_alarm_is_latched_is_refused_without_asking():
+    c = _synced_case()
+    c.entry = c.client.entry = TapEntry()
+    c.lock.blocked = True
+    _tap(TapApp(c), "04a1b2", 20000)
+    assert c.bodies("token") == [] and c.lock.grants == []
+    assert ("denied", {"source": "nfc", "reason": "tamper"}) in c.bus.events
