@@ -57,7 +57,7 @@ os.chdir(%r)
 from lockcase import config, creds
 from lockcase.entry import Entry
 from lockcase.events import Bus
-from lockcase.safestate import SafeState
+from lockcase import recover
 from lockcase.display import TextDisplay
 
 class Lock:
@@ -78,7 +78,7 @@ end = 3600 * 1000
 boots = 0
 while t < end:
     bus = Bus(); bus.subscribe(count)
-    e = Entry(bus, cfg, creds.StaffCreds(cfg["staff"]), Lock(), TextDisplay(), t, store=SafeState())
+    e = Entry(bus, cfg, creds.StaffCreds(cfg["staff"]), Lock(), TextDisplay(), t, store=recover.load())
     boots += 1
     for _ in range(%d):  # wrong PINs between resets
         for k in "**0000#":

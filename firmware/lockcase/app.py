@@ -14,7 +14,7 @@ from lockcase.drivers.oneshot import OneShot
 from lockcase.entry import OFFLINE, Entry
 from lockcase.events import JOURNALED, Bus
 from lockcase.lock import FORCED, LOCKED, OPEN, RELEASED, Lock
-from lockcase.safestate import PF, SF, TP, SafeState, U
+from lockcase.safestate import PF, SF, TP, U
 
 _TICK_MS = const(10)
 _MAX_KEYS_PER_STEP = const(4)
@@ -34,18 +34,20 @@ class App:
         self.ready = False
         self.faults = []
         now = self._t0 = board.ticks_ms()
+        # What a reset must not undo; unreadable, it reads as the worst case (lockcase.safestate).
+        from lockcase import recover  # boot-time only: lockcase.startup drops it after boot
+
+        self.safe = safe = recover.load(worst=((U, cfg["duty_budget_ms"]), (SF, cfg["lockout_after"] - 1),
+                                              (PF, cfg["phone_lockout_after"] - 1), (TP, 1)))
+        if safe.error:
+            self.faults.append(("safety_state", safe.error))
         if journal is not None:
-            journal.attach(bus)
+            journal.attach(bus, safe.journaled)
         bus.subscribe(self._log, JOURNALED)
         self.display = self._make_display(cfg)
         self.coil = Coil(board.lock_pin, board.lock_pwm, cfg["hold_duty"])
-        # What a reset must not undo; unreadable, it reads as the worst case (lockcase.safestate).
-        self.safe = SafeState(worst=((U, cfg["duty_budget_ms"]), (SF, cfg["lockout_after"] - 1),
-                                     (PF, cfg["phone_lockout_after"] - 1), (TP, 1)))
-        if self.safe.corrupt:
-            self.faults.append(("safety_state", "unreadable: worst case assumed"))
         self.lock = Lock(self.coil, board.door_open, board.tamper, OneShot(board.timer()), bus, cfg, now,
-                         store=self.safe)
+                         store=safe, clock=board.ticks_ms)
         keymap = keymap_for(cfg["keypad"])
         # A 4x3 keypad on a board wired for 4x4 uses the first three columns.
         self.keypad = Keypad(board.keypad_rows, board.keypad_cols[: len(keymap[0])], keymap)

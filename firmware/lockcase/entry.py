@@ -8,7 +8,7 @@
 # the power after "Wrong PIN" gains an attacker nothing (lockcase.safestate).
 from lockcase import phone
 from lockcase.compat import const, ticks_add, ticks_diff
-from lockcase.safestate import PF, PL, PS, SF, SL, SS, SafeState
+from lockcase.safestate import PF, PL, PS, SF, SL, SS
 
 IDLE = "idle"
 PHONE = "phone"
@@ -60,11 +60,17 @@ class Entry:
         self._msg_until = now
         self._after_msg = IDLE
         self._pending_star = False
-        self.store = store if store is not None else SafeState()
+        if store is None:  # the app passes its own; alone (tests, tools) the flash's record
+            from lockcase import recover
+
+            store = recover.load()
+        self.store = store
         # ticks when each lockout ends, or None when not locked out
         self._until = [None] * 8  # by SafeState slot: SS and PS are used
-        self._quiet_until = now
-        self._help_at = None  # when the last help call went out
+        # Deadlines that are None once passed: ticks_ms wraps (every 12.4 days on a chip, 6.2 of
+        # them "in the future"), so a deadline kept after it passed would come back to life.
+        self._quiet_until = None
+        self._help_at = None  # when the last help call went out, while it still rate-limits
         self._alert = None  # the lock's alert() last rendered
         self._greet = _ALERTS["released"]  # what "released" says: staff PINs get their own
         self._tokens = _KEY_BURST
@@ -89,7 +95,7 @@ class Entry:
         st = self.state
         if st == OFFLINE or st == WAIT:
             return
-        if k == "#" and ticks_diff(now, self._quiet_until) < 0 and st in (IDLE, MESSAGE, LOCKOUT):
+        if k == "#" and self._quiet_until is not None and st in (IDLE, MESSAGE, LOCKOUT):
             return  # the shopper confirming a code that already went: not a help call
         if st == LOCKOUT:
             self.state = IDLE  # the countdown gives way: shoppers and the help key still work
@@ -154,9 +160,12 @@ class Entry:
             who = self.staff.check_pin(pin) if 4 <= len(pin) <= _MAX_PIN else None
             if who is not None:
                 self._success(_STAFF)
+                self.bus.emit("staff_ok", who=who)  # not journaled: the grant, if any, says it
                 if self.lock.grant("staff", now, who=who):
                     self.state = IDLE
                     self._greet = _STAFF_OPEN  # shown while the coil is energized
+                elif self.lock.why == "store":
+                    self._message(now, "Lock fault", "Call service", IDLE)
                 else:
                     self._message(now, "Lock resting", "try in a minute", IDLE)
             else:
@@ -216,7 +225,7 @@ class Entry:
 
     def _help(self, now):
         gap = self.cfg["help_interval_s"] * 1000
-        if self._help_at is not None and ticks_diff(now, self._help_at) < gap:
+        if self._help_at is not None:  # step() clears it once the gap has passed
             # Rate-limited, never locked out: the shopper is told staff are already called.
             self._message(now, "Staff called", self._wait_text(ticks_add(self._help_at, gap), now), IDLE)
             return
@@ -239,7 +248,7 @@ class Entry:
 
     def cloud_result(self, kind, now, msg=None):
         # kind: code_sent, need_phone, granted, denied, denied_code, timeout, offline, help_ok
-        if ticks_diff(now, self._quiet_until) < 0:
+        if self._quiet_until is not None:
             self._quiet_until = ticks_add(now, _HASH_QUIET_MS)  # the answer to an auto-submit
         if kind == "code_sent":
             self._clear()
@@ -267,6 +276,12 @@ class Entry:
 
     # -- time -----------------------------------------------------------------------------------
     def step(self, now):
+        q = self._quiet_until
+        if q is not None and ticks_diff(now, q) >= 0:
+            self._quiet_until = None
+        h = self._help_at
+        if h is not None and ticks_diff(now, h) >= self.cfg["help_interval_s"] * 1000:
+            self._help_at = None
         for k in (SS, PS):
             until = self._until[k]
             if until is not None and ticks_diff(now, until) >= 0:
@@ -305,8 +320,8 @@ class Entry:
         st = self.store
         fails = st.get(fk) + 1
         left = self.cfg[after_key] - fails
-        if left > 0:
-            st.set(fk, fails)
+        # A count the flash refused would be given back by a reset: that try locks out instead.
+        if left > 0 and st.set(fk, fails):
             self._message(now, text, "%d %s left" % (left, "try" if left == 1 else "tries"), IDLE)
             return
         level = st.get(lk)
@@ -333,8 +348,13 @@ class Entry:
         return "Wait %d:%02d" % (left // 60, left % 60)
 
     def _take_token(self, now):
-        gained = ticks_diff(now, self._token_t) // _KEY_RATE_MS
-        if gained > 0:
+        d = ticks_diff(now, self._token_t)
+        gained = d // _KEY_RATE_MS
+        if d < 0 or gained >= _KEY_BURST:
+            # Idle long enough to refill, or so long that ticks_ms wrapped (d < 0): a full bucket.
+            self._tokens = _KEY_BURST
+            self._token_t = now
+        elif gained > 0:
             self._tokens = min(_KEY_BURST, self._tokens + gained)
             self._token_t = ticks_add(self._token_t, gained * _KEY_RATE_MS)
         if self._tokens == 0:

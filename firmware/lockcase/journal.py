@@ -262,7 +262,9 @@ class Journal:
             self._pending = n
         return self._pending
 
-    def attach(self, bus):
+    def attach(self, bus, confirm=None):
+        # confirm(kind, data): called once a record is on flash (the safety file's grant mark).
+        self._confirm = confirm
         bus.subscribe(self._on_event, JOURNALED)
 
     def stored(self):
@@ -272,7 +274,8 @@ class Journal:
     # -- internals --------------------------------------------------------------------------------
 
     def _on_event(self, kind, data):
-        self.append(kind, data)
+        if self.append(kind, data) is not None and self._confirm is not None:
+            self._confirm(kind, data)
 
     def _fault(self, exc):
         self.faults += 1

@@ -16,7 +16,7 @@
 # - a tripped tamper switch latches: shopper unlocks are refused until staff or the cloud clear it.
 
 from lockcase.compat import const, ticks_add, ticks_diff
-from lockcase.safestate import TP, G, J, U
+from lockcase.safestate import TP, G, U
 
 LOCKED = "locked"
 RELEASED = "released"  # energized, waiting for the door to open
@@ -86,12 +86,14 @@ class DutyBudget:
 
 
 class Lock:
-    def __init__(self, coil, door, tamper, timer, bus, cfg, now, store=None):
+    def __init__(self, coil, door, tamper, timer, bus, cfg, now, store=None, clock=None):
         # door: callable -> True when the door is open; tamper: callable -> True when tripped
         # (either may be None if the case has no such switch). store: a SafeState, where the duty
-        # record and the tamper latch survive resets (None in tests of the logic alone).
+        # record and the tamper latch survive resets (None in tests of the logic alone). clock:
+        # ticks_ms, read again after the flash write a grant waits for (see grant).
         coil.off()  # first of all, whatever the caller did before
         self.coil = coil
+        self._clock = clock
         self._door = door
         self._tamper = tamper
         self._timer = timer
@@ -165,7 +167,17 @@ class Lock:
         # least as pessimistic as what happened.
         store = self.store
         if store is not None:
-            store.grant(self.duty.used(now) + ms, ms, source, who)
+            if not store.grant(self.duty.used(now) + ms, ms, source, who):
+                # Nothing to record it on: across a reset neither the duty budget nor the record
+                # of this opening would hold, so it does not happen (fail-secure; reported).
+                self.why = "store"
+                self.bus.emit("fault", part="safety_state", error=store.error)
+                return False
+            if self._clock is not None:
+                # The write (and a PIN check before it) took time: the model's interval and the
+                # hardware's start now, so the real coil never runs past what the budget counted.
+                # Only later, so the allowance computed above still holds.
+                now = self._clock()
             self._duty_clear_at = ticks_add(now, ms + self.duty.window_ms)
         # Arm the hardware cut-off before energizing so there is no window without it.
         self._timer.arm(ms, self._hw_cutoff)
@@ -176,13 +188,12 @@ class Lock:
         self._set(RELEASED, now)
         self.source = source
         # Journaled after the coil: a journal append can cost a flash erase, too slow to stand
-        # between a shopper and the lock; the record above covers a cut in between.
+        # between a shopper and the lock; the record above covers a cut in between, and the
+        # journal marks the grant as its own once the record is on flash (SafeState.journaled).
         if store is None:
             self.bus.emit("granted", source=source, who=who, ms=ms)
         else:
-            g = store.get(G)
-            self.bus.emit("granted", source=source, who=who, ms=ms, g=g)
-            store.set(J, g)
+            self.bus.emit("granted", source=source, who=who, ms=ms, g=store.get(G))
         return True
 
     def shoppers_blocked(self):
@@ -220,6 +231,9 @@ class Lock:
     def step(self, now):
         self._step_door(now)
         self._step_tamper()
+        # Old intervals leave the history as they age, not only when a grant asks: after days
+        # without one, their ages would wrap around ticks_ms's period and never expire.
+        self.duty._expire(now)
         if self.store is not None and ticks_diff(now, self._duty_clear_at) >= 0 and self.store.get(U):
             # A whole window without energized time: nothing on record counts any more, and a
             # reset now need not cool down (one write per burst of grants, not per grant).

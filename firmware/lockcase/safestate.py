@@ -27,9 +27,9 @@ import struct
 from binascii import crc32
 
 FILE = "safety.bin"
-_FMT = "<12I16s"
-_SIZE = 68  # struct.calcsize(_FMT) + the CRC
-_N = 12
+FMT = "<12I16s"
+SIZE = 68  # struct.calcsize(FMT) + the CRC
+N = 12
 
 # Slots. U: energized ms that may still lie within the duty window (worst case, see Lock).
 # SF/SL/SS: consecutive wrong staff PINs, staff lockout level, its length in s.
@@ -41,41 +41,23 @@ SOURCES = ("other", "staff", "phone", "card", "nfc", "app")
 
 
 class SafeState:
-    def __init__(self, path=FILE, worst=None):
-        # worst: ((slot, value), ...) to assume when the file is corrupt (see the module comment).
-        self.path = path
-        self.v = [0] * _N
-        self.who = b""
+    # Made at boot by lockcase.recover.load, which reads (or creates, or repairs) the file: that
+    # code runs once and is then dropped, so only what the running case needs stays in RAM.
+    def __init__(self, f, v, who=b""):
+        self.v = v
+        self.who = who
         self.corrupt = False
-        self.failed = 0  # writes the flash refused
-        self._buf = bytearray(_SIZE)
-        self._f = None
-        try:
-            self._f = f = open(path, "r+b")
-            raw = f.read(_SIZE + 4)
-        except OSError:
-            raw = b""  # no file yet: a case that never granted nor failed
-        if len(raw) == _SIZE and crc32(raw[:-4]) & 0xFFFFFFFF == struct.unpack_from("<I", raw, _SIZE - 4)[0]:
-            got = struct.unpack_from(_FMT, raw)
-            self.v = list(got[:_N])
-            self.who = got[_N].rstrip(b"\0")
-        elif raw:
-            self.corrupt = True
-            for slot, value in worst or ():
-                self.v[slot] = value
-        if self._f is None:
-            try:
-                self._f = open(path, "w+b")
-            except OSError as exc:
-                self.failed += 1
-                print("safestate: cannot open", exc)
+        self.error = None  # why the record is not trustworthy or cannot be kept (a fault event)
+        self.ok = f is not None  # the last write landed; False: Lock refuses grants
+        self._buf = bytearray(SIZE)
+        self._f = f
 
     def get(self, slot):
         return self.v[slot]
 
     def set(self, slot, value, slot2=-1, value2=0, slot3=-1, value3=0):
         """Set up to three slots and write them in one go if any changed. Returns False when the
-        flash refused (full or failing): callers go on, safe in RAM, and the app reports it."""
+        flash refused (full or failing): the caller acts as if the worst had been recorded."""
         v = self.v
         if v[slot] == value and (slot2 < 0 or v[slot2] == value2) and (slot3 < 0 or v[slot3] == value3):
             return True
@@ -96,12 +78,22 @@ class SafeState:
         v[SRC] = SOURCES.index(source) if source in SOURCES else 0
         w = who.encode() if isinstance(who, str) else b""
         self.who = w[:16]
-        return self._write()
+        if self._write():
+            return True
+        v[G] -= 1  # not recorded, so not made: a later write must not claim it (U stays high: safe)
+        return False
+
+    def journaled(self, kind, data):
+        """The journal took this event (Journal.attach's confirm): a grant is on record there."""
+        if kind == "granted":
+            g = data.get("g")
+            if g is not None:
+                self.set(J, g)
 
     def _write(self):
         buf = self._buf
-        struct.pack_into(_FMT, buf, 0, *self.v, self.who)
-        struct.pack_into("<I", buf, _SIZE - 4, crc32(memoryview(buf)[:-4]) & 0xFFFFFFFF)
+        struct.pack_into(FMT, buf, 0, *self.v, self.who)
+        struct.pack_into("<I", buf, SIZE - 4, crc32(memoryview(buf)[:-4]) & 0xFFFFFFFF)
         try:
             f = self._f
             if f is None:
@@ -110,7 +102,9 @@ class SafeState:
             f.write(buf)
             f.flush()  # LittleFS commits here: the old contents or these, whatever the cut
         except OSError as exc:
-            self.failed += 1
-            print("safestate: write failed", exc)
+            self.ok = False
+            self.error = "write failed: %s" % exc
+            print("safestate:", self.error)
             return False
+        self.ok = True
         return True

@@ -11,8 +11,9 @@ from lockcase import config, creds, recover
 from lockcase.drivers.coil import Coil
 from lockcase.entry import CODE, IDLE, LOCKOUT, MESSAGE, PHONE, STAFF, WAIT, Entry
 from lockcase.events import Bus
+from lockcase.journal import Journal
 from lockcase.lock import LOCKED, RELEASED, Lock
-from lockcase.safestate import FILE, MS, SF, TP, G, J, SafeState, U
+from lockcase.safestate import FILE, MS, SF, TP, G, J, U
 
 SALT = "00112233445566778899aabbccddeeff"
 _dir = "/tmp/lockcase-safestate-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/lockcase-safestate"
@@ -28,7 +29,16 @@ def fresh():
         try:
             os.remove(n)
         except OSError:
-            pass
+            try:
+                os.rmdir(n)  # a test made it a directory: unreadable as a file
+            except OSError:
+                pass
+    try:
+        for n in os.listdir("journal"):
+            os.remove("journal/" + n)
+        os.rmdir("journal")
+    except OSError:
+        pass
 
 
 class PowerCut(Exception):
@@ -84,18 +94,23 @@ def cfg(**over):
 class Case:
     """One boot of a case: a Lock and an Entry over the flash files in the current directory."""
 
-    def __init__(self, c=None, t=1000, cloud=None, on_high=None, cut_on=None, door=False, tamper=False):
+    def __init__(self, c=None, t=1000, cloud=None, on_high=None, cut_on=None, door=False, tamper=False,
+                 journal=True, clock=None):
         self.cfg = c or cfg()
         self.t = t
         self.events = []
         self.bus = Bus()
         self.bus.subscribe(lambda k, d: self.events.append((k, d)))
-        self.store = SafeState(worst=((U, self.cfg["duty_budget_ms"]), (TP, 1)))
+        self.store = recover.load(worst=((U, self.cfg["duty_budget_ms"]), (SF, self.cfg["lockout_after"] - 1), (TP, 1)))
+        # The journal, as the app wires it: it marks a grant journaled once it is on flash.
+        self.journal = Journal("journal", max_records=200, segment_records=50, clock=lambda: 1767225600) if journal else None
+        if self.journal is not None:
+            self.journal.attach(self.bus, self.store.journaled)
         self.pin = Pin(on_high)
         self.door = door
         self.tamper = tamper
         self.lock = Lock(Coil(self.pin), lambda: self.door, lambda: self.tamper, Timer(), self.bus, self.cfg,
-                         t, store=self.store)
+                         t, store=self.store, clock=clock)
         self.d = Display(cut_on)
         self.cloud = cloud
         self.e = Entry(self.bus, self.cfg, creds.StaffCreds(self.cfg["staff"]), self.lock, self.d, t,
@@ -174,7 +189,7 @@ def test_duty_record_and_grant_record_are_on_flash_before_the_coil_is_energized(
 
     def on_high():
         # The instant the gate goes high: what is on flash already?
-        st = SafeState()
+        st = recover.load()
         seen.append((st.get(U), st.get(G), st.get(J), st.get(MS), st.who))
 
     c = Case(on_high=on_high)
@@ -182,7 +197,7 @@ def test_duty_record_and_grant_record_are_on_flash_before_the_coil_is_energized(
     assert seen == [(3000, 1, 0, 3000, b"g1")], seen
     # Journaled right after the coil, and marked so on flash.
     assert c.events == [("granted", {"source": "phone", "who": "g1", "ms": 3000, "g": 1})]
-    st = SafeState()
+    st = recover.load()
     assert st.get(G) == st.get(J) == 1
 
 
@@ -195,7 +210,7 @@ def test_power_cut_at_energize_keeps_the_grant_on_record():
     c = Case(on_high=cut)
     raises(PowerCut, c.lock.grant, "staff", c.t, "ann")
     assert c.events == []  # the journal never saw it
-    assert SafeState().get(U) == 3000
+    assert recover.load().get(U) == 3000
     # The next boot journals it, once.
     c = Case()
     assert c.events == [("granted", {"source": "staff", "who": "ann", "ms": 3000, "g": 1, "recovered": True})]
@@ -212,7 +227,7 @@ def test_corrupt_record_boots_into_the_worst_case():
     assert not c.lock.grant("staff", c.t) and c.lock.why == "duty"
     with open(FILE, "wb") as f:
         f.write(b"\x01" * 68)  # whole length, but its check fails
-    assert SafeState(worst=((U, 1),)).corrupt
+    assert recover.load(worst=((U, 1),)).corrupt
 
 
 # -- failed entries ---------------------------------------------------------------------------------
@@ -233,7 +248,7 @@ def test_failure_is_counted_before_the_screen_says_so():
     fresh()
     c = Case(cut_on="Wrong PIN")
     raises(PowerCut, c.type, "**1111#")
-    assert SafeState().get(SF) == 1
+    assert recover.load().get(SF) == 1
 
 
 def test_a_shopper_grant_does_not_reset_the_staff_counter():
@@ -438,3 +453,86 @@ def test_staff_entry_is_not_hijacked_by_the_display():
     c.step(100)
     c.type("**24")
     assert c.e.state == STAFF and c.d.text == ("Staff PIN:", "**")
+
+
+# -- when the flash fails ------------------------------------------------------------------------
+
+class FailingFile:
+    # The safety file's handle once the flash refuses writes (full, worn out, failing).
+    def seek(self, n):
+        pass
+
+    def write(self, b):
+        raise OSError(28)  # ENOSPC
+
+    def flush(self):
+        pass
+
+
+def test_a_grant_the_flash_cannot_record_does_not_happen():
+    fresh()
+    c = Case()
+    c.store._f = FailingFile()
+    assert not c.lock.grant("staff", c.t, who="ann") and c.lock.why == "store"
+    assert c.pin.v == 0 and c.lock.state == LOCKED
+    (fault,) = [d for k, d in c.events if k == "fault"]
+    assert fault["part"] == "safety_state" and "write failed" in fault["error"]
+    assert c.store.get(G) == 0  # not recorded, so not counted as made
+    c.type("**2468#")
+    assert c.d.text == ("Lock fault", "Call service")
+
+
+def test_a_wrong_pin_the_flash_cannot_count_locks_out_at_once():
+    fresh()
+    c = Case()
+    c.store._f = FailingFile()
+    c.type("**1111#")
+    assert [d for k, d in c.events if k == "lockout"] == [{"s": 10, "level": 1}]
+    assert c.e.state == LOCKOUT
+
+
+def test_an_unreadable_record_is_not_a_fresh_case():
+    fresh()
+    os.mkdir(FILE)  # there, but not readable as the record
+    c = Case()
+    assert c.store.corrupt and "unreadable" in c.store.error
+    assert c.lock.duty.allowance(c.t) == 0 and c.lock.shoppers_blocked()
+    assert c.store.get(SF) == c.cfg["lockout_after"] - 1
+    assert not c.lock.grant("staff", c.t, who="ann")  # and nothing can be recorded: no grant
+    os.rmdir(FILE)
+
+
+def test_a_corrupt_record_longer_than_one_is_started_afresh_with_the_worst_case():
+    fresh()
+    with open(FILE, "wb") as f:
+        f.write(b"\x07" * 72)
+    c = Case()
+    assert c.store.corrupt and os.stat(FILE)[6] == 68
+    c2 = Case()  # the next boot reads the worst case that was written, not corrupt any more
+    assert not c2.store.corrupt and c2.store.get(U) == 8000 and c2.lock.shoppers_blocked()
+
+
+def test_a_grant_the_journal_did_not_take_is_recovered_at_the_next_boot():
+    fresh()
+    c = Case(journal=False)  # the journal is unavailable (a broken filesystem for it)
+    c.lock.grant("phone", c.t, who="g9")
+    assert c.store.get(G) == 1 and c.store.get(J) == 0
+    c = Case()
+    assert ("granted", {"source": "phone", "who": "g9", "ms": 3000, "g": 1, "recovered": True}) in c.events
+    assert c.store.get(J) == 1 and [r["type"] for r in c.journal.records()] == ["granted"]
+
+
+def test_the_duty_interval_starts_when_the_coil_does():
+    # The flash write and the PIN check take time on a chip: the interval the budget counts and
+    # the deadline start after them, so the coil never runs past what was counted.
+    fresh()
+    late = [0]
+    c = Case(clock=lambda: c.t + late[0])
+    late[0] = 300
+    c.lock.grant("staff", c.t, who="ann")
+    start = c.t + 300
+    c.step(3000 + 200)
+    assert c.lock.state == RELEASED  # 3,200 ms after the call, 2,900 after the coil started
+    c.step(200)
+    assert c.lock.state == LOCKED
+    assert c.lock.duty._start[0] == start

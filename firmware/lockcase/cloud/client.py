@@ -29,6 +29,11 @@ _WHY = {
 }
 
 
+# Lock.why -> what the shopper sees, and the ack's err, when an allowed unlock did not happen.
+_REFUSED = {"tamper": "Case alarm", "store": "Lock fault"}
+_ACK_ERR = {"tamper": "tamper", "store": "lock_fault"}
+
+
 class CloudClient:
     def __init__(self, cfg, codec, topics, link, bus, lock, journal, uptime, log=print):
         self.codec = codec
@@ -169,7 +174,7 @@ class CloudClient:
             if self.lock.grant(self._src, now, who=body["grant"]):
                 self._result("granted", now)
             else:
-                self._result("denied", now, "Case alarm" if self.lock.why == "tamper" else "Lock resting")
+                self._result("denied", now, _REFUSED.get(self.lock.why, "Lock resting"))
         elif t == "challenge":
             self._sid = body["sid"]
             self._need = body["need"]
@@ -192,7 +197,7 @@ class CloudClient:
         ok, err = True, None
         if t == "unlock":
             ok = self.lock.grant("app", now, who=body["grant"])
-            err = None if ok else "tamper" if self.lock.why == "tamper" else "duty_limited"
+            err = None if ok else _ACK_ERR.get(self.lock.why, "duty_limited")
         elif t == "relock":
             self.lock.relock(now, reason="cloud")
         elif t == "reset_tamper":
@@ -223,6 +228,8 @@ class CloudClient:
 
     # -- time -----------------------------------------------------------------------------------
     def step(self, now):
+        if self._sid is not None and ticks_diff(now, self._sid_until) >= 0:
+            self._sid = None  # dropped once expired: kept, ticks_ms's wrap would revive it
         p = self._pending
         if p is not None and ticks_diff(now, p[2]) >= 0:
             self._pending = None
