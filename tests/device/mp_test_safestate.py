@@ -536,3 +536,51 @@ def test_the_duty_interval_starts_when_the_coil_does():
     c.step(200)
     assert c.lock.state == LOCKED
     assert c.lock.duty._start[0] == start
+
+
+# -- power cuts inside a write, on LittleFS ---------------------------------------------------------
+
+def test_a_cut_at_any_block_write_leaves_the_old_record_or_the_new():
+    # The safety file on LittleFS over a RAM block device that loses power at the n-th program or
+    # erase (torn or clean), for every n a rewrite reaches, many rewrites in: after the reboot the
+    # record reads whole, as what was last written or what was being written, never as corrupt.
+    import gc
+
+    import vfs
+    from ramblock import RAMBlock
+
+    mnt = "/ss"
+    cuts = 0
+    for torn in (False, True):
+        for n in range(1, 12):
+            for before in (1, 40):  # early on, and with the metadata block well used (compaction)
+                try:
+                    vfs.umount(mnt)
+                except OSError:
+                    pass
+                dev = RAMBlock(512, 32)
+                vfs.VfsLfs2.mkfs(dev)
+                vfs.mount(vfs.VfsLfs2(dev), mnt)
+                path = mnt + "/" + FILE
+                st = recover.load(path)
+                for i in range(before):
+                    assert st.set(U, i + 1, SF, i % 3)
+                old = (before, (before - 1) % 3)
+                dev.cut_after(n, torn=torn)
+                dev.rng.s = n * 7919 + before or 1
+                wrote = st.set(U, 5000, SF, 2)
+                died = dev.dead
+                cuts += died
+                assert died or n > 2, (torn, n, before)  # a rewrite programs 3 or more times
+                gc.collect()  # the open file's finaliser runs before the mount goes
+                vfs.umount(mnt)
+                dev.revive()
+                vfs.mount(vfs.VfsLfs2(dev), mnt)
+                again = recover.load(path)
+                got = (again.get(U), again.get(SF))
+                assert not again.corrupt and again.error is None, (torn, n, before, again.error)
+                assert got in (old, (5000, 2)), (torn, n, before, got)
+                if wrote and not died:
+                    assert got == (5000, 2)
+    vfs.umount(mnt)
+    assert cuts >= 12, cuts  # the cuts did land inside writes, at every step a rewrite takes
