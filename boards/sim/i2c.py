@@ -37,12 +37,14 @@ class SimI2C:
         self.writes += 1
         self.bytes_written += len(data)
         if self.log is not None:
-            self.log.append((addr, data))
+            self.log.append((addr, bytes(data)))
         d.write(data)
         return len(data)
 
     def writeto(self, addr, buf, stop=True):
-        return self._write(addr, bytes(buf))
+        # No copy: a chip's I2C writes from the caller's buffer, and the sim's heap is measured
+        # as a chip's (a copy per LCD byte fragmented the heap the firmware boots in).
+        return self._write(addr, buf)
 
     def writevto(self, addr, vector, stop=True):
         return self._write(addr, b"".join(bytes(b) for b in vector))

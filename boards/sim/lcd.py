@@ -37,6 +37,7 @@ class SimLcd:
         self.busy_errors = 0
         self._gap = 99
         self.commands = 0
+        self._dirty = False  # an instruction ran since the last report: the text may have changed
         self._shown = self._visible()
 
     # I2C device interface
@@ -79,6 +80,7 @@ class SimLcd:
     def _execute(self, v, rs):
         self.commands += 1
         self._gap = 0
+        self._dirty = True
         if rs:
             self._data(v)
         elif v & 0x80:
@@ -146,6 +148,11 @@ class SimLcd:
         return self.text()
 
     def _report(self):
+        # Only after an instruction: most bus writes are half a nibble transfer, and building the
+        # text each time is garbage a chip's heap (which the sim's is measured as) never sees.
+        if not self._dirty:
+            return
+        self._dirty = False
         now = self._visible()
         if now != self._shown:
             self._shown = now

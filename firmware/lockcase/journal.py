@@ -280,6 +280,7 @@ class Journal:
     def _fault(self, exc):
         self.faults += 1
         self.last_error = exc
+        print("journal: fault", repr(exc))  # on the console log: an event was not journaled
 
     def _path(self, name):
         return "%s/%d%s" % (self.dir, name, _SEG)

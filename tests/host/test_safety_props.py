@@ -114,6 +114,8 @@ def run_script(actions: list, cfg: dict | None = CFG, heap: str = HEAP, compiled
 _READ_JOURNAL = """
 import json, os, vfs
 from boards.sim.flash import FileBlockDev
+from lockcase import recover
+from lockcase.events import Bus
 from lockcase.journal import Journal
 vfs.mount(vfs.VfsLfs2(FileBlockDev(%r, blocks=64)), "/flash")
 os.chdir("/flash")
@@ -121,13 +123,20 @@ try:
     os.stat("journal")
 except OSError:
     raise SystemExit
-for r in Journal(clock=lambda: 0).records():
+j = Journal(clock=lambda: 0)
+# As the next boot would: a grant on record in the safety file that the journal never took (the
+# power went, or the append failed) is journaled now.
+bus = Bus()
+j.attach(bus, None)
+recover.journal_lost_grant(recover.load(), bus)
+for r in j.records():
     print("@@J " + json.dumps(r))
 """
 
 
 def read_journal(flash: Path) -> list[dict]:
-    """The journal records on a flash image, read as the case would read them after a reboot."""
+    """The journal records on a flash image, read as the case would read them after a reboot
+    (which journals a grant recorded in the safety file but not in the journal)."""
     script = flash.parent / "read_journal.py"
     script.write_text(_READ_JOURNAL % str(flash))
     proc = run_micropython([str(script)], heap="512k", cwd=REPO)
