@@ -95,8 +95,10 @@ class Entry:
         st = self.state
         if st == OFFLINE or st == WAIT:
             return
-        if k == "#" and self._quiet_until is not None and st in (IDLE, MESSAGE, LOCKOUT):
+        if k == "#" and self._quiet_until is not None and (
+                st == IDLE or st == LOCKOUT or (st == MESSAGE and self._after_msg == IDLE)):
             return  # the shopper confirming a code that already went: not a help call
+        # (After "Wrong code" the '#' leaves the code screen, so a new number can be typed.)
         if st == LOCKOUT:
             self.state = IDLE  # the countdown gives way: shoppers and the help key still work
         elif st == MESSAGE:

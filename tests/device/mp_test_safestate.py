@@ -332,6 +332,20 @@ def test_hash_after_an_auto_submitted_code_is_not_a_help_call():
     assert "help" in c.kinds()
 
 
+def test_after_a_wrong_code_hash_leaves_for_a_new_number():
+    fresh()
+    cl = Cloud()
+    c = Case(cloud=cl)
+    c.type("2025550143#")
+    c.e.cloud_result("code_sent", c.t)
+    c.type("111111")
+    c.e.cloud_result("denied_code", c.t, "Wrong code")
+    c.type("#")  # at once, on the "Wrong code" screen: back to the start, not a help call
+    assert c.e.state == IDLE and "help" not in c.kinds()
+    c.type("2025550188#")
+    assert cl.sent[-1] == ("phone", "+12025550188")
+
+
 def test_wrong_codes_lock_out_shopper_entry_only():
     fresh()
     cl = Cloud()
