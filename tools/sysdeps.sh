@@ -6,6 +6,9 @@ need=()
 for prog in mosquitto socat; do
   command -v "$prog" >/dev/null 2>&1 || [ -x "/usr/sbin/$prog" ] || need+=("$prog")
 done
+# setarch (util-linux) runs MicroPython without address-space randomization, so heap figures and
+# heap tests replay exactly (tests/conftest.py).
+command -v setarch >/dev/null 2>&1 || need+=(util-linux)
 # PostgreSQL's server (initdb, pg_ctl) for the cloud tests: Debian keeps it off PATH, under
 # /usr/lib/postgresql/<version>/bin (tests/cloud/pgserver.py looks there first).
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
