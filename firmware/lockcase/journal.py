@@ -16,7 +16,7 @@
 #   and its write, is made again, and the store only has to merge ranges.
 # - The newest segment is never deleted: it keeps the id high-water mark recoverable even if the
 #   mark file is lost, so an id the cloud may have seen is never handed out again.
-# - Sized from the filesystem (size_for): a case offline for a shift must lose nothing, and how
+# - Sized from the filesystem (lockcase.journal_size): a case offline for a shift must lose nothing, and how
 #   much that is depends on the board's flash. Segments grow with the journal instead of
 #   multiplying, so its RAM (one small list per segment) does not grow with its size, and
 #   records() resumes where the last call stopped instead of re-reading a segment from its start.
@@ -41,18 +41,6 @@ _BATCH = const(8)  # records() reads this many per open: bounded RAM, and no fil
 _MAX_BAD = const(16)
 _SEG = ".seg"
 OVERFLOW = "journal_overflow"
-# Sizing (docs/memory.md, "Journal"): flash bytes budgeted per record, littlefs's own overhead
-# included (95-110 B measured with a busy case's events on 4 KiB blocks; 128 leaves a margin for
-# longer events); the journal takes at most half of the filesystem, the rest being the firmware's
-# .mpy files, config, the seq/lockout/safety files and room to stage an OTA image, and it always
-# leaves _RESERVE free for littlefs's copy-on-write and those files' rewrites.
-_REC_COST = const(128)
-_SHARE = const(2)
-_RESERVE = const(32768)
-_MIN_RECORDS = const(100)
-_MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every record, so no more
-_SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
-
 
 def _plain(v, depth=0):
     # MicroPython's json.dumps writes repr() for what it cannot encode (and bare nan), which would
@@ -106,42 +94,14 @@ def _load(payload, rid):
     return rec
 
 
-def size_for(dirpath):
-    """(max_records, segment_records) for a journal in the directory dirpath (which must exist),
-    from its filesystem's statvfs at boot."""
-    try:
-        st = os.statvfs(dirpath)
-    except OSError:
-        return 1000, 100  # no statvfs (or no directory): the size this journal always had
-    bsize = st[0] or 4096
-    total = bsize * st[2]
-    held = 0  # what the journal already has there is available to it, in whole blocks
-    try:
-        for ent in os.ilistdir(dirpath):
-            if ent[0].endswith(_SEG):
-                held += (os.stat(dirpath + "/" + ent[0])[6] + bsize - 1) // bsize * bsize
-    except OSError:
-        pass
-    free = st[3]
-    if free > st[2]:
-        free = 0  # a full littlefs can count more blocks in use than it has: f_bfree wraps around
-    avail = bsize * free + held - _RESERVE
-    budget = total // _SHARE
-    if avail < budget:
-        budget = avail  # other files took more than their half: yield rather than fill the flash
-    n = budget // _REC_COST
-    if n > _MAX_RECORDS:
-        n = _MAX_RECORDS
-    if n < _MIN_RECORDS:
-        n = _MIN_RECORDS  # the ENOSPC path still drops the oldest if even this does not fit
-    return n, (n + _SEGMENTS - 1) // _SEGMENTS
-
-
 class Journal:
     def __init__(self, dirpath="journal", max_records=None, segment_records=100, clock=epoch):
         # max_records None: sized from the filesystem (size_for), segments included.
         self.dir = dirpath.rstrip("/")
         if max_records is None:
+            # Sized at boot only: the sizing code is not kept in RAM (lockcase.startup drops it).
+            from lockcase.journal_size import size_for
+
             self._mkdirs()
             max_records, segment_records = size_for(self.dir)
         # Dropping the oldest segment must leave room for a full one, so at least two must fit;

@@ -38,8 +38,9 @@ def build():
     hw = board.create(cfg)
     try:
         clock = getattr(hw, "epoch", None)  # the board's RTC where it has its own idea of time
-        # Sized from the flash filesystem's statvfs (journal.size_for, docs/memory.md).
+        # Sized from the flash filesystem's statvfs (lockcase.journal_size, docs/memory.md).
         journal = Journal(clock=clock) if clock else Journal()
+        forget("lockcase.journal_size")
     except Exception as exc:  # a broken filesystem must not keep the lock from working
         print("journal unavailable:", exc)
         journal = None

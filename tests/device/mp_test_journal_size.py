@@ -10,7 +10,7 @@ import vfs
 from ramblock import Clock, RAMBlock
 from typical_events import EVENTS
 
-from lockcase import journal
+from lockcase import journal_size
 from lockcase.journal import OVERFLOW, Journal
 
 MNT = "/js"
@@ -52,7 +52,7 @@ def test_size_from_the_filesystem():
     _fs(PICO_W_BLOCKS)
     _firmware_files()
     os.mkdir(MNT + "/j")
-    n, seg = journal.size_for(MNT + "/j")
+    n, seg = journal_size.size_for(MNT + "/j")
     assert n >= SHIFT, n
     # Half of the filesystem at 128 B a record, in about 16 segments.
     assert n == PICO_W_BLOCKS * 4096 // 2 // 128, n
@@ -62,13 +62,13 @@ def test_size_from_the_filesystem():
     assert (j.max_records, j.segment_records) == (n, seg)
     for i in range(500):
         j.append(*EVENTS[i % len(EVENTS)])
-    assert journal.size_for(MNT + "/j") == (n, seg)
+    assert journal_size.size_for(MNT + "/j") == (n, seg)
     # Other files that take more than their half make it yield: never fill the flash.
     with open(MNT + "/ota.bin", "wb") as f:
         block = b"\0" * 4096
         while _free() > 200 * 1024:
             f.write(block)
-    n2, _ = journal.size_for(MNT + "/j")
+    n2, _ = journal_size.size_for(MNT + "/j")
     assert n2 < n, (n2, n)
     # A filesystem with no room left still gets a working journal (the ENOSPC path drops oldest).
     try:
@@ -80,7 +80,7 @@ def test_size_from_the_filesystem():
     assert _free() < 16 * 1024, _free()
     held = sum((os.stat(MNT + "/j/" + x)[6] + 4095) // 4096 * 4096 for x in os.listdir(MNT + "/j")
                if x.endswith(".seg"))
-    n3, _ = journal.size_for(MNT + "/j")
+    n3, _ = journal_size.size_for(MNT + "/j")
     assert 100 <= n3 < n2 and n3 * 128 <= held, (n3, n2, held)
     vfs.umount(MNT)
 

@@ -24,6 +24,10 @@ import vfs
 # A chip imports from a short path ("/lockcase/app.mpy"); this host's may be long, and every
 # module's __file__ is heap. Each search directory is mounted under a short name, so the figures
 # do not depend on where the repository was checked out.
+# Run with -m (from its .mpy), the harness has the current directory first on the path: imports
+# from it would be relative, and break once the harness changes into the flash.
+if "" in sys.path:
+    sys.path.remove("")
 for _i, _p in enumerate(sys.path):
     if _p.startswith("/") and len(_p) > 4:
         vfs.mount(vfs.VfsPosix(_p), "/p%d" % _i)

@@ -86,7 +86,9 @@ def run_script(actions: list, cfg: dict | None = CFG, heap: str = HEAP, compiled
         for _ in range(len(actions) + 2):
             script = {"cfg": cfg, "flash_path": str(flash), "resume": resume}
             lines = [json.dumps(script)] + [json.dumps(a) for a in actions]
-            proc = run_micropython([str(HARNESS)], input="\n".join(lines) + "\n", heap=heap, timeout=300,
+            # Compiled, the harness runs from its .mpy (conftest.compiled_firmware), as the firmware does.
+            args = ["-m", "simharness"] if compiled else [str(HARNESS)]
+            proc = run_micropython(args, input="\n".join(lines) + "\n", heap=heap, timeout=300,
                                    compiled=compiled, bits=bits)
             out = proc.stdout.decode(errors="replace")
             seg, resume = None, None

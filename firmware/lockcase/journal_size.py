@@ -1,0 +1,50 @@
+# The journal's size, from the flash filesystem it lives on (docs/memory.md, "Journal"). Run once
+# at boot by Journal() and then dropped by lockcase.startup: a chip's heap holds bytecode too.
+import os
+
+from lockcase.compat import const
+
+_SEG = ".seg"
+# Sizing (docs/memory.md, "Journal"): flash bytes budgeted per record, littlefs's own overhead
+# included (95-110 B measured with a busy case's events on 4 KiB blocks; 128 leaves a margin for
+# longer events); the journal takes at most half of the filesystem, the rest being the firmware's
+# .mpy files, config, the seq/lockout/safety files and room to stage an OTA image, and it always
+# leaves _RESERVE free for littlefs's copy-on-write and those files' rewrites.
+_REC_COST = const(128)
+_SHARE = const(2)
+_RESERVE = const(32768)
+_MIN_RECORDS = const(100)
+_MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every record, so no more
+_SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
+
+
+
+def size_for(dirpath):
+    """(max_records, segment_records) for a journal in the directory dirpath (which must exist),
+    from its filesystem's statvfs at boot."""
+    try:
+        st = os.statvfs(dirpath)
+    except OSError:
+        return 1000, 100  # no statvfs (or no directory): the size this journal always had
+    bsize = st[0] or 4096
+    total = bsize * st[2]
+    held = 0  # what the journal already has there is available to it, in whole blocks
+    try:
+        for ent in os.ilistdir(dirpath):
+            if ent[0].endswith(_SEG):
+                held += (os.stat(dirpath + "/" + ent[0])[6] + bsize - 1) // bsize * bsize
+    except OSError:
+        pass
+    free = st[3]
+    if free > st[2]:
+        free = 0  # a full littlefs can count more blocks in use than it has: f_bfree wraps around
+    avail = bsize * free + held - _RESERVE
+    budget = total // _SHARE
+    if avail < budget:
+        budget = avail  # other files took more than their half: yield rather than fill the flash
+    n = budget // _REC_COST
+    if n > _MAX_RECORDS:
+        n = _MAX_RECORDS
+    if n < _MIN_RECORDS:
+        n = _MIN_RECORDS  # the ENOSPC path still drops the oldest if even this does not fit
+    return n, (n + _SEGMENTS - 1) // _SEGMENTS
