@@ -163,13 +163,7 @@ class Entry:
             if who is not None:
                 self._success(_STAFF)
                 self.bus.emit("staff_ok", who=who)  # not journaled: the grant, if any, says it
-                if self.lock.grant("staff", now, who=who):
-                    self.state = IDLE
-                    self._greet = _STAFF_OPEN  # shown while the coil is energized
-                elif self.lock.why == "store":
-                    self._message(now, "Lock fault", "Call service", IDLE)
-                else:
-                    self._message(now, "Lock resting", "try in a minute", IDLE)
+                self.open_for_staff(now, who, _STAFF_OPEN)
             else:
                 self.bus.emit("denied", source="staff", reason="bad_pin")
                 self._failure(now, "Wrong PIN", _STAFF)
@@ -186,7 +180,7 @@ class Entry:
                 self._clear()
                 self._quiet_until = ticks_add(now, _HASH_QUIET_MS)
                 cloud = self.cloud
-                if self._refused(now, "otp") or cloud is None:
+                if self.refused(now, "otp") or cloud is None:
                     return
                 self.state = WAIT
                 cloud.code(code, now)
@@ -204,14 +198,15 @@ class Entry:
         self._clear()
         print("entry: phone submitted", phone.mask(e164))
         cloud = self.cloud
-        if self._refused(now, "phone", last2=phone.last2(e164)) or cloud is None:
+        if self.refused(now, "phone", last2=phone.last2(e164)) or cloud is None:
             return
         self.state = WAIT
         cloud.phone(e164, now)
 
-    def _refused(self, now, source, last2=None):
-        # Before anything goes to the cloud: a case whose tamper alarm is latched serves no
-        # shopper, and without a cloud there is no one to ask. Says why on the display.
+    def refused(self, now, source, last2=None):
+        """Before a shopper's request goes to the cloud (keypad or reader): a case whose tamper
+        alarm is latched serves no shopper, and without a cloud there is no one to ask. Says
+        why on the display and as a denied event; True when refused."""
         if self.lock.shoppers_blocked():
             self._message(now, "Case alarm", "Ask an associate", IDLE)
             self.bus.emit("denied", source=source, reason="tamper")
@@ -220,10 +215,23 @@ class Entry:
         # request a few seconds instead of refusing it at once.
         if self.cloud is None or not self.cloud.reachable(now):
             self._message(now, "Service offline", "Ask an associate", IDLE)
-            if last2 is not None:
+            if last2 is None:
+                self.bus.emit("denied", source=source, reason="offline")
+            else:
                 self.bus.emit("denied", source=source, reason="offline", last2=last2)
             return True
         return False
+
+    def open_for_staff(self, now, who, greet=_ALERTS["released"]):
+        """A staff PIN or badge checked out: open, or say why the lock would not."""
+        if self.lock.grant("staff", now, who=who):
+            self.state = IDLE
+            self._greet = greet  # shown while the coil is energized
+            self._render(now)
+        elif self.lock.why == "store":
+            self._message(now, "Lock fault", "Call service", IDLE)
+        else:
+            self._message(now, "Lock resting", "try in a minute", IDLE)
 
     def _help(self, now):
         gap = self.cfg["help_interval_s"] * 1000

@@ -104,7 +104,7 @@ class Lock:
         self.duty = DutyBudget(cfg["duty_budget_ms"], cfg["duty_window_s"] * 1000)
         self.store = store
         self.tamper_blocks = cfg.get("tamper_blocks_shoppers", True)
-        self.why = None  # why the last grant() was refused: "duty" or "tamper"
+        self.why = None  # why the last grant() was refused: "duty", "tamper" or "store"
         self._duty_clear_at = now  # from then on the duty record on flash may read 0
         self.tamper_latched = False
         if store is not None:
@@ -141,7 +141,7 @@ class Lock:
     # -- commands -----------------------------------------------------------------------------
     def grant(self, source, now, who=None):
         """Release the lock for a shopper or staff member. Returns True if it released; when it
-        did not, self.why says why ("tamper" or "duty")."""
+        did not, self.why says why ("tamper", "duty" or "store")."""
         self.why = None
         if source == "staff":
             self.clear_tamper(who)

@@ -288,12 +288,24 @@ class FakeStaff:
 
 
 class TapEntry(FakeEntry):
-    def __init__(self):
+    # The keypad flow's side of App.tap: its own checks (Entry.refused, the real code) over the
+    # case's lock, bus and client; what it would show is recorded.
+    def __init__(self, case=None):
         FakeEntry.__init__(self)
         self.waits = 0
+        if case is not None:
+            self.lock, self.bus, self.cloud = case.lock, case.bus, case.client
 
     def waiting(self, now):
         self.waits += 1
+
+    def refused(self, now, source, last2=None):
+        from lockcase.entry import Entry
+
+        return Entry.refused(self, now, source, last2)
+
+    def _message(self, now, l1, l2, after):
+        self.results.append("offline" if l1 == "Service offline" else l1)
 
 
 class TapApp:
@@ -314,7 +326,7 @@ def _tap(app, uid, now):
 
 def test_a_card_tapped_at_boot_waits_for_the_link_and_opens():
     c = Case(uptime_ms=300)
-    c.entry = c.client.entry = TapEntry()
+    c.entry = c.client.entry = TapEntry(c)
     app = TapApp(c)
     _tap(app, "04a1b2", 300)
     assert c.entry.results == [] and c.entry.waits == 1  # waiting, not "Service offline"
@@ -328,7 +340,7 @@ def test_a_card_tapped_at_boot_waits_for_the_link_and_opens():
 
 def test_a_card_tapped_long_after_boot_without_a_link_is_refused_at_once():
     c = Case(uptime_ms=60000)
-    c.entry = c.client.entry = TapEntry()
+    c.entry = c.client.entry = TapEntry(c)
     _tap(TapApp(c), "04a1b2", 60000)
     assert c.entry.results == ["offline"] and c.entry.waits == 0
     assert ("denied", {"source": "nfc", "reason": "offline"}) in c.bus.events
@@ -378,7 +390,7 @@ def test_a_number_answering_a_card_challenge_keeps_its_session():
 
 def test_a_card_tapped_while_the_tamper_alarm_is_latched_is_refused_without_asking():
     c = _synced_case()
-    c.entry = c.client.entry = TapEntry()
+    c.entry = c.client.entry = TapEntry(c)
     c.lock.blocked = True
     _tap(TapApp(c), "04a1b2", 20000)
     assert c.bodies("token") == [] and c.lock.grants == []

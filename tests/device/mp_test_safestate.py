@@ -496,6 +496,16 @@ def test_a_grant_the_flash_cannot_record_does_not_happen():
     assert c.d.text == ("Lock fault", "Call service")
 
 
+def test_a_badge_the_lock_cannot_open_for_says_why():
+    # App.tap hands a checked badge to Entry.open_for_staff, as the PIN path does: a refusal
+    # shows on the display instead of nothing.
+    fresh()
+    c = Case()
+    c.store._f = FailingFile()
+    c.e.open_for_staff(c.t, "b1")
+    assert c.d.text == ("Lock fault", "Call service") and c.lock.state == LOCKED
+
+
 def test_a_wrong_pin_the_flash_cannot_count_locks_out_at_once():
     fresh()
     c = Case()
