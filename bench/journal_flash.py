@@ -58,7 +58,7 @@ def firmware_files():
     for i in range(42):
         with open(f"{MNT}/lib/m{i}.mpy", "wb") as f:
             f.write(b"\x4d" * (1200 + (i * 97) % 2800))
-    for name, n in (("config.json", 1500), ("seq.json", 20), ("lockout.json", 40), ("safe.json", 40)):
+    for name, n in (("config.json", 1500), ("seq.json", 20), ("safety.bin", 68)):
         with open(MNT + "/" + name, "wb") as f:
             f.write(b"{" * n)
 

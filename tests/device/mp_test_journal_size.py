@@ -38,7 +38,7 @@ def _firmware_files():
     for i in range(42):
         with open(MNT + "/lib/m%d.mpy" % i, "wb") as f:
             f.write(b"\x4d" * (1200 + (i * 97) % 2800))
-    for name, n in (("config.json", 1500), ("seq.json", 20), ("lockout.json", 40), ("safe.json", 40)):
+    for name, n in (("config.json", 1500), ("seq.json", 20), ("safety.bin", 68)):
         with open(MNT + "/" + name, "wb") as f:
             f.write(b"{" * n)
 
