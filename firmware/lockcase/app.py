@@ -137,10 +137,11 @@ class App:
             return
         # The keypad's own checks: a latched tamper alarm, no cloud to ask (a card tapped while
         # the link is coming up is held a few seconds instead, see CloudClient.reachable).
-        if self.entry.refused(now, src):
+        cloud = self.cloud
+        if self.entry.refused(now, src) or cloud is None:  # (refused covers no cloud too)
             return
         self.entry.waiting(now)
-        self.cloud.token(uid, src, now)
+        cloud.token(uid, src, now)
 
     async def run(self):
         board = self.board
