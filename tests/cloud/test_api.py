@@ -77,16 +77,16 @@ def test_register_and_rotate_case(api: TestClient, rt: Runtime) -> None:
 
 
 def test_members_flag_trust_erase(api: TestClient, rt: Runtime) -> None:
-    r = api.post("/v1/admin/members", json={"phone": "555-123-4567", "card": "04AABB"}, headers=H)
+    r = api.post("/v1/admin/members", json={"phone": "202-555-4567", "card": "04AABB"}, headers=H)
     assert r.status_code == 201
     m = r.json()
     assert m["phone_last2"] == "67" and m["has_card"] and m["status"] == "member" and m["app_token"]
-    assert api.post("/v1/admin/members", json={"phone": "5551234567"}, headers=H).status_code == 409
+    assert api.post("/v1/admin/members", json={"phone": "2025554567"}, headers=H).status_code == 409
     assert api.post("/v1/admin/members", json={"phone": "12"}, headers=H).status_code == 422
     assert api.post(f"/v1/admin/members/{m['id']}/flag", headers=H).json()["status"] == "flagged"
     assert api.post(f"/v1/admin/members/{m['id']}/trust", headers=H).json()["status"] == "trusted"
     assert api.post(f"/v1/admin/members/{m['id']}/status", json={"status": "member"}, headers=H).json()["status"] == "member"
-    found = api.post("/v1/admin/members/lookup", json={"phone": "5551234567"}, headers=H).json()
+    found = api.post("/v1/admin/members/lookup", json={"phone": "2025554567"}, headers=H).json()
     assert [f["id"] for f in found] == [m["id"]]
     with rt.sessions.begin() as s:
         registry.create_store(s, "s1", rt.now())
@@ -156,9 +156,9 @@ def test_app_unlock_refusals_without_a_case_answer(api: TestClient, rt: Runtime)
 
 
 def test_dev_outbox_by_number(api: TestClient, rt: Runtime) -> None:
-    rt.policy.sms.send("+15551234567", "Your LockCase code: 123456.")
-    rt.policy.sms.send("+15557654321", "Your LockCase code: 654321.")
-    got = api.post("/v1/dev/sms/lookup", json={"phone": "5551234567"}, headers=H).json()
+    rt.policy.sms.send("+12025554567", "Your LockCase code: 123456.")
+    rt.policy.sms.send("+12025554321", "Your LockCase code: 654321.")
+    got = api.post("/v1/dev/sms/lookup", json={"phone": "2025554567"}, headers=H).json()
     assert [g["body"] for g in got] == ["Your LockCase code: 123456."] and got[0]["to_last2"] == "67"
     assert len(api.get("/v1/dev/sms", params={"last2": "21"}, headers=H).json()) == 1
     assert len(api.get("/v1/dev/sms", headers=H).json()) == 2

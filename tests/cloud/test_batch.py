@@ -81,7 +81,7 @@ def test_batch_keeps_per_message_results_and_order(rt: Runtime, cases: dict[str,
         ("lockcase/v1/s1/c2/presence", b"offline"),                              # 5 nothing
         ("lockcase/v1/s1/ghost/req", tok[1]),                                    # 6 unknown_case
         c2.msg("req", {"t": "help", "why": "assist"}),                           # 7 ok, after staff are told
-        c1.msg("req", {"t": "phone", "num": "5551234567"}),                      # 8 challenge, after the text
+        c1.msg("req", {"t": "phone", "num": "2025554567"}),                      # 8 challenge, after the text
         c1.token(),                                                              # 9 allow
         c2.token(),                                                              # 10 allow
     ]
@@ -306,7 +306,7 @@ def test_nul_characters_from_a_case_are_kept_replaced(rt: Runtime, cases: dict[s
     for _ in range(2):  # and again: still one event
         (out,) = h.handle(*c1.msg("evt", {"t": "evts", "evts": evts}))
         assert c1.open([out])[0]["ids"] == ["n\x001"]  # acknowledged as the case named it
-    for body in ({"t": "otp", "sid": "x\x00", "code": "123456"}, {"t": "phone", "num": "5551234567", "sid": "x\x00"}):
+    for body in ({"t": "otp", "sid": "x\x00", "code": "123456"}, {"t": "phone", "num": "2025554567", "sid": "x\x00"}):
         (out,) = h.handle(*c1.msg("req", body))
         assert c1.open([out])[0]["t"] in ("deny", "challenge")
     assert h.rejected == {}

@@ -34,7 +34,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 H = {"Authorization": "Bearer test-admin-token"}
-PHONE = "5551234567"
+PHONE = "2025554567"
 
 
 def responder(case: FakeCase, stop: threading.Event, ok: bool = True) -> threading.Thread:

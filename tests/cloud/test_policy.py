@@ -17,8 +17,8 @@ from casecloud.policy import Reply
 from casecloud.runtime import Runtime
 from tests.cloud.conftest import FakeClock
 
-PHONE = "5551234567"
-E164 = "+15551234567"
+PHONE = "2025554567"
+E164 = "+12025554567"
 
 
 @contextlib.contextmanager
@@ -122,7 +122,7 @@ def test_phone_rate_limit_then_window_passes(rt: Runtime, shop: dict[str, Any], 
     for _ in range(3):
         assert phone(rt).t == "challenge"
     assert phone(rt).why == "rate_limited"
-    assert phone(rt, "5559876543").t == "challenge"  # another number is not affected
+    assert phone(rt, "2025556543").t == "challenge"  # another number is not affected
     clock.advance(601)
     assert phone(rt).t == "challenge"
 
@@ -130,17 +130,17 @@ def test_phone_rate_limit_then_window_passes(rt: Runtime, shop: dict[str, Any], 
 def test_case_rate_limit(rt: Runtime, shop: dict[str, Any]) -> None:
     rt.settings.rate_case = 5
     for i in range(5):
-        assert phone(rt, f"55512300{i:02d}").t == "challenge"
-    assert phone(rt, "5551230099").why == "rate_limited"
+        assert phone(rt, f"20255500{i:02d}").t == "challenge"
+    assert phone(rt, "2025550099").why == "rate_limited"
 
 
 def test_store_rate_limit_spans_cases(rt: Runtime, shop: dict[str, Any]) -> None:
     rt.settings.rate_store = 2
     with rt.sessions.begin() as s:
         registry.register_case(s, "s1", "c2", rt.now())
-    assert phone(rt, "5551230001").t == "challenge"
-    assert phone(rt, "5551230002", case_id="c2").t == "challenge"
-    assert phone(rt, "5551230003").why == "rate_limited"
+    assert phone(rt, "2025550001").t == "challenge"
+    assert phone(rt, "2025550002", case_id="c2").t == "challenge"
+    assert phone(rt, "2025550003").why == "rate_limited"
 
 
 def test_member_rate_limit(rt: Runtime, shop: dict[str, Any]) -> None:
@@ -175,7 +175,7 @@ def test_member_card_challenged_for_their_number_then_code(rt: Runtime, shop: di
     r = token(rt, "04AABBCC")
     assert r.t == "challenge" and r.fields["need"] == "phone"
     # somebody else's number does not get the code
-    wrong = phone(rt, "5550000000", sid=r.fields["sid"])
+    wrong = phone(rt, "2025550000", sid=r.fields["sid"])
     assert wrong.why == "bad_number" and wrong.fields["left"] == 2
     c = phone(rt, PHONE, sid=r.fields["sid"])
     assert c.t == "challenge" and c.fields["need"] == "code"
@@ -233,15 +233,15 @@ def test_decisions_journaled_without_numbers(rt: Runtime, shop: dict[str, Any]) 
 
 
 @pytest.mark.parametrize(("typed", "country", "e164"), [
-    ("5551234567", "US", "+15551234567"),
-    ("15551234567", "US", "+15551234567"),
-    ("011447700900123", "US", "+447700900123"),
-    ("07700900123", "GB", "+447700900123"),
-    ("00447700900123", "FR", "+447700900123"),
+    ("2025554567", "US", "+12025554567"),
+    ("12025554567", "US", "+12025554567"),
+    ("011447911123456", "US", "+447911123456"),
+    ("07911123456", "GB", "+447911123456"),
+    ("00447911123456", "FR", "+447911123456"),
     ("0612345678", "FR", "+33612345678"),
     ("555123", "US", None),
-    ("55512345678901234", "US", None),
-    ("5551234567", "ZZ", None),
+    ("20255545678901234", "US", None),
+    ("2025554567", "ZZ", None),
 ])
 def test_to_e164(typed: str, country: str, e164: str | None) -> None:
     from casecloud.phones import to_e164

@@ -108,7 +108,7 @@ def test_loyalty_webhook(settings: Settings, clock: FakeClock, notifier: Any) ->
         assert req.headers["x-lockcase-signature"] == hmac.new(secret, req.content, hashlib.sha256).hexdigest()
         body = json.loads(req.content)
         calls.append(body)
-        if body.get("token") == "GOLD" or body.get("phone") == "+15551234567":
+        if body.get("token") == "GOLD" or body.get("phone") == "+12025554567":
             return httpx.Response(200, json={"member": "R-1", "status": "trusted"})
         if body.get("token") == "BAD":
             return httpx.Response(200, json={"member": "R-2", "status": "flagged"})

@@ -20,7 +20,7 @@ from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.helpers import Loop, texted_code, wait_for
 
-PHONE = "5551234567"
+PHONE = "2025554567"
 
 
 @pytest.fixture
