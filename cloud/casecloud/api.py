@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casecloud import __version__, broker, registry
+from casecloud import __version__, broker, keyring, registry
 from casecloud.codec import ID_RE
 from casecloud.commands import Commander, NotConnected
 from casecloud.models import Alert, Case, Event, Member, SmsOutbox, Staff, Store
@@ -520,6 +520,12 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
             q = q.where(Alert.store_id == store)
         return [AlertOut(id=a.id, store=a.store_id, case=a.case_id, kind=a.kind, detail=a.detail,
                          delivered=a.delivered, created_at=a.created_at) for a in s.scalars(q)]
+
+    @app.post("/v1/admin/keys/rewrap", tags=["admin"], dependencies=Admin)
+    def rewrap_keys(s: DB) -> dict[str, int]:
+        """After a new key-encryption key is put first in the settings: re-seal every case key
+        under it, so the old one can be dropped (keyring.py)."""
+        return {"rewrapped": keyring.rewrap(s)}
 
     @app.post("/v1/admin/retention/run", tags=["admin"], dependencies=Admin)
     def run_retention(s: DB) -> dict[str, int]:

@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from casecloud import codec
+from casecloud import codec, keyring
 from casecloud.models import Case, Store
 
 _CASES = cast(Table, Case.__table__)
@@ -42,7 +42,7 @@ def seal(s: Session, case: Case, kind: str, body: dict[str, Any], now: int, ttl:
          prefix: str = codec.PREFIX) -> tuple[str, dict[str, Any], bytes]:
     """Sign a cloud -> case message. Returns (topic, full body, payload)."""
     topic = codec.topic(case.store_id, case.id, kind, prefix)
-    full, payload = codec.encode(bytes.fromhex(case.key_hex), topic, body, case=case.id,
+    full, payload = codec.encode(keyring.case_key(s, case), topic, body, case=case.id,
                                  seq=next_seq(s, case.id), now=now, ttl=ttl)
     return topic, full, payload
 
@@ -65,7 +65,7 @@ def receive(s: Session, topic_name: str, payload: bytes, now: int, *, track_seq:
     """
     env = codec.unwrap(topic_name, payload)
     store, case = lookup(s, env.topic)
-    key = bytes.fromhex(case.key_hex)
+    key = keyring.case_key(s, case)
     if not track_seq:
         body = codec.verify(key, topic_name, env)
         codec.fresh(body, now)

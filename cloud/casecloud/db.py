@@ -20,6 +20,9 @@ from sqlalchemy import Engine, Table, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from casecloud.keyring import INFO as KEYRING
+from casecloud.keyring import Keyring
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 _SCRATCH = "casecloud.txn"
 
@@ -47,8 +50,10 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def make_sessions(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessions(engine: Engine, keyring: Keyring | None = None) -> sessionmaker[Session]:
+    """keyring: seals and opens case keys for whatever holds one of these sessions (keyring.py)."""
+    info = {KEYRING: keyring} if keyring is not None else None
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 # --- per-transaction scratch space -----------------------------------------------------------

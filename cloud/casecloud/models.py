@@ -37,7 +37,10 @@ class Case(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
-    key_hex: Mapped[str] = mapped_column(String(64))
+    # The case's HMAC key, sealed under the key-encryption keys of the settings (keyring.py).
+    key_sealed: Mapped[str | None] = mapped_column(String(300), default=None)
+    # Before keys were sealed: the key in clear. Emptied into key_sealed at start (seal_legacy).
+    key_hex: Mapped[str | None] = mapped_column(String(64), default=None)
     # mosquitto_passwd's PBKDF2-SHA512 form, so the broker's password file can be generated
     mqtt_password_hash: Mapped[str] = mapped_column(String(200))
     key_version: Mapped[int] = mapped_column(default=1)

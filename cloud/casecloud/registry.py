@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from casecloud import keyring
 from casecloud.adapters.loyalty import STATUSES, new_member_id
 from casecloud.broker import password_hash
 from casecloud.codec import ID_RE
@@ -61,8 +62,8 @@ def register_case(s: Session, store_id: str, case_id: str, now: int, *, name: st
     if s.get(Case, case_id) is not None:
         raise Conflict(f"case {case_id} exists")
     sec, pw_hash = _new_secrets(case_id)
-    case = Case(id=case_id, store_id=store_id, name=name, key_hex=sec.key_hex, mqtt_password_hash=pw_hash,
-                created_at=now)
+    case = Case(id=case_id, store_id=store_id, name=name, key_sealed=keyring.of(s).seal(bytes.fromhex(sec.key_hex)),
+                mqtt_password_hash=pw_hash, created_at=now)
     s.add(case)
     s.flush()
     return case, sec
@@ -75,7 +76,8 @@ def rotate_case(s: Session, case_id: str) -> tuple[Case, CaseSecrets]:
     if case is None:
         raise Invalid(f"no case {case_id}")
     sec, pw_hash = _new_secrets(case_id)
-    case.key_hex, case.mqtt_password_hash = sec.key_hex, pw_hash
+    case.key_sealed, case.mqtt_password_hash = keyring.of(s).seal(bytes.fromhex(sec.key_hex)), pw_hash
+    case.key_hex = None  # a legacy clear key must not outlive its rotation
     case.key_version += 1
     return case, sec
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from casecloud import db
+from casecloud import db, keyring
 from casecloud.adapters.loyalty import BuiltinLoyalty, Loyalty, WebhookLoyalty
 from casecloud.adapters.notify import Notifier, WebhookNotifier
 from casecloud.adapters.sms import OutboxSms, SmsSender, TwilioSms
+from casecloud.keyring import Keyring
 from casecloud.policy import Policy
 from casecloud.privacy import Hasher
 from casecloud.settings import Settings
@@ -44,7 +45,9 @@ def build(
     if migrate:
         db.migrate(settings.db_url)
     engine = db.make_engine(settings.db_url)
-    sessions = db.make_sessions(engine)
+    sessions = db.make_sessions(engine, Keyring(settings.kek_bytes()))
+    with sessions.begin() as s:
+        keyring.seal_legacy(s)  # keys from before sealing: sealed before anything reads them
     hasher = Hasher(settings.secret_bytes())
     if sms is None:
         if settings.sms_backend == "twilio":

@@ -6,8 +6,10 @@ localhost:1883, texts to the dev outbox, and secrets generated into the data dir
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
 
 
 def _default_data_dir() -> Path:
@@ -60,6 +63,9 @@ class Settings(BaseSettings):
     loyalty_backend: Literal["builtin", "webhook"] = "builtin"
     loyalty_webhook_url: str | None = None
     loyalty_webhook_secret: SecretStr | None = None
+    # Keys that seal the case keys at rest (Fernet keys, newest first: keyring.py); default: one
+    # generated into <data_dir>/key_encryption_key. Keep them apart from database backups.
+    key_encryption_keys: list[SecretStr] | None = None
 
     # policy
     otp_ttl_s: int = 120
@@ -102,7 +108,20 @@ class Settings(BaseSettings):
         return f"$share/{self.mqtt_share_group}/" if self.mqtt_share_group else ""
 
     def prepare(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """The data dir and the SQLite file are the owner's only: the file holds sealed case keys,
+        hashed numbers and the event history. SQLite gives its -wal and -shm files the mode of the
+        database file, so creating that one 0600 covers them."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # it holds the secrets: tighten one made before this rule
+        path = sqlite_path(self.db_url)
+        if path is not None:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(path, 0o600)  # also one created earlier with the umask's mode
+
+    def kek_bytes(self) -> list[bytes]:
+        if self.key_encryption_keys:
+            return [k.get_secret_value().encode() for k in self.key_encryption_keys]
+        return [_file_secret(self.data_dir / "key_encryption_key", _fernet_key).encode()]
 
     def secret_bytes(self) -> bytes:
         if self.server_secret is not None:
@@ -115,14 +134,26 @@ class Settings(BaseSettings):
         return _file_secret(self.data_dir / "admin_token")
 
 
-def _file_secret(path: Path) -> str:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a file-backed SQLite URL; None for other databases and in-memory SQLite."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _fernet_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _file_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_hex(32)) -> str:
     """Read a generated secret, creating it (owner-only) on first use."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
+    value = make()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process (API or worker) won the race: use its secret
@@ -130,3 +161,8 @@ def _file_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
+    def notify_key(self) -> bytes:
+        if self.notify_secret is not None:
+            return self.notify_secret.get_secret_value().encode()
+        return _file_secret(self.data_dir / "notify_secret").encode()
+

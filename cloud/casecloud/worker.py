@@ -34,7 +34,7 @@ import aiomqtt
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from casecloud import channel, codec, db
+from casecloud import channel, codec, db, keyring
 from casecloud.models import Case, Event, Store
 from casecloud.mqtt import client as mqtt_client
 from casecloud.mqtt import payload_bytes
@@ -227,7 +227,7 @@ class Handler:
                     continue
                 w = windows.get(case.id)
                 if w is None:
-                    w = windows[case.id] = _Window(case, bytes.fromhex(case.key_hex), (case.rx_seq, case.rx_mask),
+                    w = windows[case.id] = _Window(case, keyring.case_key(s, case), (case.rx_seq, case.rx_mask),
                                                    case.rx_seq, case.rx_mask)
                 try:
                     body, w.rx, w.mask = codec.check_env(w.key, topic, p, now, w.rx, w.mask)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from casecloud import registry
+from casecloud import keyring, registry
 from casecloud.api import create_app
 from casecloud.models import Case, Event, Member
 from casecloud.runtime import Runtime
@@ -69,7 +69,7 @@ def test_register_and_rotate_case(api: TestClient, rt: Runtime) -> None:
     assert rot["key"] != reg["key"] and rot["mqtt"]["password"] != reg["mqtt"]["password"] and rot["key_version"] == 2
     with rt.sessions() as s:
         c = s.get(Case, "c1")
-        assert c is not None and (c.rx_seq, c.tx_seq) == (50, 60) and c.key_hex == rot["key"]
+        assert c is not None and (c.rx_seq, c.tx_seq) == (50, 60) and keyring.case_key(s, c).hex() == rot["key"]
     assert api.post("/v1/admin/cases/zz/rotate", headers=H).status_code == 404
     passwd = api.get("/v1/admin/broker/passwd", headers=H).text
     assert passwd.startswith("c1:$7$101$") and rot["mqtt"]["password"] not in passwd
