@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casecloud import __version__, broker, keyring, registry
+from casecloud import __version__, broker, desired, keyring, registry
 from casecloud.codec import ID_RE
 from casecloud.commands import Commander, NotConnected
 from casecloud.models import Alert, Case, Event, Member, SmsOutbox, Staff, Store
@@ -120,6 +120,9 @@ class CaseOut(BaseModel):
     last_seen: int | None
     fw: str | None
     last_status: dict[str, Any] | None
+    desired_v: int = Field(0, description="version of the staff set and config overrides the cloud wants it to have")
+    applied_v: int = Field(0, description="the version the case last reported applied")
+    pending: bool = Field(False, description="the case has not confirmed the desired version yet")
 
 
 class MemberIn(Input):
@@ -162,7 +165,13 @@ class StaffOut(BaseModel):
     store: str
     kind: str
     label: str
-    pushed_to: int = 0
+    pending: list[str] = Field([], description="cases of the store that have not applied this change yet")
+
+
+class ConfigOut(BaseModel):
+    ok: bool | None = Field(description="the case's answer; None when it did not answer in time (it is re-sent)")
+    err: str | None = None
+    pending: list[str]
 
 
 class EventOut(BaseModel):
@@ -234,7 +243,8 @@ def _store_out(st: Store) -> StoreOut:
 
 def _case_out(c: Case) -> CaseOut:
     return CaseOut(id=c.id, store=c.store_id, name=c.name, key_version=c.key_version, online=c.online,
-                   synced=c.synced, last_seen=c.last_seen, fw=c.fw, last_status=c.last_status)
+                   synced=c.synced, last_seen=c.last_seen, fw=c.fw, last_status=c.last_status,
+                   desired_v=c.desired_v, applied_v=c.applied_v, pending=desired.pending(c))
 
 
 def _member_out(m: Member) -> MemberOut:
@@ -345,6 +355,14 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
             q = q.where(Case.store_id == store)
         return [_case_out(c) for c in s.scalars(q)]
 
+    @app.get("/v1/admin/stores/{store_id}/pending", tags=["admin"], dependencies=Admin)
+    def pending_cases(store_id: str, s: DB) -> list[CaseOut]:
+        """The store's cases that have not applied their desired staff set and config yet."""
+        if s.get(Store, store_id) is None:
+            raise HTTPException(404, f"no store {store_id}")
+        q = select(Case).where(Case.store_id == store_id).order_by(Case.id)
+        return [_case_out(c) for c in s.scalars(q) if desired.pending(c)]
+
     @app.get("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin)
     def read_case(case_id: str, s: DB) -> CaseOut:
         return _case_out(get_case(s, case_id))
@@ -372,8 +390,23 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         return await command(case_id, {"t": "reset_tamper"})
 
     @app.post("/v1/admin/cases/{case_id}/config", tags=["admin"], dependencies=Admin)
-    async def push_config(case_id: str, body: ConfigIn) -> CmdResult:
-        return await command(case_id, {"t": "config", "set": body.set})
+    async def push_config(case_id: str, body: ConfigIn) -> ConfigOut:
+        """Recorded as the case's desired config at once (re-sent until the case applies it);
+        answered with the case's ack when it is connected and answers in time."""
+        def record() -> list[dict[str, Any]]:
+            with rt.sessions.begin() as s:
+                c = get_case(s, case_id)
+                desired.set_config(s, c, body.set)
+                return desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set)
+
+        try:
+            parts = await asyncio.to_thread(record)
+        except desired.Invalid as e:
+            raise bad(e) from None
+        ack = await push_state(case_id, parts, wait=rt.settings.cmd_timeout_s)
+        pending = await asyncio.to_thread(still_pending, [case_id])
+        return ConfigOut(ok=None if ack is None else bool(ack["ok"]),
+                         err=str(ack["err"]) if ack and ack.get("err") else None, pending=pending)
 
     @app.get("/v1/admin/broker/passwd", tags=["admin"], dependencies=Admin, response_class=PlainTextResponse)
     def broker_passwd(s: DB) -> str:
@@ -436,34 +469,53 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         log.info("member %s erased", member_id)
         return Response(status_code=204)
 
-    # staff credentials
-    async def push_staff(store_id: str, body: dict[str, Any]) -> int:
+    # staff credentials and config: desired state (desired.py)
+    async def push_state(case_id: str, parts: list[dict[str, Any]], *, wait: float | None = None
+                         ) -> dict[str, Any] | None:
+        """Best effort, at once: what is not acknowledged here is re-sent by the worker when the
+        case greets or beats. With `wait`, the ack of the last part (or None)."""
         if commander is None or not commander.connected.is_set():
-            return 0
+            return None
+        ack = None
+        with contextlib.suppress(NotConnected, KeyError, TimeoutError):
+            for p in parts:
+                ack = await commander.send(case_id, p, wait=wait if p is parts[-1] else None)
+        return ack
 
-        def cases() -> list[str]:
-            with rt.sessions() as s:
-                return list(s.scalars(select(Case.id).where(Case.store_id == store_id)))
+    def still_pending(ids: list[str]) -> list[str]:
+        with rt.sessions() as s:
+            return [c.id for c in s.scalars(select(Case).where(Case.id.in_(ids)).order_by(Case.id))
+                    if desired.pending(c)]
 
-        n = 0
-        for cid in await asyncio.to_thread(cases):
-            with contextlib.suppress(NotConnected, KeyError):
-                await commander.send(cid, body)
-                n += 1
-        return n
+    async def staff_changed(change: Callable[[Session], Staff]) -> tuple[Staff, list[str]]:
+        """Change the store's staff set and bump its cases' versions in one transaction, then send
+        the new state to the cases that are online."""
+        def run() -> tuple[Staff, list[tuple[str, list[dict[str, Any]]]]]:
+            with rt.sessions.begin() as s:
+                st = change(s)
+                desired.bump_store(s, st.store_id)
+                cases = s.scalars(select(Case).where(Case.store_id == st.store_id).order_by(Case.id))
+                return st, [(c.id, desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set) if c.online else [])
+                            for c in cases]
+
+        st, sends = await asyncio.to_thread(run)
+        for cid, parts in sends:
+            if parts:
+                await push_state(cid, parts)
+        return st, [cid for cid, _ in sends]
 
     @app.post("/v1/admin/stores/{store_id}/staff", tags=["admin"], dependencies=Admin, status_code=201)
     async def add_staff(store_id: str, body: StaffIn) -> StaffOut:
-        def add() -> Staff:
-            with rt.sessions.begin() as s:
-                return registry.add_staff(s, store_id, body.kind, body.hash, rt.now(), body.label)
+        def add(s: Session) -> Staff:
+            desired.check_room(s, store_id)
+            return registry.add_staff(s, store_id, body.kind, body.hash, rt.now(), body.label)
 
         try:
-            st = await asyncio.to_thread(add)
+            st, cases = await staff_changed(add)
         except ValueError as e:
             raise bad(e) from None
-        pushed = await push_staff(store_id, {"t": "staff", "op": "add", "kind": st.kind, "sid": st.id, "hash": st.hash})
-        return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pushed_to=pushed)
+        pending = await asyncio.to_thread(still_pending, cases)
+        return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pending=pending)
 
     @app.get("/v1/admin/stores/{store_id}/staff", tags=["admin"], dependencies=Admin)
     def list_staff(store_id: str, s: DB) -> list[StaffOut]:
@@ -472,18 +524,19 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
 
     @app.delete("/v1/admin/staff/{staff_id}", tags=["admin"], dependencies=Admin)
     async def delete_staff(staff_id: str) -> StaffOut:
-        def remove() -> Staff | None:
-            with rt.sessions.begin() as s:
-                st = s.get(Staff, staff_id)
-                if st is not None:
-                    s.delete(st)
-                return st
+        def remove(s: Session) -> Staff:
+            st = s.get(Staff, staff_id)
+            if st is None:
+                raise registry.Invalid(f"no staff credential {staff_id}")
+            s.delete(st)
+            return st
 
-        st = await asyncio.to_thread(remove)
-        if st is None:
-            raise HTTPException(404, f"no staff credential {staff_id}")
-        pushed = await push_staff(st.store_id, {"t": "staff", "op": "del", "kind": st.kind, "sid": st.id})
-        return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pushed_to=pushed)
+        try:
+            st, cases = await staff_changed(remove)
+        except registry.Invalid:
+            raise HTTPException(404, f"no staff credential {staff_id}") from None
+        pending = await asyncio.to_thread(still_pending, cases)
+        return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pending=pending)
 
     # events and alerts
     @app.get("/v1/admin/events", tags=["admin"], dependencies=Admin)

@@ -49,6 +49,7 @@ SCHEMA: Final[dict[str, dict[str, tuple[tuple[str, str], ...]]]] = {
         "reset_tamper": (),
         "staff": (("op", "s"), ("kind", "s"), ("sid", "s")),
         "config": (("set", "d"),),
+        "state": (("sv", "i"), ("i", "i"), ("n", "i"), ("staff", "l")),
         "time": (("re", "s"), ("now", "i"), ("rx", "i")),
     },
     "evtack": {"evtack": (("re", "s"), ("ids", "l"))},

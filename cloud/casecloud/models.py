@@ -54,6 +54,13 @@ class Case(Base):
     last_seen: Mapped[int | None] = mapped_column(default=None)
     fw: Mapped[str | None] = mapped_column(String(40), default=None)
     last_status: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Desired state (desired.py): the store's staff set and this case's config overrides, as the
+    # version the cloud wants and the version the case last reported applied. 0/0: nothing managed.
+    desired_v: Mapped[int] = mapped_column(default=0, server_default="0")
+    applied_v: Mapped[int] = mapped_column(default=0, server_default="0")
+    config_set: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state_sent_at: Mapped[int | None] = mapped_column(default=None)  # last send of the desired state
+    state_sends: Mapped[int] = mapped_column(default=0, server_default="0")  # since it last changed
     created_at: Mapped[int]
 
 

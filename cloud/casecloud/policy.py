@@ -173,6 +173,53 @@ class Policy:
         who = {"phone": "one phone number", "member": "one member", "case": "this case", "store": "this store"}
         self._alert(s, store, case, "abuse", f"repeated requests refused for {who.get(scope, scope)}")
 
+    # Junk at the public app unlock (an unknown or malformed token, or an unknown case) proves
+    # nothing and names no shopper, so it is charged to its client address and to a fleet-wide
+    # budget, never to a case's or a store's: junk cannot lock shoppers out. Past the fleet budget
+    # only addresses that sent junk in the window are refused, so a spread flood does not lock
+    # out members either.
+
+    def _junk_blocked(self, s: Session, client: str) -> bool:
+        st = self.settings
+        mine = self._count(s, "junk_ip", client)
+        return mine >= st.rate_junk_client or (mine > 0 and self._count(s, "junk", "*") >= st.rate_junk)
+
+    def _junk(self, s: Session, client: str, why: str = "refused") -> Reply:
+        self._record(s, "junk_ip", client)
+        self._record(s, "junk", "*")
+        if self._count(s, "junk_ip", client) == self.settings.rate_junk_client + 1:
+            log.warning("app unlock: client %s is over its junk budget", client)
+        return deny(why)
+
+    # Wrong one-time codes, per number, case, store and fleet: an attacker rotating numbers and
+    # cases still meets the store's and the fleet's. Past a limit a code is refused unchecked, so
+    # a guess stops being a chance.
+
+    def _wrong_code_keys(self, store: Store, case: Case, ch: Challenge) -> list[tuple[str, str, int]]:
+        st = self.settings
+        return [("bad_p", ch.phone_hash or "-", st.rate_bad_phone), ("bad_c", case.id, st.rate_bad_case),
+                ("bad_s", store.id, st.rate_bad_store), ("bad_f", "*", st.rate_bad_fleet)]
+
+    def _guesses_closed(self, s: Session, store: Store, case: Case, ch: Challenge) -> bool:
+        return any(self._count(s, scope, key) >= limit for scope, key, limit in self._wrong_code_keys(store, case, ch))
+
+    def _wrong_code(self, s: Session, store: Store, case: Case, ch: Challenge) -> None:
+        for scope, key, _ in self._wrong_code_keys(store, case, ch):
+            self._record(s, scope, key)
+        n = self._count(s, "bad_s", store.id)
+        if n >= self.settings.wrong_code_alert and not self._count(s, "alerted:bad_s", store.id):
+            self._record(s, "alerted:bad_s", store.id)
+            self._wrong_codes_alert(s, store, case, f"{n} wrong codes in this store within "
+                                    f"{self.settings.rate_window_s // 60} minutes")
+        if self._count(s, "bad_f", "*") >= self.settings.rate_bad_fleet and not self._count(s, "alerted:bad_f", "*"):
+            self._record(s, "alerted:bad_f", "*")
+            self._wrong_codes_alert(s, store, case, "wrong codes reached the fleet-wide limit: codes are "
+                                    "refused unchecked everywhere until the window passes")
+
+    def _wrong_codes_alert(self, s: Session, store: Store, case: Case, detail: str) -> None:
+        # the one place a wrong-code alert is raised (to be repointed at alerts.py)
+        self._alert(s, store, case, "wrong_codes", detail)
+
     def _alert(self, s: Session, store: Store, case: Case | None, kind: str, detail: str) -> None:
         a = Alert(store_id=store.id, case_id=case.id if case else None, kind=kind, detail=detail,
                   created_at=self.now())
@@ -315,6 +362,12 @@ class Policy:
         ch = s.get(Challenge, sid)
         if ch is None or ch.case_id != case.id or ch.need != "code" or ch.done or self.now() > ch.expires_at:
             return self._refuse(s, case, deny("expired"), via="otp")
+        if self._guesses_closed(s, store, case, ch):
+            r = deny("rate_limited")
+            r.member_id = ch.member_id
+            self.journal(s, case, "deny", member_id=ch.member_id, phone_last2=ch.phone_last2, why="rate_limited",
+                         via="otp")
+            return r
         if not hmac.compare_digest(self.hasher.code(sid, code), ch.code_hash or ""):
             ch.tries_left -= 1
             ch.done = ch.tries_left <= 0
@@ -322,6 +375,7 @@ class Policy:
             r.member_id = ch.member_id
             self.journal(s, case, "deny", member_id=ch.member_id, phone_last2=ch.phone_last2, why="bad_code",
                          via="otp")
+            self._wrong_code(s, store, case, ch)
             return r
         ch.done = True
         member = s.get(Member, ch.member_id) if ch.member_id else None
@@ -379,19 +433,23 @@ class Policy:
             self._alert(s, store, case, "help", f"help requested at case {case.name or case.id}")
         return Reply("ok")
 
-    def app_unlock(self, s: Session, store: Store, case: Case, token: str) -> Reply:
+    def app_unlock(self, s: Session, store: Store | None, case: Case | None, token: str, client: str = "-") -> Reply:
         """The app's unlock button: the member is already signed in to the app, so any member that
-        is not flagged may open (no code), subject to the same rate limits."""
-        limited = self._common_limits(s, store, case)
-        if limited:
-            return self._refuse(s, case, limited, via="app")
+        is not flagged may open (no code), subject to the same rate limits. An unknown token or
+        case is junk (above), answered `refused` alike so that case ids cannot be told apart."""
+        if self._junk_blocked(s, client):
+            return self._junk(s, client, "rate_limited")
         try:
             member = self.loyalty.by_token(s, token, "app")
         except LoyaltyError as e:
             log.warning("loyalty lookup failed: %s", e)
             return deny("unavailable")
-        if member is None:
-            return self._refuse(s, case, deny("unknown"), via="app")
+        if member is None or case is None or store is None:
+            return self._junk(s, client)
+        limited = self._common_limits(s, store, case)
+        if limited:
+            limited.member_id = member.id
+            return self._refuse(s, case, limited, via="app")
         decided = self._member_gate(s, store, case, member, "app")
         if decided is not None:
             return decided

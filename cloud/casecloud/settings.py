@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     rate_member: int = 10
     rate_case: int = 30
     rate_store: int = 300
+    # Unknown or malformed tokens at the public app unlock: their own budgets, so that junk never
+    # spends a case's or a store's shopper budget (docs/cloud.md "Limits").
+    rate_junk_client: int = 20  # per client address (behind a proxy: uvicorn --forwarded-allow-ips)
+    rate_junk: int = 2000  # fleet-wide; past it, an address that sent junk in the window is refused
+    # Wrong one-time codes per window; past one, codes are refused unchecked (no more chances).
+    rate_bad_phone: int = 5
+    rate_bad_case: int = 20
+    rate_bad_store: int = 50
+    rate_bad_fleet: int = 1000
+    wrong_code_alert: int = 10  # wrong codes in one store within a window: one `wrong_codes` alert
     abuse_after: int = 3  # refusals for one key within a window before staff are alerted
     guests_allowed: bool = True  # default for new stores: numbers that are not members may use OTP
 

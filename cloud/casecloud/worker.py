@@ -34,7 +34,7 @@ import aiomqtt
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from casecloud import channel, codec, db, keyring
+from casecloud import channel, codec, db, desired, keyring
 from casecloud.models import Case, Event, Store
 from casecloud.mqtt import client as mqtt_client
 from casecloud.mqtt import payload_bytes
@@ -282,19 +282,30 @@ class Handler:
             case.online = True
             notes.append(("case %s connected (fw %s)", case.id, case.fw))
             w.replies += 1
-            replies.append((i, case.id, "cmd", {"t": "time", "re": body["id"], "now": now, "rx": w.rx}))
+            replies.append((i, case.id, "cmd", {"t": "time", "re": body["id"], "now": now, "rx": w.rx,
+                                                 "sv": case.desired_v}))
+            self._state(i, case, desired.on_hello(s, case, body.get("sv"), now), w, replies)  # after the time
         elif t == "beat":
             case.online = True
             # Only an explicit false says unsynced: a beat without the field passed the clock
             # check, so its sender's clock is set (firmware from before the field).
             case.synced = body.get("synced") is not False
             case.last_status = {k: body[k] for k in _BEAT_FIELDS if k in body}
+            if case.synced:  # an unsynced case refuses commands (no_clock); its hello gets the state
+                self._state(i, case, desired.on_beat(s, case, body.get("sv"), now), w, replies)
         elif t == "evts":
             w.replies += 1
             replies.append((i, case.id, "evtack", {"t": "evtack", "re": body["id"],
                                                     "ids": self._events(store.id, case.id, body, now, events)}))
         elif t == "ack":
             self.rt.policy.journal(s, case, "cmd_ack", re=body["re"], ok=body["ok"], err=str(body.get("err", ""))[:60])
+
+    @staticmethod
+    def _state(i: int, case: Case, parts: list[dict[str, Any]], w: _Window,
+               replies: list[tuple[int, str, str, dict[str, Any]]]) -> None:
+        """The desired state's commands as replies of the batch (signed after its commit)."""
+        w.replies += len(parts)
+        replies += [(i, case.id, "cmd", p) for p in parts]
 
     def _decide(self, s: Session, store: Store, case: Case, body: dict[str, Any]) -> Reply:
         p = self.rt.policy
