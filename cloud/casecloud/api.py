@@ -165,7 +165,7 @@ class StaffOut(BaseModel):
     store: str
     kind: str
     label: str
-    pending: list[str] = Field([], description="cases of the store that have not applied this change yet")
+    pending: list[str] = Field(default_factory=list, description="cases of the store that have not applied this change yet")
 
 
 class ConfigOut(BaseModel):

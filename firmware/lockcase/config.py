@@ -117,7 +117,10 @@ def validate(raw):
 def _staff(st):
     if not isinstance(st, dict):
         raise ConfigError("config: staff must be an object")
-    out = {"salt": st.get("salt", ""), "iter": st.get("iter", 1000), "pins": [], "badges": []}
+    # v: the version of the cloud's desired state this set came with (remote_config.state)
+    out = {"salt": st.get("salt", ""), "iter": st.get("iter", 1000), "pins": [], "badges": [], "v": st.get("v", 0)}
+    if type(out["v"]) is not int:
+        raise ConfigError("config: staff.v must be a whole number")
     if not isinstance(out["salt"], str) or (st.get("pins") or st.get("badges")) and len(out["salt"]) < 16:
         raise ConfigError("config: staff.salt must be a hex string of at least 8 bytes")
     it = out["iter"]
@@ -191,6 +194,9 @@ def _cloud(cc):
         raise ConfigError("config: cloud.port must be a port number")
     if "ca" in cc and not isinstance(cc["ca"], str):
         raise ConfigError("config: cloud.ca must be the CA certificate as base64 DER")
+    c = cc.get("staff_confirm_s", 86400)  # under ticks_diff's reach (2^29 ms) on a chip
+    if isinstance(c, bool) or not isinstance(c, int) or not 60 <= c <= 432000:
+        raise ConfigError("config: cloud.staff_confirm_s must be a whole number in 60..432000")
     for k in ("keepalive", "request_timeout_s", "io_timeout_s", "connect_timeout_ms"):
         v = cc.get(k, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:

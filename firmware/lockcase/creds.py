@@ -117,6 +117,7 @@ class StaffCreds:
         self._iter = cfg.get("iter", 1000)
         self._pins = _entries(cfg.get("pins"))
         self._badges = _entries(cfg.get("badges"))
+        self.v = cfg.get("v", 0)  # the cloud's state version this set came with
 
     def _check(self, kind, secret, entries):
         if not entries:

@@ -22,6 +22,7 @@ JOURNALED = (
     "fault",
     "fault_cleared",
     "help",
+    "staff_unconfirmed",  # a staff credential used while the cloud could not confirm the set
 )
 
 

@@ -3,7 +3,12 @@
 # refused with the validator's message and the case keeps running on what it had.
 
 from lockcase import config
-from lockcase.compat import json_whole
+from lockcase.compat import const, json_whole
+
+_MAX_STAFF = const(32)  # credentials in one staff set (docs/protocol.md, `state`)
+_MAX_PARTS = const(8)
+_FIXED = ("staff", "cloud", "case_id", "store_id", "board")
+_staged = None  # (sv, n, {i: part}) of the `state` being received
 
 
 def _raw():
@@ -30,14 +35,60 @@ def apply(kind, body, staff=None):
         st[key] = items
     else:
         for k, v in body["set"].items():
-            if k in ("staff", "cloud", "case_id", "store_id", "board"):
+            if k in _FIXED:
                 raise ValueError("%s cannot be changed remotely" % k)
             raw[k] = v
     try:
         cfg = config.validate(raw)
     except config.ConfigError as exc:
         raise ValueError(str(exc))
-    config.save(raw)
+    config.save(raw, config.PATH)
     if staff is not None and kind == "staff":
         staff.__init__(cfg["staff"])  # takes effect at once; other keys at the next boot
     return cfg
+
+
+def state(body, staff=None):
+    """One part of a `state` command (the cloud's desired staff set and config overrides, version
+    `sv`). Parts are kept in RAM until every part of one version is in; then the whole state is
+    validated and written in one save, so a lost or reordered part never leaves a mixed set. Returns
+    True once applied; ValueError for a refused state (nothing is changed)."""
+    global _staged
+    sv, i, n = body["sv"], body["i"], body["n"]
+    if not 0 <= i < n <= _MAX_PARTS:
+        raise ValueError("part %d of %d" % (i, n))
+    s = _staged
+    if s is None or s[0] != sv or s[1] != n:
+        s = _staged = (sv, n, {})
+    s[2][i] = body
+    if len(s[2]) < n:
+        return False
+    _staged = None
+    raw = _raw()
+    st = raw.setdefault("staff", {})
+    # Credentials the cloud issued (ids s_...) are replaced by its set; provisioned ones stay.
+    lists = {}
+    for key in ("pins", "badges"):
+        lists[key] = [e for e in st.get(key, []) if not str(e.get("id", "")).startswith("s_")]
+    count = 0
+    for k in range(n):
+        for e in s[2][k]["staff"]:
+            if type(e) is not list or len(e) != 3 or e[0] not in ("pin", "badge"):
+                raise ValueError("staff entries are [pin|badge, sid, hash]")
+            lists[e[0] + "s"].append({"id": e[1], "hash": e[2]})
+            count += 1
+    if count > _MAX_STAFF:
+        raise ValueError("more than %d staff credentials" % _MAX_STAFF)
+    for k, v in s[2][0].get("set", {}).items():
+        if k in _FIXED:
+            raise ValueError("%s cannot be changed remotely" % k)
+        raw[k] = v
+    st["pins"], st["badges"], st["v"] = lists["pins"], lists["badges"], sv
+    try:
+        cfg = config.validate(raw)
+    except config.ConfigError as exc:
+        raise ValueError(str(exc))
+    config.save(raw, config.PATH)
+    if staff is not None:
+        staff.__init__(cfg["staff"])  # staff at once; other keys at the next boot
+    return True

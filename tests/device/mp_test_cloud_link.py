@@ -110,15 +110,22 @@ class FakeEntry:
 class FakeBus:
     def __init__(self):
         self.events = []
+        self.subs = []
 
     def emit(self, kind, **data):
         self.events.append((kind, data))
+        for fn, kinds in self.subs:
+            if kind in kinds:
+                fn(kind, data)
+
+    def subscribe(self, fn, kinds):
+        self.subs.append((fn, kinds))
 
 
 class Case:
     """A CloudClient with fakes around it, and the cloud's side (the vectors' key) to answer it."""
 
-    def __init__(self, uptime_ms=0):
+    def __init__(self, uptime_ms=0, cfg=None):
         self.up_ms = uptime_ms
         self.epoch = 1000  # the case's unset clock
         self.link = FakeLink()
@@ -126,7 +133,7 @@ class Case:
         self.lock = FakeLock()
         self.entry = FakeEntry()
         self.codec = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: self.epoch)
-        self.client = CloudClient({"fw": "t"}, self.codec, TOPICS, self.link, self.bus, self.lock, None,
+        self.client = CloudClient(cfg or {"fw": "t"}, self.codec, TOPICS, self.link, self.bus, self.lock, None,
                                   lambda: self.up_ms, log=_quiet)
         self.client.entry = self.entry
         self.cloud_seq = 0

@@ -67,6 +67,13 @@ class CloudClient:
         self._held_until = 0
         self.rejected = 0
         self.last_reject = None
+        # Staff credentials not confirmed by the cloud within staff_confirm_s are still honoured
+        # (staff must open offline) but each use is journaled (docs/safety.md). Unknown after a
+        # boot until the cloud confirms; a deadline dropped once passed, so ticks' wrap is harmless.
+        self._confirm_ms = cfg.get("staff_confirm_s", 86400) * 1000
+        self._fresh_until = None
+        self._insync = False  # the cloud last said our state version is the one it wants
+        bus.subscribe(self._granted, ("granted",))
 
     def available(self):
         return self.link.up and self.codec.synced
@@ -160,6 +167,7 @@ class CloudClient:
         elif t == "time":
             self.log("cloud: clock synced")
             self.greeted = True
+            self._insync = body.get("sv", 0) == self._sv()
             self._beat_at = now  # a beat at once tells the cloud we are synced
 
     def _reply(self, body, now):
@@ -205,11 +213,18 @@ class CloudClient:
             # the enclosure switch is still open.
             if not self.lock.clear_tamper(body.get("by") or "cloud") and self.lock.tamper_alarm:
                 ok, err = False, "tamper_open"
-        elif t in ("staff", "config"):
+        elif t in ("staff", "config", "state"):
             try:
                 from lockcase import remote_config
 
-                remote_config.apply(t, body, self.entry.staff if self.entry else None)
+                staff = self.entry.staff if self.entry else None
+                if t != "state":
+                    remote_config.apply(t, body, staff)
+                elif remote_config.state(body, staff):
+                    self._insync = True
+                    self._beat_at = now  # the cloud learns the applied version at once
+                else:
+                    self._insync = body["sv"] == self._sv()
             except ValueError as exc:
                 ok, err = False, "bad_config: %s" % exc
         ack = {"t": "ack", "re": body["id"], "ok": ok}
@@ -227,7 +242,20 @@ class CloudClient:
             self._evt_ids = None
 
     # -- time -----------------------------------------------------------------------------------
+    def _sv(self):
+        staff = self.entry.staff if self.entry else None
+        return staff.v if staff else 0
+
+    def _granted(self, _kind, d):
+        if d.get("source") == "staff" and self._fresh_until is None:
+            self.bus.emit("staff_unconfirmed", who=d.get("who"))
+
     def step(self, now):
+        f = self._fresh_until
+        if self._insync and self.available():
+            self._fresh_until = ticks_add(now, self._confirm_ms)
+        elif f is not None and ticks_diff(now, f) >= 0:
+            self._fresh_until = None
         if self._sid is not None and ticks_diff(now, self._sid_until) >= 0:
             self._sid = None  # dropped once expired: kept, ticks_ms's wrap would revive it
         p = self._pending
@@ -281,13 +309,13 @@ class CloudClient:
 
     def _hello(self):
         self.hellos += 1
-        body = {"t": "hello", "fw": self.fw, "boot": self.boot}
+        body = {"t": "hello", "fw": self.fw, "boot": self.boot, "sv": self._sv()}
         self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
 
     def _beat(self):
         st = self.lock.state
         # "synced": false tells the cloud this beat's exp is from an unset clock (protocol.md).
-        body = {"t": "beat", "up": self.uptime() // 1000, "lock": st, "synced": self.codec.synced,
+        body = {"t": "beat", "up": self.uptime() // 1000, "lock": st, "synced": self.codec.synced, "sv": self._sv(),
                 "door": "open" if self.lock.door_open() else "closed"}
         self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
 

@@ -44,6 +44,7 @@ SCHEMA = {
         "reset_tamper": (),
         "staff": (("op", "s"), ("kind", "s"), ("sid", "s")),
         "config": (("set", "d"),),
+        "state": (("sv", "i"), ("i", "i"), ("n", "i"), ("staff", "l")),
         "time": (("re", "s"), ("now", "i"), ("rx", "i")),
     },
     "evtack": {"evtack": (("re", "s"), ("ids", "l"))},

@@ -1,0 +1,118 @@
+"""Desired state: the store's staff set and a case's config overrides, versioned per case.
+
+Counting publishes told the admin nothing about a case that was offline, and incremental add/del
+commands could be lost or reordered and leave a case wrong for good. Instead every change bumps
+the case's `desired_v` in the same transaction; the case reports the version it applied (`sv` in
+its hello and beats); while the two differ the whole state is re-sent (`state` commands, paged to
+fit the 1024-byte limit), at once on a hello and with backoff on beats. Sending the whole set
+makes every send idempotent: any one complete delivery leaves the case right.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from casecloud import codec
+from casecloud.models import Case, Staff
+
+MAX_STAFF: Final = 32  # per store; the case refuses a larger set (its RAM holds it while staging)
+RESEND_S: Final = 60  # first re-send on a beat this long after a send, doubling ...
+RESEND_MAX_S: Final = 900  # ... up to this; a hello always re-sends at once
+# Sizing a part with the largest header a case can have, so that every part fits once signed.
+_PROBE: Final = {"case": "c" * 32, "seq": 2**53, "now": 2**40}
+
+
+class Invalid(ValueError):
+    pass
+
+
+def pending(case: Case) -> bool:
+    """0/0 is a case whose state the cloud has never managed: nothing to send."""
+    return case.desired_v != 0 and case.applied_v != case.desired_v
+
+
+def bump_store(s: Session, store_id: str) -> list[str]:
+    """After a change to the store's staff set, in its transaction: every case of the store wants
+    a new version. Returns their ids."""
+    s.flush()
+    s.execute(update(Case).where(Case.store_id == store_id)
+              .values(desired_v=Case.desired_v + 1, state_sends=0, state_sent_at=None)
+              .execution_options(synchronize_session="fetch"))  # loaded rows see their new versions
+    return list(s.scalars(select(Case.id).where(Case.store_id == store_id).order_by(Case.id)))
+
+
+def check_room(s: Session, store_id: str) -> None:
+    n = s.scalar(select(func.count()).select_from(Staff).where(Staff.store_id == store_id)) or 0
+    if n >= MAX_STAFF:
+        raise Invalid(f"a store holds at most {MAX_STAFF} staff credentials (a case keeps them all)")
+
+
+def set_config(s: Session, case: Case, changes: dict[str, Any]) -> None:
+    """Merge config overrides into the case's desired state and bump its version; Invalid when
+    the result cannot be sent."""
+    merged = {**case.config_set, **changes}
+    for k in ("staff", "cloud", "case_id", "store_id", "board"):
+        if k in merged:
+            raise Invalid(f"{k} cannot be changed remotely")
+    parts(s, case.store_id, case.id, case.desired_v + 1, merged)  # raises when it does not fit
+    case.config_set = merged
+    case.desired_v += 1
+    case.state_sends, case.state_sent_at = 0, None
+
+
+def _fits(body: dict[str, Any]) -> bool:
+    try:
+        codec.encode(bytes(32), "lockcase/v1/s/c/cmd", body, **_PROBE)
+    except ValueError:
+        return False
+    return True
+
+
+def parts(s: Session, store_id: str, case_id: str, v: int, config_set: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `state` commands for version v: the whole staff set, packed in order, and the config
+    overrides in the first part. Every part names v and the part count."""
+    staff = [[st.kind, st.id, st.hash]
+             for st in s.scalars(select(Staff).where(Staff.store_id == store_id).order_by(Staff.id))]
+    out: list[dict[str, Any]] = [{"t": "state", "sv": v, "i": 0, "n": 99, "set": config_set, "staff": []}]
+    if not _fits(out[0]):
+        raise Invalid(f"case {case_id}: the config overrides do not fit one message")
+    for entry in staff:
+        cur = out[-1]
+        cur["staff"].append(entry)
+        if not _fits(cur):
+            cur["staff"].pop()
+            out.append({"t": "state", "sv": v, "i": len(out), "n": 99, "staff": [entry]})
+    for p in out:
+        p["n"] = len(out)
+    return out
+
+
+def _send(s: Session, case: Case, now: int) -> list[dict[str, Any]]:
+    case.state_sent_at = now
+    case.state_sends += 1
+    return parts(s, case.store_id, case.id, case.desired_v, case.config_set)
+
+
+def on_hello(s: Session, case: Case, reported: Any, now: int) -> list[dict[str, Any]]:
+    """A case (re)connected: its state first, when the version it reports is not the desired one.
+    The report is not stored: a hello is taken even when replayed (docs/protocol.md)."""
+    if case.desired_v == 0 or reported == case.desired_v:
+        return []
+    case.state_sends = 0  # a new connection: what was sent before may have gone nowhere
+    return _send(s, case, now)
+
+
+def on_beat(s: Session, case: Case, reported: Any, now: int) -> list[dict[str, Any]]:
+    """A heartbeat (replay-checked): store what the case applied; re-send with backoff while it
+    is behind."""
+    if type(reported) is int:
+        case.applied_v = reported
+    if not pending(case):
+        return []
+    wait = min(RESEND_S * 2 ** max(case.state_sends - 1, 0), RESEND_MAX_S)
+    if case.state_sent_at is not None and now - case.state_sent_at < wait:
+        return []
+    return _send(s, case, now)

@@ -1,0 +1,180 @@
+"""Desired state (desired.py): staff and config changes bump a version per case in their own
+transaction; the case reports what it applied (hello, beats); the cloud sends the whole state at
+once on a hello and re-sends it with backoff on beats until the versions agree; the API shows
+desired, applied and pending. Driven through `Handler.handle` with a case signing with the
+firmware codec (no broker), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from casecloud import codec, desired, registry
+from casecloud.api import create_app
+from casecloud.models import Case
+from casecloud.runtime import Runtime
+from casecloud.worker import Handler, Out
+from lockcase.cloud import protocol as P
+from tests.cloud.conftest import FakeClock
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+H = {"Authorization": "Bearer test-admin-token"}
+
+
+class Device:
+    """A case's codec: what it sends, and what it makes of the cloud's answers."""
+
+    def __init__(self, key: bytes, clock: FakeClock, case: str = "c1") -> None:
+        self.topics = P.topics("lockcase/v1", "s1", case)
+        # its own clock is unset (it says 2000) but runs: the cloud's time sets its offset
+        self.codec = P.Codec(case, key, P.MemorySeqs(), clock=lambda: clock() - 803_315_200)
+
+    def msg(self, kind: str, body: dict[str, Any]) -> tuple[str, bytes]:
+        return self.topics[kind], self.codec.sign(self.topics[kind], body)
+
+    def read(self, outs: list[Out]) -> list[dict[str, Any]]:
+        return [self.codec.open(o.topic, o.payload) for o in outs]
+
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(rt)) as c:
+        yield c
+
+
+def row(rt: Runtime, case_id: str = "c1") -> Case:
+    with rt.sessions() as s:
+        c = s.get(Case, case_id)
+        assert c is not None
+        return c
+
+
+def register(rt: Runtime, store: str, case: str) -> bytes:
+    with rt.sessions.begin() as s:
+        if s.get(registry.Store, store) is None:  # type: ignore[attr-defined]
+            registry.create_store(s, store, rt.now())
+        _, sec = registry.register_case(s, store, case, rt.now())
+    return bytes.fromhex(sec.key_hex)
+
+
+def add_pin(api: TestClient, n: int, store: str = "s1") -> dict[str, Any]:
+    r = api.post(f"/v1/admin/stores/{store}/staff", json={"kind": "pin", "hash": f"{n:064x}"}, headers=H)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def synced(h: Handler, dev: Device) -> list[dict[str, Any]]:
+    """Greets (as after a reconnect); returns what the cloud answered, time first."""
+    return dev.read(h.handle(*dev.msg("status", {"t": "hello", "fw": "1", "sv": 0})))
+
+
+def test_a_staff_change_makes_every_case_of_the_store_pending(rt: Runtime, shop: dict[str, Any],
+                                                              api: TestClient, clock: FakeClock) -> None:
+    register(rt, "s1", "c2")
+    register(rt, "s2", "c3")
+    assert not desired.pending(row(rt))  # 0/0: nothing managed yet
+    ann = add_pin(api, 1)
+    assert ann["pending"] == ["c1", "c2"]  # not `pushed_to`: who has not got it
+    cases = {c["id"]: c for c in api.get("/v1/admin/cases", headers=H).json()}
+    assert (cases["c1"]["desired_v"], cases["c1"]["applied_v"], cases["c1"]["pending"]) == (1, 0, True)
+    assert (cases["c3"]["desired_v"], cases["c3"]["pending"]) == (0, False)  # another store
+    assert [c["id"] for c in api.get("/v1/admin/stores/s1/pending", headers=H).json()] == ["c1", "c2"]
+    assert api.get("/v1/admin/stores/s2/pending", headers=H).json() == []
+    assert api.get("/v1/admin/stores/nope/pending", headers=H).status_code == 404
+    gone = api.delete(f"/v1/admin/staff/{ann['id']}", headers=H).json()
+    assert gone["pending"] == ["c1", "c2"] and row(rt).desired_v == 2
+    assert api.delete(f"/v1/admin/staff/{ann['id']}", headers=H).status_code == 404
+    assert row(rt).desired_v == 2  # a refused change bumps nothing
+
+
+def test_a_hello_gets_the_whole_state_first_and_a_beat_records_it_applied(
+        rt: Runtime, shop: dict[str, Any], api: TestClient, clock: FakeClock) -> None:
+    a, b = add_pin(api, 1), add_pin(api, 2)
+    api.delete(f"/v1/admin/staff/{a['id']}", headers=H)  # revoked while the case was away
+    api.post("/v1/admin/cases/c1/config", json={"set": {"unlock_ms": 4000}}, headers=H)
+    assert row(rt).desired_v == 4
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    time_, state = synced(h, dev)
+    assert time_["t"] == "time" and time_["sv"] == 4
+    assert state == {**state, "t": "state", "sv": 4, "i": 0, "n": 1, "set": {"unlock_ms": 4000},
+                     "staff": [["pin", b["id"], f"{2:064x}"]]}
+    assert desired.pending(row(rt))  # sent is not applied
+    assert api.get("/v1/admin/cases/c1", headers=H).json()["pending"] is True
+    # the case applies it and says so in its next beat
+    assert h.handle(*dev.msg("status", {"t": "beat", "up": 1, "synced": True, "sv": 4})) == []
+    got = api.get("/v1/admin/cases/c1", headers=H).json()
+    assert (got["desired_v"], got["applied_v"], got["pending"]) == (4, 4, False)
+    # in step: a new connection is only answered with the time
+    assert [m["t"] for m in dev.read(h.handle(*dev.msg("status", {"t": "hello", "fw": "1", "sv": 4})))] == ["time"]
+
+
+def test_beats_resend_with_backoff_until_applied(rt: Runtime, shop: dict[str, Any], api: TestClient,
+                                                 clock: FakeClock) -> None:
+    add_pin(api, 1)
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    synced(h, dev)  # sent once on the hello
+    sent = [int(clock.t)]
+    for _ in range(60):  # one beat a minute for an hour, the case never applying it
+        clock.advance(60)
+        out = dev.read(h.handle(*dev.msg("status", {"t": "beat", "up": 1, "synced": True, "sv": 0})))
+        if out:
+            sent.append(int(clock.t))
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert gaps[:5] == [60, 120, 240, 480, 900] and set(gaps[5:]) == {900}, gaps
+    # a hello re-sends at once, and restarts the backoff
+    assert [m["t"] for m in synced(h, dev)] == ["time", "state"]
+    clock.advance(60)
+    assert dev.read(h.handle(*dev.msg("status", {"t": "beat", "up": 2, "synced": True, "sv": 0})))
+
+
+def test_an_unsynced_beat_gets_no_state(rt: Runtime, shop: dict[str, Any], api: TestClient, clock: FakeClock) -> None:
+    add_pin(api, 1)
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    assert h.handle(*dev.msg("status", {"t": "beat", "up": 1, "synced": False, "sv": 0})) == []
+    assert row(rt).state_sent_at is None
+
+
+def test_a_replayed_hello_does_not_undo_what_a_beat_reported(rt: Runtime, shop: dict[str, Any],
+                                                            api: TestClient, clock: FakeClock) -> None:
+    add_pin(api, 1)
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    old_hello = dev.msg("status", {"t": "hello", "fw": "1", "sv": 0})
+    dev.read(h.handle(*old_hello))
+    h.handle(*dev.msg("status", {"t": "beat", "up": 1, "synced": True, "sv": 1}))
+    assert row(rt).applied_v == 1
+    h.handle(*old_hello)  # answered (a hello always is) but not believed
+    assert row(rt).applied_v == 1 and not desired.pending(row(rt))
+
+
+def test_the_whole_set_is_paged_to_fit_and_bounded(rt: Runtime, shop: dict[str, Any], api: TestClient, clock: FakeClock) -> None:
+    api.post("/v1/admin/cases/c1/config", json={"set": {"unlock_ms": 4000, "held_open_s": 60, "name": "x" * 100}},
+             headers=H)
+    ids = {add_pin(api, n)["id"] for n in range(desired.MAX_STAFF)}
+    r = api.post("/v1/admin/stores/s1/staff", json={"kind": "badge", "hash": "ab" * 32}, headers=H)
+    assert r.status_code == 422 and "at most 32" in r.json()["detail"]
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    outs = h.handle(*dev.msg("status", {"t": "hello", "fw": "1", "sv": 0}))
+    assert all(len(o.payload) <= codec.MAX_BYTES for o in outs)
+    parts = dev.read(outs)[1:]
+    assert len(parts) > 1 and [p["i"] for p in parts] == list(range(len(parts)))
+    assert {p["n"] for p in parts} == {len(parts)} and {p["sv"] for p in parts} == {row(rt).desired_v}
+    assert {e[1] for p in parts for e in p["staff"]} == ids
+    assert parts[0]["set"]["name"] == "x" * 100 and all("set" not in p for p in parts[1:])
+
+
+def test_config_is_desired_state_too(rt: Runtime, shop: dict[str, Any], api: TestClient, clock: FakeClock) -> None:
+    r = api.post("/v1/admin/cases/c1/config", json={"set": {"unlock_ms": 4000}}, headers=H)
+    assert r.status_code == 200 and r.json() == {"ok": None, "err": None, "pending": ["c1"]}  # no broker here
+    api.post("/v1/admin/cases/c1/config", json={"set": {"held_open_s": 60}}, headers=H)
+    c = row(rt)
+    assert c.desired_v == 2 and c.config_set == {"unlock_ms": 4000, "held_open_s": 60}
+    for bad in ({"cloud": {}}, {"staff": {}}, {"name": "x" * 1000}):
+        assert api.post("/v1/admin/cases/c1/config", json={"set": bad}, headers=H).status_code == 422, bad
+    assert row(rt).desired_v == 2
+    assert api.post("/v1/admin/cases/zz/config", json={"set": {}}, headers=H).status_code == 404
