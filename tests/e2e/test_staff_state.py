@@ -1,0 +1,83 @@
+"""The issue's scenario end to end: a staff PIN revoked while its case is offline no longer opens
+the case once it is back. The real firmware on the sim case, the worker, the API with its command
+sender, and Mosquitto: the API answers the revocation with the cases still pending (not with a
+count of publishes), shows the case pending until it reports the new version applied (its
+greeting after the reconnect brings it the state first), then applied == desired."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from casecloud.api import create_app
+from casecloud.commands import Commander
+from lockcase import creds
+from tests.e2e.conftest import Env, SimCase, broker_files_ctx, cloud_env, wait_for
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+H = {"Authorization": "Bearer t0ken"}
+PIN = "7315"
+
+
+@contextlib.contextmanager
+def admin_api(env: Env) -> Iterator[TestClient]:
+    app = create_app(env.rt, Commander(env.rt))
+    with TestClient(app) as api:
+        wait_for(lambda: api.get("/healthz").json()["broker"], timeout=20)
+        yield api
+
+
+def opens(ctl: Any, pin: str) -> bool:
+    """Types a staff PIN; True when the coil is energized, False on "Wrong PIN"."""
+    ctl.keys(f"**{pin}#")
+    st = ctl.wait_for(lambda s: s["energized"] or "Wrong" in s["display"][0], timeout=10, what="PIN answered")
+    if st["energized"]:
+        ctl.wait_for(lambda s: not s["energized"] and s["lock"] == "locked", timeout=10, what="relocked")
+    return bool(st["energized"])
+
+
+def case_view(api: TestClient) -> dict[str, Any]:
+    return api.get("/v1/admin/cases/c1", headers=H).json()
+
+
+def test_a_pin_revoked_while_the_case_is_offline_no_longer_opens_it(tmp_path: Path) -> None:
+    with cloud_env(tmp_path, ("c1",)) as env, admin_api(env) as api:
+        cfg = env.case_config()
+        staff = cfg["staff"]
+        pin_hash = creds.hash_pin(PIN, staff["salt"], staff["iter"])
+        with SimCase(tmp_path / "case1", cfg, heap="512k") as case:
+            ctl = case.client()
+            ctl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="synced")
+            added = api.post("/v1/admin/stores/s1/staff", json={"kind": "pin", "hash": pin_hash}, headers=H)
+            assert added.status_code == 201 and "pushed_to" not in added.json()
+            wait_for(lambda: not case_view(api)["pending"], timeout=20)
+            assert case_view(api)["applied_v"] == case_view(api)["desired_v"] == 1
+            assert opens(ctl, PIN)
+
+            # the case loses the cloud (its broker goes away) and the PIN is revoked meanwhile
+            env.broker_ctx.__exit__(None, None, None)
+            ctl.wait_for(lambda s: not s["cloud"]["up"], timeout=20, what="link down")
+            gone = api.delete(f"/v1/admin/staff/{added.json()['id']}", headers=H)
+            assert gone.status_code == 200 and gone.json()["pending"] == ["c1"]
+            view = case_view(api)
+            assert (view["desired_v"], view["applied_v"], view["pending"]) == (2, 1, True)
+            assert [c["id"] for c in api.get("/v1/admin/stores/s1/pending", headers=H).json()] == ["c1"]
+            assert opens(ctl, PIN)  # offline it still has the old set: staff must open offline
+
+            # back: its greeting gets the state first; it applies it and reports the version
+            env.broker_ctx = broker_files_ctx(env.workdir, env.secrets, port=env.port)
+            env.broker_ctx.__enter__()
+            wait_for(lambda: not case_view(api)["pending"], timeout=60)
+            view = case_view(api)
+            assert view["applied_v"] == view["desired_v"] == 2
+            assert api.get("/v1/admin/stores/s1/pending", headers=H).json() == []
+            ctl.wait_for(lambda s: s["lock"] == "locked" and not s["display"][0].startswith("Wrong"), timeout=15,
+                         what="idle")
+            assert not opens(ctl, PIN)
+            ctl.close()
