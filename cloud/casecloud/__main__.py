@@ -13,6 +13,7 @@ import logging
 
 import uvicorn
 
+from casecloud.alerts import offline_loop
 from casecloud.api import create_app
 from casecloud.commands import Commander
 from casecloud.runtime import Runtime, build
@@ -27,6 +28,9 @@ async def serve(rt: Runtime, *, api: bool, worker: bool) -> None:
     if worker:
         tasks.append(asyncio.create_task(Worker(rt).run(), name="worker"))
         tasks.append(asyncio.create_task(retention_loop(rt), name="retention"))
+        tasks.append(asyncio.create_task(offline_loop(rt.policy.alerts, rt.sessions,
+                                                      lambda: rt.policy.flush_alerts(rt.sessions, wait=False)),
+                                         name="offline"))
     try:
         if api:
             app = create_app(rt, Commander(rt))

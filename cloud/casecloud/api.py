@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from casecloud import __version__, broker, desired, keyring, registry
+from casecloud import alerts as alerting
 from casecloud.codec import ID_RE
 from casecloud.commands import Commander, NotConnected
 from casecloud.models import Alert, Case, Event, Member, SmsOutbox, Staff, Store
@@ -193,9 +194,46 @@ class AlertOut(BaseModel):
     store: str
     case: str | None
     kind: str
+    severity: str = Field(description="normal | high | critical")
+    state: str = Field(description="open | acknowledged | resolved")
     detail: str
-    delivered: bool
+    count: int = Field(description="occurrences while unresolved (repeats update the alert)")
+    first_at: int = Field(description="first occurrence, the case's clock (event ts)")
+    last_at: int
+    late: bool = Field(description="reported after the fact from the case's journal (it was offline)")
+    acked_by: str | None
+    acked_at: int | None
+    resolved_by: str | None
+    resolved_at: int | None
+    delivered: bool = Field(description="the store's webhook took the last delivery")
+    attempts: int
+    last_error: str | None
     created_at: int
+
+
+class AlertAckIn(Input):
+    by: str = Field(min_length=1, max_length=_fits(Alert.acked_by), description="who acknowledges")
+
+
+class AlertResolveIn(Input):
+    by: str = Field("staff", min_length=1, max_length=_fits(Alert.resolved_by))
+
+
+_BIGINT_MAX = (1 << 63) - 1
+AlertId = Annotated[int, Path(ge=1, le=_BIGINT_MAX)]  # beyond a BIGINT, PostgreSQL would fail the query
+
+
+def _alert_out(a: Alert) -> AlertOut:
+    return AlertOut(id=a.id, store=a.store_id, case=a.case_id, kind=a.kind, severity=a.severity, state=a.state,
+                    detail=a.detail, count=a.count, first_at=a.first_at, last_at=a.last_at, late=a.late,
+                    acked_by=a.acked_by, acked_at=a.acked_at, resolved_by=a.resolved_by, resolved_at=a.resolved_at,
+                    delivered=a.delivered, attempts=a.attempts, last_error=a.last_error, created_at=a.created_at)
+
+
+class ResyncOut(BaseModel):
+    case: str
+    signed_after: int = Field(description="epoch seconds: the first message the case signs after this "
+                              "re-establishes its replay window")
 
 
 class CmdResult(BaseModel):
@@ -567,12 +605,50 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
                          phone_last2=e.phone_last2, data=e.data) for e in s.scalars(q)]
 
     @app.get("/v1/admin/alerts", tags=["admin"], dependencies=Admin)
-    def alerts(s: DB, store: str | None = None, limit: int = Query(100, ge=1, le=1000)) -> list[AlertOut]:
-        q = select(Alert).order_by(Alert.id.desc()).limit(limit)
+    def alerts(
+        s: DB,
+        store: str | None = None,
+        case: str | None = None,
+        state: Annotated[list[Literal["open", "acknowledged", "resolved"]] | None, Query()] = None,
+        kind: Annotated[list[str] | None, Query()] = None,
+        severity: Annotated[list[Literal["normal", "high", "critical"]] | None, Query()] = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=_BIGINT_MAX),
+    ) -> list[AlertOut]:
+        """Newest first; each filter may repeat (`state=open&state=acknowledged`)."""
+        q = select(Alert)
         if store:
             q = q.where(Alert.store_id == store)
-        return [AlertOut(id=a.id, store=a.store_id, case=a.case_id, kind=a.kind, detail=a.detail,
-                         delivered=a.delivered, created_at=a.created_at) for a in s.scalars(q)]
+        if case:
+            q = q.where(Alert.case_id == case)
+        if state:
+            q = q.where(Alert.state.in_(state))
+        if kind:
+            q = q.where(Alert.kind.in_(kind))
+        if severity:
+            q = q.where(Alert.severity.in_(severity))
+        q = q.order_by(Alert.id.desc()).limit(limit).offset(offset)
+        return [_alert_out(a) for a in s.scalars(q)]
+
+    @app.post("/v1/admin/alerts/{alert_id}/ack", tags=["admin"], dependencies=Admin,
+              responses={404: {}, 409: {"description": "the alert is resolved"}})
+    def ack_alert(alert_id: AlertId, body: AlertAckIn, s: DB) -> AlertOut:
+        """Staff have seen it (the first to acknowledge stays on record)."""
+        try:
+            a = alerting.acknowledge(s, alert_id, body.by, rt.now())
+        except alerting.Resolved as e:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+        if a is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        return _alert_out(a)
+
+    @app.post("/v1/admin/alerts/{alert_id}/resolve", tags=["admin"], dependencies=Admin, responses={404: {}})
+    def resolve_alert(alert_id: AlertId, body: AlertResolveIn, s: DB) -> AlertOut:
+        """Closed (idempotent): the next occurrence opens a new alert."""
+        a = alerting.resolve(s, alert_id, body.by, rt.now())
+        if a is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        return _alert_out(a)
 
     @app.post("/v1/admin/keys/rewrap", tags=["admin"], dependencies=Admin)
     def rewrap_keys(s: DB) -> dict[str, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid alias), not a BIGINT one.
@@ -54,6 +54,8 @@ class Case(Base):
     last_seen: Mapped[int | None] = mapped_column(default=None)
     fw: Mapped[str | None] = mapped_column(String(40), default=None)
     last_status: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # when last_status was last true (a beat's arrival, an event's ts): older events leave it be
+    status_at: Mapped[int | None] = mapped_column(default=None)
     # Desired state (desired.py): the store's staff set and this case's config overrides, as the
     # version the cloud wants and the version the case last reported applied. 0/0: nothing managed.
     desired_v: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -140,14 +142,38 @@ class RateCount(Base):
 
 
 class Alert(Base):
+    """One incident per case and kind while it is not resolved (alerts.py): repeats add to `count`
+    and move `last_at` instead of adding rows. Times `first_at`/`last_at` are the case's own (event
+    ts), the others the cloud's."""
+
     __tablename__ = "alerts"
+    __table_args__ = (
+        # The one-open-alert rule, held by the database so that two workers cannot both open one.
+        Index("uq_alerts_open", "case_id", "kind", unique=True, sqlite_where=text("state != 'resolved'"),
+              postgresql_where=text("state != 'resolved'")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     store_id: Mapped[str] = mapped_column(String(32), index=True)
     case_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    kind: Mapped[str] = mapped_column(String(16))  # help | abuse
+    kind: Mapped[str] = mapped_column(String(16))  # alerts.SEVERITY's keys
+    severity: Mapped[str] = mapped_column(String(8), default="normal")  # normal | high | critical
+    state: Mapped[str] = mapped_column(String(12), default="open")  # open | acknowledged | resolved
     detail: Mapped[str] = mapped_column(String(300), default="")
+    count: Mapped[int] = mapped_column(default=1)
+    first_at: Mapped[int] = mapped_column(default=0)
+    last_at: Mapped[int] = mapped_column(default=0)
+    # a help call the case could only journal (offline), reaching the cloud after the fact
+    late: Mapped[bool] = mapped_column(default=False)
+    acked_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    acked_at: Mapped[int | None] = mapped_column(default=None)
+    resolved_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    resolved_at: Mapped[int | None] = mapped_column(default=None)
+    # webhook delivery: when it was last handed over, how it went
+    notified_at: Mapped[int | None] = mapped_column(default=None)
     delivered: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[int]
 
 

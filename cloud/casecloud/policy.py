@@ -17,7 +17,10 @@ import hmac
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -28,6 +31,8 @@ from casecloud import db
 from casecloud.adapters.loyalty import Loyalty, LoyaltyError
 from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
+from casecloud.alerts import Alerts
+from casecloud.alerts import message as alert_message
 from casecloud.models import Alert, Case, Challenge, Event, Member, RateCount, Store
 from casecloud.phones import to_e164
 from casecloud.privacy import Hasher, last2, mask
@@ -105,7 +110,13 @@ class Policy:
         self.loyalty = loyalty
         self.notifier = notifier
         self.clock = clock
-        self._pending_alerts: list[int] = []
+        # Alert ids to POST, queued by committed transactions (any thread), and the deliveries under
+        # way. Deliveries retry for up to notify_max_s, so they run on threads of their own, never
+        # on those that decide the worker's batches.
+        self._pending_alerts: deque[int] = deque()
+        self._deliveries = ThreadPoolExecutor(max_workers=2, thread_name_prefix="casecloud-alerts")
+        self._delivering: set[Future[None]] = set()
+        self.alerts = Alerts(settings, clock, self._pending_alerts.append)
 
     def now(self) -> int:
         return int(self.clock())
@@ -221,14 +232,9 @@ class Policy:
         self._alert(s, store, case, "wrong_codes", detail)
 
     def _alert(self, s: Session, store: Store, case: Case | None, kind: str, detail: str) -> None:
-        a = Alert(store_id=store.id, case_id=case.id if case else None, kind=kind, detail=detail,
-                  created_at=self.now())
-        s.add(a)
-        s.flush()
-        alert_id = a.id
-        # pending for delivery only once committed: a rolled back batch raises nothing
-        db.after_commit(s, lambda: self._pending_alerts.append(alert_id))
-        log.warning("alert %s store=%s case=%s: %s", kind, store.id, case.id if case else "-", detail)
+        # written when the transaction commits and queued for delivery after it (alerts.py): a
+        # rolled back batch raises nothing
+        self.alerts.raise_(s, store.id, case.id if case else None, kind, detail, self.now())
 
     @property
     def alerts_pending(self) -> bool:
@@ -252,28 +258,46 @@ class Policy:
                         if case is not None:
                             self.journal(s, case, "deny", member_id=ch.member_id, why="unavailable", via="sms")
                 r = deny("unavailable")
-        self.flush_alerts(sessions)
+        # A help call is answered once its alert is committed and handed to delivery: a webhook
+        # being retried must not leave the shopper at "No answer".
+        self.flush_alerts(sessions, wait=False)
         return r
 
-    def flush_alerts(self, sessions: sessionmaker[Session]) -> None:
-        """Deliver alerts raised by committed decisions (after commit: no HTTP inside a transaction)."""
-        ids, self._pending_alerts = self._pending_alerts, []
-        for alert_id in ids:
+    def flush_alerts(self, sessions: sessionmaker[Session], *, wait: bool = True) -> None:
+        """Deliver the alerts raised by committed transactions, on the delivery threads (no HTTP
+        inside a transaction); wait: until they are delivered or given up."""
+        while True:
+            try:
+                alert_id = self._pending_alerts.popleft()
+            except IndexError:
+                break
+            fut = self._deliveries.submit(self._deliver, sessions, alert_id)
+            self._delivering.add(fut)
+            fut.add_done_callback(self._delivering.discard)
+        if wait:
+            self.wait_alerts()
+
+    def wait_alerts(self, timeout: float | None = None) -> None:
+        """Until every delivery handed over so far is done (tests, tools, shutdown)."""
+        futures.wait(list(self._delivering), timeout)
+
+    def _deliver(self, sessions: sessionmaker[Session], alert_id: int) -> None:
+        try:
             with sessions.begin() as s:
                 a = s.get(Alert, alert_id)
                 store = s.get(Store, a.store_id) if a else None
                 if a is None or store is None:
-                    continue
-                msg: dict[str, str | int | None] = {
-                    "store": a.store_id, "case": a.case_id, "kind": a.kind, "detail": a.detail,
-                    "at": a.created_at,
-                }
-                url = store.notify_url
-            delivered = self.notifier.notify(url, msg)
+                    return
+                msg, url = alert_message(a), store.notify_url
+            d = self.notifier.notify(url, msg)
             with sessions.begin() as s:
-                a = s.get(Alert, alert_id)
+                a = s.get(Alert, alert_id, with_for_update=True)
                 if a is not None:
-                    a.delivered = delivered
+                    a.delivered = d.ok
+                    a.attempts += d.attempts
+                    a.last_error = None if d.ok else (d.error or "")[:200]
+        except Exception:
+            log.exception("alert %d: delivery failed", alert_id)
 
     # --- journal ---------------------------------------------------------------------------
 
@@ -426,11 +450,9 @@ class Policy:
 
     def on_help(self, s: Session, store: Store, case: Case, why: str | None) -> Reply:
         self.journal(s, case, "help_call", why=(why or "")[:40])
-        # One alert per case per minute however often the button is pressed.
-        recent = s.scalar(select(func.count()).select_from(Alert).where(
-            Alert.case_id == case.id, Alert.kind == "help", Alert.created_at > self.now() - 60))
-        if not recent:
-            self._alert(s, store, case, "help", f"help requested at case {case.name or case.id}")
+        # Every press counts on the case's one open help alert; staff are told again at most
+        # every alert_repeat_s however often the button is pressed.
+        self._alert(s, store, case, "help", f"help requested at case {case.name or case.id}")
         return Reply("ok")
 
     def app_unlock(self, s: Session, store: Store | None, case: Case | None, token: str, client: str = "-") -> Reply:

@@ -65,5 +65,8 @@ def build(
                                      settings.loyalty_webhook_secret.get_secret_value().encode(), hasher, clock)
         else:
             loyalty = BuiltinLoyalty(hasher)
-    policy = Policy(settings, hasher, sms, loyalty, notifier or WebhookNotifier(), clock)
+    if notifier is None:
+        notifier = WebhookNotifier(settings.notify_key(), attempts=settings.notify_attempts,
+                                   backoff_s=settings.notify_backoff_s, max_s=settings.notify_max_s)
+    policy = Policy(settings, hasher, sms, loyalty, notifier, clock)
     return Runtime(settings, engine, sessions, hasher, policy, clock)

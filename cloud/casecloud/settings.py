@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     abuse_after: int = 3  # refusals for one key within a window before staff are alerted
     guests_allowed: bool = True  # default for new stores: numbers that are not members may use OTP
 
+    # alerts (alerts.py, docs/cloud.md "Alerts")
+    offline_alert_s: int = 300  # a case offline (its presence) this long raises an `offline` alert
+    offline_check_every_s: int = 30
+    help_late_s: int = 60  # a help event reaching the cloud this much after its ts is marked late
+    alert_repeat_s: int = 60  # a repeat of an open alert is POSTed again at most this often
+    # Key of the webhook signature (X-LockCase-Signature); default: generated into
+    # <data_dir>/notify_secret. Give the store's receiver the same value.
+    notify_secret: SecretStr | None = None
+    notify_attempts: int = 6  # webhook tries per delivery, with exponential backoff and jitter
+    notify_backoff_s: float = 1.0  # the first retry waits up to this; each one doubles it
+    notify_max_s: float = 60.0  # no retry starts after this much time
+
     cmd_timeout_s: float = 10.0
     msg_ttl_s: int = 30
     retention_days: int = 90

@@ -34,7 +34,7 @@ import aiomqtt
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from casecloud import channel, codec, db, desired, keyring
+from casecloud import channel, codec, db, desired, keyring, status
 from casecloud.models import Case, Event, Store
 from casecloud.mqtt import client as mqtt_client
 from casecloud.mqtt import payload_bytes
@@ -109,7 +109,7 @@ class Decided:
             except Exception:
                 log.exception("failed to finish a request of case %s", w.case_id)
         try:
-            rt.policy.flush_alerts(rt.sessions)
+            rt.policy.flush_alerts(rt.sessions, wait=False)  # on the delivery threads, retried there
         except Exception:
             log.exception("failed to deliver alerts")
         return outs
@@ -140,6 +140,7 @@ class Handler:
         """A batch, side effects included: the replies per message, in order."""
         d = self.decide(msgs)
         later = d.finish() if d.pending else [[] for _ in msgs]
+        self.rt.policy.wait_alerts()
         return [a + b for a, b in zip(d.ready, later, strict=True)]
 
     def decide(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
@@ -219,6 +220,8 @@ class Handler:
                         case.online = payload.strip() == b"online"
                         if not case.online:
                             case.synced = False  # gone: its next connection greets anew
+                        else:
+                            rt.policy.alerts.resolve(s, case.store_id, case.id, ("offline",), now, "case: online")
                         case.last_seen = now
                     continue
                 case = cases.get(p.topic.case)
@@ -290,13 +293,21 @@ class Handler:
             # Only an explicit false says unsynced: a beat without the field passed the clock
             # check, so its sender's clock is set (firmware from before the field).
             case.synced = body.get("synced") is not False
-            case.last_status = {k: body[k] for k in _BEAT_FIELDS if k in body}
+            case.last_status, case.status_at = status.from_beat(
+                case.last_status, {k: body[k] for k in _BEAT_FIELDS if k in body}, now)
             if case.synced:  # an unsynced case refuses commands (no_clock); its hello gets the state
                 self._state(i, case, desired.on_beat(s, case, body.get("sv"), now), w, replies)
         elif t == "evts":
             w.replies += 1
+            start = len(events)
             replies.append((i, case.id, "evtack", {"t": "evtack", "re": body["id"],
                                                     "ids": self._events(store.id, case.id, body, now, events)}))
+            # the door and alarms shown at once, not at the next beat; alarms become alerts
+            new = events[start:]
+            shown = status.from_events(case.last_status, case.status_at, new, now)
+            if shown is not None:
+                case.last_status, case.status_at = shown
+            self.rt.policy.alerts.from_events(s, case, new, now)
         elif t == "ack":
             self.rt.policy.journal(s, case, "cmd_ack", re=body["re"], ok=body["ok"], err=str(body.get("err", ""))[:60])
 

@@ -1,0 +1,396 @@
+"""Alerts (alerts.py): from case events, presence and policy to one open alert per case and kind,
+acknowledged and resolved through the API, delivered to a real local HTTP server with retries and
+a signature; and the case status updated from events (status.py). Every test that touches the
+database runs on SQLite and PostgreSQL (conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from casecloud.adapters.notify import SIGNATURE, TIMESTAMP, RecordingNotifier, WebhookNotifier
+from casecloud.api import create_app
+from casecloud.models import Alert, Case
+from casecloud.runtime import Runtime, build
+from casecloud.settings import Settings
+from casecloud.worker import Handler
+from lockcase.cloud import protocol as P
+from tests.cloud.conftest import FakeClock
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx2
+    from fastapi.testclient import TestClient
+
+H = {"Authorization": "Bearer test-admin-token"}
+
+
+class Sim:
+    """One case: signs with the firmware codec; its journal's events go out as `evts` batches."""
+
+    def __init__(self, rt: Runtime, clock: FakeClock, key: bytes) -> None:
+        self.rt, self.clock = rt, clock
+        self.topics = P.topics("lockcase/v1", "s1", "c1")
+        self.codec = P.Codec("c1", key, P.MemorySeqs(), clock=clock)
+        self.h = Handler(rt)
+        self.next_id = 1
+        (out,) = self.h.handle(*self.msg("status", {"t": "hello", "fw": "1.0"}))
+        assert self.codec.open(out.topic, out.payload)["t"] == "time" and self.codec.synced
+
+    def msg(self, kind: str, body: dict[str, Any]) -> tuple[str, bytes]:
+        return self.topics[kind], self.codec.sign(self.topics[kind], body)
+
+    def evt(self, k: str, ago: int = 0, **d: Any) -> dict[str, Any]:
+        e: dict[str, Any] = {"i": str(self.next_id), "k": k, "ts": int(self.clock()) - ago}
+        self.next_id += 1
+        if d:
+            e["d"] = d
+        return e
+
+    def send(self, *evts: dict[str, Any]) -> list[str]:
+        (out,) = self.h.handle(*self.msg("evt", {"t": "evts", "evts": list(evts)}))
+        return self.codec.open(out.topic, out.payload)["ids"]
+
+    def beat(self, **fields: Any) -> None:
+        assert self.h.handle(*self.msg("status", {"t": "beat", "up": 5, **fields})) == []
+
+    def presence(self, what: bytes) -> None:
+        self.h.handle(self.topics["presence"], what)
+
+    def help(self) -> None:
+        (out,) = self.h.handle(*self.msg("req", {"t": "help", "why": "keypad"}))
+        assert self.codec.open(out.topic, out.payload)["t"] == "ok"
+
+
+@pytest.fixture
+def case(rt: Runtime, clock: FakeClock, shop: dict[str, Any]) -> Sim:
+    return Sim(rt, clock, shop["key"])
+
+
+def alerts(rt: Runtime, kind: str | None = None) -> list[Alert]:
+    with rt.sessions() as s:
+        q = select(Alert).order_by(Alert.id)
+        if kind:
+            q = q.where(Alert.kind == kind)
+        return list(s.scalars(q))
+
+
+def one(rt: Runtime, kind: str) -> Alert:
+    (a,) = alerts(rt, kind)
+    return a
+
+
+def shown(rt: Runtime) -> dict[str, Any]:
+    with rt.sessions() as s:
+        c = s.get(Case, "c1")
+        assert c is not None and c.last_status is not None
+        return c.last_status
+
+
+# --- each kind ----------------------------------------------------------------------------------
+
+def test_forced_entry_is_critical_and_shown_before_any_beat(rt: Runtime, case: Sim, notifier: RecordingNotifier
+                                                           ) -> None:
+    case.beat(door="closed", lock="locked")
+    case.send(case.evt("forced"))
+    a = one(rt, "forced")
+    assert (a.severity, a.state, a.count, a.late, a.delivered) == ("critical", "open", 1, False, True)
+    assert [(m["kind"], m["severity"], m["case"]) for _, m in notifier.sent] == [("forced", "critical", "c1")]
+    # the door reads open at once, not at the next beat
+    assert shown(rt) == {"up": 5, "door": "open", "lock": "forced", "alarms": ["forced"]}
+    # closing the door clears the alarm shown, but a forced entry waits for staff
+    case.send(case.evt("closed", after="forced"))
+    assert shown(rt)["door"] == "closed" and "alarms" not in shown(rt)
+    assert one(rt, "forced").state == "open"
+
+
+def test_held_open_resolves_when_the_door_closes(rt: Runtime, case: Sim, clock: FakeClock) -> None:
+    case.send(case.evt("granted", source="phone", ms=5000), case.evt("opened", source="phone"))
+    assert shown(rt)["lock"] == "open"
+    clock.advance(60)
+    case.send(case.evt("held_open", s=60))
+    a = one(rt, "held_open")
+    assert (a.severity, a.state, a.detail) == ("high", "open", "door held open (60 s)")
+    assert shown(rt)["alarms"] == ["held_open"]
+    # a close older than the alarm (a late journal) resolves nothing
+    case.send(case.evt("closed", ago=30, after="open"))
+    assert one(rt, "held_open").state == "open"
+    clock.advance(5)
+    case.send(case.evt("closed", after="open"))
+    a = one(rt, "held_open")
+    assert (a.state, a.resolved_by, a.resolved_at) == ("resolved", "case: closed", rt.now())
+    assert "alarms" not in shown(rt)
+
+
+def test_tamper_resolves_on_reset_not_when_the_switch_closes(rt: Runtime, case: Sim) -> None:
+    case.send(case.evt("tamper"))
+    assert (one(rt, "tamper").severity, shown(rt)["alarms"]) == ("critical", ["tamper"])
+    case.send(case.evt("tamper_cleared"))
+    assert one(rt, "tamper").state == "open" and shown(rt)["alarms"] == ["tamper"]
+    case.send(case.evt("tamper_reset", by="staff"))
+    assert one(rt, "tamper").state == "resolved" and "alarms" not in shown(rt)
+
+
+def test_fault_and_config_error(rt: Runtime, case: Sim) -> None:
+    case.send(case.evt("fault", part="nfc", error="no answer", retry_ms=2000),
+              case.evt("config_error", error="keypad: bad value"))
+    f, c = one(rt, "fault"), one(rt, "config_error")
+    assert (f.severity, f.detail) == ("high", "fault in nfc: no answer")
+    assert (c.severity, c.detail) == ("high", "config error: keypad: bad value")
+
+
+def test_journal_overflow_raises_an_alert(rt: Runtime, case: Sim, clock: FakeClock) -> None:
+    # the record the firmware's journal writes (firmware/lockcase/journal.py, OVERFLOW)
+    case.send(case.evt("journal_overflow", ago=3600, first=11, last=210, lost=200))
+    a = one(rt, "journal_overflow")
+    assert a.severity == "high" and a.detail == "journal overflowed while offline: 200 events lost (ids 11-210)"
+    assert a.first_at == rt.now() - 3600
+
+
+def test_help_made_offline_arrives_late_from_the_journal(rt: Runtime, case: Sim, notifier: RecordingNotifier
+                                                        ) -> None:
+    case.send(case.evt("help", ago=900, source="keypad"))
+    a = one(rt, "help")
+    assert (a.severity, a.late, a.first_at, a.count) == ("normal", True, rt.now() - 900, 1)
+    assert notifier.sent[-1][1]["late"] is True
+
+
+def test_help_made_online_is_one_alert_with_its_journaled_event(rt: Runtime, case: Sim, clock: FakeClock) -> None:
+    case.help()  # the request, then its journal event a moment later
+    clock.advance(2)
+    case.send(case.evt("help", ago=2, source="keypad"))
+    a = one(rt, "help")
+    assert (a.count, a.late) == (1, False)
+
+
+# --- one open alert per case and kind -------------------------------------------------------------
+
+def test_repeats_update_the_open_alert(rt: Runtime, case: Sim, clock: FakeClock, notifier: RecordingNotifier,
+                                       settings: Settings) -> None:
+    first = case.evt("forced")
+    case.send(first)
+    clock.advance(10)
+    case.send(case.evt("closed"), case.evt("forced"))
+    case.send(first)  # the case did not get the evtack and sends it again: not a repeat
+    a = one(rt, "forced")
+    assert (a.count, a.first_at, a.last_at) == (2, rt.now() - 10, rt.now())
+    assert len(notifier.sent) == 1  # repeated to the store at most every alert_repeat_s
+    clock.advance(settings.alert_repeat_s)
+    case.send(case.evt("forced"))
+    assert one(rt, "forced").count == 3 and len(notifier.sent) == 2
+    # the database holds the rule too (two workers cannot both open one)
+    with pytest.raises(IntegrityError), rt.sessions.begin() as s:
+        s.add(Alert(store_id="s1", case_id="c1", kind="forced", created_at=rt.now()))
+    # once resolved, the next one is a new alert
+    with rt.sessions.begin() as s:
+        got = s.get(Alert, a.id)
+        assert got is not None
+        got.state = "resolved"
+    case.send(case.evt("forced"))
+    assert [(x.state, x.count) for x in alerts(rt, "forced")] == [("resolved", 3), ("open", 1)]
+
+
+def test_offline_after_its_timeout_and_resolved_when_back(rt: Runtime, case: Sim, clock: FakeClock,
+                                                          notifier: RecordingNotifier) -> None:
+    case.presence(b"offline")
+    alerts_ = rt.policy.alerts
+
+    def scan() -> None:
+        with rt.sessions.begin() as s:
+            alerts_.scan_offline(s)
+        rt.policy.flush_alerts(rt.sessions)
+
+    clock.advance(rt.settings.offline_alert_s - 1)
+    scan()
+    assert alerts(rt, "offline") == []
+    clock.advance(1)
+    scan()
+    clock.advance(120)
+    scan()  # still offline: the same alert, not a repeat
+    a = one(rt, "offline")
+    assert (a.severity, a.state, a.count, a.first_at) == ("high", "open", 1, rt.now() - 120 - rt.settings.offline_alert_s)
+    assert [m["kind"] for _, m in notifier.sent] == ["offline"]
+    case.presence(b"online")
+    assert one(rt, "offline").state == "resolved"
+    # back by its messages only (no presence seen): the next scan resolves it
+    case.presence(b"offline")
+    clock.advance(rt.settings.offline_alert_s)
+    scan()
+    assert [x.state for x in alerts(rt, "offline")] == ["resolved", "open"]
+    case.beat(door="closed", lock="locked")
+    scan()
+    assert [x.state for x in alerts(rt, "offline")] == ["resolved", "resolved"]
+
+
+# --- status from events ---------------------------------------------------------------------------
+
+def test_older_journal_events_do_not_override_a_newer_beat(rt: Runtime, case: Sim, clock: FakeClock) -> None:
+    case.beat(door="closed", lock="locked")
+    case.send(case.evt("opened", ago=100, source="phone"), case.evt("forced", ago=90))
+    assert shown(rt) == {"up": 5, "door": "closed", "lock": "locked"}
+    # within a batch, in the case's order: the last word counts
+    clock.advance(5)
+    case.send(case.evt("granted", source="app", ms=5000), case.evt("opened", source="app"), case.evt("closed"))
+    assert shown(rt) == {"up": 5, "door": "closed", "lock": "locked"}
+    case.send(case.evt("granted", source="app", ms=5000))
+    assert shown(rt)["lock"] == "released"
+
+
+# --- the API --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(rt)) as c:
+        yield c
+
+
+def test_list_acknowledge_resolve(api: TestClient, rt: Runtime, case: Sim) -> None:
+    case.send(case.evt("forced"), case.evt("fault", part="nfc", error="x"))
+    case.help()
+    r = api.get("/v1/admin/alerts", params={"severity": ["critical", "normal"]}, headers=H)
+    assert r.status_code == 200 and [a["kind"] for a in r.json()] == ["help", "forced"]
+    forced = r.json()[1]
+    assert api.get("/v1/admin/alerts", params={"kind": "fault", "case": "c1", "store": "s1"},
+                   headers=H).json()[0]["detail"] == "fault in nfc: x"
+    assert len(api.get("/v1/admin/alerts", params={"limit": 1, "offset": 1}, headers=H).json()) == 1
+    for bad in ({"state": "gone"}, {"limit": 0}, {"limit": 1001}, {"offset": -1}, {"severity": "low"}):
+        assert api.get("/v1/admin/alerts", params=bad, headers=H).status_code == 422, bad
+
+    r = api.post(f"/v1/admin/alerts/{forced['id']}/ack", json={"by": "ana"}, headers=H)
+    assert r.status_code == 200 and (r.json()["state"], r.json()["acked_by"], r.json()["acked_at"]) == (
+        "acknowledged", "ana", rt.now())
+    # the first to acknowledge stays on record; a repeat still updates the acknowledged alert
+    assert api.post(f"/v1/admin/alerts/{forced['id']}/ack", json={"by": "bob"}, headers=H).json()["acked_by"] == "ana"
+    case.send(case.evt("forced"))
+    assert one(rt, "forced").count == 2 and one(rt, "forced").state == "acknowledged"
+    assert [a["kind"] for a in api.get("/v1/admin/alerts", params={"state": "acknowledged"}, headers=H).json()] == [
+        "forced"]
+
+    r = api.post(f"/v1/admin/alerts/{forced['id']}/resolve", json={"by": "ana"}, headers=H)
+    assert r.status_code == 200 and (r.json()["state"], r.json()["resolved_by"]) == ("resolved", "ana")
+    assert api.post(f"/v1/admin/alerts/{forced['id']}/ack", json={"by": "bob"}, headers=H).status_code == 409
+    assert api.post(f"/v1/admin/alerts/{forced['id']}/resolve", json={}, headers=H).status_code == 200
+    assert api.post("/v1/admin/alerts/999999/ack", json={"by": "x"}, headers=H).status_code == 404
+    assert api.post("/v1/admin/alerts/999999/resolve", json={}, headers=H).status_code == 404
+    assert api.post(f"/v1/admin/alerts/{2**63}/resolve", json={}, headers=H).status_code == 422
+    for body in ({}, {"by": ""}, {"by": "x" * 101}, {"by": "a\x00b"}):
+        assert api.post(f"/v1/admin/alerts/{forced['id']}/ack", json=body, headers=H).status_code == 422, body
+    assert api.post(f"/v1/admin/alerts/{forced['id']}/ack", json={"by": "x"}).status_code == 401
+
+
+# --- delivery: a real HTTP server -----------------------------------------------------------------
+
+class Hook:
+    """A store's receiver on a loopback port: answers `codes` in turn (then 200), records what
+    came, checks the signature as docs/cloud.md tells a receiver to; `gate` holds every answer."""
+
+    def __init__(self, secret: bytes, codes: list[int]) -> None:
+        self.secret, self.codes = secret, list(codes)
+        self.got: list[tuple[dict[str, Any], bool]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                ts = self.headers[TIMESTAMP]
+                want = "sha256=" + hmac.new(hook.secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+                hook.got.append((json.loads(body), hmac.compare_digest(want, self.headers[SIGNATURE])))
+                hook.gate.wait(30)
+                self.send_response(hook.codes.pop(0) if hook.codes else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SECRET = b"store-shares-this"
+
+
+@pytest.fixture
+def webhook_rt(settings: Settings, clock: FakeClock) -> Iterator[Runtime]:
+    # the real notifier, with short waits between tries (the backoff itself is tenacity's)
+    r = build(settings, clock=clock, notifier=WebhookNotifier(SECRET, attempts=4, backoff_s=0.01, max_s=10))
+    yield r
+    r.engine.dispose()
+
+
+def hooked(rt: Runtime, clock: FakeClock, shop: dict[str, Any], hook: Hook) -> Sim:
+    from casecloud.models import Store
+
+    with rt.sessions.begin() as s:
+        st = s.get(Store, "s1")
+        assert st is not None
+        st.notify_url = hook.url
+    return Sim(rt, clock, shop["key"])
+
+
+def test_webhook_retries_then_delivers_signed(webhook_rt: Runtime, clock: FakeClock, shop: dict[str, Any]) -> None:
+    hook = Hook(SECRET, [500, 503])
+    try:
+        case = hooked(webhook_rt, clock, shop, hook)
+        case.send(case.evt("tamper"))
+        a = one(webhook_rt, "tamper")
+        assert (a.delivered, a.attempts, a.last_error) == (True, 3, None)
+        assert len(hook.got) == 3 and all(ok for _, ok in hook.got)
+        msg = hook.got[-1][0]
+        assert (msg["kind"], msg["severity"], msg["case"], msg["state"], msg["id"]) == (
+            "tamper", "critical", "c1", "open", a.id)
+    finally:
+        hook.close()
+
+
+def test_webhook_gives_up_bounded_and_says_why(webhook_rt: Runtime, clock: FakeClock, shop: dict[str, Any]) -> None:
+    hook = Hook(SECRET, [500] * 10)
+    try:
+        case = hooked(webhook_rt, clock, shop, hook)
+        case.send(case.evt("forced"))
+        a = one(webhook_rt, "forced")
+        assert (a.delivered, a.attempts, a.last_error) == (False, 4, "HTTP 500")
+        hook.codes = [404]  # refused: not retried
+        case.send(case.evt("tamper"))
+        a = one(webhook_rt, "tamper")
+        assert (a.delivered, a.attempts, a.last_error) == (False, 1, "HTTP 404")
+    finally:
+        hook.close()
+
+
+def test_a_slow_webhook_does_not_hold_the_batch(webhook_rt: Runtime, clock: FakeClock, shop: dict[str, Any]) -> None:
+    hook = Hook(SECRET, [])
+    hook.gate.clear()  # the store's receiver hangs until released
+    try:
+        case = hooked(webhook_rt, clock, shop, hook)
+        h = case.h
+        # what the worker does: decide and commit, then finish without waiting for deliveries
+        d = h.decide([case.msg("evt", {"t": "evts", "evts": [case.evt("forced")]})])
+        assert d.ready[0]  # the evtack is ready before the store answered
+        d.finish()
+        d2 = h.decide([case.msg("req", {"t": "help"})])
+        outs = d2.finish()  # the help call is answered while the forced alert's delivery hangs
+        assert case.codec.open(outs[0][0].topic, outs[0][0].payload)["t"] == "ok"
+        assert not one(webhook_rt, "forced").delivered
+        hook.gate.set()
+        webhook_rt.policy.wait_alerts(30)
+        assert one(webhook_rt, "forced").delivered and one(webhook_rt, "help").delivered
+    finally:
+        hook.close()
