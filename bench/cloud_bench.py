@@ -36,7 +36,14 @@ from casecloud.settings import Settings
 from casectl.sim import demo_config
 from casectl.simproc import SimCase
 from lockcase.cloud import protocol as P
-from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, broker_files_ctx, cloud_env
+from tests.e2e.conftest import (
+    SERVICE_PASSWORD,
+    SERVICE_USER,
+    WORKER_PASSWORD,
+    WORKER_USER,
+    broker_files_ctx,
+    cloud_env,
+)
 
 NO_LIMITS: dict[str, Any] = {"rate_member": 10**9, "rate_case": 10**9, "rate_store": 10**9, "rate_phone": 10**9}
 
@@ -180,8 +187,8 @@ def link_delivery(n: int = 300, fw_dir: Path | None = None) -> dict[str, Any]:
 def worker_process(workdir: Path, host: str, port: int, **settings: Any) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m casecloud --worker-only` on the database in workdir/data: one worker, as deployed."""
     env = dict(os.environ, CASECLOUD_DATA_DIR=str(workdir / "data"), CASECLOUD_MQTT_HOST=host,
-               CASECLOUD_MQTT_PORT=str(port), CASECLOUD_MQTT_USERNAME=SERVICE_USER,
-               CASECLOUD_MQTT_PASSWORD=SERVICE_PASSWORD, CASECLOUD_ADMIN_TOKEN="t0ken",
+               CASECLOUD_MQTT_PORT=str(port), CASECLOUD_MQTT_USERNAME=WORKER_USER,
+               CASECLOUD_MQTT_PASSWORD=WORKER_PASSWORD, CASECLOUD_ADMIN_TOKEN="t0ken",
                CASECLOUD_MQTT_CLIENT_ID="bench")
     env.update({f"CASECLOUD_{k.upper()}": str(v) for k, v in settings.items()})
     log = (workdir / "worker.log").open("wb")

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from casecloud import __version__, broker, desired, keyring, registry
 from casecloud import alerts as alerting
+from casecloud.brokersync import BrokerSync, BrokerSyncError, SyncResult
 from casecloud.codec import ID_RE
 from casecloud.commands import Commander, NotConnected
 from casecloud.models import Alert, Case, Event, Member, SmsOutbox, Staff, Store
@@ -293,13 +294,19 @@ def _member_out(m: Member) -> MemberOut:
 def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
     """commander: sends cmds and waits for acks; None gives an API that answers 503 for those."""
 
+    # Writes the broker's files from the case table (brokersync.py) when this process has them.
+    syncer = BrokerSync(rt.settings, rt.sessions) if rt.settings.broker_dir else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(commander.run()) if commander else None
+        tasks = [asyncio.create_task(commander.run())] if commander else []
+        if syncer:  # the broker's files match the table before the first request is served
+            await asyncio.to_thread(syncer.sync_logged)
+            tasks.append(asyncio.create_task(syncer.follow()))
         try:
             yield
         finally:
-            if task:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -378,13 +385,17 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
 
     # cases
     @app.post("/v1/admin/cases", tags=["admin"], dependencies=Admin, status_code=201)
-    def register_case(body: CaseIn, s: DB) -> CaseSecretsOut:
-        try:
-            c, sec = registry.register_case(s, body.store, body.id, rt.now(), name=body.name)
-        except ValueError as e:
-            raise bad(e) from None
-        log.info("case %s registered in store %s", c.id, c.store_id)
-        return secrets_out(c, sec)
+    def register_case(body: CaseIn) -> CaseSecretsOut:
+        with rt.sessions.begin() as s:  # committed before the broker's files are rebuilt from it
+            try:
+                c, sec = registry.register_case(s, body.store, body.id, rt.now(), name=body.name)
+            except ValueError as e:
+                raise bad(e) from None
+            log.info("case %s registered in store %s", c.id, c.store_id)
+            out = secrets_out(c, sec)
+        if syncer:
+            syncer.sync_logged()
+        return out
 
     @app.get("/v1/admin/cases", tags=["admin"], dependencies=Admin)
     def list_cases(s: DB, store: str | None = None) -> list[CaseOut]:
@@ -406,15 +417,22 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         return _case_out(get_case(s, case_id))
 
     @app.post("/v1/admin/cases/{case_id}/rotate", tags=["admin"], dependencies=Admin)
-    def rotate_case(case_id: str, s: DB) -> CaseSecretsOut:
-        get_case(s, case_id)
-        c, sec = registry.rotate_case(s, case_id)
-        log.info("case %s key rotated to version %d", c.id, c.key_version)
-        return secrets_out(c, sec)
+    def rotate_case(case_id: str) -> CaseSecretsOut:
+        with rt.sessions.begin() as s:
+            get_case(s, case_id)
+            c, sec = registry.rotate_case(s, case_id)
+            log.info("case %s key rotated to version %d", c.id, c.key_version)
+            out = secrets_out(c, sec)
+        if syncer:
+            syncer.sync_logged()
+        return out
 
     @app.delete("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin, status_code=204)
-    def delete_case(case_id: str, s: DB) -> Response:
-        s.delete(get_case(s, case_id))
+    def delete_case(case_id: str) -> Response:
+        with rt.sessions.begin() as s:
+            s.delete(get_case(s, case_id))
+        if syncer:
+            syncer.sync_logged()
         return Response(status_code=204)
 
     @app.post("/v1/admin/cases/{case_id}/relock", tags=["admin"], dependencies=Admin)
@@ -448,13 +466,25 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
 
     @app.get("/v1/admin/broker/passwd", tags=["admin"], dependencies=Admin, response_class=PlainTextResponse)
     def broker_passwd(s: DB) -> str:
-        """Mosquitto password_file for every case (the cloud's own user is added by hand)."""
+        """Mosquitto password_file for every case, for a broker this process does not write to
+        (the cloud's own logins are added by hand)."""
         return broker.passwd_file((c.id, c.mqtt_password_hash) for c in s.scalars(select(Case).order_by(Case.id)))
 
     @app.get("/v1/admin/broker/acl", tags=["admin"], dependencies=Admin, response_class=PlainTextResponse)
     def broker_acl(s: DB) -> str:
         cases = [(c.store_id, c.id) for c in s.scalars(select(Case).order_by(Case.id))]
-        return broker.acl_file(cases, rt.settings.mqtt_username or "casecloud", rt.settings.topic_prefix)
+        st = rt.settings
+        return broker.acl_file(cases, [u for u in (st.mqtt_username, st.mqtt_api_username) if u], st.topic_prefix)
+
+    @app.post("/v1/admin/broker/sync", tags=["admin"], dependencies=Admin)
+    def broker_sync() -> SyncResult:
+        """Rewrite the broker's files from the case table now (e.g. after the broker lost them)."""
+        if syncer is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, "this process does not write the broker's files (broker_dir)")
+        try:
+            return syncer.sync()
+        except BrokerSyncError as e:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
 
     # members
     @app.post("/v1/admin/members", tags=["admin"], dependencies=Admin, status_code=201)

@@ -15,11 +15,12 @@ def client(settings: Settings, role: str, *, clean_session: bool = True, max_inf
     """max_inflight: QoS 1 messages sent and not yet acknowledged by the broker before further ones
     wait in the client (paho's default is 20)."""
     ident = settings.mqtt_client_id or f"casecloud-{socket.gethostname()}"
+    username, password = login(settings, role)
     return aiomqtt.Client(
         settings.mqtt_host,
         settings.mqtt_port,
-        username=settings.mqtt_username,
-        password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+        username=username,
+        password=password,
         identifier=f"{ident}-{role}"[:64],
         protocol=aiomqtt.ProtocolVersion.V311,
         clean_session=clean_session,
@@ -29,6 +30,17 @@ def client(settings: Settings, role: str, *, clean_session: bool = True, max_inf
         # reply could wait for the ACK of the previous packet, which Linux delays up to 40 ms.
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+
+
+def login(settings: Settings, role: str) -> tuple[str | None, str | None]:
+    """The broker login of this role's connection: the API's own when it has one, so that the
+    worker and the command sender of one process do not share a client id on a broker that makes
+    the login the client id (and knock each other off)."""
+    if role == "api" and settings.mqtt_api_username:
+        pw = settings.mqtt_api_password
+        return settings.mqtt_api_username, pw.get_secret_value() if pw else None
+    pw = settings.mqtt_password
+    return settings.mqtt_username, pw.get_secret_value() if pw else None
 
 
 def payload_bytes(payload: Any) -> bytes:

@@ -79,6 +79,8 @@ def rotate_case(s: Session, case_id: str) -> tuple[Case, CaseSecrets]:
     case.key_sealed, case.mqtt_password_hash = keyring.of(s).seal(bytes.fromhex(sec.key_hex)), pw_hash
     case.key_hex = None  # a legacy clear key must not outlive its rotation
     case.key_version += 1
+    # Not synced until it greets with the new key: what `casectl provision --force` waits for.
+    case.synced = False
     return case, sec
 
 

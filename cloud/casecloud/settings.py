@@ -37,8 +37,18 @@ class Settings(BaseSettings):
     # MQTT broker the worker and the command sender connect to
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
+    # The worker's login; the API's command sender has its own (mqtt_api_*), since the shipped
+    # broker makes a login its client id (cloud/broker/casecloud.conf). Without mqtt_api_username
+    # the API uses the worker's, which only a broker that does not bind client ids accepts.
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_api_username: str | None = None
+    mqtt_api_password: SecretStr | None = None
+    # Where this process writes Mosquitto's casecloud.passwd and casecloud.acl from the case table
+    # (brokersync.py), reading service.passwd there; None: it leaves the broker's files alone.
+    broker_dir: Path | None = None
+    broker_pid_file: Path | None = None  # Mosquitto's pid_file: SIGHUP after each change
+    broker_sync_every_s: float = 5.0  # re-read the case table for changes made by other processes
     mqtt_client_id: str | None = None  # default: casecloud-<random>
     # Several workers split the case traffic through an MQTT shared subscription of this group.
     mqtt_share_group: str | None = None

@@ -39,32 +39,60 @@ def mosquitto_binary() -> str:
     return found
 
 
+SHIPPED_CONF = Path(__file__).resolve().parents[2] / "cloud" / "broker" / "casecloud.conf"
+_AUTH_LINES = ("allow_anonymous ", "password_file ", "acl_file ", "use_username_as_clientid ")
+
+
+def shipped_conf(workdir: Path, *, passwd_file: Path | None, acl_file: Path | None) -> str:
+    """cloud/broker/casecloud.conf as shipped, its file paths moved into the test's dirs. Without a
+    password file its login lines give way to anonymous access (use_username_as_clientid drops
+    clients that have no login); every other line (sizes, queues, persistence) is kept."""
+    out = []
+    for line in SHIPPED_CONF.read_text().splitlines():
+        if passwd_file is None and line.startswith(_AUTH_LINES):
+            continue
+        if line.startswith("password_file ") and passwd_file is not None:
+            line = f"password_file {passwd_file}"
+        elif line.startswith("acl_file "):
+            if acl_file is None:
+                continue  # a test of logins alone: every topic allowed
+            line = f"acl_file {acl_file}"
+        out.append(line)
+    if passwd_file is None:
+        out.append("allow_anonymous true")
+    return "\n".join(out) + "\n"
+
+
 @contextlib.contextmanager
 def start_mosquitto(
     workdir: Path, *, passwd: str | None = None, acl: str | None = None, extra: str = "",
-    port: int | None = None,
+    port: int | None = None, files_dir: Path | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Run a real Mosquitto on a free loopback port; yields (host, port).
+    """Run a real Mosquitto with the shipped configuration on a free loopback port; yields (host, port).
 
-    passwd/acl: file contents (mosquitto_passwd format, ACL syntax); without passwd anonymous
-    clients are allowed. The broker's log is at workdir/mosquitto.log.
+    passwd/acl: file contents (mosquitto_passwd format, ACL syntax); files_dir: a dir that already
+    holds casecloud.passwd and casecloud.acl (written by casecloud.brokersync). With neither,
+    anonymous clients are allowed. The broker's log is at workdir/mosquitto.log, its pid in
+    workdir/mosquitto.pid (SIGHUP rereads the files).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()  # a given port: restart a broker where its clients expect it
-    lines = [f"listener {port} 127.0.0.1", "persistence false", f"log_dest file {workdir / 'mosquitto.log'}",
-             "log_type all", "set_tcp_nodelay true"]  # as docs/cloud.md configures it
+    lines = [f"listener {port} 127.0.0.1", f"log_dest file {workdir / 'mosquitto.log'}", "log_type all",
+             f"pid_file {workdir / 'mosquitto.pid'}"]
     if os.geteuid() == 0:
         lines.append("user root")  # otherwise it drops to 'mosquitto' and cannot read our files
+    passwd_path = acl_path = None
+    if files_dir is not None:
+        passwd_path, acl_path = files_dir / "casecloud.passwd", files_dir / "casecloud.acl"
     if passwd is not None:
-        (workdir / "passwd").write_text(passwd)
-        lines += ["allow_anonymous false", f"password_file {workdir / 'passwd'}"]
-    else:
-        lines.append("allow_anonymous true")
+        passwd_path = workdir / "passwd"
+        passwd_path.write_text(passwd)
     if acl is not None:
-        (workdir / "acl").write_text(acl)
-        lines.append(f"acl_file {workdir / 'acl'}")
+        acl_path = workdir / "acl"
+        acl_path.write_text(acl)
     conf = workdir / "mosquitto.conf"
-    conf.write_text("\n".join(lines) + "\n" + extra)
+    conf.write_text("\n".join(lines) + "\n" + shipped_conf(workdir, passwd_file=passwd_path, acl_file=acl_path)
+                    + extra)
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10

@@ -121,11 +121,11 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
         _, sec1 = registry.rotate_case(s, "c1")  # a known password for c1 too
         cases = list(s.scalars(select(Case).order_by(Case.id)))
         passwd = brokerfiles.passwd_file([(c.id, c.mqtt_password_hash) for c in cases]
-                                         + [("casecloud", brokerfiles.password_hash("svc-pw"))])
-        acl = brokerfiles.acl_file([(c.store_id, c.id) for c in cases], "casecloud")
+                                         + [(u, brokerfiles.password_hash("svc-pw")) for u in ("worker.svc", "api.svc")])
+        acl = brokerfiles.acl_file([(c.store_id, c.id) for c in cases], ["worker.svc", "api.svc"])
     with start_mosquitto(tmp_path / "secure", passwd=passwd, acl=acl) as (host, port):
         rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
-        rt.settings.mqtt_username, rt.settings.mqtt_password = "casecloud", SecretStr("svc-pw")
+        rt.settings.mqtt_username, rt.settings.mqtt_password = "worker.svc", SecretStr("svc-pw")
         loop = Loop()
         w = Worker(rt)
         loop.start(w.run())
@@ -149,7 +149,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
                 assert case2 is not None
                 topic, _, cmd = channel.seal(s, case2, "cmd", {"t": "relock"}, rt.now())
             svc = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="svc-test")
-            svc.username_pw_set("casecloud", "svc-pw")
+            svc.username_pw_set("api.svc", "svc-pw")  # the API's role: cmds
             svc.connect(host, port)
             svc.loop_start()
             svc.publish(topic, cmd, qos=1).wait_for_publish(5)
@@ -169,7 +169,8 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
 
 
 def test_no_phone_number_at_rest_or_in_logs(rt: Runtime, broker: tuple[str, int], shop: dict[str, Any],
-                                             caplog: pytest.LogCaptureFixture, stored_files: Any) -> None:
+                                             caplog: pytest.LogCaptureFixture, stored_files: Any,
+                                             tmp_path: Path) -> None:
     caplog.set_level(logging.DEBUG)
     rt.settings.mqtt_host, rt.settings.mqtt_port = broker
     loop = Loop()
@@ -201,10 +202,14 @@ def test_no_phone_number_at_rest_or_in_logs(rt: Runtime, broker: tuple[str, int]
         assert api.get(f"/v1/admin/members/{m['id']}", headers=H).status_code == 200
     rt.engine.dispose()
     files = stored_files()  # the SQLite files, or the PostgreSQL database's
+    # and every file of the broker the requests went through (its log, its config; test_broker.py
+    # checks a stopped broker that held queued requests)
+    broker_files = [p for p in (tmp_path / "broker").rglob("*") if p.is_file()]
+    assert broker_files
     # the search looks where the data is: the member's number is there, as its keyed hash
     assert any(rt.hasher.phone("+1" + PHONE).encode() in p.read_bytes() for p in files)
     needles = [PHONE, PHONE[-7:], "1" + PHONE]
-    for p in files:
+    for p in files + broker_files:
         data = p.read_bytes()
         for n in needles:
             assert n.encode() not in data, f"{n} in {p.name}"

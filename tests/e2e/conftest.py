@@ -22,7 +22,11 @@ from casectl.simproc import SimCase, SimClient
 from tests.cloud.conftest import start_mosquitto
 from tests.cloud.test_worker import Loop, wait_for
 
-SERVICE_USER, SERVICE_PASSWORD = "casecloud", "service-secret-for-tests"
+# The worker's and the API's logins, and one for the tests' own clients (which publish and spy
+# anywhere): on the shipped broker a login is its client id, so each connection needs its own.
+WORKER_USER, WORKER_PASSWORD = "worker.tests", "worker-secret-for-tests"
+API_USER, API_PASSWORD = "api.tests", "api-secret-for-tests"
+SERVICE_USER, SERVICE_PASSWORD = "tests.spy", "service-secret-for-tests"
 
 
 @dataclass
@@ -58,9 +62,11 @@ class Env:
 
 
 def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = None, extra: str = "") -> Any:
-    entries = [(SERVICE_USER, brokerfiles.password_hash(SERVICE_PASSWORD))]
+    entries = [(u, brokerfiles.password_hash(pw)) for u, pw in
+               ((SERVICE_USER, SERVICE_PASSWORD), (WORKER_USER, WORKER_PASSWORD), (API_USER, API_PASSWORD))]
     entries += [(s.mqtt_username, brokerfiles.password_hash(s.mqtt_password)) for s in secrets.values()]
-    acl = brokerfiles.acl_file([("s1", c) for c in secrets], SERVICE_USER)
+    acl = brokerfiles.acl_file([("s1", c) for c in secrets], [WORKER_USER, API_USER])
+    acl += f"\nuser {SERVICE_USER}\ntopic readwrite lockcase/v1/#\n"
     return start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries), acl=acl, port=port,
                            extra=extra)
 
@@ -70,8 +76,9 @@ def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), start_worker
               **settings: Any) -> Iterator[Env]:
     """Mosquitto with the cloud's passwd/ACL for these cases, and the worker, on SQLite.
     start_worker=False: the worker is not running (nor subscribed) until `Env.start_worker()`."""
-    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), mqtt_username=SERVICE_USER,
-                  mqtt_password=SecretStr(SERVICE_PASSWORD), **settings)
+    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), mqtt_username=WORKER_USER,
+                  mqtt_password=SecretStr(WORKER_PASSWORD), mqtt_api_username=API_USER,
+                  mqtt_api_password=SecretStr(API_PASSWORD), **settings)
     rt = build(st)
     secrets = {}
     with rt.sessions.begin() as s:

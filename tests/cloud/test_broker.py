@@ -1,0 +1,224 @@
+"""The shipped broker configuration (cloud/broker/casecloud.conf) on a real Mosquitto: logins bound
+to client ids, the packet cap, the worker's queue, nothing written to disk; and the case table kept
+in step with the broker by the cloud itself (brokersync.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import SecretStr
+
+from casecloud import broker as brokerfiles
+from casecloud import registry
+from casecloud.api import create_app
+from casecloud.brokersync import ACL_FILE, PASSWD_FILE, SERVICE_FILE
+from casecloud.runtime import build
+from casecloud.settings import Settings
+from tests.cloud.conftest import start_mosquitto
+from tests.cloud.fakecase import FakeCase
+from tests.cloud.helpers import wait_for
+
+WORKER, WORKER_PW = "worker.w1", "worker-secret"
+API, API_PW = "api.a1", "api-secret"
+PHONE = "+12025550143"
+REQ = "lockcase/v1/+/+/req"
+
+
+class Login:
+    """One MQTT connection under a login, recording what it receives and whether it was dropped."""
+
+    def __init__(self, port: int, user: str, password: str, client_id: str, *, clean: bool = True,
+                 subscribe: str | None = None) -> None:
+        self.got: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.dropped = False
+        self.rc: queue.Queue[int] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+                                  protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(user, password)
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.rc.put(rc.value)
+        self.client.on_message = lambda _c, _u, m: self.got.put((m.topic, bytes(m.payload)))
+
+        def on_disconnect(*_a: Any) -> None:
+            self.dropped = True
+
+        self.client.on_disconnect = on_disconnect
+        self.client.reconnect_delay_set(30, 30)  # a dropped client stays dropped within a test
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        self.connack = self.rc.get(timeout=10)
+        if self.connack == 0 and subscribe:
+            subscribed: queue.Queue[bool] = queue.Queue()
+            self.client.on_subscribe = lambda *_a: subscribed.put(True)
+            self.client.subscribe(subscribe, qos=1)
+            subscribed.get(timeout=10)
+
+    def close(self) -> None:
+        self.client.on_disconnect = None
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def login_ok(port: int, user: str, password: str) -> bool:
+    c = Login(port, user, password, "probe")
+    c.close()
+    return c.connack == 0
+
+
+@contextlib.contextmanager
+def shop_broker(tmp_path: Path, cases: tuple[str, ...] = ("c1", "c2")) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The shipped config with the cloud's generated files for a store s1 with these cases."""
+    secrets = {c: registry.CaseSecrets("00" * 32, c, f"pw-{c}") for c in cases}
+    passwd = brokerfiles.passwd_file([(WORKER, brokerfiles.password_hash(WORKER_PW)),
+                                      (API, brokerfiles.password_hash(API_PW))]
+                                     + [(c, brokerfiles.password_hash(s.mqtt_password)) for c, s in secrets.items()])
+    acl = brokerfiles.acl_file([("s1", c) for c in cases], [WORKER, API])
+    with start_mosquitto(tmp_path / "broker", passwd=passwd, acl=acl) as (_host, port):
+        yield port, secrets
+
+
+def test_no_login_can_take_another_ones_client_id(tmp_path: Path) -> None:
+    with shop_broker(tmp_path) as (port, secrets):
+        worker = Login(port, WORKER, WORKER_PW, "casecloud-host-worker", subscribe=REQ)
+        api = Login(port, API, API_PW, "casecloud-host-api")
+        c1 = Login(port, "c1", secrets["c1"].mqtt_password, "case-c1")
+        assert (worker.connack, api.connack, c1.connack) == (0, 0, 0)
+        # c2's login takes each client id in turn: each connection is its own, no one is knocked off
+        for stolen in ("case-c1", "casecloud-host-worker", "casecloud-host-api", "c1", WORKER):
+            thief = Login(port, "c2", secrets["c2"].mqtt_password, stolen)
+            assert thief.connack == 0
+            thief.close()
+        c1.client.publish("lockcase/v1/s1/c1/req", b"still here", qos=1).wait_for_publish(5)
+        assert worker.got.get(timeout=5) == ("lockcase/v1/s1/c1/req", b"still here")
+        assert not (worker.dropped or api.dropped or c1.dropped)
+        for c in (worker, api, c1):
+            c.close()
+
+
+def test_oversize_packet_drops_its_sender_only(tmp_path: Path) -> None:
+    with shop_broker(tmp_path) as (port, secrets):
+        worker = Login(port, WORKER, WORKER_PW, "w", subscribe=REQ)
+        c1 = Login(port, "c1", secrets["c1"].mqtt_password, "case-c1")
+        c1.client.publish("lockcase/v1/s1/c1/req", b"x" * 100_000, qos=1)
+        wait_for(lambda: c1.dropped)
+        c2 = Login(port, "c2", secrets["c2"].mqtt_password, "case-c2")
+        biggest = b"y" * 1024  # the protocol's largest payload still passes
+        c2.client.publish("lockcase/v1/s1/c2/req", biggest, qos=1).wait_for_publish(5)
+        assert worker.got.get(timeout=5) == ("lockcase/v1/s1/c2/req", biggest)
+        assert worker.got.empty() and not worker.dropped
+        for c in (worker, c1, c2):
+            c.close()
+
+
+def test_worker_queue_keeps_more_than_mosquittos_default_1000(tmp_path: Path) -> None:
+    n = 1500
+    with shop_broker(tmp_path) as (port, secrets):
+        Login(port, WORKER, WORKER_PW, "w", clean=False, subscribe=REQ).close()  # the worker goes away
+        c1 = Login(port, "c1", secrets["c1"].mqtt_password, "case-c1")
+        for i in range(n):
+            c1.client.publish("lockcase/v1/s1/c1/req", str(i).encode(), qos=1).wait_for_publish(5)
+        c1.close()
+        worker = Login(port, WORKER, WORKER_PW, "w", clean=False)  # back, same session
+        got = []
+        with contextlib.suppress(queue.Empty):
+            while len(got) < n:
+                got.append(int(worker.got.get(timeout=5)[1]))
+        worker.close()
+    assert got == list(range(n))
+
+
+def test_no_phone_number_in_any_broker_file_after_a_worker_stall(tmp_path: Path) -> None:
+    with shop_broker(tmp_path) as (port, secrets):
+        Login(port, WORKER, WORKER_PW, "w", clean=False, subscribe=REQ).close()  # stalled: queueing
+        case = FakeCase("127.0.0.1", port, "s1", "c1", b"\0" * 32, username="c1",
+                        password=secrets["c1"].mqtt_password)
+        for _ in range(3):
+            case.send("req", {"t": "phone", "num": PHONE})
+        case.close()
+    # the broker has stopped as a service does (SIGTERM), which is when a persistent one saves
+    files = [p for p in (tmp_path / "broker").rglob("*") if p.is_file()]
+    assert any(p.name == "mosquitto.log" for p in files)
+    digits = PHONE.lstrip("+").encode()
+    for p in files:
+        assert digits not in p.read_bytes(), f"the phone number is in {p.name}"
+
+
+def sync_settings(tmp_path: Path) -> Settings:
+    bdir = tmp_path / "broker"
+    bdir.mkdir(parents=True)
+    (bdir / SERVICE_FILE).write_text(brokerfiles.passwd_file([(WORKER, brokerfiles.password_hash(WORKER_PW)),
+                                                              (API, brokerfiles.password_hash(API_PW))]))
+    return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("t0k"), broker_dir=bdir,
+                    broker_pid_file=bdir / "mosquitto.pid", broker_sync_every_s=3600)
+
+
+def test_register_rotate_delete_reach_the_broker_with_no_manual_step(tmp_path: Path) -> None:
+    settings = sync_settings(tmp_path)
+    rt = build(settings)
+    h = {"Authorization": "Bearer t0k"}
+    try:
+        with TestClient(create_app(rt)) as api:  # its start writes the files from the (empty) table
+            bdir = settings.broker_dir
+            assert bdir is not None and (bdir / PASSWD_FILE).exists() and (bdir / ACL_FILE).exists()
+            with start_mosquitto(bdir, files_dir=bdir) as (_host, port):
+                assert login_ok(port, WORKER, WORKER_PW)
+                assert api.post("/v1/admin/stores", json={"id": "s1"}, headers=h).status_code == 201
+                r = api.post("/v1/admin/cases", json={"id": "c1", "store": "s1"}, headers=h)
+                pw1 = r.json()["mqtt"]["password"]
+                wait_for(lambda: login_ok(port, "c1", pw1))
+                c1 = Login(port, "c1", pw1, "case-c1")
+
+                pw2 = api.post("/v1/admin/cases/c1/rotate", headers=h).json()["mqtt"]["password"]
+                wait_for(lambda: login_ok(port, "c1", pw2))
+                assert not login_ok(port, "c1", pw1)
+                wait_for(lambda: c1.dropped)  # the old login's connection is gone too
+
+                assert api.delete("/v1/admin/cases/c1", headers=h).status_code == 204
+                wait_for(lambda: not login_ok(port, "c1", pw2))
+                c1.close()
+
+                # the broker lost its files (a new host): one admin call rebuilds them from the table
+                api.post("/v1/admin/cases", json={"id": "c3", "store": "s1"}, headers=h)
+                (bdir / PASSWD_FILE).unlink()
+                (bdir / ACL_FILE).unlink()
+                r = api.post("/v1/admin/broker/sync", headers=h)
+                assert r.status_code == 200 and r.json() == {"changed": True, "cases": 1, "services": 2}
+                assert "user c3" in (bdir / ACL_FILE).read_text()
+    finally:
+        rt.engine.dispose()
+
+
+@pytest.mark.parametrize("name", ["casecloud", "worker.", "c1", "admin.x"])
+def test_a_service_login_without_a_role_is_granted_nothing(name: str) -> None:
+    assert brokerfiles.service_role(name) is None
+    assert f"user {name}" not in brokerfiles.acl_file([], [name])
+
+
+def test_service_roles_least_privilege() -> None:
+    acl = brokerfiles.acl_file([("s1", "c1")], [WORKER, API])
+    api = acl.split(f"user {API}\n")[1].split("\n\n")[0].splitlines()
+    assert api == ["topic read lockcase/v1/+/+/ack", "topic write lockcase/v1/+/+/cmd"]
+    worker = acl.split(f"user {WORKER}\n")[1].split("\n\n")[0].splitlines()
+    assert "topic write lockcase/v1/+/+/rep" in worker and "topic read lockcase/v1/+/+/req" in worker
+    assert not any("#" in line for line in worker + api)
+
+
+def test_worker_login_reads_through_a_shared_subscription_and_api_login_does_not_read_requests(
+        tmp_path: Path) -> None:
+    with shop_broker(tmp_path) as (port, secrets):
+        worker = Login(port, WORKER, WORKER_PW, "w", subscribe=f"$share/casecloud/{REQ}")
+        api = Login(port, API, API_PW, "a", subscribe=REQ)
+        c1 = Login(port, "c1", secrets["c1"].mqtt_password, "case-c1")
+        c1.client.publish("lockcase/v1/s1/c1/req", b"r", qos=1).wait_for_publish(5)
+        assert worker.got.get(timeout=5) == ("lockcase/v1/s1/c1/req", b"r")
+        with pytest.raises(queue.Empty):
+            api.got.get(timeout=0.5)
+        for c in (worker, api, c1):
+            c.close()
