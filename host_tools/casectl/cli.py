@@ -426,6 +426,15 @@ def _age(ts: int | None) -> str:
     return f"{d} s ago" if d < 120 else f"{d // 60} min ago" if d < 7200 else f"{d // 3600} h ago"
 
 
+def _state(c: dict[str, Any]) -> str:
+    # applied/desired version of the staff set and config overrides; "pending" until the case
+    # reports the desired one applied (a cloud from before desired state does not say: "?").
+    if "desired_v" not in c:
+        return "?"
+    v = f"v{c['applied_v']}/v{c['desired_v']}"
+    return f"[yellow]{v} pending[/]" if c.get("pending") else f"[green]{v}[/]"
+
+
 @app.command()
 @command
 def status(
@@ -435,7 +444,8 @@ def status(
     token_file: TokenFile = None,
     json_out: Json = False,
 ) -> None:
-    """Cases as the cloud sees them: online, synced (takes requests), firmware version, last event."""
+    """Cases as the cloud sees them: online, synced (takes requests), staff and config applied,
+    firmware version, last event."""
     with _cloud(cloud, token_file) as cl:
         cases = cl.cases(store)
         for c in cases:
@@ -444,7 +454,8 @@ def status(
     if out.json_mode:
         out.document({"ok": True, "cases": cases})
         return
-    t = Table("case", "store", "name", "online", "synced", "firmware", "last seen", "last event", title="cases")
+    t = Table("case", "store", "name", "online", "synced", "staff/config", "firmware", "last seen", "last event",
+              title="cases")
     for c in cases:
         ev = c["last_event"]
         # online = connected to the broker; synced = its greeting answered, so it takes requests
@@ -452,7 +463,7 @@ def status(
         # before the field does not say: "?".
         synced = c.get("synced")
         t.add_row(c["id"], c["store"], c.get("name") or "", "[green]yes[/]" if c["online"] else "[red]no[/]",
-                  "?" if synced is None else "[green]yes[/]" if synced else "[red]no[/]",
+                  "?" if synced is None else "[green]yes[/]" if synced else "[red]no[/]", _state(c),
                   c.get("fw") or "-", _age(c.get("last_seen")),
                   f"{ev['type']} ({_age(ev['ts'])})" if ev else "-")
     out.out.print(t if cases else "no cases")
