@@ -10,13 +10,14 @@ import aiomqtt
 from casecloud.settings import Settings
 
 
-def client(settings: Settings, role: str, *, clean_session: bool = True, max_inflight: int | None = None
-           ) -> aiomqtt.Client:
+def client(settings: Settings, role: str, *, clean_session: bool = True, max_inflight: int | None = None,
+           manual_ack: bool = False) -> aiomqtt.Client:
     """max_inflight: QoS 1 messages sent and not yet acknowledged by the broker before further ones
-    wait in the client (paho's default is 20)."""
+    wait in the client (paho's default is 20). manual_ack: a message received is acknowledged to
+    the broker only by paho's `ack(mid, qos)` (worker.py), not on receipt."""
     ident = settings.mqtt_client_id or f"casecloud-{socket.gethostname()}"
     username, password = login(settings, role)
-    return aiomqtt.Client(
+    c = aiomqtt.Client(
         settings.mqtt_host,
         settings.mqtt_port,
         username=username,
@@ -30,6 +31,8 @@ def client(settings: Settings, role: str, *, clean_session: bool = True, max_inf
         # reply could wait for the ACK of the previous packet, which Linux delays up to 40 ms.
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+    c._client.manual_ack_set(manual_ack)  # before connecting: nothing is acknowledged unread
+    return c
 
 
 def login(settings: Settings, role: str) -> tuple[str | None, str | None]:

@@ -314,6 +314,11 @@ class Policy:
                      "source": "cloud", "kind": kind, "ts": now, "received_at": now, "member_id": member_id,
                      "phone_last2": phone_last2, "data": data})
 
+    def late(self, s: Session, case: Case, t: str, late_ms: int) -> None:
+        """A request whose deadline passed before it could be decided (backpressure.py): its case
+        has shown "No answer", so it is journaled as such, neither decided nor rate-counted."""
+        self.journal(s, case, "late", t=t, late_ms=late_ms)
+
     def _refuse(self, s: Session, case: Case, r: Reply, **data: Any) -> Reply:
         self.journal(s, case, "deny", member_id=r.member_id, why=r.why, **data)
         return r

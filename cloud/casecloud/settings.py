@@ -112,6 +112,10 @@ class Settings(BaseSettings):
 
     cmd_timeout_s: float = 10.0
     msg_ttl_s: int = 30
+    # How long the cases wait for an answer (their request_timeout_s) and the reply's trip: a
+    # request still unanswered at that deadline is shed or journaled late (backpressure.py).
+    req_wait_s: float = 8.0
+    reply_margin_s: float = 0.5
     retention_days: int = 90
     retention_every_s: int = 3600
     log_level: str = "INFO"

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -35,9 +36,11 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from casecloud import channel, codec, db, desired, keyring, status
+from casecloud.backpressure import Load, deadline
 from casecloud.models import Case, Event, Store
 from casecloud.mqtt import client as mqtt_client
 from casecloud.mqtt import payload_bytes
+from casecloud.outage import DatabaseUnavailable, is_outage, wait_until_back
 from casecloud.policy import Reply, deny
 from casecloud.privacy import retention, scrub
 from casecloud.runtime import Runtime
@@ -119,6 +122,23 @@ class _LostRace(Exception):
     pass
 
 
+class _Late(Exception):
+    """Requests of the batch whose deadline passed before it could commit: redo it without them."""
+
+    def __init__(self, late: set[int]) -> None:
+        super().__init__(f"{len(late)} late")
+        self.late = late
+
+
+class PartlyDecided(DatabaseUnavailable):
+    """The database went away while a batch was redone one by one: `decided` holds the messages
+    committed before it (a prefix of the batch), to answer and acknowledge; the rest is held."""
+
+    def __init__(self, decided: Decided) -> None:
+        super().__init__(len(decided.ready))
+        self.decided = decided
+
+
 def _text(value: str, n: int) -> str:
     """Text from a case for a text column or a query parameter: at most `n` characters, any NUL
     replaced (PostgreSQL refuses NUL in text, even to compare; SQLite would keep it)."""
@@ -129,6 +149,7 @@ class Handler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.rejected: Counter[str] = Counter()
+        self.load = Load()
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -143,30 +164,46 @@ class Handler:
         self.rt.policy.wait_alerts()
         return [a + b for a, b in zip(d.ready, later, strict=True)]
 
-    def decide(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
+    def deadlines(self, msgs: Sequence[tuple[str, bytes]]) -> list[float | None]:
+        st = self.rt.settings
+        return [deadline(t, p, st.req_wait_s, st.reply_margin_s) for t, p in msgs]
+
+    def decide(self, msgs: Sequence[tuple[str, bytes]], deadlines: Sequence[float | None] | None = None
+               ) -> Decided:
         """Check and decide a batch in one transaction (module docstring). Never raises for
         anything a case (or an impostor) can send: a batch that fails is redone one message at a
-        time, so one bad message costs only its own answer."""
+        time, so one bad message costs only its own answer. Raises DatabaseUnavailable when the
+        database is away (outage.py): then no message is to blame, and none is answered.
+        deadlines: per message, when its case stops waiting (backpressure.py); a request still
+        undecided then is journaled `late` instead."""
+        dl = list(deadlines) if deadlines is not None else self.deadlines(msgs)
         try:
-            return self._batch(msgs)
-        except Exception:
+            return self._batch(msgs, dl)
+        except DatabaseUnavailable:
+            raise
+        except Exception as e:
+            if is_outage(self.rt.engine, e):
+                raise DatabaseUnavailable() from e
             if len(msgs) == 1:
                 log.exception("failed on a message on %s", msgs[0][0])
                 return Decided(self, [[]])
             log.exception("a batch of %d failed; handling its messages one by one", len(msgs))
-            return self._one_by_one(msgs)
+            return self._one_by_one(msgs, dl)
 
-    def _one_by_one(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
+    def _one_by_one(self, msgs: Sequence[tuple[str, bytes]], dl: list[float | None]) -> Decided:
         out = Decided(self, [])
         for i, m in enumerate(msgs):
-            d = self.decide([m])
+            try:
+                d = self.decide([m], dl[i:i + 1])
+            except DatabaseUnavailable as e:
+                raise PartlyDecided(out) from e
             out.ready.append(d.ready[0])
             out.later += [replace(w, index=i) for w in d.later]
         return out
 
     # --- the batch ---------------------------------------------------------------------------
 
-    def _batch(self, msgs: Sequence[tuple[str, bytes]]) -> Decided:
+    def _batch(self, msgs: Sequence[tuple[str, bytes]], dl: list[float | None]) -> Decided:
         # Size, JSON and topic need no database: once, whatever the retries.
         pre: list[codec.Envelope | codec.Topic | str] = []
         for topic, payload in msgs:
@@ -177,21 +214,26 @@ class Handler:
                     pre.append(codec.unwrap(topic, payload))
             except codec.Rejected as e:
                 pre.append(e.reason)
+        late: set[int] = set()
         for _ in range(_ATTEMPTS):
             try:
-                return self._attempt(msgs, pre)
+                return self._attempt(msgs, pre, dl, late)
             except _LostRace:
                 continue
+            except _Late as e:  # the redo journals them late: no decision, no rate count
+                late |= e.late
         if len(msgs) > 1:
-            return self._one_by_one(msgs)
+            return self._one_by_one(msgs, dl)
         self.rejected["replay"] += 1  # lost the race every time: treat as not accepted
         log.warning("rejected replay on %s (window contended)", msgs[0][0])
         return Decided(self, [[]])
 
-    def _attempt(self, msgs: Sequence[tuple[str, bytes]], pre: list[codec.Envelope | codec.Topic | str]
-                 ) -> Decided:
+    def _attempt(self, msgs: Sequence[tuple[str, bytes]], pre: list[codec.Envelope | codec.Topic | str],
+                 dl: list[float | None], late: set[int]) -> Decided:
         rt = self.rt
         now = rt.now()
+        decided: list[int] = []  # requests decided (not late): checked against their deadline at the end
+        late_now = 0
         d = Decided(self, [[] for _ in msgs])
         rejected: list[tuple[str, str]] = []
         notes: list[tuple[Any, ...]] = []
@@ -238,6 +280,14 @@ class Handler:
                     rejected.append((e.reason, topic))
                     continue
                 w.accepted = True
+                if p.topic.kind == "req" and (due := dl[i]) is not None:
+                    over = rt.clock() - due
+                    if i in late or over > 0:  # its case has given up: no decision, no rate count
+                        rt.policy.late(s, case, body["t"], max(int(over * 1000), 0))
+                        notes.append(("case %s %s -> late by %d ms", case.id, body["t"], int(over * 1000)))
+                        late_now += 1
+                        continue
+                    decided.append(i)
                 self._dispatch(s, d, i, stores[case.store_id], w, p.topic.kind, body, now, replies, events, notes)
             db.insert_ignore(s, _EVENTS, events, ("case_id", "event_id"))
             # one order for every worker: no deadlock between them
@@ -246,7 +296,15 @@ class Handler:
             if not channel.advance(s, moves, now):
                 s.rollback()
                 raise _LostRace()
+            # The last moment before the decisions become final: an allow must not be committed
+            # (nor counted against the limits) for a case that has stopped waiting for it.
+            t = rt.clock()
+            overdue = {i for i in decided if (due := dl[i]) is not None and t > due}
+            if overdue:
+                s.rollback()
+                raise _Late(overdue)
             s.commit()
+        self.load.late += late_now
         next_seq = {m.case_id: m.tx + 1 for m in moves}
         # Committed: from here on nothing may send the batch back (it would be refused as replays).
         for reason, topic in rejected:
@@ -381,7 +439,7 @@ class Worker:
                 try:
                     # A persistent session: the broker keeps what cases sent while we were away.
                     async with mqtt_client(self.rt.settings, "worker", clean_session=False,
-                                           max_inflight=_INFLIGHT) as client:
+                                           max_inflight=_INFLIGHT, manual_ack=True) as client:
                         client.pending_calls_threshold = _INFLIGHT  # a batch's replies are in flight together
                         for sub in self.subscriptions():
                             await client.subscribe(sub, qos=1)
@@ -401,7 +459,16 @@ class Worker:
             for t in list(self._tasks):
                 t.cancel()
 
+    @property
+    def load(self) -> Load:
+        return self.handler.load
+
     async def _serve(self, client: aiomqtt.Client) -> None:
+        # Messages are acknowledged to the broker once decided (committed) or shed, never on
+        # receipt: the broker keeps the rest (it sends a client only so many unacknowledged ones,
+        # Mosquitto's max_inflight_messages), so the worker's memory stays bounded under any load
+        # and a batch held through a database outage, or lost in a crash, is delivered again.
+        # (aiomqtt's max_queued_incoming_messages would bound it too, by discarding messages.)
         messages = client.messages
         while True:
             # Whatever has arrived makes the batch: one message when idle (no added latency), more
@@ -409,11 +476,50 @@ class Worker:
             batch = [await anext(messages)]
             while len(batch) < MAX_BATCH and len(messages):
                 batch.append(await anext(messages))
-            items = [(str(m.topic), payload_bytes(m.payload)) for m in batch]
-            d = await asyncio.to_thread(self.handler.decide, items)
-            self._publish(client, d.ready)
-            if d.pending:
-                self._spawn(self._finish(client, d))
+            while batch:
+                batch = await self._take(client, batch, lambda: len(messages))
+
+    async def _take(self, client: aiomqtt.Client, batch: list[aiomqtt.Message], queued: Callable[[], int]
+                    ) -> list[aiomqtt.Message]:
+        """Shed what is past its deadline, decide the rest and answer; returns what is still held
+        (the database went away: after it is back, the held messages are tried again)."""
+        items = [(str(m.topic), payload_bytes(m.payload)) for m in batch]
+        dl = self.handler.deadlines(items)
+        shed = self.load.sift(dl, self.rt.clock())
+        self._ack(client, [m for m, why in zip(batch, shed, strict=True) if why is not None])
+        keep = [i for i, why in enumerate(shed) if why is None]
+        batch = [batch[i] for i in keep]
+        self.load.report()
+        if not batch:
+            return []
+        t0 = time.monotonic()
+        try:
+            d = await asyncio.to_thread(self.handler.decide, [items[i] for i in keep])
+        except DatabaseUnavailable as e:
+            if isinstance(e, PartlyDecided):
+                self._answer(client, batch[:e.done], e.decided)
+            held = batch[e.done:]
+            self.load.outages += 1
+            self.load.held = len(held) + queued()
+            await wait_until_back(self.rt.engine, lambda: len(held) + queued())
+            self.load.held = 0
+            return held
+        self.load.timed(time.monotonic() - t0)
+        self._answer(client, batch, d)
+        return []
+
+    def _answer(self, client: aiomqtt.Client, batch: list[aiomqtt.Message], d: Decided) -> None:
+        self._publish(client, d.ready)
+        self._ack(client, batch)
+        if d.pending:
+            self._spawn(self._finish(client, d))
+
+    @staticmethod
+    def _ack(client: aiomqtt.Client, msgs: list[aiomqtt.Message]) -> None:
+        paho = client._client  # aiomqtt 2.5 has no manual ack of its own; paho's (manual_ack_set)
+        for m in msgs:
+            if m.qos:
+                paho.ack(m.mid, m.qos)
 
     async def _finish(self, client: aiomqtt.Client, d: Decided) -> None:
         self._publish(client, await asyncio.to_thread(d.finish))

@@ -95,6 +95,8 @@ def test_forged_and_foreign_messages_rejected(rt: Runtime, worker: Worker, case:
 def test_expired_rejected(rt: Runtime, worker: Worker, case: FakeCase, clock: FakeClock) -> None:
     clock.advance(P.TTL + 5)  # the cloud's clock moves on; the case still signs with the old time
     case.send("req", {"t": "help"})
+    wait_for(lambda: worker.load.shed["expired"] == 1)  # a request: shed unread (test_load.py)
+    case.send("status", {"t": "beat", "up": 5})
     wait_for(lambda: worker.handler.rejected["expired"] == 1)
     assert case.quiet(0.3) == []
 
