@@ -18,6 +18,9 @@
 - safety and brute force under resets and power cuts: the duty budget with a reset before every
   coil drop, wrong staff PINs with resets and power cuts between them, staff-PIN guesses an hour
   at the defaults (bench/safety_bench.py);
+- texted-code guesses an attacker rotating numbers and cases gets in one hour at one store at the
+  default limits, driven through the real cloud policy on a fake clock, and the chance of a hit
+  (bench/guess_bench.py);
 - the event journal per board's filesystem: capacity (records, hours offline at one event per
   10 s), flash bytes per record on littlefs, append time, erases per append, open and drain time,
   its RAM (bench/journal_bench.py).
@@ -152,6 +155,9 @@ def main() -> int:
 
     figures.update(safety_figures())
     figures.update(soak_figures())
+    from bench.guess_bench import guesses_per_hour
+
+    figures.update(guesses_per_hour())
     from bench.cloud_bench import tap_to_open, throughput
 
     for k, v in tap_to_open(200).items():

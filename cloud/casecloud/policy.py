@@ -206,16 +206,18 @@ class Policy:
     # cases still meets the store's and the fleet's. Past a limit a code is refused unchecked, so
     # a guess stops being a chance.
 
-    def _wrong_code_keys(self, store: Store, case: Case, ch: Challenge) -> list[tuple[str, str, int]]:
+    def _wrong_code_keys(self, store: Store, case: Case, phone_hash: str | None) -> list[tuple[str, str, int]]:
         st = self.settings
-        return [("bad_p", ch.phone_hash or "-", st.rate_bad_phone), ("bad_c", case.id, st.rate_bad_case),
+        return [("bad_p", phone_hash or "-", st.rate_bad_phone), ("bad_c", case.id, st.rate_bad_case),
                 ("bad_s", store.id, st.rate_bad_store), ("bad_f", "*", st.rate_bad_fleet)]
 
-    def _guesses_closed(self, s: Session, store: Store, case: Case, ch: Challenge) -> bool:
-        return any(self._count(s, scope, key) >= limit for scope, key, limit in self._wrong_code_keys(store, case, ch))
+    def _guesses_closed(self, s: Session, store: Store, case: Case, phone_hash: str | None) -> bool:
+        """Also asked before texting a code: one that could not be checked is not worth a text."""
+        return any(self._count(s, scope, key) >= limit
+                   for scope, key, limit in self._wrong_code_keys(store, case, phone_hash))
 
     def _wrong_code(self, s: Session, store: Store, case: Case, ch: Challenge) -> None:
-        for scope, key, _ in self._wrong_code_keys(store, case, ch):
+        for scope, key, _ in self._wrong_code_keys(store, case, ch.phone_hash):
             self._record(s, scope, key)
         n = self._count(s, "bad_s", store.id)
         if n >= self.settings.wrong_code_alert and not self._count(s, "alerted:bad_s", store.id):
@@ -366,6 +368,8 @@ class Policy:
         if member is not None:
             checks.insert(0, ("member", member.id, self.settings.rate_member))
         limited = self._limits(s, store, case, checks)
+        if limited is None and self._guesses_closed(s, store, case, phone_hash):
+            limited = deny("rate_limited")
         if limited:
             limited.member_id = member.id if member else None
             return self._refuse(s, case, limited, via="phone")
@@ -391,7 +395,7 @@ class Policy:
         ch = s.get(Challenge, sid)
         if ch is None or ch.case_id != case.id or ch.need != "code" or ch.done or self.now() > ch.expires_at:
             return self._refuse(s, case, deny("expired"), via="otp")
-        if self._guesses_closed(s, store, case, ch):
+        if self._guesses_closed(s, store, case, ch.phone_hash):
             r = deny("rate_limited")
             r.member_id = ch.member_id
             self.journal(s, case, "deny", member_id=ch.member_id, phone_last2=ch.phone_last2, why="rate_limited",

@@ -156,11 +156,21 @@ def number(i: int) -> str:
     return typed
 
 
-def challenge(rt: Runtime, case_id: str, typed: str) -> tuple[str, str]:
-    """Texts a code to `typed` at the case; returns (sid, the code)."""
+def texts(rt: Runtime) -> int:
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(SmsOutbox)) or 0
+
+
+def challenge(rt: Runtime, case_id: str, typed: str) -> tuple[str, str] | None:
+    """Texts a code to `typed` at the case; returns (sid, the code), None when refused for the
+    wrong-code limits (and then no text is sent)."""
+    sent = texts(rt)
     with ctx(rt, case_id) as (s, store, case):
         r = rt.policy.on_phone(s, store, case, typed)
     r = rt.policy.after_commit(rt.sessions, r)
+    if r.why == "rate_limited":
+        assert texts(rt) == sent
+        return None
     assert r.t == "challenge", r
     e164 = to_e164(typed, "US")
     assert e164 is not None
@@ -179,6 +189,11 @@ def otp(rt: Runtime, case_id: str, sid: str, code: str) -> Reply:
     return rt.policy.after_commit(rt.sessions, r)
 
 
+def got(c: tuple[str, str] | None) -> tuple[str, str]:
+    assert c is not None, "refused"
+    return c
+
+
 def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 10**6:06d}"
 
@@ -193,7 +208,10 @@ def guess_until_closed(rt: Runtime, ids: list[str], first: int = 0) -> tuple[int
     guesses that were checked (answered bad_code) and the next unused number."""
     checked, i = 0, first
     while True:
-        sid, code = challenge(rt, ids[i % len(ids)], number(i))
+        got = challenge(rt, ids[i % len(ids)], number(i))
+        if got is None:  # closed: not even texted
+            return checked, i + 1
+        sid, code = got
         for _ in range(rt.settings.otp_tries):
             why = otp(rt, ids[i % len(ids)], sid, wrong(code)).why
             if why == "rate_limited":
@@ -206,41 +224,43 @@ def guess_until_closed(rt: Runtime, ids: list[str], first: int = 0) -> tuple[int
 def test_wrong_codes_rotating_numbers_and_cases_stop_at_the_store_limit(rt: Runtime, clock: FakeClock,
                                                                          notifier: Any) -> None:
     ids = cases(rt, "s1", 6)
+    shopper = got(challenge(rt, ids[0], number(999)))  # a real one, texted before the attack
     checked, i = guess_until_closed(rt, ids)
     assert checked == rt.settings.rate_bad_store == 50
-    # the store is closed to guesses, the right code included: it is not even checked
-    sid, code = challenge(rt, ids[0], number(i))
-    assert otp(rt, ids[0], sid, code).why == "rate_limited"
+    # the store is closed to guesses, the right code included: it is not even checked, and no
+    # new code is texted in the store
+    assert otp(rt, ids[0], *shopper).why == "rate_limited"
+    assert challenge(rt, ids[1], number(i)) is None
     burst = alerts(rt, "wrong_codes")
     assert len(burst) == 1 and burst[0].store_id == "s1" and "wrong codes" in burst[0].detail
     assert any(m.get("kind") == "wrong_codes" for _, m in notifier.sent)
     # another store is not affected, and the window passing opens the store again
     other = cases(rt, "s2", 1)
-    sid, code = challenge(rt, other[0], number(i + 1))
-    assert otp(rt, other[0], sid, code).t == "allow"
+    assert otp(rt, other[0], *got(challenge(rt, other[0], number(i + 1)))).t == "allow"
     clock.advance(rt.settings.rate_window_s + 1)
-    sid, code = challenge(rt, ids[0], number(i + 2))
-    assert otp(rt, ids[0], sid, code).t == "allow"
+    assert otp(rt, ids[0], *got(challenge(rt, ids[0], number(i + 2)))).t == "allow"
 
 
 def test_wrong_codes_across_stores_stop_at_the_fleet_limit(rt: Runtime) -> None:
     rt.settings.rate_bad_fleet = 30  # below two stores' worth, so the fleet limit is what stops it
     a, b = cases(rt, "s1", 3), cases(rt, "s2", 3)
-    checked_a, i = guess_until_closed(rt, a + b)
-    assert checked_a == 30
-    sid, code = challenge(rt, b[0], number(i))
-    assert otp(rt, b[0], sid, code).why == "rate_limited"
+    shopper = got(challenge(rt, b[0], number(999)))
+    checked, i = guess_until_closed(rt, a + b)
+    assert checked == 30
+    assert otp(rt, b[0], *shopper).why == "rate_limited"
+    assert challenge(rt, cases(rt, "s3", 1)[0], number(i)) is None  # a third store too
     assert any("fleet" in al.detail for al in alerts(rt, "wrong_codes"))
 
 
 def test_wrong_codes_per_number_and_per_case(rt: Runtime, shop: dict[str, Any]) -> None:
     st = rt.settings
     seen = []
-    for _ in range(st.rate_phone):  # one number, every text it may get
-        sid, code = challenge(rt, "c1", number(1))
+    for _ in range(2):  # one number, two texts: six chances without the per-number limit
+        sid, code = got(challenge(rt, "c1", number(1)))
         seen += [otp(rt, "c1", sid, wrong(code)).why for _ in range(st.otp_tries)]
-    assert seen.count("bad_code") == st.rate_bad_phone and seen[st.rate_bad_phone:] == ["rate_limited"] * (
-        len(seen) - st.rate_bad_phone)
+    assert seen == ["bad_code"] * st.rate_bad_phone + ["rate_limited"] * (6 - st.rate_bad_phone)
+    assert challenge(rt, "c1", number(1)) is None  # its third text is not sent
+    assert got(challenge(rt, "c1", number(2)))  # another number's is
     # one case, many numbers
     ids = cases(rt, "s9", 1)
     checked, _ = guess_until_closed(rt, ids, first=10)
@@ -248,7 +268,7 @@ def test_wrong_codes_per_number_and_per_case(rt: Runtime, shop: dict[str, Any]) 
 
 
 def test_a_shopper_who_mistypes_twice_is_never_hit(rt: Runtime, shop: dict[str, Any]) -> None:
-    sid, code = challenge(rt, "c1", number(7))
+    sid, code = got(challenge(rt, "c1", number(7)))
     assert otp(rt, "c1", sid, wrong(code)).why == "bad_code"
     assert otp(rt, "c1", sid, wrong(wrong(code))).why == "bad_code"
     assert otp(rt, "c1", sid, code).t == "allow"
