@@ -247,8 +247,10 @@ class ConfigIn(Input):
 
 
 class UnlockIn(Input):
-    token: str = Field(min_length=1, max_length=200, description="the member's app token")
-    case: str = Field(pattern=ID_RE.pattern, description="from the case's QR code")
+    # Public: an empty token or a case id of the wrong form is junk like an unknown one (refused
+    # and counted per client address), not a 422 that costs nothing to send.
+    token: str = Field(max_length=200, description="the member's app token")
+    case: str = Field(max_length=200, description="from the case's QR code")
 
 
 class UnlockOut(BaseModel):
@@ -691,23 +693,22 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         return {"stripped": retention(s, rt.now(), rt.settings.retention_days)}
 
     # the store app
-    @app.post("/v1/app/unlock", tags=["app"], responses={403: {}, 404: {}, 429: {}, 503: {}, 504: {}})
-    async def app_unlock(body: UnlockIn) -> UnlockOut:
-        """Unlock the case whose QR code the shopper scanned; answers once the case has acted."""
+    @app.post("/v1/app/unlock", tags=["app"], responses={403: {}, 429: {}, 503: {}, 504: {}})
+    async def app_unlock(body: UnlockIn, request: Request) -> UnlockOut:
+        """Unlock the case whose QR code the shopper scanned; answers once the case has acted.
+        An unknown case and an unknown token both answer 403 `refused`."""
         p = rt.policy
+        # The ASGI peer; behind a proxy, uvicorn's --forwarded-allow-ips makes it the shopper's.
+        client = (request.client.host if request.client else "-")[:64]
 
         def decide() -> Any:
             with rt.sessions.begin() as s:
-                case = s.get(Case, body.case)
-                if case is None:
-                    return None
-                store = s.get(Store, case.store_id)
-                assert store is not None
-                return p.app_unlock(s, store, case, body.token)
+                # the same lookups whether the case exists or not: no timing tells them apart
+                case = s.get(Case, body.case) if ID_RE.match(body.case) else None
+                store = s.get(Store, case.store_id if case else "")
+                return p.app_unlock(s, store, case, body.token, client)
 
         r = await asyncio.to_thread(decide)
-        if r is None:
-            raise HTTPException(404, "no such case")
         r = await asyncio.to_thread(p.after_commit, rt.sessions, r)
         if r.t != "allow":
             raise HTTPException(429 if r.why == "rate_limited" else 403, r.why)
