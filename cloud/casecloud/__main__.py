@@ -18,22 +18,30 @@ from casecloud.api import create_app
 from casecloud.commands import Commander
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
+from casecloud.supervise import Supervised
 from casecloud.worker import Worker, retention_loop
 
 log = logging.getLogger("casecloud")
 
 
+def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
+    """The worker's long-running tasks, each restarted after any failure (supervise.py)."""
+    if not worker:
+        return []
+    w = Worker(rt)
+    p = rt.policy
+    return [Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
+            Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
+                                                       lambda: p.flush_alerts(rt.sessions, wait=False)))]
+
+
 async def serve(rt: Runtime, *, api: bool, worker: bool) -> None:
-    tasks: list[asyncio.Task[None]] = []
-    if worker:
-        tasks.append(asyncio.create_task(Worker(rt).run(), name="worker"))
-        tasks.append(asyncio.create_task(retention_loop(rt), name="retention"))
-        tasks.append(asyncio.create_task(offline_loop(rt.policy.alerts, rt.sessions,
-                                                      lambda: rt.policy.flush_alerts(rt.sessions, wait=False)),
-                                         name="offline"))
+    watch = supervised(rt, worker)
+    tasks = [asyncio.create_task(t.run(), name=t.name) for t in watch]
     try:
         if api:
-            app = create_app(rt, Commander(rt))
+            # /healthz reports the worker too when it runs in this process.
+            app = create_app(rt, Commander(rt), watch)
             config = uvicorn.Config(app, host=rt.settings.api_host, port=rt.settings.api_port,
                                     log_level=rt.settings.log_level.lower(), lifespan="on")
             await uvicorn.Server(config).serve()

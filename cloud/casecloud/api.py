@@ -11,25 +11,26 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casecloud import __version__, broker, desired, keyring, registry
+from casecloud import __version__, broker, channel, desired, keyring, registry
 from casecloud import alerts as alerting
 from casecloud.brokersync import BrokerSync, BrokerSyncError, SyncResult
-from casecloud.codec import ID_RE
+from casecloud.codec import ID_RE, INT_MAX, INT_MIN, RESYNC_MARGIN
 from casecloud.commands import Commander, NotConnected
 from casecloud.models import Alert, Case, Event, Member, SmsOutbox, Staff, Store
 from casecloud.phones import to_e164
 from casecloud.privacy import erase_member, retention
 from casecloud.runtime import Runtime
+from casecloud.supervise import Supervised
 
 log = logging.getLogger("casecloud.api")
 
@@ -220,8 +221,7 @@ class AlertResolveIn(Input):
     by: str = Field("staff", min_length=1, max_length=_fits(Alert.resolved_by))
 
 
-_BIGINT_MAX = (1 << 63) - 1
-AlertId = Annotated[int, Path(ge=1, le=_BIGINT_MAX)]  # beyond a BIGINT, PostgreSQL would fail the query
+AlertId = Annotated[int, Path(ge=1, le=INT_MAX)]  # beyond a BIGINT, PostgreSQL would fail the query
 
 
 def _alert_out(a: Alert) -> AlertOut:
@@ -293,15 +293,18 @@ def _member_out(m: Member) -> MemberOut:
                      has_card=m.card_hash is not None)
 
 
-def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
-    """commander: sends cmds and waits for acks; None gives an API that answers 503 for those."""
+def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[Supervised] = ()) -> FastAPI:
+    """commander: sends cmds and waits for acks; None gives an API that answers 503 for those.
+    watch: the process's other supervised tasks (the worker beside the API), for /healthz."""
+
+    sender = Supervised("command sender", commander.run, link=commander.connected) if commander else None
 
     # Writes the broker's files from the case table (brokersync.py) when this process has them.
     syncer = BrokerSync(rt.settings, rt.sessions) if rt.settings.broker_dir else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(commander.run())] if commander else []
+        tasks = [asyncio.create_task(sender.run(), name=sender.name)] if sender else []
         if syncer:  # the broker's files match the table before the first request is served
             await asyncio.to_thread(syncer.sync_logged)
             tasks.append(asyncio.create_task(syncer.follow()))
@@ -355,12 +358,22 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}") from None
         except TimeoutError:
             raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, "the case did not answer in time") from None
+        except ValueError as e:  # codec.encode: over the 1024-byte limit of one message
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"command not sent: {e}") from None
         assert ack is not None
         return CmdResult(ok=ack["ok"], err=str(ack["err"]) if ack.get("err") else None)
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, Any]:
-        return {"ok": True, "broker": bool(commander and commander.connected.is_set())}
+    @app.get("/healthz", tags=["ops"], responses={503: {"description": "a task or its broker link is down"}})
+    def healthz() -> JSONResponse:
+        """200 when every long-running task of this process runs and has its broker link; 503
+        with the reasons otherwise (a load balancer then stops sending app unlocks here)."""
+        tasks = [t for t in (sender, *watch) if t is not None]
+        problems = [p for p in (t.problem() for t in tasks) if p]
+        body = {"ok": not problems, "broker": bool(commander and commander.connected.is_set()),
+                "tasks": {t.name: t.health() for t in tasks}}
+        if problems:
+            body["detail"] = "; ".join(problems)
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     # stores
     @app.post("/v1/admin/stores", tags=["admin"], dependencies=Admin, status_code=201)
@@ -428,6 +441,16 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         if syncer:
             syncer.sync_logged()
         return out
+
+    @app.post("/v1/admin/cases/{case_id}/resync", tags=["admin"], dependencies=Admin)
+    def resync_case(case_id: str, s: DB) -> ResyncOut:
+        """For a case whose messages are refused as replays (its seq jumped or fell back, e.g. a
+        corrupt seq file): its next beat or request re-establishes the window (docs/protocol.md)."""
+        now = rt.now()
+        if not channel.resync(s, case_id, now):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}")
+        log.info("case %s: replay window resync requested", case_id)
+        return ResyncOut(case=case_id, signed_after=now + RESYNC_MARGIN)
 
     @app.delete("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin, status_code=204)
     def delete_case(case_id: str) -> Response:
@@ -615,10 +638,10 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         store: str | None = None,
         case: str | None = None,
         type: Annotated[list[str] | None, Query()] = None,  # noqa: A002 - the API's word for it
-        since: int | None = Query(None, description="epoch seconds, inclusive"),
-        until: int | None = Query(None, description="epoch seconds, exclusive"),
+        since: int | None = Query(None, ge=INT_MIN, le=INT_MAX, description="epoch seconds, inclusive"),
+        until: int | None = Query(None, ge=INT_MIN, le=INT_MAX, description="epoch seconds, exclusive"),
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=INT_MAX),
     ) -> list[EventOut]:
         q = select(Event)
         if store:
@@ -645,7 +668,7 @@ def create_app(rt: Runtime, commander: Commander | None = None) -> FastAPI:
         kind: Annotated[list[str] | None, Query()] = None,
         severity: Annotated[list[Literal["normal", "high", "critical"]] | None, Query()] = None,
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0, le=_BIGINT_MAX),
+        offset: int = Query(0, ge=0, le=INT_MAX),
     ) -> list[AlertOut]:
         """Newest first; each filter may repeat (`state=open&state=acknowledged`)."""
         q = select(Alert)

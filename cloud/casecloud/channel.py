@@ -125,3 +125,13 @@ def sign(key: bytes, store_id: str, case_id: str, kind: str, body: dict[str, Any
 
 def case_ids(s: Session) -> list[str]:
     return list(s.scalars(select(Case.id)))
+
+
+def resync(s: Session, case_id: str, now: int) -> bool:
+    """Admin: the case's next message signed from now on re-establishes the replay window at its seq
+    (codec.resync_mask: a message captured before cannot), and the cloud's outgoing seq moves
+    codec.MAX_JUMP ahead, so the case takes the cloud's messages again should it have seen higher
+    seqs (a database restored from a backup). False when there is no such case."""
+    done = s.execute(update(Case).where(Case.id == case_id)
+                     .values(rx_mask=codec.resync_mask(now), tx_seq=Case.tx_seq + codec.MAX_JUMP))
+    return getattr(done, "rowcount", 0) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -21,6 +22,16 @@ MAX_BYTES: Final = 1024
 TTL: Final = 30
 WINDOW: Final = 16
 _MASK: Final = (1 << WINDOW) - 1
+# How far one accepted message may move a replay window ahead. A case skips at most 63 seqs per
+# reboot (it reserves them 64 at a time) and signs a few messages a minute that may never arrive
+# (a worker down for weeks, a broker dropping its queue), so a real case stays far below this;
+# a seq beyond it (a corrupt seq file) would otherwise cut the case off for good.
+MAX_JUMP: Final = 1 << 20
+# A window waiting for an admin resync keeps it as -(the exp a message must pass): see `check_env`.
+RESYNC_MARGIN: Final = 5  # seconds of clock error between a synced case and the cloud
+MAX_DEPTH: Final = 16  # nesting of arrays and objects; real messages use 4
+INT_MIN: Final = -(1 << 63)
+INT_MAX: Final = (1 << 63) - 1  # every number fits a signed 64-bit column
 
 UP_KINDS: Final = ("req", "evt", "status", "ack")
 DOWN_KINDS: Final = ("rep", "cmd", "evtack")
@@ -59,6 +70,10 @@ _TYPES: Final[dict[str, type]] = {"s": str, "i": int, "b": bool, "l": list, "d":
 
 # Store and case ids become topic levels: no '/', '+', '#', nothing a shell or URL would mangle.
 ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# One spelling per signature: hexdigest()'s, so a message has exactly one valid envelope.
+SIG_RE: Final = re.compile(r"[0-9a-f]{64}")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 REASONS: Final = (
     "too_large",
@@ -128,14 +143,57 @@ def new_id() -> str:
     return secrets.token_hex(6)
 
 
-def unwrap(topic_name: str, payload: bytes) -> Envelope:
-    """Size, envelope shape and topic: everything that can be checked before the key is known."""
-    if len(payload) > MAX_BYTES:
+def _int(text: str) -> int:
+    n = int(text)
+    if not INT_MIN <= n <= INT_MAX:
+        raise ValueError("integer out of range")
+    return n
+
+
+def _float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):  # 1e999: no JSON column (PostgreSQL's) can store what it becomes
+        raise ValueError("number out of range")
+    return x
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's json takes them, nothing else does
+
+
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for c in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if c in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse(data: str | bytes, max_bytes: int = MAX_BYTES) -> Any:
+    """JSON from outside the service (a case, the broker, anyone on it): the only way to read it.
+
+    Raises Rejected: `too_large` over `max_bytes`; `bad_json` for anything that is not UTF-8 JSON,
+    nests deeper than MAX_DEPTH (the parser recurses: 1,000 `[` raised RecursionError), or holds a
+    number no column takes (an integer outside signed 64 bits, a float that is not finite).
+    """
+    try:
+        raw = data.encode() if isinstance(data, str) else data
+    except UnicodeError:  # a lone surrogate
+        raise Rejected("bad_json") from None
+    if len(raw) > max_bytes:
         raise Rejected("too_large")
     try:
-        env = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        text = raw.decode() if isinstance(data, bytes) else data
+        if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+            raise Rejected("bad_json")
+        return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except (ValueError, UnicodeError, RecursionError):
         raise Rejected("bad_json") from None
+
+
+def unwrap(topic_name: str, payload: bytes) -> Envelope:
+    """Size, envelope shape and topic: everything that can be checked before the key is known."""
+    env = parse(payload)
     if not isinstance(env, dict) or not isinstance(env.get("p"), str):
         raise Rejected("bad_json")
     if not isinstance(env.get("s"), str):
@@ -159,10 +217,9 @@ def _check_fields(body: dict[str, Any], fields: tuple[tuple[str, str], ...]) -> 
 
 def verify(key: bytes, topic_name: str, env: Envelope) -> dict[str, Any]:
     """Signature, then body shape. No clock and no seq: see `fresh` and `window`."""
-    try:
-        sig = bytes.fromhex(env.s)
-    except ValueError:
-        raise Rejected("bad_sig") from None
+    if not SIG_RE.fullmatch(env.s):
+        raise Rejected("bad_sig")
+    sig = bytes.fromhex(env.s)
     try:
         signed = f"{topic_name}\n{env.p}".encode()
     except UnicodeEncodeError:  # a lone surrogate: no case's firmware can produce one
@@ -170,11 +227,11 @@ def verify(key: bytes, topic_name: str, env: Envelope) -> dict[str, Any]:
     expected = hmac.new(key, signed, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, sig):
         raise Rejected("bad_sig")
+    body = parse(env.p)
     try:
-        body = json.loads(env.p)
         # Escaped lone surrogates ("\\ud800") parse, but no database can store the text.
         json.dumps(body, ensure_ascii=False).encode()
-    except (ValueError, UnicodeEncodeError):
+    except UnicodeEncodeError:
         raise Rejected("bad_json") from None
     if not isinstance(body, dict):
         raise Rejected("bad_json")
@@ -199,10 +256,16 @@ def window(rx: int, mask: int, seq: int) -> tuple[int, int]:
     """Replay window: the new (rx, mask), or Rejected("replay").
 
     rx is the highest seq accepted; bit k of mask means rx - k was accepted. Seqs a little below rx
-    are still taken once because the cloud's API and worker publish on separate connections.
+    are still taken once because the cloud's API and worker publish on separate connections. A
+    seq more than MAX_JUMP above rx is refused too. A negative mask marks a resync pending
+    (`resync_mask`): the window holds meanwhile as if only rx had survived.
     """
+    if mask < 0:
+        mask = restored_mask(rx)
     if seq > rx:
         shift = seq - rx
+        if shift > MAX_JUMP:
+            raise Rejected("replay")
         return seq, ((mask << shift) | 1) & _MASK if shift < WINDOW else 1
     k = rx - seq
     if k >= WINDOW or mask & (1 << k):
@@ -213,6 +276,22 @@ def window(rx: int, mask: int, seq: int) -> tuple[int, int]:
 def restored_mask(rx: int) -> int:
     """The mask to use when only rx survived (every seq up to rx counts as seen)."""
     return _MASK if rx else 0
+
+
+def resync_mask(now: int) -> int:
+    """The mask an admin resync stores (rx is kept): the next message the case signs after `now`
+    (its `exp` says so) re-establishes the window at its seq, whatever the window says.
+
+    A message signed before the resync cannot: its `exp` is at most now + TTL, or it would not be
+    the case's (a synced case's clock is the cloud's, within RESYNC_MARGIN). So a captured message
+    replayed after a resync is refused as before, while a case whose seq jumped beyond MAX_JUMP
+    (a corrupt seq file) or fell below the window comes back with its next beat or request.
+    """
+    return -(now + TTL + RESYNC_MARGIN)
+
+
+def resync_pending(mask: int) -> bool:
+    return mask < 0
 
 
 def check(
@@ -239,9 +318,19 @@ def check_env(
             return (body, *window(rx, mask, body["seq"]))
         except Rejected:
             return body, rx, mask
-    if not (body["t"] == "beat" and body.get("synced") is False):
+    clocked = not (body["t"] == "beat" and body.get("synced") is False)
+    if clocked:
         fresh(body, now)
-    return (body, *window(rx, mask, body["seq"]))
+    try:
+        return (body, *window(rx, mask, body["seq"]))
+    except Rejected:
+        # Only a message whose exp proves it was signed after the resync (a hello or an unsynced
+        # beat proves nothing: their exp is not checked) and not in the future.
+        if clocked and resync_pending(mask) and -mask < body["exp"] <= now + TTL + RESYNC_MARGIN:
+            # Everything up to its seq counts as seen: a message signed before it (a lower seq)
+            # may be one signed before the resync.
+            return body, body["seq"], _MASK
+        raise
 
 
 def encode(

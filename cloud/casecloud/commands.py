@@ -3,13 +3,16 @@
 The command sender has its own MQTT connection and its own plain (not shared) subscription to
 acks, so whichever process sent a command sees its answer even when workers are scaled out. It
 matches acks by the command's random id and does not touch the replay window (channel.receive
-with track_seq=False): the worker, which also receives every ack, owns that.
+with track_seq=False): the worker, which also receives every ack, owns that. Whatever an ack
+holds costs only that ack; `run` is supervised by whoever starts it (supervise.py), so the
+sender comes back after anything else and `/healthz` says when it is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 import aiomqtt
@@ -33,6 +36,8 @@ class Commander:
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.connected = asyncio.Event()
+        self.rejected: Counter[str] = Counter()
+        self.failed = 0  # acks that raised something other than a protocol rejection
 
     async def run(self) -> None:
         backoff = 1.0
@@ -45,7 +50,12 @@ class Commander:
                     self.connected.set()
                     backoff = 1.0
                     async for msg in client.messages:
-                        await self._on_ack(str(msg.topic), payload_bytes(msg.payload))
+                        try:
+                            await self._on_ack(str(msg.topic), payload_bytes(msg.payload))
+                        except Exception:
+                            # One ack that breaks something costs only itself: the sender goes on.
+                            self.failed += 1
+                            log.exception("command sender: an ack on %s failed", msg.topic)
             except aiomqtt.MqttError as e:
                 log.warning("command sender: broker connection lost (%s); retrying in %.0fs", e, backoff)
             finally:
@@ -61,8 +71,9 @@ class Commander:
 
         try:
             body = await asyncio.to_thread(check)
-        except codec.Rejected:
-            return  # the worker logs and counts rejections
+        except codec.Rejected as e:
+            self.rejected[e.reason] += 1  # the worker, which sees every ack too, logs them
+            return
         fut = self._pending.get(body["re"])
         if fut is not None and not fut.done():
             fut.set_result(body)
@@ -83,12 +94,19 @@ class Commander:
 
         topic, full, payload = await asyncio.to_thread(sign)
         if wait is None:
-            await client.publish(topic, payload, qos=1)
+            await self._publish(client, topic, payload)
             return None
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[full["id"]] = fut
         try:
-            await client.publish(topic, payload, qos=1)
+            await self._publish(client, topic, payload)
             return await asyncio.wait_for(fut, wait)
         finally:
             self._pending.pop(full["id"], None)
+
+    @staticmethod
+    async def _publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as e:  # the link dropped between the check and the publish
+            raise NotConnected(str(e)) from None

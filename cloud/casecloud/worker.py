@@ -456,6 +456,7 @@ class Worker:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:
+            self.connected.clear()  # ended by any error: /healthz must not show the old link
             for t in list(self._tasks):
                 t.cancel()
 
