@@ -301,13 +301,15 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
 
     # Writes the broker's files from the case table (brokersync.py) when this process has them.
     syncer = BrokerSync(rt.settings, rt.sessions) if rt.settings.broker_dir else None
+    follower = Supervised("broker sync", syncer.follow) if syncer else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(sender.run(), name=sender.name)] if sender else []
         if syncer:  # the broker's files match the table before the first request is served
             await asyncio.to_thread(syncer.sync_logged)
-            tasks.append(asyncio.create_task(syncer.follow()))
+        if follower:
+            tasks.append(asyncio.create_task(follower.run(), name=follower.name))
         try:
             yield
         finally:
@@ -367,7 +369,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
     def healthz() -> JSONResponse:
         """200 when every long-running task of this process runs and has its broker link; 503
         with the reasons otherwise (a load balancer then stops sending app unlocks here)."""
-        tasks = [t for t in (sender, *watch) if t is not None]
+        tasks = [t for t in (sender, follower, *watch) if t is not None]
         problems = [p for p in (t.problem() for t in tasks) if p]
         body = {"ok": not problems, "broker": bool(commander and commander.connected.is_set()),
                 "tasks": {t.name: t.health() for t in tasks}}

@@ -344,3 +344,11 @@ def test_a_poisoned_ack_does_not_silence_the_command_path(
     finally:
         stop.set()
         case.close()
+
+
+def test_healthz_reports_the_broker_file_sync(rt: Runtime, tmp_path: Any) -> None:
+    rt.settings.broker_dir = tmp_path / "broker-files"
+    rt.settings.broker_dir.mkdir()
+    with TestClient(create_app(rt)) as api:
+        r = api.get("/healthz")
+        assert r.status_code == 200 and r.json()["tasks"]["broker sync"]["running"] is True, r.text
