@@ -43,6 +43,7 @@ SEVERITY = {
     "config_error": "high",
     "journal_overflow": "high",
     "abuse": "high",
+    "wrong_codes": "high",
     "help": "normal",
 }
 # A case event (firmware/lockcase/events.py) -> the alerts it resolves.
