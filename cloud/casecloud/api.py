@@ -274,7 +274,10 @@ def _db(request: Request) -> Iterator[Session]:
         yield s
 
 
-DB = Annotated[Session, Depends(_db)]
+# scope="function": committed before the response goes out. By default FastAPI ends a yield
+# dependency after sending the response, so a client could be told 201 and act on it (casectl
+# registering a case in the store it just created) before the commit, or for a commit that fails.
+DB = Annotated[Session, Depends(_db, scope="function")]
 
 
 def _store_out(st: Store) -> StoreOut:

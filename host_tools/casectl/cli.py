@@ -278,6 +278,8 @@ def provision(
     force: Annotated[bool, typer.Option("--force", help="Re-provision: replace the device's identity, rotate the cloud keys.")] = False,
     no_selftest: Annotated[bool, typer.Option("--no-selftest", help="Skip the on-device self-test.")] = False,
     key_wait: Annotated[int, typer.Option("--key-wait", help="Seconds the self-test waits for a key press (0: none).")] = 15,
+    online_timeout: Annotated[float, typer.Option(
+        "--online-timeout", help="Seconds the case has to come back online before success is reported (0: no wait).")] = 90,
     labels: Annotated[Path, typer.Option("--labels", help="Folder for the QR label (PNG and SVG).")] = Path("labels"),
     link: Annotated[str | None, typer.Option(
         "--link", help="Unlock link template, {cloud} {store} {case} [default: {cloud}/app/unlock?case={case}].")] = None,
@@ -312,7 +314,7 @@ def provision(
     opts = pv.Options(store=store, case=case, name=name, country=country, display=display, keypad=keypad, nfc=nfc,
                       timings=timings, staff=st, wifi_ssid=wifi_ssid, wifi_password=wifi_password, ca=ca,
                       force=force, create_store=create_store, selftest=not no_selftest, key_wait_s=key_wait,
-                      label_dir=labels, link_template=link or DEFAULT_LINK)
+                      online_timeout_s=online_timeout, label_dir=labels, link_template=link or DEFAULT_LINK)
     steps: list[str] = []
     with out.progress() as p, _cloud(cloud, token_file) as cl:
         task = p.add_task("connecting to the device", total=None)
@@ -343,7 +345,9 @@ def provision(
     t.add_row("label", f"{report.label_png}, {report.label_svg}")
     t.add_row("app link", report.link)
     out.out.print(t)
-    out.out.print(f"[green]provisioned[/] in {report.seconds:.1f} s; the case restarts with its new config")
+    out.out.print(f"[green]provisioned[/] in {report.seconds:.1f} s; "
+                  + ("the case is online with its new config" if report.online
+                     else "the case restarts with its new config"))
 
 
 @app.command()

@@ -89,6 +89,13 @@ class NotDeployed(CasectlError):
     exit_code = 14
 
 
+class CaseOffline(CasectlError):
+    """Provisioned, but the case did not come back online with its new login and key in time."""
+
+    code = "case_offline"
+    exit_code = 15
+
+
 class Usage(CasectlError):
     code = "usage"
     exit_code = 2

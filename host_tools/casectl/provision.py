@@ -23,10 +23,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
 from casectl.cloudapi import CaseSecrets, Cloud
 from casectl.deploy import device_manifest
 from casectl.device import Device
-from casectl.errors import AlreadyProvisioned, DeviceError, NotDeployed, SelfTestFailed, Usage
+from casectl.errors import (
+    AlreadyProvisioned,
+    CaseOffline,
+    DeviceError,
+    NotDeployed,
+    SelfTestFailed,
+    Usage,
+)
 from casectl.label import DEFAULT_LINK, Label, unlock_link, write_label
 from casectl.output import secret
 
@@ -105,6 +114,9 @@ class Options:
     create_store: bool = False
     selftest: bool = True
     key_wait_s: int = 15
+    # How long the case has to come back online (connected with its new login, its greeting
+    # answered under its new key) before success is reported; 0: do not wait (a bench with no network).
+    online_timeout_s: float = 90.0
     label_dir: Path = Path("labels")
     link_template: str = DEFAULT_LINK
 
@@ -129,6 +141,7 @@ class Report:
     link: str
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    online: bool | None = None  # None: not waited for (--online-timeout 0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,6 +253,29 @@ def run_selftest(dev: Device, *, key_wait_s: int, on_step: Callable[[dict[str, A
     return json.loads(marker[-1][6:])
 
 
+def _back_online(c: dict[str, Any] | None) -> bool:
+    # synced, not just online: the cloud clears synced when it rotates the keys, so only a greeting
+    # signed with the new key (over a connection with the new login) sets it again
+    return bool(c and c.get("online") and c.get("synced"))
+
+
+def wait_online(cloud: Cloud, case: str, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
+    """The case as the cloud sees it once it is back; CaseOffline after timeout_s."""
+    retrying = Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(poll_s),
+                        retry=retry_if_result(lambda c: not _back_online(c)))
+    try:
+        back = retrying(cloud.case, case)
+    except RetryError as e:
+        last = None if e.last_attempt.failed else e.last_attempt.result()
+        state = ("not connected to the broker" if not (last and last.get("online"))
+                 else "connected, but its greeting under the new key was not answered")
+        raise CaseOffline(f"case {case} is not back online after {timeout_s:g} s: {state}",
+                          "check the case's network and the broker (whose logins follow the cloud's case table, "
+                          "docs/cloud.md), then `casectl status`; the case is registered and configured") from None
+    assert back is not None  # _back_online checked it
+    return back
+
+
 def provision(dev: Device, cloud: Cloud, opts: Options,
               phase: Callable[[str], None] | None = None,
               on_step: Callable[[dict[str, Any]], None] | None = None) -> Report:
@@ -305,13 +341,27 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
     link = unlock_link(opts.link_template, cloud=cloud.url, store=opts.store, case=opts.case)
     label: Label = write_label(opts.label_dir, case=opts.case, store=opts.store, link=link)
     mark("label")
+    online: bool | None = None
+    offline: CaseOffline | None = None
+    if opts.online_timeout_s > 0:
+        say("waiting for the case to come online")
+        try:
+            wait_online(cloud, opts.case, opts.online_timeout_s)
+            online = True
+        except CaseOffline as e:
+            offline, online = e, False
+        mark("online")
     report = Report(case=opts.case, store=opts.store, board=board, firmware=str(man.get("version")),
                     cloud=cloud.url, broker=f"{sec.mqtt_host}:{sec.mqtt_port}", key_version=sec.key_version,
                     rotated=rotated, config_bytes=n, selftest=result, label_png=str(label.png),
-                    label_svg=str(label.svg), link=link, seconds=round(time.monotonic() - t0, 3), timings=marks)
+                    label_svg=str(label.svg), link=link, seconds=round(time.monotonic() - t0, 3), timings=marks,
+                    online=online)
     if result is not None and not result.get("ok"):
         failed = [s for s in result.get("steps", []) if s.get("status") == "fail"]
         raise SelfTestFailed("self-test failed: " + "; ".join(f"{s['step']}: {s['detail']}" for s in failed),
                              "fix the part named, then run `casectl selftest PORT`; the case is registered and configured",
                              data=report.as_dict())
+    if offline is not None:
+        offline.data = report.as_dict()
+        raise offline
     return report

@@ -33,7 +33,9 @@ from casectl.simproc import free_port
 REPO = Path(__file__).resolve().parents[2]
 CASECTL = str(Path(sys.executable).parent / "casectl")
 TOKEN = "casectl-test-admin-token-0123456789"
-SERVICE_USER, SERVICE_PASSWORD = "casecloud", "service-secret-for-casectl-tests"
+# The worker's and the API's broker logins (service.passwd in the broker's dir)
+WORKER_USER, WORKER_PASSWORD = "worker.casectl", "worker-secret-for-casectl-tests"
+API_USER, API_PASSWORD = "api.casectl", "api-secret-for-casectl-tests"
 
 
 @dataclass
@@ -103,11 +105,15 @@ class CloudServer:
     """The cloud's HTTP API (and, with a broker, its command sender and MQTT worker) on a free
     port, in a thread with its own event loop."""
 
-    def __init__(self, workdir: Path, broker: tuple[str, int] | None = None) -> None:
+    def __init__(self, workdir: Path, broker: tuple[str, int] | None = None, broker_dir: Path | None = None) -> None:
+        """broker_dir: the broker's files, which the API keeps in step with its case table."""
         kw: dict[str, Any] = {}
         if broker:
-            kw = {"mqtt_host": broker[0], "mqtt_port": broker[1], "mqtt_username": SERVICE_USER,
-                  "mqtt_password": SecretStr(SERVICE_PASSWORD)}
+            kw = {"mqtt_host": broker[0], "mqtt_port": broker[1], "mqtt_username": WORKER_USER,
+                  "mqtt_password": SecretStr(WORKER_PASSWORD), "mqtt_api_username": API_USER,
+                  "mqtt_api_password": SecretStr(API_PASSWORD)}
+        if broker_dir:
+            kw.update(broker_dir=broker_dir, broker_pid_file=broker_dir / "mosquitto.pid")
         self.port = free_port()
         self.settings = Settings(data_dir=workdir, admin_token=SecretStr(TOKEN), cmd_timeout_s=5, **kw)
         self.rt: Runtime = build(self.settings)
@@ -158,6 +164,24 @@ class CloudServer:
         self.server.should_exit = True
         self.thread.join(10)
         self.rt.engine.dispose()
+
+
+@contextlib.contextmanager
+def synced_broker(broker_dir: Path) -> Iterator[tuple[str, int]]:
+    """Mosquitto from the shipped config on files the cloud keeps (CloudServer(broker_dir=...)):
+    to start with, only the cloud's own logins, as an operator sets them up (docs/cloud.md)."""
+    from casecloud import broker as brokerfiles
+    from casecloud.brokersync import ACL_FILE, PASSWD_FILE, SERVICE_FILE
+    from tests.cloud.conftest import start_mosquitto
+
+    broker_dir.mkdir(parents=True, exist_ok=True)
+    services = [(WORKER_USER, brokerfiles.password_hash(WORKER_PASSWORD)),
+                (API_USER, brokerfiles.password_hash(API_PASSWORD))]
+    (broker_dir / SERVICE_FILE).write_text(brokerfiles.passwd_file(services))
+    (broker_dir / PASSWD_FILE).write_text(brokerfiles.passwd_file(services))
+    (broker_dir / ACL_FILE).write_text(brokerfiles.acl_file([], [u for u, _ in services]))
+    with start_mosquitto(broker_dir, files_dir=broker_dir) as hp:
+        yield hp
 
 
 @pytest.fixture

@@ -264,7 +264,7 @@ def test_update_of_a_provisioned_case_keeps_its_config(deployed: SimDevice, clou
                                                        fw_snapshot: Path) -> None:
     boots = deployed.boots
     r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url, "--no-selftest",
-            "--labels", tmp_path / "labels")
+            "--labels", tmp_path / "labels", "--online-timeout", "0")  # no broker here
     assert r.code == 0, r.all
     deployed.wait_boot(boots)
     deployed.wait_firmware()

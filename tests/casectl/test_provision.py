@@ -84,8 +84,9 @@ class Technician(threading.Thread):
 
 
 def provision(sd: SimDevice, cloud: CloudServer, tmp: Path, *extra: str | Path) -> Result:
+    # No broker here, so no waiting for the case to come online: test_watch.py has one.
     return cli("provision", sd.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url,
-               "--labels", tmp / "labels", *extra)
+               "--labels", tmp / "labels", "--online-timeout", "0", *extra)
 
 
 def test_provision_registers_configures_selftests_and_labels(deployed: SimDevice, cloud: CloudServer,
@@ -238,7 +239,8 @@ def test_label_png_holds_the_qr_code_module_for_module() -> None:
 def test_staff_pin_typed_at_a_hidden_prompt(deployed: SimDevice, cloud: CloudServer, tmp_path: Path) -> None:
     boots = deployed.boots
     r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url, "--no-selftest",
-            "--labels", tmp_path / "labels", "--staff-pin", "carol", input="731902\n731902\n")
+            "--labels", tmp_path / "labels", "--online-timeout", "0", "--staff-pin", "carol",
+            input="731902\n731902\n")
     assert r.code == 0, r.all
     assert "731902" not in r.all
     deployed.wait_boot(boots)

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from casecloud import broker as brokerfiles
 from casectl.build import firmware_version
 from casectl.simdevice import SimDevice
-from tests.casectl.conftest import CASECTL, SERVICE_PASSWORD, SERVICE_USER, TOKEN, CloudServer, cli
+from tests.casectl.conftest import CASECTL, TOKEN, CloudServer, cli, synced_broker
 from tests.casectl.test_provision import PIN, staff_file
-from tests.cloud.conftest import start_mosquitto
 
 
 def test_monitor_follows_the_console_and_the_state(deployed: SimDevice) -> None:
@@ -48,32 +45,24 @@ def test_monitor_follows_the_console_and_the_state(deployed: SimDevice) -> None:
 
 
 def test_from_board_to_a_case_that_opens_and_reports(deployed: SimDevice, tmp_path: Path, fw_snapshot: Path) -> None:
-    pid_file = tmp_path / "broker" / "mosquitto.pid"
-    service = (SERVICE_USER, brokerfiles.password_hash(SERVICE_PASSWORD))
-    with start_mosquitto(tmp_path / "broker", passwd=brokerfiles.passwd_file([service]),
-                         acl=brokerfiles.acl_file([], SERVICE_USER), extra=f"pid_file {pid_file}\n") as hp:
-        cloud = CloudServer(tmp_path / "cloud", broker=hp).start()
+    with synced_broker(tmp_path / "broker") as hp:
+        cloud = CloudServer(tmp_path / "cloud", broker=hp, broker_dir=tmp_path / "broker").start()
         try:
             r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--create-store", "--cloud",
                     cloud.url, "--staff-file", staff_file(tmp_path), "--no-selftest", "--labels", tmp_path / "l")
             assert r.code == 0, r.all
-            # The broker learns the new case's login from the cloud (docs/provisioning.md step 6).
+            # No manual step: the cloud gave the broker the case's login, and provision reported
+            # success only once the case was online and its greeting answered.
             h = {"Authorization": f"Bearer {TOKEN}"}
-            passwd = httpx.get(f"{cloud.url}/v1/admin/broker/passwd", headers=h).text
-            acl = httpx.get(f"{cloud.url}/v1/admin/broker/acl", headers=h).text
-            (tmp_path / "broker" / "passwd").write_text(brokerfiles.passwd_file([service]) + passwd)
-            (tmp_path / "broker" / "acl").write_text(acl)
-            os.kill(int(pid_file.read_text()), signal.SIGHUP)
-
+            st = cli("status", "--cloud", cloud.url, "--json")
+            assert st.code == 0, st.all
+            case = st.json()["cases"][0]
+            assert case["online"] and case["synced"], case
             deadline = time.monotonic() + 30
-            while True:
-                st = cli("status", "--cloud", cloud.url, "--json")
-                assert st.code == 0, st.all
-                case = st.json()["cases"][0]
-                if case["online"] and case["fw"]:
-                    break
-                assert time.monotonic() < deadline, f"the case never came online: {case}"
+            while not case["fw"]:  # from its first heartbeat
+                assert time.monotonic() < deadline, f"no heartbeat: {case}"
                 time.sleep(0.5)
+                case = cli("status", "--cloud", cloud.url, "--json").json()["cases"][0]
             assert case["id"] == "c1" and case["fw"] == firmware_version(fw_snapshot)
 
             deployed.wait_firmware()
@@ -98,5 +87,14 @@ def test_from_board_to_a_case_that_opens_and_reports(deployed: SimDevice, tmp_pa
             human = cli("logs", "--case", "c1", "--cloud", cloud.url, "--type", "granted")
             assert human.code == 0 and "granted" in human.out and "boot" not in human.out
             assert cli("logs", "--case", "nope", "--cloud", cloud.url).code == 2
+
+            # Re-provisioned: new keys and broker password, and the case is back before success
+            # is reported (it used to drop off the broker, 'not authorised', after a reported success).
+            r = cli("provision", deployed.port, "--store", "s1", "--case", "c1", "--cloud", cloud.url, "--force",
+                    "--no-selftest", "--labels", tmp_path / "l", "--json")
+            assert r.code == 0, r.all
+            assert r.json()["rotated"] and r.json()["online"] and r.json()["key_version"] == 2
+            relock = httpx.post(f"{cloud.url}/v1/admin/cases/c1/relock", headers=h, timeout=30)
+            assert relock.status_code == 200 and relock.json()["ok"], relock.text  # its new key, its new login
         finally:
             cloud.stop()

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
+from sqlalchemy import event
 
 from casecloud import broker as brokerfiles
 from casecloud import registry
@@ -222,3 +223,20 @@ def test_worker_login_reads_through_a_shared_subscription_and_api_login_does_not
             api.got.get(timeout=0.5)
         for c in (worker, api, c1):
             c.close()
+
+
+def test_admin_answer_comes_after_the_commit(tmp_path: Path) -> None:
+    """casectl creates a store and registers a case in it at once: a 201 sent before the commit
+    let the registration miss the store (and a failed commit still answered 201)."""
+    rt = build(Settings(data_dir=tmp_path / "data", admin_token=SecretStr("t0k")))
+
+    def fail(_s: Any) -> None:
+        raise RuntimeError("the commit fails")
+
+    try:
+        with TestClient(create_app(rt), raise_server_exceptions=False) as api:
+            event.listen(rt.sessions, "before_commit", fail)
+            r = api.post("/v1/admin/stores", json={"id": "s1"}, headers={"Authorization": "Bearer t0k"})
+            assert r.status_code == 500
+    finally:
+        rt.engine.dispose()
