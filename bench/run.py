@@ -9,6 +9,8 @@
 - time of one staff PIN check (PBKDF2, 1000 iterations) under MicroPython;
 - tap-to-open latency through Mosquitto and the cloud worker, and cloud verification throughput
   (bench/cloud_bench.py);
+- the worker past saturation (1.5x and 2.4x its capacity: answered in time, shed, p99, peak RSS)
+  and through a 10 s PostgreSQL outage (events and requests lost, log bytes) (bench/load_bench.py);
 - tap-to-open latency through the PN532 driver and the emulated reader, card presented to coil
   energized: a staff badge checked on the case, and a trusted loyalty card through the cloud
   (bench/nfc_bench.py);
@@ -166,6 +168,11 @@ def main() -> int:
         figures[f"cloud_throughput_{k}"] = v
     for k, v in throughput(200, 10, rate=1000).items():  # latency at the target load
         figures[f"cloud_at_1000_per_s_{k}"] = v
+    from bench.load_bench import main as load_figures
+
+    for name, res in load_figures().items():
+        for k, v in res.items():
+            figures[f"cloud_{name}_{k}"] = v
     from bench.nfc_bench import loyalty_card, staff_badge
 
     for k, v in staff_badge().items():
