@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from casecloud import db
@@ -56,6 +56,12 @@ _EVENTS = cast(Table, Event.__table__)
 _C = _ALERTS.c
 _OPS = "alerts"
 _SEEN = "alert_events"
+# Built once: most event batches carry a door event, and building statements costs more than
+# running these on an index.
+_STORED = select(_EVENTS.c.event_id).where(_EVENTS.c.case_id == bindparam("case"),
+                                           _EVENTS.c.event_id.in_(bindparam("ids", expanding=True)))
+_UNRESOLVED = select(_C.case_id, _C.kind).where(_C.case_id.in_(bindparam("cases", expanding=True)),
+                                                _C.state != "resolved")
 
 
 class Resolved(ValueError):
@@ -134,22 +140,20 @@ class Alerts:
     def from_events(self, s: Session, case: Case, rows: Sequence[dict[str, Any]], now: int) -> None:
         """The batch's new event rows of one case (worker._events) -> alerts raised or resolved.
         Events the cloud already stored (a batch sent again) are skipped."""
-        wanted = [r for r in rows if r["kind"] in RAISED_BY_EVENTS or r["kind"] in RESOLVES]
+        for r in rows:
+            if r["kind"] in RESOLVES:  # resolving twice is harmless: no need to look for duplicates
+                self.resolve(s, case.store_id, case.id, RESOLVES[r["kind"]], r["ts"], f"case: {r['kind']}")
+        wanted = [r for r in rows if r["kind"] in RAISED_BY_EVENTS]
         if not wanted:
             return
         seen: set[tuple[str, str]] = db.scratch(s).setdefault(_SEEN, set())
-        ids = [r["event_id"] for r in wanted]
-        stored = set(s.scalars(select(_EVENTS.c.event_id).where(_EVENTS.c.case_id == case.id,
-                                                                _EVENTS.c.event_id.in_(ids))))
+        stored = set(s.scalars(_STORED, {"case": case.id, "ids": [r["event_id"] for r in wanted]}))
         for r in wanted:
             key = (case.id, r["event_id"])
             if r["event_id"] in stored or key in seen:
                 continue
             seen.add(key)
             kind, ts, d = r["kind"], r["ts"], r["data"]
-            if kind in RESOLVES:
-                self.resolve(s, case.store_id, case.id, RESOLVES[kind], ts, f"case: {kind}")
-                continue
             late = now - ts > self.settings.help_late_s
             detail = _detail(kind, d) + (f" at case {case.name or case.id}" if kind == "help" else "")
             # A help call made online reached the cloud as a request too (policy.on_help): its
@@ -176,13 +180,28 @@ class Alerts:
     # --- applying, just before the commit ------------------------------------------------------
 
     def _flush(self, s: Session) -> None:
-        ops = db.scratch(s).pop(_OPS, [])
+        """Per (case, kind), in that order: its raises in order, then its newest resolve. A resolve
+        only touches an alert no newer than itself, so within a batch this order gives what the
+        events' order would."""
+        ops: list[_Op] = db.scratch(s).pop(_OPS, [])
         now = self.now()
-        for op in sorted(ops, key=lambda o: (o.case_id or "", o.kind)):  # stable: per key in order
-            if op.resolve_by is not None:
-                self._resolve(s, op, now)
-            else:
+        raises: dict[tuple[str, str], list[_Op]] = {}
+        resolves: dict[tuple[str, str], _Op] = {}
+        for op in ops:
+            key = (op.case_id or "", op.kind)
+            if op.resolve_by is None:
+                raises.setdefault(key, []).append(op)
+            elif key not in resolves or op.at >= resolves[key].at:
+                resolves[key] = op
+        unresolved: set[tuple[str, str]] = set()
+        if resolves:  # one look for the whole batch instead of an UPDATE per door event
+            cases = sorted({k[0] for k in resolves})
+            unresolved = {(c, k) for c, k in s.execute(_UNRESOLVED, {"cases": cases})}
+        for key in sorted(raises.keys() | resolves.keys()):
+            for op in raises.get(key, ()):
                 self._raise(s, op, now)
+            if key in resolves and (key in raises or key in unresolved):
+                self._resolve(s, resolves[key], now)
 
     def _deliver_after_commit(self, s: Session, alert_id: int) -> None:
         db.after_commit(s, lambda: self.deliver(alert_id))
