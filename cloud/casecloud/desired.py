@@ -96,6 +96,19 @@ def _send(s: Session, case: Case, now: int) -> list[dict[str, Any]]:
     return parts(s, case.store_id, case.id, case.desired_v, case.config_set)
 
 
+def on_refused(s: Session, case: Case, refused: Any, now: int) -> list[dict[str, Any]]:
+    """The case refused the desired state (its ack names the version). A config override the
+    case's validator refuses must not hold the staff set back (a revocation would never land):
+    the overrides go back to what the case last applied, in a new version sent at once. When
+    they are already that, the refusal has another cause and only its cmd_ack event shows it."""
+    if refused != case.desired_v or case.config_set == case.config_applied:
+        return []
+    case.config_set = dict(case.config_applied)
+    case.desired_v += 1
+    case.state_sends = 0
+    return _send(s, case, now)
+
+
 def on_hello(s: Session, case: Case, reported: Any, now: int) -> list[dict[str, Any]]:
     """A case (re)connected: its state first, when the version it reports is not the desired one.
     The report is not stored: a hello is taken even when replayed (docs/protocol.md)."""
@@ -110,6 +123,8 @@ def on_beat(s: Session, case: Case, reported: Any, now: int) -> list[dict[str, A
     is behind."""
     if type(reported) is int:
         case.applied_v = reported
+        if reported == case.desired_v:
+            case.config_applied = case.config_set
     if not pending(case):
         return []
     wait = min(RESEND_S * 2 ** max(case.state_sends - 1, 0), RESEND_MAX_S)

@@ -61,6 +61,7 @@ class Case(Base):
     desired_v: Mapped[int] = mapped_column(default=0, server_default="0")
     applied_v: Mapped[int] = mapped_column(default=0, server_default="0")
     config_set: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config_applied: Mapped[dict[str, Any]] = mapped_column(default=dict)  # config_set as last applied
     state_sent_at: Mapped[int | None] = mapped_column(default=None)  # last send of the desired state
     state_sends: Mapped[int] = mapped_column(default=0, server_default="0")  # since it last changed
     created_at: Mapped[int]

@@ -368,6 +368,8 @@ class Handler:
             self.rt.policy.alerts.from_events(s, case, new, now)
         elif t == "ack":
             self.rt.policy.journal(s, case, "cmd_ack", re=body["re"], ok=body["ok"], err=str(body.get("err", ""))[:60])
+            if body["ok"] is False and "sv" in body:  # a refused state: the next one goes out at once
+                self._state(i, case, desired.on_refused(s, case, body["sv"], now), w, replies)
 
     @staticmethod
     def _state(i: int, case: Case, parts: list[dict[str, Any]], w: _Window,

@@ -178,3 +178,28 @@ def test_config_is_desired_state_too(rt: Runtime, shop: dict[str, Any], api: Tes
         assert api.post("/v1/admin/cases/c1/config", json={"set": bad}, headers=H).status_code == 422, bad
     assert row(rt).desired_v == 2
     assert api.post("/v1/admin/cases/zz/config", json={"set": {}}, headers=H).status_code == 404
+
+
+def test_a_refused_config_does_not_hold_the_staff_set_back(rt: Runtime, shop: dict[str, Any], api: TestClient,
+                                                          clock: FakeClock) -> None:
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    api.post("/v1/admin/cases/c1/config", json={"set": {"unlock_ms": 4000}}, headers=H)
+    synced(h, dev)
+    h.handle(*dev.msg("status", {"t": "beat", "up": 1, "synced": True, "sv": 1}))  # applied
+    # a value the case's validator refuses (the cloud does not know the case's other keys)
+    api.post("/v1/admin/cases/c1/config", json={"set": {"pull_in_ms": 4500}}, headers=H)
+    ann = add_pin(api, 1)  # then a staff change: version 3 carries both
+    assert row(rt).desired_v == 3
+    refused = dev.msg("ack", {"t": "ack", "re": "abc123abc123", "ok": False, "sv": 3,
+                              "err": "bad_config: config: pull_in_ms must not exceed unlock_ms"})
+    (state,) = dev.read(h.handle(*refused))  # the next version, at once, as the ack's answer
+    assert state["sv"] == 4 and state["set"] == {"unlock_ms": 4000}  # back to what it applied
+    assert state["staff"] == [["pin", ann["id"], f"{1:064x}"]]  # the staff set goes through
+    h.handle(*dev.msg("status", {"t": "beat", "up": 2, "synced": True, "sv": 4}))
+    assert not desired.pending(row(rt)) and row(rt).config_set == {"unlock_ms": 4000}
+    # refused again with nothing left to take back (another cause): no loop, only its event
+    api.delete(f"/v1/admin/staff/{ann['id']}", headers=H)
+    again = dev.msg("ack", {"t": "ack", "re": "abc123abc124", "ok": False, "sv": 5, "err": "bad_config: x"})
+    assert h.handle(*again) == [] and row(rt).desired_v == 5
+    # a refusal of an older version changes nothing either
+    assert h.handle(*dev.msg("ack", {"t": "ack", "re": "abc123abc125", "ok": False, "sv": 2, "err": "x"})) == []

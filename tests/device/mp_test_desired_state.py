@@ -41,6 +41,13 @@ def _acks(c):
     return [(b["ok"], b.get("err")) for b in c.bodies("ack")]
 
 
+def test_every_ack_of_a_state_names_its_version():
+    c = _setup()
+    c.cloud_says("cmd", {"t": "state", "sv": 5, "i": 0, "n": 1, "set": {"unlock_ms": 1}, "staff": []})
+    c.cloud_says("cmd", {"t": "state", "sv": 6, "i": 0, "n": 1, "staff": []})
+    assert [(b["ok"], b["sv"]) for b in c.bodies("ack")] == [(False, 5), (True, 6)]
+
+
 def test_a_full_set_applies_once_every_part_is_in_and_is_reported():
     c = _setup()
     before = _stored()

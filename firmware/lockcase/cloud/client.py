@@ -230,6 +230,8 @@ class CloudClient:
         ack = {"t": "ack", "re": body["id"], "ok": ok}
         if err:
             ack["err"] = err
+        if t == "state":
+            ack["sv"] = body["sv"]  # so that the cloud knows which version was refused
         self.link.publish(self.topics["ack"], self.codec.sign(self.topics["ack"], ack))
 
     def _evtack(self, body):

@@ -25,11 +25,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("desired_v", sa.BigInteger(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("applied_v", sa.BigInteger(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("config_set", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
+        batch_op.add_column(sa.Column("config_applied", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
         batch_op.add_column(sa.Column("state_sent_at", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("state_sends", sa.BigInteger(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("cases", schema=None) as batch_op:
-        for col in ("state_sends", "state_sent_at", "config_set", "applied_v", "desired_v"):
+        for col in ("state_sends", "state_sent_at", "config_applied", "config_set", "applied_v", "desired_v"):
             batch_op.drop_column(col)
