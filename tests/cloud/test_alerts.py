@@ -401,3 +401,58 @@ def test_a_slow_webhook_does_not_hold_the_batch(webhook_rt: Runtime, clock: Fake
         assert one(webhook_rt, "forced").delivered and one(webhook_rt, "help").delivered
     finally:
         hook.close()
+
+
+# --- through the broker, and the periodic check ------------------------------------------------
+
+def test_forced_through_the_broker_shown_and_alerted(rt: Runtime, broker: tuple[str, int], shop: dict[str, Any],
+                                                    notifier: RecordingNotifier) -> None:
+    from casecloud.worker import Worker
+    from tests.cloud.fakecase import FakeCase
+    from tests.cloud.helpers import Loop, wait_for
+
+    rt.settings.mqtt_host, rt.settings.mqtt_port = broker
+    w = Worker(rt)
+    loop = Loop()
+    loop.start(w.run())
+    try:
+        wait_for(w.connected.is_set)
+        c = FakeCase(*broker, "s1", "c1", shop["key"])
+        try:
+            c.hello()
+            c.send("status", {"t": "beat", "up": 1, "door": "closed", "lock": "locked"})
+            b, _ = c.send("evt", {"t": "evts", "evts": [{"i": "7", "k": "forced", "ts": rt.now()}]})
+            assert c.expect("evtack", re=b["id"])["ids"] == ["7"]
+            # acknowledged means committed: the alert and the door are there, the webhook follows
+            assert shown(rt) == {"up": 1, "door": "open", "lock": "forced", "alarms": ["forced"]}
+            assert one(rt, "forced").severity == "critical"
+            wait_for(lambda: [m["kind"] for _, m in notifier.sent] == ["forced"])
+        finally:
+            c.close()
+    finally:
+        loop.close()
+
+
+def test_offline_loop_keeps_checking(rt: Runtime, case: Sim, clock: FakeClock, notifier: RecordingNotifier) -> None:
+    from casecloud.alerts import offline_loop
+    from tests.cloud.helpers import Loop, wait_for
+
+    rt.settings.offline_check_every_s = 0
+    case.presence(b"offline")
+    clock.advance(rt.settings.offline_alert_s)
+    real, calls = rt.policy.alerts.scan_offline, []
+
+    def flaky(s: Any) -> None:  # the first check fails (say the database was away): the next ones run
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database away")
+        real(s)
+
+    rt.policy.alerts.scan_offline = flaky  # type: ignore[method-assign]
+    loop = Loop()
+    loop.start(offline_loop(rt.policy.alerts, rt.sessions, lambda: rt.policy.flush_alerts(rt.sessions, wait=False)))
+    try:
+        wait_for(lambda: [m["kind"] for _, m in notifier.sent] == ["offline"])
+        assert one(rt, "offline").state == "open" and len(calls) >= 2
+    finally:
+        loop.close()
