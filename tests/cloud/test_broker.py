@@ -5,7 +5,10 @@ in step with the broker by the cloud itself (brokersync.py)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,4 +242,33 @@ def test_admin_answer_comes_after_the_commit(tmp_path: Path) -> None:
             r = api.post("/v1/admin/stores", json={"id": "s1"}, headers={"Authorization": "Bearer t0k"})
             assert r.status_code == 500
     finally:
+        rt.engine.dispose()
+
+
+def test_standalone_sync_beside_a_broker_follows_the_table(tmp_path: Path) -> None:
+    """`python -m casecloud.brokersync`, for a broker on a host with no other cloud process."""
+    settings = sync_settings(tmp_path)
+    bdir = settings.broker_dir
+    assert bdir is not None
+    rt = build(settings)
+    env = dict(os.environ, CASECLOUD_DATA_DIR=str(settings.data_dir), CASECLOUD_BROKER_DIR=str(bdir),
+               CASECLOUD_BROKER_PID_FILE=str(bdir / "mosquitto.pid"), CASECLOUD_BROKER_SYNC_EVERY_S="0.2",
+               CASECLOUD_ADMIN_TOKEN="t0k")
+    proc = None
+    try:
+        with rt.sessions.begin() as s:
+            registry.create_store(s, "s1", rt.now())
+            _, sec = registry.register_case(s, "s1", "c1", rt.now())
+        proc = subprocess.Popen([sys.executable, "-m", "casecloud.brokersync"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: (bdir / ACL_FILE).exists() and "user c1" in (bdir / ACL_FILE).read_text())
+        with start_mosquitto(bdir, files_dir=bdir) as (_host, port):
+            assert login_ok(port, "c1", sec.mqtt_password)
+            with rt.sessions.begin() as s:  # a change made by an API process elsewhere
+                _, sec2 = registry.rotate_case(s, "c1")
+            wait_for(lambda: login_ok(port, "c1", sec2.mqtt_password))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
         rt.engine.dispose()
