@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casecloud import __version__, broker, channel, desired, keyring, registry
+from casecloud import __version__, broker, channel, codec, desired, keyring, registry
 from casecloud import alerts as alerting
 from casecloud.brokersync import BrokerSync, BrokerSyncError, SyncResult
 from casecloud.codec import ID_RE, INT_MAX, INT_MIN, RESYNC_MARGIN
@@ -63,6 +63,26 @@ def _plain_url(request: Request) -> None:
     if "\x00" in request.scope.get("path", "") or any(
             "\x00" in k or "\x00" in v for k, v in request.query_params.multi_items()):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "NUL character in the URL")
+
+
+MAX_BODY = 64 * 1024  # far above any admin or app request
+
+
+async def _bounded_json(request: Request) -> None:
+    """Every JSON body: read with the protocol's parser too (codec.parse), since FastAPI's json.loads
+    takes NaN, Infinity, 1e999 and integers of any size into `Any` fields (a config's `set`), where
+    PostgreSQL refused them with a 500 and a case would have been sent them."""
+    if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
+        body = await request.body()
+        if body:
+            try:
+                codec.parse(body, max_bytes=MAX_BODY)
+            except codec.Rejected as e:
+                if e.reason == "too_large":
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_BODY} bytes") from None
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                    "body: not UTF-8 JSON, nested deeper than 16, or a number outside signed "
+                                    "64 bits or not finite") from None
 
 
 class StoreIn(Input):
@@ -323,7 +343,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
 
     app = FastAPI(title="LockCase cloud", version=__version__, lifespan=lifespan,
                   description="Reference cloud for LockCase merchandise cases (docs/cloud.md).",
-                  dependencies=[Depends(_plain_url)])
+                  dependencies=[Depends(_plain_url), Depends(_bounded_json)])
     bearer = HTTPBearer(auto_error=False)
 
     def admin(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:

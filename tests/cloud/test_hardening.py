@@ -189,6 +189,20 @@ def test_numbers_out_of_range_are_422_not_500(rt: Runtime) -> None:
                        headers=H).json() == []
 
 
+def test_a_json_body_is_read_with_the_protocols_bounds(rt: Runtime, shop: dict[str, Any]) -> None:
+    """FastAPI's json.loads takes NaN or 1e999 into an `Any` field (a config's `set`): stored on
+    SQLite and sent to the case, a 500 on PostgreSQL. Now a 422 before the endpoint runs."""
+    hj = {**H, "content-type": "application/json"}
+    with TestClient(create_app(rt)) as api:
+        for bad in (b"NaN", b"1e999", b"-Infinity", str(2**63).encode(), b"[" * 17 + b"]" * 17):
+            r = api.post("/v1/admin/cases/c1/config", content=b'{"set": {"x": ' + bad + b"}}", headers=hj)
+            assert r.status_code == 422, (bad, r.text)
+        assert api.post("/v1/admin/stores", content=b'{"id": "s9", "n": NaN}', headers=hj).status_code == 422
+        assert api.post("/v1/admin/stores", content=b'{"id": "s9", "name": "' + b"x" * 70000 + b'"}',
+                        headers=hj).status_code == 413
+        assert api.post("/v1/admin/stores", content=b'{"id": "s9", "n": 1.5}', headers=hj).status_code == 201
+
+
 def test_every_integer_the_api_takes_is_bounded(rt: Runtime) -> None:
     """Guards every endpoint, present and future: an integer parameter or body field without
     bounds that fit a signed 64-bit column is a 500 waiting for its number."""
