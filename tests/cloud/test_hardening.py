@@ -203,6 +203,13 @@ def test_a_json_body_is_read_with_the_protocols_bounds(rt: Runtime, shop: dict[s
         assert api.post("/v1/admin/stores", content=b'{"id": "s9", "n": 1.5}', headers=hj).status_code == 201
 
 
+def test_a_request_deadline_survives_any_payload(rt: Runtime) -> None:
+    h = Handler(rt)
+    junk = [b"[" * 1000, b'{"p":"' + b"[" * 900 + b'"}', b'{"p":"{\\"exp\\":1' + b"0" * 400 + b'}"}', b'{"p":7}',
+            b'["p"]', b"\xff"]
+    assert h.deadlines([(T + "req", j) for j in junk]) == [None] * len(junk)
+
+
 def test_every_integer_the_api_takes_is_bounded(rt: Runtime) -> None:
     """Guards every endpoint, present and future: an integer parameter or body field without
     bounds that fit a signed 64-bit column is a 500 waiting for its number."""
@@ -345,8 +352,11 @@ def test_a_poisoned_ack_does_not_silence_the_command_path(
     stop = threading.Event()
     try:
         case.hello()
-        for junk in (b"[" * 1000, b'{"p":"' + b"[" * 900 + b'","s":"00"}', b"\xff\xfe", b'{"p":"x","s":"' + b"A" * 64 + b'"}'):
-            case.publish_raw("ack", junk)
+        junk = (b"[" * 1000, b'{"p":"' + b"[" * 900 + b'","s":"00"}', b"\xff\xfe", b'{"p":"x","s":"' + b"A" * 64 + b'"}',
+                b'{"p":"{\\"exp\\":1' + b"0" * 400 + b'}","s":"00"}')  # an exp no float holds
+        for kind in ("ack", "req"):  # the worker reads a request's exp before anything else
+            for j in junk:
+                case.publish_raw(kind, j)
         case.hello()  # the worker read them all too, and is still there
         assert service.get("/healthz").status_code == 200
         responder(case, stop)
