@@ -166,7 +166,14 @@ class Handler:
 
     def deadlines(self, msgs: Sequence[tuple[str, bytes]]) -> list[float | None]:
         st = self.rt.settings
-        return [deadline(t, p, st.req_wait_s, st.reply_margin_s) for t, p in msgs]
+        out: list[float | None] = []
+        for t, p in msgs:
+            try:
+                out.append(deadline(t, p, st.req_wait_s, st.reply_margin_s))
+            except Exception:  # outside decide()'s guard: one message must cost only itself here too
+                log.exception("no deadline for a message on %s: it is decided, not shed", t)
+                out.append(None)
+        return out
 
     def decide(self, msgs: Sequence[tuple[str, bytes]], deadlines: Sequence[float | None] | None = None
                ) -> Decided:

@@ -210,6 +210,23 @@ def test_a_request_deadline_survives_any_payload(rt: Runtime) -> None:
     assert h.deadlines([(T + "req", j) for j in junk]) == [None] * len(junk)
 
 
+def test_a_failing_deadline_costs_only_its_message(rt: Runtime, shop: dict[str, Any],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from casecloud import worker as worker_module
+
+    real = worker_module.deadline
+
+    def flaky(topic: str, payload: bytes, wait_s: float, margin_s: float) -> float | None:
+        if payload == b"boom":
+            raise ZeroDivisionError("a future bug")
+        return real(topic, payload, wait_s, margin_s)
+
+    monkeypatch.setattr(worker_module, "deadline", flaky)
+    ok = signed(shop, "req", {"t": "help"}, 1, rt.now())
+    got = Handler(rt).deadlines([(T + "req", b"boom"), ok])
+    assert got[0] is None and isinstance(got[1], float)
+
+
 def test_every_integer_the_api_takes_is_bounded(rt: Runtime) -> None:
     """Guards every endpoint, present and future: an integer parameter or body field without
     bounds that fit a signed 64-bit column is a 500 waiting for its number."""
