@@ -29,7 +29,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from casecloud import db
-from casecloud.models import Alert, Case, Event
+from casecloud.models import Alert, Case, Event, Store
 from casecloud.settings import Settings
 
 log = logging.getLogger("casecloud.alerts")
@@ -177,6 +177,20 @@ class Alerts:
         for cid, sid in back:
             self.resolve(s, sid, cid, ("offline",), now, "case: online")
 
+    def redeliver(self, s: Session, limit: int = 100) -> None:
+        """Queue again the unresolved alerts whose last delivery failed or never ran (the process
+        stopped first) `alert_redeliver_s` ago: a store's webhook down for longer than one
+        delivery's retries still gets them once it is back."""
+        now = self.now()
+        ids = list(s.scalars(select(_C.id).join(Store, Store.id == _C.store_id).where(
+            _C.delivered.is_(False), _C.state != "resolved", Store.notify_url.is_not(None),
+            _C.notified_at <= now - self.settings.alert_redeliver_s).order_by(_C.id).limit(limit)
+            .with_for_update(skip_locked=True)))
+        if ids:
+            s.execute(update(_ALERTS).where(_C.id.in_(ids)).values(notified_at=now))
+            for alert_id in ids:
+                self._deliver_after_commit(s, alert_id)
+
     # --- applying, just before the commit ------------------------------------------------------
 
     def _flush(self, s: Session) -> None:
@@ -251,7 +265,8 @@ def _open_row(s: Session, op: _Op) -> Any:
     """(id, count, first_at, last_at, late, notified_at) of the case's unresolved alert of the kind,
     locked until the commit (PostgreSQL), or None."""
     return s.execute(select(_C.id, _C.count, _C.first_at, _C.last_at, _C.late, _C.notified_at)
-                     .where(_C.case_id == op.case_id, _C.kind == op.kind, _C.state != "resolved")
+                     .where(_C.case_id == op.case_id, _C.kind == op.kind, _C.store_id == op.store_id,
+                            _C.state != "resolved")
                      .with_for_update()).first()
 
 
@@ -311,3 +326,5 @@ async def offline_loop(alerts: Alerts, sessions: sessionmaker[Session], flush: C
 def _scan(alerts: Alerts, sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as s:
         alerts.scan_offline(s)
+    with sessions.begin() as s:
+        alerts.redeliver(s)

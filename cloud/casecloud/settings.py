@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     offline_check_every_s: int = 30
     help_late_s: int = 60  # a help event reaching the cloud this much after its ts is marked late
     alert_repeat_s: int = 60  # a repeat of an open alert is POSTed again at most this often
+    alert_redeliver_s: int = 300  # an unresolved alert not delivered is POSTed again after this
     # Key of the webhook signature (X-LockCase-Signature); default: generated into
     # <data_dir>/notify_secret. Give the store's receiver the same value.
     notify_secret: SecretStr | None = None

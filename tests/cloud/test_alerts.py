@@ -374,6 +374,20 @@ def test_webhook_gives_up_bounded_and_says_why(webhook_rt: Runtime, clock: FakeC
         case.send(case.evt("forced"))
         a = one(webhook_rt, "forced")
         assert (a.delivered, a.attempts, a.last_error) == (False, 4, "HTTP 500")
+        # the periodic check POSTs it again once alert_redeliver_s has passed, not before
+        hook.codes = []
+
+        def periodic() -> None:
+            with webhook_rt.sessions.begin() as s:
+                webhook_rt.policy.alerts.redeliver(s)
+            webhook_rt.policy.flush_alerts(webhook_rt.sessions)
+
+        periodic()
+        assert one(webhook_rt, "forced").attempts == 4
+        clock.advance(webhook_rt.settings.alert_redeliver_s)
+        periodic()
+        a = one(webhook_rt, "forced")
+        assert (a.delivered, a.attempts, a.last_error) == (True, 5, None)
         hook.codes = [404]  # refused: not retried
         case.send(case.evt("tamper"))
         a = one(webhook_rt, "tamper")
