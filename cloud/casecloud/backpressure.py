@@ -53,22 +53,28 @@ class Load:
     held: int = 0  # messages held (not acknowledged to the broker) while the database is away
     outages: int = 0
     batch_s: float = 0.0  # recent time to decide a batch (moving average)
+    per_msg_s: float = 0.0  # ... per message: a full batch takes longer than the average one
     _reported: tuple[int, int] = (0, 0)
     _report_at: float = 0.0
 
-    def timed(self, seconds: float) -> None:
+    def timed(self, seconds: float, n: int) -> None:
         self.batch_s = seconds if not self.batch_s else 0.8 * self.batch_s + 0.2 * seconds
+        each = seconds / max(n, 1)
+        self.per_msg_s = each if not self.per_msg_s else 0.8 * self.per_msg_s + 0.2 * each
 
     def sift(self, deadlines: list[float | None], now: float) -> list[str | None]:
         """Per message: the reason to shed it, or None to decide it. A request is shed when its
         deadline has passed (`expired`) or comes before a batch could be decided (`no_time`)."""
         out: list[str | None] = []
+        # What deciding this batch will take, at the recent pace: a request due before then would
+        # be decided only to be journaled late (and cost its batch a redo).
+        ahead = max(self.batch_s, self.per_msg_s * len(deadlines))
         for d in deadlines:
             why = None
             if d is not None:
                 if now > d:
                     why = "expired"
-                elif now + self.batch_s > d:
+                elif now + ahead > d:
                     why = "no_time"
             if why is not None:
                 self.shed[why] += 1

@@ -222,13 +222,17 @@ class Handler:
             except codec.Rejected as e:
                 pre.append(e.reason)
         late: set[int] = set()
+        ahead = 0.0
         for _ in range(_ATTEMPTS):
+            t0 = time.monotonic()
             try:
-                return self._attempt(msgs, pre, dl, late)
+                return self._attempt(msgs, pre, dl, late, ahead)
             except _LostRace:
                 continue
             except _Late as e:  # the redo journals them late: no decision, no rate count
                 late |= e.late
+                # and those the redo itself would make late, or it could be redone again and again
+                ahead = time.monotonic() - t0
         if len(msgs) > 1:
             return self._one_by_one(msgs, dl)
         self.rejected["replay"] += 1  # lost the race every time: treat as not accepted
@@ -236,7 +240,7 @@ class Handler:
         return Decided(self, [[]])
 
     def _attempt(self, msgs: Sequence[tuple[str, bytes]], pre: list[codec.Envelope | codec.Topic | str],
-                 dl: list[float | None], late: set[int]) -> Decided:
+                 dl: list[float | None], late: set[int], ahead: float = 0.0) -> Decided:
         rt = self.rt
         now = rt.now()
         decided: list[int] = []  # requests decided (not late): checked against their deadline at the end
@@ -289,7 +293,7 @@ class Handler:
                 w.accepted = True
                 if p.topic.kind == "req" and (due := dl[i]) is not None:
                     over = rt.clock() - due
-                    if i in late or over > 0:  # its case has given up: no decision, no rate count
+                    if i in late or over + ahead > 0:  # its case has given up: no decision, no count
                         rt.policy.late(s, case, body["t"], max(int(over * 1000), 0))
                         notes.append(("case %s %s -> late by %d ms", case.id, body["t"], int(over * 1000)))
                         late_now += 1
@@ -514,7 +518,7 @@ class Worker:
             await wait_until_back(self.rt.engine, lambda: len(held) + queued())
             self.load.held = 0
             return held
-        self.load.timed(time.monotonic() - t0)
+        self.load.timed(time.monotonic() - t0, len(batch))
         self._answer(client, batch, d)
         return []
 

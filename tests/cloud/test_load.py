@@ -5,6 +5,7 @@ is back. A real Mosquitto, SQLite and a real PostgreSQL (stopped and started for
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from casecloud import registry
 from casecloud.adapters.notify import RecordingNotifier
+from casecloud.backpressure import Load, deadline
 from casecloud.models import Case, Event, Member, RateCount
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
@@ -188,3 +190,29 @@ def test_database_outage_holds_messages_and_answers_them_after(
     assert len(down) == 2 and all(re.fullmatch(r"database unavailable \(\d+ messages held\)", m) for m in down)
     assert len(back) == 1 and re.fullmatch(r"database back after [\d.]+ s \(\d+ messages held\)", back[0])
     assert not [r for r in said if r.exc_info], "no traceback for an outage"
+
+
+# --- the deadline and the shedding rule, without a broker ------------------------------------
+
+
+def test_deadline_is_the_cases_wait_or_exp_less_the_margin() -> None:
+    def env(exp: Any) -> bytes:
+        return json.dumps({"p": json.dumps({"exp": exp}), "s": "00"}).encode()
+
+    req = "lockcase/v1/s1/c1/req"
+    assert deadline(req, env(1000), 8, 0.5) == 1000 - 30 + 8 - 0.5  # the case gave up first
+    assert deadline(req, env(1000), 40, 0.5) == 1000 - 0.5  # the signed expiry first
+    assert deadline("lockcase/v1/s1/c1/evt", env(1000), 8, 0.5) is None  # events are never shed
+    assert deadline("lockcase/v1/s1/c1/status", env(1000), 8, 0.5) is None
+    for junk in (b"", b"[]", b'{"p":"[]","s":""}', env("1000"), env(True), b"x" * 5000):
+        assert deadline(req, junk, 8, 0.5) is None  # left to the batch's checks to refuse
+
+
+def test_shed_when_past_or_when_the_batch_would_take_longer() -> None:
+    load = Load()
+    load.timed(0.02, 4)  # 5 ms a message, 20 ms a batch
+    now = 1000.0
+    got = load.sift([None, now - 0.001, now + 0.01, now + 0.5, None], now)
+    # 5 messages at 5 ms each: 25 ms ahead, so a request due in 10 ms cannot be answered in time
+    assert got == [None, "expired", "no_time", None, None]
+    assert load.shed == {"expired": 1, "no_time": 1}
