@@ -95,7 +95,7 @@ def _detail(kind: str, d: dict[str, Any]) -> str:
     if kind == "journal_overflow":
         return (f"journal overflowed while offline: {d.get('lost', '?')} events lost "
                 f"(ids {d.get('first', '?')}-{d.get('last', '?')})")
-    return "help requested at the case"
+    return "help requested"
 
 
 def message(a: Alert) -> dict[str, Any]:

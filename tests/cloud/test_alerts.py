@@ -168,6 +168,7 @@ def test_help_made_offline_arrives_late_from_the_journal(rt: Runtime, case: Sim,
     case.send(case.evt("help", ago=900, source="keypad"))
     a = one(rt, "help")
     assert (a.severity, a.late, a.first_at, a.count) == ("normal", True, rt.now() - 900, 1)
+    assert a.detail == "help requested at case Fragrances"
     assert notifier.sent[-1][1]["late"] is True
 
 
