@@ -389,7 +389,48 @@ def test_a_poisoned_ack_does_not_silence_the_command_path(
 
 def test_healthz_reports_the_broker_file_sync(rt: Runtime, tmp_path: Any) -> None:
     rt.settings.broker_dir = tmp_path / "broker-files"
-    rt.settings.broker_dir.mkdir()
+    (tmp_path / "broker-files").mkdir()
     with TestClient(create_app(rt)) as api:
         r = api.get("/healthz")
         assert r.status_code == 200 and r.json()["tasks"]["broker sync"]["running"] is True, r.text
+
+
+# --- answers from the retailer's and the carrier's systems are outside input too ---------------------
+
+JUNK_ANSWERS = [b"[" * 1000, b"not json", b"[1]", b'"x"', b'{"member": "R-1", "status": NaN}', b"\xff"]
+
+
+def test_a_junk_loyalty_answer_is_a_loyalty_error(tmp_path: Any) -> None:
+    import httpx
+
+    from casecloud.adapters.loyalty import LoyaltyError, WebhookLoyalty
+    from casecloud.privacy import Hasher
+
+    answers = iter(JUNK_ANSWERS)
+
+    def handler(_req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=next(answers), headers={"content-type": "application/json"})
+
+    loyalty = WebhookLoyalty("http://retailer.invalid/members", b"k", Hasher(b"s" * 32), lambda: 0.0,
+                             transport=httpx.MockTransport(handler))
+    for _ in JUNK_ANSWERS:
+        with pytest.raises(LoyaltyError, match="malformed"):
+            loyalty._ask({"token": "x"})  # pyright: ignore[reportPrivateUsage]
+
+
+def test_a_junk_carrier_error_is_an_sms_error() -> None:
+    import httpx
+
+    from casecloud.adapters.sms import SmsError, TwilioSms
+
+    answers = iter([*JUNK_ANSWERS, b'{"code": 21211, "message": "+12025554567 is not valid"}'])
+
+    def handler(_req: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=next(answers), headers={"content-type": "application/json"})
+
+    sms = TwilioSms("AC1", "t", "+15550000000", transport=httpx.MockTransport(handler))
+    for _ in JUNK_ANSWERS:
+        with pytest.raises(SmsError, match="code None"):
+            sms.send("+12025554567", "code 123456")
+    with pytest.raises(SmsError, match="code 21211$"):
+        sms.send("+12025554567", "code 123456")

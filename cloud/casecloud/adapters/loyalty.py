@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import String, select
 from sqlalchemy.orm import Session
 
-from casecloud import db
+from casecloud import codec, db
 from casecloud.models import Member
 from casecloud.privacy import Hasher, last2
 
@@ -23,6 +23,7 @@ log = logging.getLogger("casecloud.loyalty")
 
 STATUSES = ("member", "trusted", "flagged")
 _EXT_MAX = cast(String, Member.__table__.c.external_id.type).length or 0  # the retailer's member id
+_ANSWER_MAX = 64 * 1024  # a member id and a status: anything bigger is not an answer
 
 
 class LoyaltyError(Exception):
@@ -104,7 +105,12 @@ class WebhookLoyalty:
             return None
         if r.status_code != 200:
             raise LoyaltyError(f"loyalty webhook: HTTP {r.status_code}")
-        data = r.json()
+        try:  # the retailer's system is outside too: the parser every consumer uses (codec.parse)
+            data = codec.parse(r.content, max_bytes=_ANSWER_MAX)
+        except codec.Rejected:
+            raise LoyaltyError("loyalty webhook: malformed answer") from None
+        if not isinstance(data, dict):
+            raise LoyaltyError("loyalty webhook: malformed answer")
         ext, status = data.get("member"), data.get("status")
         # an id we could not store (too long, or a NUL that PostgreSQL refuses) is malformed too
         if not isinstance(ext, str) or len(ext) > _EXT_MAX or "\x00" in ext or status not in STATUSES:

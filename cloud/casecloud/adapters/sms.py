@@ -10,6 +10,7 @@ from typing import Protocol
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from casecloud import codec
 from casecloud.models import SmsOutbox
 from casecloud.privacy import Hasher, last2, mask
 
@@ -69,6 +70,18 @@ class TwilioSms:
             raise SmsError(f"twilio unreachable: {type(e).__name__}") from None
         if r.status_code >= 300:
             # Twilio's error body names the number: keep only its error code.
-            code = r.json().get("code") if r.headers.get("content-type", "").startswith("application/json") else None
-            raise SmsError(f"twilio refused: HTTP {r.status_code} code {code}")
+            raise SmsError(f"twilio refused: HTTP {r.status_code} code {_error_code(r)}")
         log.info("sms to %s sent via twilio", mask(to_e164))
+
+
+def _error_code(r: httpx.Response) -> object:
+    """Twilio's error code from an error answer, or None: whatever the body holds (codec.parse, the
+    parser for everything from outside), the failure stays an SmsError."""
+    if not r.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        body = codec.parse(r.content, max_bytes=64 * 1024)
+    except codec.Rejected:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if type(code) is int else None
