@@ -153,6 +153,10 @@ def test_fault_and_config_error(rt: Runtime, case: Sim) -> None:
     f, c = one(rt, "fault"), one(rt, "config_error")
     assert (f.severity, f.detail) == ("high", "fault in nfc: no answer")
     assert (c.severity, c.detail) == ("high", "config error: keypad: bad value")
+    # whatever a case puts in its event is stored (PostgreSQL takes no NUL in text) and cut to fit
+    assert case.send(case.evt("fault", part="x\x00y", error="e" * 400)) == [str(case.next_id - 1)]
+    f = one(rt, "fault")
+    assert f.count == 2 and f.detail.startswith("fault in x\ufffdy: eee") and len(f.detail) == 300
 
 
 def test_journal_overflow_raises_an_alert(rt: Runtime, case: Sim, clock: FakeClock) -> None:
