@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
 import aiomqtt
 
+from casecloud.broker import service_role
 from casecloud.settings import Settings
+
+log = logging.getLogger("casecloud.mqtt")
 
 
 def client(settings: Settings, role: str, *, clean_session: bool = True, max_inflight: int | None = None,
@@ -42,6 +46,14 @@ def login(settings: Settings, role: str) -> tuple[str | None, str | None]:
     if role == "api" and settings.mqtt_api_username:
         pw = settings.mqtt_api_password
         return settings.mqtt_api_username, pw.get_secret_value() if pw else None
+    if role == "api" and settings.mqtt_username:
+        # a misconfiguration that takes the whole fleet's commands down on the shipped broker
+        log.warning("no mqtt_api_username: the API's command sender logs in as the worker's %s, and a "
+                    "broker that makes the login the client id (cloud/broker/casecloud.conf) lets the two "
+                    "knock each other off", settings.mqtt_username)
+    elif settings.mqtt_username and service_role(settings.mqtt_username) not in (None, role):
+        log.warning("the %s logs in as %s, a login of another role: the broker's ACL refuses it what it needs",
+                    role, settings.mqtt_username)
     pw = settings.mqtt_password
     return settings.mqtt_username, pw.get_secret_value() if pw else None
 

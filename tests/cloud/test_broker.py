@@ -24,6 +24,7 @@ from casecloud import broker as brokerfiles
 from casecloud import registry
 from casecloud.api import create_app
 from casecloud.brokersync import ACL_FILE, PASSWD_FILE, SERVICE_FILE
+from casecloud.mqtt import login as mqtt_login
 from casecloud.runtime import build
 from casecloud.settings import Settings
 from tests.cloud.conftest import start_mosquitto
@@ -272,3 +273,16 @@ def test_standalone_sync_beside_a_broker_follows_the_table(tmp_path: Path) -> No
             proc.terminate()
             proc.wait(10)
         rt.engine.dispose()
+
+
+def test_an_api_without_its_own_login_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    shared = Settings(mqtt_username=WORKER, mqtt_password=SecretStr(WORKER_PW))
+    assert mqtt_login(shared, "api") == (WORKER, WORKER_PW)
+    assert "no mqtt_api_username" in caplog.text
+    caplog.clear()
+    own = Settings(mqtt_username=WORKER, mqtt_api_username=API, mqtt_api_password=SecretStr(API_PW))
+    assert mqtt_login(own, "api") == (API, API_PW)
+    assert mqtt_login(own, "worker")[0] == WORKER
+    assert caplog.text == ""
+    assert mqtt_login(Settings(mqtt_username=API), "worker")[0] == API
+    assert "a login of another role" in caplog.text
