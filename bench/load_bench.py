@@ -250,5 +250,8 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    for k, v in main().items():
-        print(k, v)
+    cap = capacity()
+    print("capacity", cap, flush=True)
+    for factor in (1.5, 2.4):
+        print(f"overload_{factor}x", overload(factor, cap["per_second"]), flush=True)
+    print("db_outage", db_outage(), flush=True)
