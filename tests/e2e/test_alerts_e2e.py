@@ -1,0 +1,36 @@
+"""Alarms of the real firmware (the sim case under MicroPython) reach the store: through Mosquitto
+and the worker, a forced door and an opened enclosure become alerts, and the door shows open before
+the case's next heartbeat (a minute away)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from casecloud.models import Alert, Case
+from casectl.simproc import SimCase, SimClient
+from tests.e2e.conftest import Env, wait_for
+
+
+def _alerts(env: Env) -> dict[str, tuple[str, str]]:
+    with env.rt.sessions() as s:
+        return {a.kind: (a.severity, a.state) for a in s.scalars(select(Alert).where(Alert.case_id == "c1"))}
+
+
+def _status(env: Env) -> dict[str, Any]:
+    with env.rt.sessions() as s:
+        c = s.get(Case, "c1")
+        return dict(c.last_status or {}) if c else {}
+
+
+def test_forced_door_and_tamper_reach_the_store(env: Env, case: SimCase, ctl: SimClient) -> None:
+    ctl.call("door", open=True)  # no grant: forced
+    wait_for(lambda: _alerts(env).get("forced") == ("critical", "open"), timeout=30)
+    wait_for(lambda: _status(env).get("door") == "open" and "forced" in _status(env).get("alarms", []), timeout=30)
+    ctl.call("door", open=False)
+    wait_for(lambda: _status(env).get("door") == "closed" and "alarms" not in _status(env), timeout=30)
+    assert _alerts(env)["forced"] == ("critical", "open")  # staff resolve a forced entry
+    ctl.call("tamper", on=True)
+    wait_for(lambda: _alerts(env).get("tamper") == ("critical", "open"), timeout=30)
+    wait_for(lambda: "tamper" in _status(env).get("alarms", []), timeout=30)
