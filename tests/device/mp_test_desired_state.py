@@ -7,8 +7,9 @@
 import json
 import os
 
-from lockcase import config, creds
 from mp_test_cloud_link import Case
+
+from lockcase import config, creds
 
 SALT = "00112233445566778899aabbccddeeff"
 IT = 10
