@@ -136,3 +136,16 @@ def test_a_boot_without_the_cloud_starts_unconfirmed():
     c = Case(cfg={"fw": "t", "staff_confirm_s": 60})
     c.run(0, 1000)
     assert _staff_grant(c) == [{"who": "alice"}]
+
+
+def test_staff_confirm_s_is_bounded_to_what_the_tick_clock_reaches():
+    cloud = {"host": "h", "user": "u", "password": "p", "key": "ab" * 32}
+    for v, ok in ((60, True), (432000, True), (59, False), (432001, False), (True, False), ("1", False)):
+        cloud["staff_confirm_s"] = v
+        try:
+            config.validate({"cloud": cloud})
+            got = True
+        except config.ConfigError as exc:
+            got = False
+            assert "staff_confirm_s" in str(exc)
+        assert got == ok, v
