@@ -434,3 +434,25 @@ def test_a_junk_carrier_error_is_an_sms_error() -> None:
             sms.send("+12025554567", "code 123456")
     with pytest.raises(SmsError, match="code 21211$"):
         sms.send("+12025554567", "code 123456")
+
+
+def test_a_case_whose_seq_jumped_comes_back_after_a_resync(
+        service: TestClient, rt: Runtime, broker: tuple[str, int], shop: dict[str, Any], clock: FakeClock) -> None:
+    """The firmware codec's own seq handling over the real broker and worker: a corrupt seq file
+    put the case's seq 10^9 ahead; its greeting is answered, its requests are refused until an admin
+    resync, after which its next request re-establishes the window."""
+    from lockcase.cloud import protocol as P
+
+    case = FakeCase(*broker, "s1", "c1", shop["key"], clock=clock, seqs=P.MemorySeqs(0, 10**9))
+    try:
+        case.hello()
+        req, _ = case.send("req", {"t": "help"})
+        with pytest.raises(TimeoutError):
+            case.expect("rep", re=req["id"], timeout=2)
+        assert service.post("/v1/admin/cases/c1/resync", headers=H).status_code == 200
+        clock.advance(codec.RESYNC_MARGIN + 1)
+        req, _ = case.send("req", {"t": "help"})
+        assert case.expect("rep", re=req["id"])["t"] == "ok"
+        assert window(rt)[0] == req["seq"]
+    finally:
+        case.close()
