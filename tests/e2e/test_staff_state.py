@@ -14,6 +14,7 @@ from typing import Any
 
 from casecloud.api import create_app
 from casecloud.commands import Commander
+from casecloud.models import Case
 from lockcase import creds
 from tests.e2e.conftest import Env, SimCase, broker_files_ctx, cloud_env, wait_for
 
@@ -80,4 +81,25 @@ def test_a_pin_revoked_while_the_case_is_offline_no_longer_opens_it(tmp_path: Pa
             ctl.wait_for(lambda s: s["lock"] == "locked" and not s["display"][0].startswith("Wrong"), timeout=15,
                          what="idle")
             assert not opens(ctl, PIN)
+            ctl.close()
+
+
+def test_config_is_answered_by_the_case_and_a_refused_one_is_taken_back(tmp_path: Path) -> None:
+    with cloud_env(tmp_path, ("c1",)) as env, admin_api(env) as api:
+        cfg = env.case_config()
+        with SimCase(tmp_path / "case1", cfg, heap="512k") as case:
+            ctl = case.client()
+            ctl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="synced")
+            good = api.post("/v1/admin/cases/c1/config", json={"set": {"held_open_s": 45}}, headers=H).json()
+            assert good["ok"] is True and good["err"] is None
+            wait_for(lambda: not case_view(api)["pending"], timeout=20)
+            assert case_view(api)["applied_v"] == 1
+            # pull_in_ms above the case's unlock_ms (1500): only the case's validator knows
+            bad = api.post("/v1/admin/cases/c1/config", json={"set": {"pull_in_ms": 1800}}, headers=H).json()
+            assert bad["ok"] is False and "pull_in_ms" in bad["err"]
+            # the cloud took the override back in a new version, which the case applied
+            wait_for(lambda: case_view(api)["applied_v"] == 3 and not case_view(api)["pending"], timeout=20)
+            with env.rt.sessions() as s:
+                c = s.get(Case, "c1")
+                assert c is not None and c.config_set == {"held_open_s": 45} == c.config_applied
             ctl.close()
