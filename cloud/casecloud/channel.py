@@ -127,11 +127,16 @@ def case_ids(s: Session) -> list[str]:
     return list(s.scalars(select(Case.id)))
 
 
+# Half the bound one message may move a window: a case that bounds its window as the cloud does
+# still takes the cloud's first message after a resync.
+RESYNC_TX_JUMP = codec.MAX_JUMP // 2
+
+
 def resync(s: Session, case_id: str, now: int) -> bool:
     """Admin: the case's next message signed from now on re-establishes the replay window at its seq
     (codec.resync_mask: a message captured before cannot), and the cloud's outgoing seq moves
-    codec.MAX_JUMP ahead, so the case takes the cloud's messages again should it have seen higher
+    RESYNC_TX_JUMP ahead, so the case takes the cloud's messages again should it have seen higher
     seqs (a database restored from a backup). False when there is no such case."""
     done = s.execute(update(Case).where(Case.id == case_id)
-                     .values(rx_mask=codec.resync_mask(now), tx_seq=Case.tx_seq + codec.MAX_JUMP))
+                     .values(rx_mask=codec.resync_mask(now), tx_seq=Case.tx_seq + RESYNC_TX_JUMP))
     return getattr(done, "rowcount", 0) == 1
