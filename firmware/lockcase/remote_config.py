@@ -8,7 +8,7 @@ from lockcase.compat import const, json_whole
 _MAX_STAFF = const(32)  # credentials in one staff set (docs/protocol.md, `state`)
 _MAX_PARTS = const(8)
 _FIXED = ("staff", "cloud", "case_id", "store_id", "board")
-_staged = None  # (sv, n, {i: part}) of the `state` being received
+_staged = None  # [sv, n, {i: staff list}, config set] of the `state` being received
 
 
 def _raw():
@@ -59,8 +59,10 @@ def state(body, staff=None):
         raise ValueError("part %d of %d" % (i, n))
     s = _staged
     if s is None or s[0] != sv or s[1] != n:
-        s = _staged = (sv, n, {})
-    s[2][i] = body
+        s = _staged = [sv, n, {}, {}]
+    s[2][i] = body["staff"]  # not the whole body: its header is not needed
+    if i == 0:
+        s[3] = body.get("set") or {}
     if len(s[2]) < n:
         return False
     _staged = None
@@ -72,14 +74,14 @@ def state(body, staff=None):
         lists[key] = [e for e in st.get(key, []) if not str(e.get("id", "")).startswith("s_")]
     count = 0
     for k in range(n):
-        for e in s[2][k]["staff"]:
+        for e in s[2][k]:
             if type(e) is not list or len(e) != 3 or e[0] not in ("pin", "badge"):
                 raise ValueError("staff entries are [pin|badge, sid, hash]")
             lists[e[0] + "s"].append({"id": e[1], "hash": e[2]})
             count += 1
     if count > _MAX_STAFF:
         raise ValueError("more than %d staff credentials" % _MAX_STAFF)
-    for k, v in s[2][0].get("set", {}).items():
+    for k, v in s[3].items():
         if k in _FIXED:
             raise ValueError("%s cannot be changed remotely" % k)
         raw[k] = v
