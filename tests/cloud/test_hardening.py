@@ -456,3 +456,53 @@ def test_a_case_whose_seq_jumped_comes_back_after_a_resync(
         assert window(rt)[0] == req["seq"]
     finally:
         case.close()
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-worker"]], ids=["api+worker", "no-worker"])
+def test_python_m_casecloud_healthz_says_what_runs_and_what_is_down(tmp_path: Any, mode: list[str]) -> None:
+    """Both ways of running the API: /healthz names the tasks of its own process, and says 503 with
+    the reason once the broker is gone."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.cloud.conftest import start_mosquitto
+
+    port = free_port()
+    with start_mosquitto(tmp_path / "broker") as (host, mport):
+        env = dict(os.environ, CASECLOUD_DATA_DIR=str(tmp_path / "svc"), CASECLOUD_API_PORT=str(port),
+                   CASECLOUD_MQTT_HOST=host, CASECLOUD_MQTT_PORT=str(mport), CASECLOUD_ADMIN_TOKEN="tkn")
+        log = (tmp_path / "svc.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "casecloud", *mode], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+
+        def health() -> httpx.Response | None:
+            try:
+                return httpx.get(base + "/healthz")
+            except httpx.HTTPError:
+                return None
+
+        try:
+            wait_for(lambda: (r := health()) is not None and r.status_code == 200, 30)
+            tasks = set(httpx.get(base + "/healthz").json()["tasks"])
+            if mode:
+                assert tasks == {"command sender"}
+            else:
+                assert {"command sender", "worker", "retention"} <= tasks
+        except BaseException:
+            proc.terminate()
+            proc.wait(10)
+            raise
+    try:
+        wait_for(lambda: (r := health()) is not None and r.status_code == 503, 30)
+        detail = httpx.get(base + "/healthz").json()["detail"]
+        assert "command sender: broker link down" in detail
+        assert ("worker: broker link down" in detail) is not bool(mode)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
