@@ -12,6 +12,7 @@ from pathlib import Path
 
 import segno
 
+from casecloud import keyring
 from casecloud.models import Case
 from casectl.label import render_png
 from casectl.simdevice import SimDevice
@@ -53,7 +54,7 @@ def db_key(cloud: CloudServer, case: str) -> str:
     with cloud.rt.sessions() as s:
         c = s.get(Case, case)
         assert c is not None
-        return c.key_hex
+        return keyring.case_key(s, c).hex()
 
 
 def assert_no_secrets(r: Result, *values: str) -> None:
