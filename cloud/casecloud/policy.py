@@ -13,6 +13,7 @@ Every decision is also journaled as a cloud event (member id and last two digits
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
@@ -20,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
 from casecloud.alerts import Alerts
 from casecloud.alerts import message as alert_message
+from casecloud.background import DaemonPool
 from casecloud.models import Alert, Case, Challenge, Event, Member, RateCount, Store
 from casecloud.phones import to_e164
 from casecloud.privacy import Hasher, last2, mask
@@ -114,7 +116,7 @@ class Policy:
         # way. Deliveries retry for up to notify_max_s, so they run on threads of their own, never
         # on those that decide the worker's batches.
         self._pending_alerts: deque[int] = deque()
-        self._deliveries = ThreadPoolExecutor(max_workers=2, thread_name_prefix="casecloud-alerts")
+        self._deliveries = DaemonPool(2, "casecloud-alerts")
         self._delivering: set[Future[None]] = set()
         self.alerts = Alerts(settings, clock, self._pending_alerts.append)
 
@@ -273,7 +275,7 @@ class Policy:
                 alert_id = self._pending_alerts.popleft()
             except IndexError:
                 break
-            fut = self._deliveries.submit(self._deliver, sessions, alert_id)
+            fut = self._deliveries.submit(functools.partial(self._deliver, sessions, alert_id))
             self._delivering.add(fut)
             fut.add_done_callback(self._delivering.discard)
         if wait:

@@ -475,3 +475,16 @@ def test_offline_loop_keeps_checking(rt: Runtime, case: Sim, clock: FakeClock, n
         assert one(rt, "offline").state == "open" and len(calls) >= 2
     finally:
         loop.close()
+
+
+def test_a_hung_delivery_does_not_hold_up_exit() -> None:
+    # A pool of concurrent.futures would wait for the job (forever here) before the interpreter
+    # exits; the undelivered alert is POSTed again by the next process's periodic check.
+    import subprocess
+    import sys
+
+    code = ("import threading\nfrom casecloud.background import DaemonPool\n"
+            "p = DaemonPool(2, 't')\nf = p.submit(threading.Event().wait)\n"
+            "g = p.submit(lambda: print('other jobs still run', flush=True))\ng.result(10)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "other jobs still run\n", r.stderr
