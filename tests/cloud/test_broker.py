@@ -27,7 +27,7 @@ from casecloud.brokersync import ACL_FILE, PASSWD_FILE, SERVICE_FILE
 from casecloud.mqtt import login as mqtt_login
 from casecloud.runtime import build
 from casecloud.settings import Settings
-from tests.cloud.conftest import start_mosquitto
+from tests.cloud.conftest import is_postgres, start_mosquitto
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.helpers import wait_for
 
@@ -155,17 +155,18 @@ def test_no_phone_number_in_any_broker_file_after_a_worker_stall(tmp_path: Path)
         assert digits not in p.read_bytes(), f"the phone number is in {p.name}"
 
 
-def sync_settings(tmp_path: Path) -> Settings:
+def sync_settings(tmp_path: Path, database_url: str | None = None) -> Settings:
     bdir = tmp_path / "broker"
     bdir.mkdir(parents=True)
     (bdir / SERVICE_FILE).write_text(brokerfiles.passwd_file([(WORKER, brokerfiles.password_hash(WORKER_PW)),
                                                               (API, brokerfiles.password_hash(API_PW))]))
     return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("t0k"), broker_dir=bdir,
-                    broker_pid_file=bdir / "mosquitto.pid", broker_sync_every_s=3600)
+                    broker_pid_file=bdir / "mosquitto.pid", broker_sync_every_s=3600,
+                    database_url=database_url if database_url and is_postgres(database_url) else None)
 
 
-def test_register_rotate_delete_reach_the_broker_with_no_manual_step(tmp_path: Path) -> None:
-    settings = sync_settings(tmp_path)
+def test_register_rotate_delete_reach_the_broker_with_no_manual_step(tmp_path: Path, database_url: str) -> None:
+    settings = sync_settings(tmp_path, database_url)
     rt = build(settings)
     h = {"Authorization": "Bearer t0k"}
     try:
