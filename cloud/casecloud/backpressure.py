@@ -90,5 +90,6 @@ class Load:
             return
         shed, late = total[0] - self._reported[0], total[1] - self._reported[1]
         self._reported, self._report_at = total, now + every_s
-        log.warning("overload: %d requests shed (%s), %d late; batch time %.0f ms", shed,
-                    ", ".join(f"{k} {v}" for k, v in sorted(self.shed.items())), late, self.batch_s * 1000)
+        log.warning("overload: %d requests shed, %d late since the last report (in all: %s, late %d); "
+                    "batch time %.0f ms", shed, late, ", ".join(f"{k} {v}" for k, v in sorted(self.shed.items())),
+                    self.late, self.batch_s * 1000)
