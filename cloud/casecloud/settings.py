@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     # HMAC key for phone numbers and tokens; default: generated into <data_dir>/server_secret.
     server_secret: SecretStr | None = None
+    # Keys that seal the case keys at rest (Fernet keys, newest first: keyring.py); default: one
+    # generated into <data_dir>/key_encryption_key. Keep them apart from database backups.
+    key_encryption_keys: list[SecretStr] | None = None
 
     sms_backend: Literal["outbox", "twilio"] = "outbox"
     twilio_account_sid: str | None = None
@@ -73,9 +76,6 @@ class Settings(BaseSettings):
     loyalty_backend: Literal["builtin", "webhook"] = "builtin"
     loyalty_webhook_url: str | None = None
     loyalty_webhook_secret: SecretStr | None = None
-    # Keys that seal the case keys at rest (Fernet keys, newest first: keyring.py); default: one
-    # generated into <data_dir>/key_encryption_key. Keep them apart from database backups.
-    key_encryption_keys: list[SecretStr] | None = None
 
     # policy
     otp_ttl_s: int = 120
@@ -165,6 +165,11 @@ class Settings(BaseSettings):
             return self.server_secret.get_secret_value().encode()
         return bytes.fromhex(_file_secret(self.data_dir / "server_secret"))
 
+    def notify_key(self) -> bytes:
+        if self.notify_secret is not None:
+            return self.notify_secret.get_secret_value().encode()
+        return _file_secret(self.data_dir / "notify_secret").encode()
+
     def admin_bearer(self) -> str:
         if self.admin_token is not None:
             return self.admin_token.get_secret_value()
@@ -198,8 +203,3 @@ def _file_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_hex
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
-    def notify_key(self) -> bytes:
-        if self.notify_secret is not None:
-            return self.notify_secret.get_secret_value().encode()
-        return _file_secret(self.data_dir / "notify_secret").encode()
-
