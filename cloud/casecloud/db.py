@@ -175,5 +175,4 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (run at every start; a no-op when current)."""
-    # "heads": work in flight adds revisions on branches from the same parent (merged before release).
-    command.upgrade(alembic_config(url), "heads")
+    command.upgrade(alembic_config(url), "head")

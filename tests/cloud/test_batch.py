@@ -267,12 +267,12 @@ def test_rate_hits_carried_into_counters_by_the_migration(database_url: str) -> 
         for scope, key, at in [("phone", "h1", 10), ("phone", "h1", 10), ("phone", "h1", 11), ("case", "c1", 10)]:
             conn.execute(text("INSERT INTO rate_hits (scope, key, at) VALUES (:s, :k, :a)"),
                          {"s": scope, "k": key, "a": at})
-    command.upgrade(cfg, "heads")
+    command.upgrade(cfg, "head")
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT scope, key, at, n FROM rate_counts ORDER BY scope, key, at")).all()
     assert [tuple(r) for r in rows] == [("case", "c1", 10, 1), ("phone", "h1", 10, 2), ("phone", "h1", 11, 1)]
     command.downgrade(cfg, "0001")
-    command.upgrade(cfg, "heads")
+    command.upgrade(cfg, "head")
     engine.dispose()
 
 

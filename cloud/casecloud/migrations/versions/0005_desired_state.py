@@ -1,7 +1,7 @@
 """cases: desired state (staff set and config overrides) with a desired and an applied version
 
-Revision ID: 0004b
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01
 
 Staff credentials and config overrides become state the cloud re-sends until the case reports
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004b"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

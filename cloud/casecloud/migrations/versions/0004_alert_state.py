@@ -1,6 +1,6 @@
 """alerts: severity, state (open, acknowledged, resolved), repeats, late help calls, delivery
 
-Revision ID: 0004a
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004a"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
