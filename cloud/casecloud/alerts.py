@@ -29,7 +29,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from casecloud import db
-from casecloud.models import Alert, Case, Event, Store
+from casecloud.models import Alert, Case, Event, Staff, Store
 from casecloud.settings import Settings
 
 log = logging.getLogger("casecloud.alerts")
@@ -45,10 +45,15 @@ SEVERITY = {
     "abuse": "high",
     "wrong_codes": "high",
     "help": "normal",
+    # A staff credential the case honoured offline (docs/safety.md): one the cloud has revoked
+    # means someone opened the case with it; one still valid only wants a look.
+    "revoked_used": "critical",
+    "staff_offline": "normal",
 }
 # A case event (firmware/lockcase/events.py) -> the alerts it resolves.
 RESOLVES = {"closed": ("held_open",), "tamper_reset": ("tamper",)}
-RAISED_BY_EVENTS = frozenset({"forced", "held_open", "tamper", "fault", "config_error", "journal_overflow", "help"})
+RAISED_BY_EVENTS = frozenset({"forced", "held_open", "tamper", "fault", "config_error", "journal_overflow", "help",
+                              "staff_unconfirmed"})
 STATES = ("open", "acknowledged", "resolved")
 
 _ALERTS = cast(Table, Alert.__table__)
@@ -96,6 +101,17 @@ def _detail(kind: str, d: dict[str, Any]) -> str:
         return (f"journal overflowed while offline: {d.get('lost', '?')} events lost "
                 f"(ids {d.get('first', '?')}-{d.get('last', '?')})")
     return "help requested"
+
+
+def _staff_use(s: Session, case: Case, d: dict[str, Any]) -> tuple[str, str]:
+    """A `staff_unconfirmed` event: was the credential still the store's when the event arrived?
+    Credentials provisioned on the case itself (ids not from the cloud) cannot be checked here."""
+    who = d.get("who")
+    who = who[:32] if isinstance(who, str) else "?"
+    # "#": the event scrubber blanked a run of 7+ digits in it (privacy.scrub): not checkable.
+    if who.startswith("s_") and "#" not in who and s.get(Staff, who) is None:
+        return "revoked_used", f"revoked staff credential {who} opened the case while it was offline"
+    return "staff_offline", f"staff credential {who} used while the case could not confirm its staff set"
 
 
 def message(a: Alert) -> dict[str, Any]:
@@ -157,6 +173,10 @@ class Alerts:
             seen.add(key)
             kind, ts, d = r["kind"], r["ts"], r["data"]
             late = now - ts > self.settings.help_late_s
+            if kind == "staff_unconfirmed":
+                kind, detail = _staff_use(s, case, d)
+                self.raise_(s, case.store_id, case.id, kind, detail, ts, late=late)
+                continue
             detail = _detail(kind, d) + (f" at case {case.name or case.id}" if kind == "help" else "")
             # A help call made online reached the cloud as a request too (policy.on_help): its
             # journaled event then only confirms it. One made offline arrives only as this event.

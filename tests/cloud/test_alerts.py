@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from casecloud import registry
 from casecloud.adapters.notify import SIGNATURE, TIMESTAMP, RecordingNotifier, WebhookNotifier
 from casecloud.api import create_app
 from casecloud.models import Alert, Case
@@ -157,6 +158,20 @@ def test_fault_and_config_error(rt: Runtime, case: Sim) -> None:
     assert case.send(case.evt("fault", part="x\x00y", error="e" * 400)) == [str(case.next_id - 1)]
     f = one(rt, "fault")
     assert f.count == 2 and f.detail.startswith("fault in x\ufffdy: eee") and len(f.detail) == 300
+
+
+def test_staff_credentials_used_offline_are_reviewed_and_a_revoked_one_is_critical(rt: Runtime, case: Sim) -> None:
+    """docs/safety.md: an offline case honours its staff set and journals each use it could not
+    confirm; the cloud tells a still-valid credential from one revoked meanwhile."""
+    with rt.sessions.begin() as s:
+        kept = registry.add_staff(s, "s1", "pin", "ab" * 32, rt.now(), "Ana").id
+    case.send(case.evt("staff_unconfirmed", who=kept), case.evt("staff_unconfirmed", who="s_90ne0ab1cd2e"),
+              case.evt("staff_unconfirmed", who="local-1"))
+    used = one(rt, "staff_offline")
+    assert (used.severity, used.count) == ("normal", 2)  # the valid one and the case's own
+    assert kept in used.detail or "local-1" in used.detail
+    bad = one(rt, "revoked_used")
+    assert bad.severity == "critical" and "s_90ne0ab1cd2e" in bad.detail
 
 
 def test_journal_overflow_raises_an_alert(rt: Runtime, case: Sim, clock: FakeClock) -> None:
