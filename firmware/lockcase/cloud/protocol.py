@@ -115,11 +115,9 @@ def verify(key, topic, payload):
     if len(parts) != 5 or parts[0] + "/" + parts[1] != PREFIX or parts[4] not in SCHEMA:
         raise Rejected("bad_topic")
     p = env["p"]
-    try:
-        sig = binascii.unhexlify(env["s"])
-    except ValueError:
-        raise Rejected("bad_sig")
-    if not equal(hmac_sha256(key, (topic + "\n" + p).encode()), sig):
+    # Compared as text: only the canonical form (64 lowercase hex digits) matches, as the cloud's
+    # codec requires; unhexlify would also take uppercase.
+    if not equal(binascii.hexlify(hmac_sha256(key, (topic + "\n" + p).encode())), env["s"]):
         raise Rejected("bad_sig")
     try:
         body = json.loads(p)
