@@ -72,7 +72,9 @@ async def _bounded_json(request: Request) -> None:
     """Every JSON body: read with the protocol's parser too (codec.parse), since FastAPI's json.loads
     takes NaN, Infinity, 1e999 and integers of any size into `Any` fields (a config's `set`), where
     PostgreSQL refused them with a 500 and a case would have been sent them."""
-    if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
+    # Every body, whatever its content type says: FastAPI reads JSON under any spelling of the
+    # type (application/JSON, +json suffixes), and every endpoint here takes JSON or nothing.
+    if request.method in ("POST", "PUT", "PATCH"):
         body = await request.body()
         if body:
             try:

@@ -93,7 +93,10 @@ def start_mosquitto(
     conf = workdir / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n" + shipped_conf(workdir, passwd_file=passwd_path, acl_file=acl_path)
                     + extra)
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # cwd: a persistence file (were the shipped config ever to turn persistence on) lands here,
+    # where the privacy tests search, and not in pytest's working directory.
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=workdir)
     try:
         deadline = time.monotonic() + 10
         while True:

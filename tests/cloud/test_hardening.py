@@ -198,6 +198,9 @@ def test_a_json_body_is_read_with_the_protocols_bounds(rt: Runtime, shop: dict[s
             r = api.post("/v1/admin/cases/c1/config", content=b'{"set": {"x": ' + bad + b"}}", headers=hj)
             assert r.status_code == 422, (bad, r.text)
         assert api.post("/v1/admin/stores", content=b'{"id": "s9", "n": NaN}', headers=hj).status_code == 422
+        for ctype in ("application/JSON", "Application/Json; charset=utf-8", "application/vnd.x+json", "text/plain"):
+            r = api.post("/v1/admin/cases/c1/config", content=b'{"set": {"x": NaN}}', headers={**H, "content-type": ctype})
+            assert r.status_code == 422, (ctype, r.text)
         assert api.post("/v1/admin/stores", content=b'{"id": "s9", "name": "' + b"x" * 70000 + b'"}',
                         headers=hj).status_code == 413
         assert api.post("/v1/admin/stores", content=b'{"id": "s9", "n": 1.5}', headers=hj).status_code == 201
