@@ -3,7 +3,8 @@
 Also two small pieces the hot path needs:
 
 - `scratch(s)`: a dict that lives as long as the session's current transaction (per-batch caches,
-  pending counters), with `before_commit` / `after_commit` hooks run by the sessions made here;
+  pending counters), with `before_commit` / `after_commit` hooks run by the sessions made here
+  (`prepare_commit` runs the former, and the flush, ahead of the commit);
 - `insert_ignore` and `upsert_add`: multi-row INSERT ... ON CONFLICT DO NOTHING / DO UPDATE for
   SQLite and PostgreSQL (one statement per batch), with a portable fallback.
 """
@@ -75,8 +76,17 @@ def after_commit(s: Session, fn: Callable[[], None]) -> None:
 
 
 def _before_commit(s: Session) -> None:
-    for fn in scratch(s).pop("before_commit", []):
-        fn(s)
+    while hooks := scratch(s).pop("before_commit", None):  # and any a hook adds
+        for fn in hooks:
+            fn(s)
+
+
+def prepare_commit(s: Session) -> None:
+    """Do now what committing would do first: run the before-commit hooks and flush. Whatever the
+    caller checks after this still holds at `s.commit()`, which has only the database's own commit
+    (the fsync) left to do; the hooks are not run again."""
+    _before_commit(s)
+    s.flush()
 
 
 def _after_commit(s: Session) -> None:

@@ -308,7 +308,10 @@ class Handler:
                 s.rollback()
                 raise _LostRace()
             # The last moment before the decisions become final: an allow must not be committed
-            # (nor counted against the limits) for a case that has stopped waiting for it.
+            # (nor counted against the limits) for a case that has stopped waiting for it. The
+            # commit's own work (journal insert, rate upsert, alerts, which may wait on another
+            # worker's lock, the flush) is done first, so only the fsync comes after this check.
+            db.prepare_commit(s)
             t = rt.clock()
             overdue = {i for i in decided if (due := dl[i]) is not None and t > due}
             if overdue:
@@ -497,6 +500,7 @@ class Worker:
                     ) -> list[aiomqtt.Message]:
         """Shed what is past its deadline, decide the rest and answer; returns what is still held
         (the database went away: after it is back, the held messages are tried again)."""
+        self._linked(client)
         items = [(str(m.topic), payload_bytes(m.payload)) for m in batch]
         dl = self.handler.deadlines(items)
         shed = self.load.sift(dl, self.rt.clock())
@@ -517,10 +521,21 @@ class Worker:
             self.load.held = len(held) + queued()
             await wait_until_back(self.rt.engine, lambda: len(held) + queued())
             self.load.held = 0
-            return held
+            return held  # tried again by the next _take, only if the broker link survived the wait
         self.load.timed(time.monotonic() - t0, len(batch))
         self._answer(client, batch, d)
         return []
+
+    @staticmethod
+    def _linked(client: aiomqtt.Client) -> None:
+        """Raises MqttError (run() reconnects) if the broker connection is gone: the replies of a
+        batch decided now could not be delivered, and the broker, which was never sent its acks,
+        delivers it again to the next connection, where what was committed would be refused as
+        replays (an `allow` journaled for a tap that showed "No answer"). So nothing is decided."""
+        if not client._client.is_connected():
+            gone = client._disconnected  # its exception retrieved here (asyncio would log it unread)
+            raise aiomqtt.MqttError("broker connection lost: the batch is left to the broker to deliver again"
+                                    ) from (gone.exception() if gone.done() else None)
 
     def _answer(self, client: aiomqtt.Client, batch: list[aiomqtt.Message], d: Decided) -> None:
         self._publish(client, d.ready)

@@ -5,9 +5,13 @@ is back. A real Mosquitto, SQLite and a real PostgreSQL (stopped and started for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from casecloud import registry
+from casecloud import policy, registry
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.backpressure import Load, deadline
 from casecloud.models import Case, Event, Member, RateCount
@@ -124,6 +128,33 @@ def test_request_that_expires_mid_decision_is_late_not_allowed(rt: Runtime, work
     assert worker.load.shed.total() == 0
 
 
+def test_request_that_expires_in_the_commits_own_work_is_late_not_allowed(
+        rt: Runtime, worker: Worker, case: FakeCase, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline passes in the work a commit does first (here the rate upsert; as well the
+    # journal insert, or the alerts' flush waiting on another worker's lock), after every check of
+    # the decision itself: the last check must come after that work, not before it.
+    _trusted_member(rt)
+    flush = policy._RateBook.flush
+    slow = [rt.settings.req_wait_s]
+
+    def slow_flush(book: Any, s: Session) -> None:
+        if slow:
+            clock.advance(slow.pop())
+        flush(book, s)
+
+    monkeypatch.setattr(policy._RateBook, "flush", slow_flush)
+    case.send("req", dict(TAP))
+    wait_for(lambda: worker.load.late == 1)
+    assert case.quiet(0.3) == []
+    assert _cloud_rows(rt) == [("late", "token")]
+    assert _counted(rt) == 0
+
+
+def _cloud_rows(rt: Runtime) -> list[tuple[str, str | None]]:
+    with rt.sessions() as s:
+        return [(e.kind, e.data.get("t")) for e in s.scalars(select(Event).where(Event.source == "cloud"))]
+
+
 # --- database outage -------------------------------------------------------------------------
 
 
@@ -190,6 +221,96 @@ def test_database_outage_holds_messages_and_answers_them_after(
     assert len(down) == 2 and all(re.fullmatch(r"database unavailable \(\d+ messages held\)", m) for m in down)
     assert len(back) == 1 and re.fullmatch(r"database back after [\d.]+ s \(\d+ messages held\)", back[0])
     assert not [r for r in said if r.exc_info], "no traceback for an outage"
+
+
+class _Link:
+    """A TCP relay between the worker and the broker that the test cuts (and then refuses new
+    connections through): the worker loses its broker connection while the broker, and the
+    worker's persistent session in it, live on."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.up = target, True
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.addr: tuple[str, int] = ("127.0.0.1", self.srv.getsockname()[1])
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            if not self.up:
+                a.close()
+                continue
+            b = socket.create_connection(self.target)
+            self.socks += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pipe(x: socket.socket, y: socket.socket) -> None:
+        try:
+            while data := x.recv(65536):
+                y.sendall(data)
+        except OSError:
+            pass
+        for sock in (x, y):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        socks, self.socks = self.socks, []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.cut()
+        self.srv.close()
+
+
+def test_broker_link_lost_during_an_outage_decides_nothing_until_redelivered(
+        pg_rt: Runtime, pg_server: PgServer, broker: tuple[str, int], caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's broker connection drops while it holds a batch through a database outage.
+    Deciding the batch once the database is back would commit an `allow` whose reply cannot be
+    sent (the connection is gone), and the broker's redelivery would then be refused as a replay:
+    an allow journaled for a tap that showed "No answer". Instead nothing is decided until the
+    worker has reconnected and the broker has delivered the batch again: answered once."""
+    rt = pg_rt
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now(), name="Main St")
+        _, sec = registry.register_case(s, "s1", "c1", rt.now())
+    _trusted_member(rt)
+    link = _Link(broker)
+    rt.settings.mqtt_host, rt.settings.mqtt_port = link.addr
+    caplog.set_level(logging.INFO, logger="casecloud")
+    loop, w = Loop(), Worker(rt)
+    loop.start(w.run())
+    case = FakeCase(*broker, "s1", "c1", bytes.fromhex(sec.key_hex))
+    try:
+        wait_for(w.connected.is_set)
+        case.hello()
+        with pg_server.connect() as c:
+            c.execute("CHECKPOINT")
+        pg_server.stop()
+        req, _ = case.send("req", dict(TAP))
+        wait_for(lambda: any("database unavailable" in r.getMessage() for r in caplog.records), 20)
+        link.cut()  # the broker sees the worker gone; its session keeps the unacknowledged request
+        time.sleep(0.5)
+        pg_server._start()
+        wait_for(lambda: any("database back" in r.getMessage() for r in caplog.records), 30)
+        link.up = True
+        assert case.expect("rep", re=req["id"], timeout=30)["t"] == "allow"
+        assert [m for m in case.quiet(1.0) if m.get("re") == req["id"]] == []  # once
+    finally:
+        case.close()
+        loop.close()
+        link.close()
+    assert _kinds(rt) == ["allow"]  # the one answered: none without a reply
+    assert w.handler.rejected["replay"] == 0
 
 
 # --- the deadline and the shedding rule, without a broker ------------------------------------
