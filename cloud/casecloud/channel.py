@@ -3,7 +3,9 @@
 Several processes (the API's command sender, one or more workers) may sign for the same case. The
 API takes an outgoing seq with one atomic UPDATE ... RETURNING (`seal`); a worker's batch moves the
 replay window and reserves its replies' seqs by compare-and-set on both (`advance`) and is redone
-when another process got there first.
+when another process got there first. The same compare-and-set checks the case's desired-state
+version (desired.py): the state a batch sends is labelled with the version it read, so a change
+committed since then sends the batch back too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _CASES = cast(Table, Case.__table__)
 _ADVANCE = (
     update(_CASES)
     .where(_CASES.c.id == bindparam("cid"), _CASES.c.rx_seq == bindparam("rx0"), _CASES.c.rx_mask == bindparam("m0"),
-           _CASES.c.tx_seq == bindparam("tx0"))
+           _CASES.c.tx_seq == bindparam("tx0"), _CASES.c.desired_v == bindparam("v0"))
     .values(rx_seq=bindparam("rx"), rx_mask=bindparam("m"), tx_seq=bindparam("tx"), last_seen=bindparam("now"))
 )
 
@@ -89,13 +91,15 @@ def receive(s: Session, topic_name: str, payload: bytes, now: int, *, track_seq:
 @dataclass(frozen=True)
 class Advance:
     """One case's seq state after a batch: the window moved from `seen` to `to`, and `reserve`
-    outgoing seqs taken after `tx` (the batch signs with tx + 1 .. tx + reserve)."""
+    outgoing seqs taken after `tx` (the batch signs with tx + 1 .. tx + reserve); `desired_v`, the
+    desired-state version the batch's state commands were built for (its own bumps included)."""
 
     case_id: str
     seen: tuple[int, int]
     to: tuple[int, int]
     tx: int
     reserve: int
+    desired_v: int
 
 
 def advance(s: Session, moves: Sequence[Advance], now: int) -> bool:
@@ -103,12 +107,13 @@ def advance(s: Session, moves: Sequence[Advance], now: int) -> bool:
     the cases seen at `now`, in one multi-row statement.
 
     False when any case's stored state is no longer what the batch read (another worker moved the
-    window, the API took a seq for a command): the batch must then be rolled back and redone.
+    window, the API took a seq for a command, a staff or config change bumped its desired version):
+    the batch must then be rolled back and redone.
     """
     if not moves:
         return True
     params = [{"cid": m.case_id, "rx0": m.seen[0], "m0": m.seen[1], "tx0": m.tx, "rx": m.to[0], "m": m.to[1],
-               "tx": m.tx + m.reserve, "now": now} for m in moves]
+               "tx": m.tx + m.reserve, "v0": m.desired_v, "now": now} for m in moves]
     conn = s.connection()
     if len(params) > 1 and conn.dialect.supports_sane_multi_rowcount:
         return conn.execute(_ADVANCE, params).rowcount == len(params)

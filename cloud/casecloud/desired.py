@@ -5,7 +5,8 @@ commands could be lost or reordered and leave a case wrong for good. Instead eve
 the case's `desired_v` in the same transaction; the case reports the version it applied (`sv` in
 its hello and beats); while the two differ the whole state is re-sent (`state` commands, paged to
 fit the 1024-byte limit), at once on a hello and with backoff on beats. Sending the whole set
-makes every send idempotent: any one complete delivery leaves the case right.
+makes every send idempotent: any one complete delivery leaves the case right. For that a version
+must name one content: it is bumped in SQL, and its state built from what is read after (`bump`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ def bump_store(s: Session, store_id: str) -> list[str]:
     return list(s.scalars(select(Case.id).where(Case.store_id == store_id).order_by(Case.id)))
 
 
+_STATE: Final = ("desired_v", "config_set", "config_applied", "state_sends", "state_sent_at")
+
+
+def bump(s: Session, case: Case, *, only_from: int | None = None) -> bool:
+    """The case wants a new version: desired_v + 1 in SQL (never from a value read earlier, which a
+    concurrent change may have bumped already: two states would go out under one number), then its
+    desired state re-read, so what is built for the new version after this is what that version
+    holds. The UPDATE holds the row until the commit (PostgreSQL's row lock, SQLite's write lock):
+    a concurrent bump comes after it, with the next number. only_from: bump only a case still at
+    that version (False, nothing done, when another change got there first)."""
+    s.flush()
+    q = update(Case).where(Case.id == case.id)
+    if only_from is not None:
+        q = q.where(Case.desired_v == only_from)
+    v = s.execute(q.values(desired_v=Case.desired_v + 1, state_sends=0, state_sent_at=None)
+                  .returning(Case.desired_v).execution_options(synchronize_session=False)).scalar_one_or_none()
+    if v is None:
+        return False
+    s.refresh(case, list(_STATE))
+    return True
+
+
 def check_room(s: Session, store_id: str) -> None:
     n = s.scalar(select(func.count()).select_from(Staff).where(Staff.store_id == store_id)) or 0
     if n >= MAX_STAFF:
@@ -52,15 +75,14 @@ def check_room(s: Session, store_id: str) -> None:
 
 def set_config(s: Session, case: Case, changes: dict[str, Any]) -> None:
     """Merge config overrides into the case's desired state and bump its version; Invalid when
-    the result cannot be sent."""
+    the result cannot be sent (the caller rolls back: the version is bumped first)."""
+    bump(s, case)  # first: the overrides merged into are the current ones, not a stale read's
     merged = {**case.config_set, **changes}
     for k in ("staff", "cloud", "case_id", "store_id", "board"):
         if k in merged:
             raise Invalid(f"{k} cannot be changed remotely")
-    parts(s, case.store_id, case.id, case.desired_v + 1, merged)  # raises when it does not fit
+    parts(s, case.store_id, case.id, case.desired_v, merged)  # raises when it does not fit
     case.config_set = merged
-    case.desired_v += 1
-    case.state_sends, case.state_sent_at = 0, None
 
 
 def _fits(body: dict[str, Any]) -> bool:
@@ -103,9 +125,9 @@ def on_refused(s: Session, case: Case, refused: Any, now: int) -> list[dict[str,
     they are already that, the refusal has another cause and only its cmd_ack event shows it."""
     if refused != case.desired_v or case.config_set == case.config_applied:
         return []
+    if not bump(s, case, only_from=case.desired_v):  # another change came first: the refused version is gone
+        return []
     case.config_set = dict(case.config_applied)
-    case.desired_v += 1
-    case.state_sends = 0
     return _send(s, case, now)
 
 

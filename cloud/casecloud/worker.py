@@ -302,7 +302,8 @@ class Handler:
                 self._dispatch(s, d, i, stores[case.store_id], w, p.topic.kind, body, now, replies, events, notes)
             db.insert_ignore(s, _EVENTS, events, ("case_id", "event_id"))
             # one order for every worker: no deadlock between them
-            moves = [channel.Advance(cid, w.seen, (w.rx, w.mask), w.case.tx_seq, w.replies)
+            # the version read (or bumped to, desired.on_refused): a change since redoes the batch
+            moves = [channel.Advance(cid, w.seen, (w.rx, w.mask), w.case.tx_seq, w.replies, w.case.desired_v)
                      for cid, w in sorted(windows.items()) if w.accepted]
             if not channel.advance(s, moves, now):
                 s.rollback()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from casecloud import codec, desired, registry
+from casecloud import codec, desired, keyring, registry
 from casecloud.api import create_app
-from casecloud.models import Case
+from casecloud.models import Case, Staff
 from casecloud.runtime import Runtime
 from casecloud.worker import Handler, Out
 from lockcase.cloud import protocol as P
@@ -203,3 +203,111 @@ def test_a_refused_config_does_not_hold_the_staff_set_back(rt: Runtime, shop: di
     assert h.handle(*again) == [] and row(rt).desired_v == 5
     # a refusal of an older version changes nothing either
     assert h.handle(*dev.msg("ack", {"t": "ack", "re": "abc123abc125", "ok": False, "sv": 2, "err": "x"})) == []
+
+
+# --- concurrent changes: one version number, one content -------------------------------------
+
+State = dict[int, tuple[Any, list[Any]]]
+
+
+def sent_as(states: State, parts: list[dict[str, Any]]) -> None:
+    """Records what went out under which version; the same version twice must be the same state."""
+    if not parts:
+        return
+    v = parts[0]["sv"]
+    got = (parts[0].get("set"), sorted(e for p in parts for e in p["staff"]))
+    assert states.setdefault(v, got) == got, f"version {v} sent as two different states"
+
+
+def revoke(rt: Runtime, staff_id: str, states: State) -> None:
+    """The API deleting a credential, in its own committed transaction (api.staff_changed)."""
+    with rt.sessions.begin() as s:
+        st = s.get(Staff, staff_id)
+        assert st is not None
+        s.delete(st)
+        desired.bump_store(s, "s1")
+        c = s.get(Case, "c1")
+        assert c is not None
+        sent_as(states, desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set))
+
+
+def current(rt: Runtime) -> tuple[int, list[dict[str, Any]]]:
+    """The desired version and the state a hello would be sent now."""
+    with rt.sessions() as s:
+        c = s.get(Case, "c1")
+        assert c is not None
+        return c.desired_v, desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set)
+
+
+@pytest.mark.parametrize("other", ["revoke", "config"])
+def test_a_change_committed_between_a_read_and_its_bump_gets_its_own_version(
+        rt: Runtime, shop: dict[str, Any], api: TestClient, other: str) -> None:
+    """Two transactions each bumping a version read before the other committed must not send two
+    states under one number (the case would report the one it got as applied and never get the
+    other: a revoked PIN kept, a config lost)."""
+    pin = add_pin(api, 1)
+    v0 = row(rt).desired_v
+    states: State = {}
+    with rt.sessions.begin() as s:
+        c = s.get(Case, "c1")  # read without a lock, as push_config does
+        assert c is not None
+        if other == "revoke":
+            revoke(rt, pin["id"], states)
+        else:
+            with rt.sessions.begin() as o:
+                oc = o.get(Case, "c1")
+                assert oc is not None
+                desired.set_config(o, oc, {"held_open_s": 60})
+                sent_as(states, desired.parts(o, oc.store_id, oc.id, oc.desired_v, oc.config_set))
+        desired.set_config(s, c, {"unlock_ms": 4000})
+        sent_as(states, desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set))
+    v, last = current(rt)
+    assert v == v0 + 2 and sorted(states) == [v0 + 1, v0 + 2]
+    sent_as(states, last)
+    want = {"unlock_ms": 4000} if other == "revoke" else {"unlock_ms": 4000, "held_open_s": 60}
+    assert last[0]["set"] == want  # neither change lost
+    assert [e for p in last for e in p["staff"]] == ([] if other == "revoke" else [["pin", pin["id"], f"{1:064x}"]])
+
+
+@pytest.mark.parametrize("msg", ["refusal", "hello"])
+def test_a_revocation_committed_while_the_worker_decides_is_not_lost(
+        rt: Runtime, shop: dict[str, Any], api: TestClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+        msg: str) -> None:
+    """The worker reads the case, then the API revokes a PIN (and bumps) before the worker's own
+    bump for a refused config (refusal) or before it commits the state it read (hello): the
+    worker's state must not go out under a number that labels another state."""
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    api.post("/v1/admin/cases/c1/config", json={"set": {"unlock_ms": 4000}}, headers=H)
+    synced(h, dev)
+    h.handle(*dev.msg("status", {"t": "beat", "up": 1, "synced": True, "sv": 1}))  # applied
+    api.post("/v1/admin/cases/c1/config", json={"set": {"pull_in_ms": 4500}}, headers=H)  # to be refused
+    pin = add_pin(api, 1)
+    assert row(rt).desired_v == 3
+    states: State = {}
+    sent_as(states, current(rt)[1])  # version 3, as sent before
+    real = keyring.case_key
+    revoked: list[bool] = []
+
+    def api_revokes_meanwhile(s: Any, case: Case) -> bytes:  # right after the batch read its cases
+        if not revoked:
+            revoked.append(True)
+            revoke(rt, pin["id"], states)
+        return real(s, case)
+
+    monkeypatch.setattr(keyring, "case_key", api_revokes_meanwhile)
+    if msg == "refusal":
+        m = dev.msg("ack", {"t": "ack", "re": "abc123abc123", "ok": False, "sv": 3, "err": "bad_config: x"})
+    else:
+        m = dev.msg("status", {"t": "hello", "fw": "1", "sv": 1})
+    for part in dev.read(h.handle(*m)):
+        if part["t"] == "time":
+            assert part["sv"] == row(rt).desired_v  # the version the state after it is sent as
+        else:
+            sent_as(states, [part])
+    v, last = current(rt)
+    sent_as(states, last)
+    assert v == max(states)  # the newest state sent is the one desired
+    assert all(p["staff"] == [] for p in last)  # the revoked PIN is in no state at that version
+    # the case applies what it got and says so: the cloud only believes it for the version it is
+    h.handle(*dev.msg("status", {"t": "beat", "up": 2, "synced": True, "sv": v}))
+    assert not desired.pending(row(rt)) and row(rt).config_set == last[0]["set"]
