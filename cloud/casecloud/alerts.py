@@ -9,7 +9,7 @@ themselves, when the case reports that the cause is gone:
 - `tamper`: the latched tamper alarm was reset (`tamper_reset`: a staff PIN or badge at the
   case, or the cloud's `reset_tamper` command); the switch closing alone (`tamper_cleared`) does
   not, as the case keeps refusing shoppers until then;
-- `offline`: the case is connected again.
+- `offline`: the case is connected and heard from again.
 
 Forced entry, faults, config errors, overflowed journals, help calls and abuse wait for staff:
 each means someone must look. Writes are collected per transaction and applied just before it
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -122,12 +122,15 @@ def message(a: Alert) -> dict[str, Any]:
 
 
 class Alerts:
-    """deliver(alert id): called once a transaction that (re)raised the alert has committed."""
+    """deliver(store id, alert id): called once a transaction that (re)raised the alert has
+    committed. busy(): the stores with a delivery under way in this process (redeliver skips them)."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float], deliver: Callable[[int], None]) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float], deliver: Callable[[str, int], None],
+                 busy: Callable[[], Collection[str]] = frozenset) -> None:
         self.settings = settings
         self.clock = clock
         self.deliver = deliver
+        self.busy = busy
 
     def now(self) -> int:
         return int(self.clock())
@@ -184,34 +187,52 @@ class Alerts:
             self.raise_(s, case.store_id, case.id, kind, detail, ts, late=late, unless_since=since)
 
     def scan_offline(self, s: Session) -> None:
-        """Raise `offline` for cases gone (presence) longer than `offline_alert_s`; resolve the
-        alerts of cases that are back."""
+        """Raise `offline` for cases gone longer than `offline_alert_s`; resolve the alerts of
+        cases that are back.
+
+        Gone: not heard from (`last_seen`: every signed message and presence update moves it) for
+        `offline_alert_s`, whatever the presence says. A case beats every 60 s (firmware
+        cloud/client.py, _BEAT_MS) and the default 300 s is five beats; presence alone is not
+        enough, as a broker restarted without persistence loses the retained presence and may
+        publish no Last Will, leaving a dead case `online`.
+
+        One absence raises one alert: the alert's `last_at` is the case's `last_seen` when raised,
+        so once staff resolve it while the case is still away, no new one opens until the case has
+        been heard from again (moving `last_seen` past it) and gone again."""
         now = self.now()
         cutoff = now - self.settings.offline_alert_s
         gone = s.execute(select(Case.id, Case.store_id, Case.last_seen).where(
-            Case.online.is_(False), Case.last_seen.is_not(None), Case.last_seen <= cutoff))
+            Case.last_seen.is_not(None), Case.last_seen <= cutoff))
         for cid, sid, seen in gone:
             assert seen is not None  # selected so
             self.raise_(s, sid, cid, "offline", f"offline since {seen} ({now - seen} s without a connection)",
-                        seen, if_absent=True)
+                        seen, if_absent=True, unless_since=seen)
         back = s.execute(select(Case.id, Case.store_id).join(Alert, Alert.case_id == Case.id).where(
-            Alert.kind == "offline", Alert.state != "resolved", Case.online.is_(True)))
+            Alert.kind == "offline", Alert.state != "resolved", Case.online.is_(True), Case.last_seen > cutoff))
         for cid, sid in back:
             self.resolve(s, sid, cid, ("offline",), now, "case: online")
 
-    def redeliver(self, s: Session, limit: int = 100) -> None:
+    def redeliver(self, s: Session, limit: int = 100, per_store: int = 10) -> None:
         """Queue again the unresolved alerts whose last delivery failed or never ran (the process
         stopped first) `alert_redeliver_s` ago: a store's webhook down for longer than one
-        delivery's retries still gets them once it is back."""
+        delivery's retries still gets them once it is back. At most `per_store` (its oldest) per
+        store, none of a store with a delivery under way here: a dead webhook gets a few tries
+        per round, not the whole backlog (a store's deliveries run one at a time, and the first
+        that finds it unreachable drops the rest, policy.py)."""
         now = self.now()
-        ids = list(s.scalars(select(_C.id).join(Store, Store.id == _C.store_id).where(
-            _C.delivered.is_(False), _C.state != "resolved", Store.notify_url.is_not(None),
-            _C.notified_at <= now - self.settings.alert_redeliver_s).order_by(_C.id).limit(limit)
-            .with_for_update(skip_locked=True)))
-        if ids:
-            s.execute(update(_ALERTS).where(_C.id.in_(ids)).values(notified_at=now))
-            for alert_id in ids:
-                self._deliver_after_commit(s, alert_id)
+        due = (_C.delivered.is_(False), _C.state != "resolved", _C.notified_at <= now - self.settings.alert_redeliver_s)
+        busy = sorted(self.busy())
+        ranked = (select(_C.id, func.row_number().over(partition_by=_C.store_id, order_by=_C.id).label("n"))
+                  .join(Store, Store.id == _C.store_id)
+                  .where(*due, Store.notify_url.is_not(None), *([_C.store_id.not_in(busy)] if busy else []))
+                  .subquery())
+        # FOR UPDATE is not allowed with a window function: it locks the outer query's rows only
+        rows = s.execute(select(_C.id, _C.store_id).where(_C.id.in_(select(ranked.c.id).where(
+            ranked.c.n <= per_store)), *due).order_by(_C.id).limit(limit).with_for_update(skip_locked=True)).all()
+        if rows:
+            s.execute(update(_ALERTS).where(_C.id.in_([r[0] for r in rows])).values(notified_at=now))
+            for alert_id, store_id in rows:
+                self._deliver_after_commit(s, store_id, alert_id)
 
     # --- applying, just before the commit ------------------------------------------------------
 
@@ -239,8 +260,8 @@ class Alerts:
             if key in resolves and (key in raises or key in unresolved):
                 self._resolve(s, resolves[key], now)
 
-    def _deliver_after_commit(self, s: Session, alert_id: int) -> None:
-        db.after_commit(s, lambda: self.deliver(alert_id))
+    def _deliver_after_commit(self, s: Session, store_id: str, alert_id: int) -> None:
+        db.after_commit(s, lambda: self.deliver(store_id, alert_id))
 
     def _raise(self, s: Session, op: _Op, now: int) -> None:
         if op.unless_since is not None:
@@ -256,7 +277,7 @@ class Alerts:
                 "attempts": 0, "created_at": now})
             if new_id is not None:
                 log.warning("alert %s store=%s case=%s: %s", op.kind, op.store_id, op.case_id or "-", op.detail)
-                self._deliver_after_commit(s, new_id)
+                self._deliver_after_commit(s, op.store_id, new_id)
                 return
             # another worker opened it meanwhile: count this as a repeat of theirs
             row = _open_row(s, op)
@@ -273,7 +294,7 @@ class Alerts:
             values["notified_at"] = now
         s.execute(update(_ALERTS).where(_C.id == alert_id).values(values))
         if again:
-            self._deliver_after_commit(s, alert_id)
+            self._deliver_after_commit(s, op.store_id, alert_id)
 
     def _resolve(self, s: Session, op: _Op, now: int) -> None:
         res = s.execute(update(_ALERTS).where(

@@ -34,7 +34,7 @@ from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
 from casecloud.alerts import Alerts
 from casecloud.alerts import message as alert_message
-from casecloud.background import DaemonPool
+from casecloud.background import PerKeyPool
 from casecloud.models import Alert, Case, Challenge, Event, Member, RateCount, Store
 from casecloud.phones import to_e164
 from casecloud.privacy import Hasher, last2, mask
@@ -112,13 +112,15 @@ class Policy:
         self.loyalty = loyalty
         self.notifier = notifier
         self.clock = clock
-        # Alert ids to POST, queued by committed transactions (any thread), and the deliveries under
-        # way. Deliveries retry for up to notify_max_s, so they run on threads of their own, never
-        # on those that decide the worker's batches.
-        self._pending_alerts: deque[int] = deque()
-        self._deliveries = DaemonPool(2, "casecloud-alerts")
+        # (store, alert id) to POST, queued by committed transactions (any thread), and the
+        # deliveries under way. Deliveries retry for up to notify_max_s, so they run on threads of
+        # their own, never on those that decide the worker's batches: one store at a time on its
+        # own thread (PerKeyPool), so a store's dead webhook delays only that store's alerts.
+        self._pending_alerts: deque[tuple[str, int]] = deque()
+        self._deliveries = PerKeyPool("casecloud-alerts")
         self._delivering: set[Future[None]] = set()
-        self.alerts = Alerts(settings, clock, self._pending_alerts.append)
+        self.alerts = Alerts(settings, clock, lambda store, alert: self._pending_alerts.append((store, alert)),
+                             self._deliveries.busy)
 
     def now(self) -> int:
         return int(self.clock())
@@ -272,10 +274,10 @@ class Policy:
         inside a transaction); wait: until they are delivered or given up."""
         while True:
             try:
-                alert_id = self._pending_alerts.popleft()
+                store_id, alert_id = self._pending_alerts.popleft()
             except IndexError:
                 break
-            fut = self._deliveries.submit(functools.partial(self._deliver, sessions, alert_id))
+            fut = self._deliveries.submit(store_id, functools.partial(self._deliver, sessions, store_id, alert_id))
             self._delivering.add(fut)
             fut.add_done_callback(self._delivering.discard)
         if wait:
@@ -285,7 +287,7 @@ class Policy:
         """Until every delivery handed over so far is done (tests, tools, shutdown)."""
         futures.wait(list(self._delivering), timeout)
 
-    def _deliver(self, sessions: sessionmaker[Session], alert_id: int) -> None:
+    def _deliver(self, sessions: sessionmaker[Session], store_id: str, alert_id: int) -> None:
         try:
             with sessions.begin() as s:
                 a = s.get(Alert, alert_id)
@@ -300,6 +302,12 @@ class Policy:
                     a.delivered = d.ok
                     a.attempts += d.attempts
                     a.last_error = None if d.ok else (d.error or "")[:200]
+            if d.unreachable:
+                # the rest of the store's queue would wait a minute each for the same failure:
+                # left undelivered, the periodic check (alerts.redeliver) sends them again
+                n = self._deliveries.drop(store_id)
+                if n:
+                    log.warning("store %s webhook unreachable: %d alerts left for redelivery", store_id, n)
         except Exception:
             log.exception("alert %d: delivery failed", alert_id)
 

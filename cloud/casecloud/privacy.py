@@ -18,6 +18,12 @@ from sqlalchemy.orm import Session
 from casecloud.models import Challenge, Event, Member, RateCount, SmsOutbox
 
 _LONG_DIGITS = re.compile(r"\d{7,}")
+# A staff id the cloud issued (registry.add_staff: "s_" + 12 hex digits). About 1 in 9 holds a run
+# of 7+ digits; blanking it would make a revoked credential used offline uncheckable
+# (alerts._staff_use). Exempted only when the whole value has exactly this form: a phone number
+# would have to come with the "s_" prefix and be exactly 12 digits long to slip through. (Making new
+# ids digit-run free instead would still leave the ids already issued uncheckable.)
+_STAFF_ID = re.compile(r"s_[0-9a-f]{12}")
 
 
 class Hasher:
@@ -49,9 +55,9 @@ def mask(e164: str) -> str:
 
 def scrub(data: Any) -> Any:
     """Blank any run of 7+ digits in event data: a case must not send numbers, but if one does
-    it still never reaches the database."""
+    it still never reaches the database. A value that is exactly a staff id is kept (_STAFF_ID)."""
     if isinstance(data, str):
-        return _LONG_DIGITS.sub("#", data)
+        return data if _STAFF_ID.fullmatch(data) else _LONG_DIGITS.sub("#", data)
     if isinstance(data, dict):
         return {str(k): scrub(v) for k, v in data.items()}
     if isinstance(data, list):

@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     guests_allowed: bool = True  # default for new stores: numbers that are not members may use OTP
 
     # alerts (alerts.py, docs/cloud.md "Alerts")
-    offline_alert_s: int = 300  # a case offline (its presence) this long raises an `offline` alert
+    # a case not heard from this long (its presence, or silence: it beats every 60 s) raises `offline`
+    offline_alert_s: int = 300
     offline_check_every_s: int = 30
     help_late_s: int = 60  # a help event reaching the cloud this much after its ts is marked late
     alert_repeat_s: int = 60  # a repeat of an open alert is POSTed again at most this often

@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from casecloud import registry
 from casecloud.adapters.notify import SIGNATURE, TIMESTAMP, RecordingNotifier, WebhookNotifier
 from casecloud.api import create_app
-from casecloud.models import Alert, Case
+from casecloud.models import Alert, Case, Event, Staff
+from casecloud.privacy import scrub
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.worker import Handler
@@ -38,10 +39,10 @@ H = {"Authorization": "Bearer test-admin-token"}
 class Sim:
     """One case: signs with the firmware codec; its journal's events go out as `evts` batches."""
 
-    def __init__(self, rt: Runtime, clock: FakeClock, key: bytes) -> None:
+    def __init__(self, rt: Runtime, clock: FakeClock, key: bytes, store: str = "s1", case: str = "c1") -> None:
         self.rt, self.clock = rt, clock
-        self.topics = P.topics("lockcase/v1", "s1", "c1")
-        self.codec = P.Codec("c1", key, P.MemorySeqs(), clock=clock)
+        self.topics = P.topics("lockcase/v1", store, case)
+        self.codec = P.Codec(case, key, P.MemorySeqs(), clock=clock)
         self.h = Handler(rt)
         self.next_id = 1
         (out,) = self.h.handle(*self.msg("status", {"t": "hello", "fw": "1.0"}))
@@ -165,13 +166,33 @@ def test_staff_credentials_used_offline_are_reviewed_and_a_revoked_one_is_critic
     confirm; the cloud tells a still-valid credential from one revoked meanwhile."""
     with rt.sessions.begin() as s:
         kept = registry.add_staff(s, "s1", "pin", "ab" * 32, rt.now(), "Ana").id
-    case.send(case.evt("staff_unconfirmed", who=kept), case.evt("staff_unconfirmed", who="s_90ne0ab1cd2e"),
+    case.send(case.evt("staff_unconfirmed", ago=5, who=kept), case.evt("staff_unconfirmed", who="s_90ne0ab1cd2e"),
               case.evt("staff_unconfirmed", who="local-1"))
     used = one(rt, "staff_offline")
     assert (used.severity, used.count) == ("normal", 2)  # the valid one and the case's own
-    assert kept in used.detail or "local-1" in used.detail
+    # the newest use describes the alert; the older one is on record among the events
+    assert used.detail == "staff credential local-1 used while the case could not confirm its staff set"
+    with rt.sessions() as s:
+        whos = [e.data["who"] for e in s.scalars(select(Event).where(Event.kind == "staff_unconfirmed")
+                                                 .order_by(Event.id))]
+    assert whos == [kept, "s_90ne0ab1cd2e", "local-1"]
     bad = one(rt, "revoked_used")
     assert bad.severity == "critical" and "s_90ne0ab1cd2e" in bad.detail
+
+
+def test_a_staff_id_with_a_long_digit_run_is_still_checked(rt: Runtime, case: Sim) -> None:
+    """Ids are "s_" + 12 hex digits, about 1 in 9 with 7+ digits in a row: the event scrubber,
+    which blanks such runs (phone numbers), keeps a value of exactly that form."""
+    with rt.sessions.begin() as s:
+        s.add(Staff(id="s_7654321fedcb", store_id="s1", kind="pin", hash="ab" * 32, label="Bo", created_at=rt.now()))
+    case.send(case.evt("staff_unconfirmed", who="s_1234567abcde"))  # revoked (not the store's any more)
+    bad = one(rt, "revoked_used")
+    assert bad.severity == "critical" and "s_1234567abcde" in bad.detail
+    case.send(case.evt("staff_unconfirmed", who="s_7654321fedcb"))  # still valid
+    assert "s_7654321fedcb" in one(rt, "staff_offline").detail
+    # anything else with a long digit run is still blanked
+    assert scrub({"who": "s_12345678901234", "n": "s_1234567abcde ", "l": ["tel 5551234567"]}) == {
+        "who": "s_#", "n": "s_#abcde ", "l": ["tel #"]}
 
 
 def test_journal_overflow_raises_an_alert(rt: Runtime, case: Sim, clock: FakeClock) -> None:
@@ -256,6 +277,66 @@ def test_offline_after_its_timeout_and_resolved_when_back(rt: Runtime, case: Sim
     case.beat(door="closed", lock="locked")
     scan()
     assert [x.state for x in alerts(rt, "offline")] == ["resolved", "resolved"]
+
+
+def _scan(rt: Runtime) -> None:
+    with rt.sessions.begin() as s:
+        rt.policy.alerts.scan_offline(s)
+    rt.policy.flush_alerts(rt.sessions)
+
+
+def test_a_silent_case_still_shown_online_is_offline(rt: Runtime, case: Sim, clock: FakeClock) -> None:
+    """A broker restarted without persistence loses the retained presence and may publish no Last
+    Will: a dead case stays `online`. Not heard from for offline_alert_s (5 beats: the firmware
+    beats every 60 s) is offline."""
+    from lockcase.cloud import client
+
+    assert rt.settings.offline_alert_s >= 4 * client._BEAT_MS // 1000
+    case.beat(door="closed", lock="locked")
+    clock.advance(rt.settings.offline_alert_s - 1)
+    _scan(rt)
+    assert alerts(rt, "offline") == []
+    clock.advance(1)
+    _scan(rt)
+    with rt.sessions() as s:
+        c = s.get(Case, "c1")
+        assert c is not None and c.online  # what the presence still says
+    a = one(rt, "offline")
+    assert (a.state, a.first_at) == ("open", rt.now() - rt.settings.offline_alert_s)
+    clock.advance(60)
+    _scan(rt)
+    assert one(rt, "offline").state == "open"  # not resolved because the presence says online
+    case.beat(door="closed", lock="locked")  # heard from again
+    _scan(rt)
+    assert one(rt, "offline").state == "resolved"
+
+
+def test_an_offline_alert_resolved_by_staff_stays_resolved_while_the_case_is_away(
+        rt: Runtime, case: Sim, clock: FakeClock) -> None:
+    from casecloud import alerts as alerts_mod
+
+    case.presence(b"offline")
+    clock.advance(rt.settings.offline_alert_s)
+    _scan(rt)
+    with rt.sessions.begin() as s:
+        assert alerts_mod.resolve(s, one(rt, "offline").id, "ana", rt.now()) is not None
+    for _ in range(3):  # still away: the absence is known and dealt with
+        clock.advance(rt.settings.offline_check_every_s)
+        _scan(rt)
+    assert [x.state for x in alerts(rt, "offline")] == ["resolved"]
+    # back, then gone again: a new absence, a new alert
+    case.beat(door="closed", lock="locked")
+    clock.advance(10)
+    case.presence(b"offline")
+    clock.advance(rt.settings.offline_alert_s)
+    _scan(rt)
+    assert [x.state for x in alerts(rt, "offline")] == ["resolved", "open"]
+    # the same after an alert the case resolved itself (presence online, then a dead case)
+    case.presence(b"online")
+    assert [x.state for x in alerts(rt, "offline")] == ["resolved", "resolved"]
+    clock.advance(rt.settings.offline_alert_s)
+    _scan(rt)
+    assert [x.state for x in alerts(rt, "offline")] == ["resolved", "resolved", "open"]
 
 
 # --- status from events ---------------------------------------------------------------------------
@@ -435,6 +516,70 @@ def test_a_slow_webhook_does_not_hold_the_batch(webhook_rt: Runtime, clock: Fake
         assert one(webhook_rt, "forced").delivered and one(webhook_rt, "help").delivered
     finally:
         hook.close()
+
+
+def test_one_stores_dead_webhook_holds_up_only_its_own_alerts(webhook_rt: Runtime, clock: FakeClock,
+                                                               shop: dict[str, Any]) -> None:
+    """A store's deliveries run one at a time on a thread of their own: store A's hanging webhook
+    keeps A's next alerts waiting (and dropped for redelivery once it fails), never store B's."""
+    from tests.cloud.helpers import wait_for
+
+    # a delivery may take a minute (4 tries of up to 5 s each, here): A's stays under way meanwhile
+    rt = build(webhook_rt.settings, clock=clock, notifier=WebhookNotifier(SECRET, attempts=4, backoff_s=0.01,
+                                                                          max_s=60))
+    hook_a, hook_b = Hook(SECRET, []), Hook(SECRET, [])
+    hook_a.gate.clear()  # A's receiver hangs until released
+    try:
+        case_a = hooked(rt, clock, shop, hook_a)
+        with rt.sessions.begin() as s:
+            registry.create_store(s, "s2", rt.now(), name="High St", notify_url=hook_b.url)
+            _, sec = registry.register_case(s, "s2", "c2", rt.now(), name="Watches")
+        case_b = Sim(rt, clock, bytes.fromhex(sec.key_hex), "s2", "c2")
+
+        def send(c: Sim, *kinds: str) -> None:  # what the worker does: no waiting for deliveries
+            c.h.decide([c.msg("evt", {"t": "evts", "evts": [c.evt(k) for k in kinds]})]).finish()
+
+        send(case_a, "forced", "tamper", "fault")
+        wait_for(lambda: len(hook_a.got) == 1)  # A's first delivery is under way, hanging
+        send(case_b, "forced")
+        wait_for(lambda: _delivered(rt, "c2", "forced"))
+        # B's alert got through while A's first delivery was still hanging, A's others waiting
+        assert [m["kind"] for m, _ in hook_b.got] == ["forced"] and all(ok for _, ok in hook_b.got)
+        first = hook_a.got[0][0]["kind"]  # a try timed out meanwhile may have been repeated: the same
+        assert {m["kind"] for m, _ in hook_a.got} == {first}
+        a_rows = {a.kind: a for a in alerts(rt) if a.case_id == "c1"}
+        assert [(a.delivered, a.attempts) for a in a_rows.values()] == [(False, 0)] * 3  # none done yet
+        assert "s1" in rt.policy._deliveries.busy()
+        # the periodic check does not queue again a store whose delivery is under way
+        clock.advance(rt.settings.alert_redeliver_s)
+        with rt.sessions.begin() as s:
+            rt.policy.alerts.redeliver(s)
+        assert {a.notified_at for a in alerts(rt) if a.case_id == "c1"} == {rt.now() - rt.settings.alert_redeliver_s}
+        # A's receiver fails: its next alerts are not each tried for a minute, but left for redelivery
+        hook_a.codes = [503] * 10
+        hook_a.gate.set()
+        rt.policy.wait_alerts(60)
+        assert {m["kind"] for m, _ in hook_a.got} == {first}
+        a_rows = {a.kind: a for a in alerts(rt) if a.case_id == "c1"}
+        rest = sorted(a_rows.keys() - {first})
+        assert (a_rows[first].delivered, a_rows[first].attempts) == (False, 4)
+        assert [(a_rows[k].delivered, a_rows[k].attempts) for k in rest] == [(False, 0)] * 2
+        # back: the periodic check sends the backlog, a few per store per round
+        hook_a.codes = []
+        with rt.sessions.begin() as s:
+            rt.policy.alerts.redeliver(s, per_store=2)
+        rt.policy.flush_alerts(rt.sessions)
+        a_rows = {a.kind: a for a in alerts(rt) if a.case_id == "c1"}
+        # the oldest two (by id: in the order raised)
+        assert [a.delivered for a in sorted(a_rows.values(), key=lambda a: a.id)] == [True, True, False]
+    finally:
+        hook_a.close()
+        hook_b.close()
+        rt.engine.dispose()
+
+
+def _delivered(rt: Runtime, case_id: str, kind: str) -> bool:
+    return any(a.delivered for a in alerts(rt, kind) if a.case_id == case_id)
 
 
 # --- through the broker, and the periodic check ------------------------------------------------

@@ -42,6 +42,9 @@ class Delivery:
     ok: bool
     attempts: int = 0
     error: str | None = None
+    # not ok and the receiver did not answer or failed (network, timeout, 5xx, 408, 429) through
+    # every try: the store's next alerts would most likely fail too
+    unreachable: bool = False
 
 
 class Notifier(Protocol):
@@ -88,7 +91,7 @@ class WebhookNotifier:
                     self._post(url, body)
         except (_Retry, _GiveUp) as e:
             log.warning("store alert %s not delivered after %d tries: %s", message.get("kind"), tries, e)
-            return Delivery(False, tries, str(e)[:200])
+            return Delivery(False, tries, str(e)[:200], unreachable=isinstance(e, _Retry))
         return Delivery(True, tries)
 
     def _post(self, url: str, body: bytes) -> None:
