@@ -38,15 +38,7 @@ class DaemonPool:
 
     def _run(self) -> None:
         while True:
-            fn, fut = self._jobs.get()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fn()
-            except BaseException as e:  # reported on the future; the thread serves on
-                fut.set_exception(e)
-            else:
-                fut.set_result(None)
+            _run_job(*self._jobs.get())
 
 
 class PerKeyPool:
@@ -103,12 +95,16 @@ class PerKeyPool:
                 if not q:
                     del self._queues[key]
                     return
-                fn, fut = q.popleft()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fn()
-            except BaseException as e:  # reported on the future; the thread serves on
-                fut.set_exception(e)
-            else:
-                fut.set_result(None)
+                job = q.popleft()
+            _run_job(*job)
+
+
+def _run_job(fn: Callable[[], None], fut: Future[None]) -> None:
+    if not fut.set_running_or_notify_cancel():
+        return  # cancelled while it waited
+    try:
+        fn()
+    except BaseException as e:  # reported on the future; the thread serves on
+        fut.set_exception(e)
+    else:
+        fut.set_result(None)

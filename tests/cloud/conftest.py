@@ -28,7 +28,10 @@ from casecloud import registry
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
+from casecloud.worker import Worker
 from casectl.simproc import free_port
+from tests.cloud.fakecase import FakeCase
+from tests.cloud.helpers import Loop, wait_for
 from tests.cloud.pgserver import PgError, PgServer
 
 
@@ -210,3 +213,24 @@ def shop(rt: Runtime) -> dict[str, Any]:
         registry.create_store(s, "s1", rt.now(), name="Main St", notify_url="http://staff.invalid/hook")
         _, sec = registry.register_case(s, "s1", "c1", rt.now(), name="Fragrances")
     return {"store": "s1", "case": "c1", "key": bytes.fromhex(sec.key_hex), "secrets": sec}
+
+
+# A worker on the test's broker, and one fake case greeted by it (test_worker, test_load; a
+# module with a `case` of another kind defines its own).
+@pytest.fixture
+def worker(rt: Runtime, broker: tuple[str, int], shop: dict[str, Any]) -> Iterator[Worker]:
+    rt.settings.mqtt_host, rt.settings.mqtt_port = broker
+    w = Worker(rt)
+    loop = Loop()
+    loop.start(w.run())
+    wait_for(w.connected.is_set)
+    yield w
+    loop.close()
+
+
+@pytest.fixture
+def case(broker: tuple[str, int], shop: dict[str, Any], worker: Worker) -> Iterator[FakeCase]:
+    c = FakeCase(*broker, "s1", "c1", shop["key"])
+    c.hello()
+    yield c
+    c.close()

@@ -52,25 +52,6 @@ def _counted(rt: Runtime) -> int:
         return int(s.scalar(select(func.coalesce(func.sum(RateCount.n), 0))) or 0)
 
 
-@pytest.fixture
-def worker(rt: Runtime, broker: tuple[str, int], shop: dict[str, Any]) -> Iterator[Worker]:
-    rt.settings.mqtt_host, rt.settings.mqtt_port = broker
-    w = Worker(rt)
-    loop = Loop()
-    loop.start(w.run())
-    wait_for(w.connected.is_set)
-    yield w
-    loop.close()
-
-
-@pytest.fixture
-def case(broker: tuple[str, int], shop: dict[str, Any], worker: Worker) -> Iterator[FakeCase]:
-    c = FakeCase(*broker, "s1", "c1", shop["key"])
-    c.hello()
-    yield c
-    c.close()
-
-
 def test_request_past_its_deadline_is_shed_unread(rt: Runtime, worker: Worker, case: FakeCase,
                                                  clock: FakeClock) -> None:
     _trusted_member(rt)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from casecloud import codec, registry
@@ -18,28 +16,9 @@ from casecloud.worker import Handler, Worker
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
-from tests.cloud.helpers import Loop, texted_code, wait_for
+from tests.cloud.helpers import texted_code, wait_for
 
 PHONE = "2025554567"
-
-
-@pytest.fixture
-def worker(rt: Runtime, broker: tuple[str, int], shop: dict[str, Any]) -> Iterator[Worker]:
-    rt.settings.mqtt_host, rt.settings.mqtt_port = broker
-    w = Worker(rt)
-    loop = Loop()
-    loop.start(w.run())
-    wait_for(w.connected.is_set)
-    yield w
-    loop.close()
-
-
-@pytest.fixture
-def case(broker: tuple[str, int], shop: dict[str, Any], worker: Worker) -> Iterator[FakeCase]:
-    c = FakeCase(*broker, "s1", "c1", shop["key"])
-    c.hello()
-    yield c
-    c.close()
 
 
 def test_phone_code_allow(rt: Runtime, case: FakeCase) -> None:
