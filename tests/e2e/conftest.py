@@ -20,7 +20,7 @@ from casecloud.worker import Worker
 from casectl.sim import DEMO_PIN, demo_config
 from casectl.simproc import SimCase, SimClient
 from tests.cloud.conftest import start_mosquitto
-from tests.cloud.test_worker import Loop, wait_for
+from tests.cloud.helpers import Loop, wait_for
 
 # The worker's and the API's logins, and one for the tests' own clients (which publish and spy
 # anywhere): on the shipped broker a login is its client id, so each connection needs its own.
