@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from casecloud.models import SmsOutbox
+from casecloud.models import Case, SmsOutbox, Store
 from casecloud.runtime import Runtime
 
 
@@ -56,3 +58,14 @@ def texted_code(rt: Runtime) -> str:
         m = re.search(r"\b(\d{6})\b", row.body)
         assert m
         return m.group(1)
+
+
+@contextlib.contextmanager
+def ctx(rt: Runtime, case_id: str = "c1") -> Iterator[tuple[Session, Store, Case]]:
+    """A transaction with the case and its store, for calling the policy directly."""
+    with rt.sessions.begin() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        store = s.get(Store, case.store_id)
+        assert store is not None
+        yield s, store, case

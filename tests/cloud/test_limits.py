@@ -4,15 +4,12 @@ number, case, store and fleet, and their bursts raise a `wrong_codes` alert."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
 
 from casecloud import registry
 from casecloud.api import create_app
@@ -21,6 +18,7 @@ from casecloud.phones import to_e164
 from casecloud.policy import Reply
 from casecloud.runtime import Runtime
 from tests.cloud.conftest import FakeClock
+from tests.cloud.helpers import ctx
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's note about httpx2
@@ -34,14 +32,6 @@ def client(rt: Runtime, n: int) -> TestClient:
     return TestClient(create_app(rt), client=(f"203.0.113.{n}", 40000))
 
 
-@contextlib.contextmanager
-def ctx(rt: Runtime, case_id: str) -> Iterator[tuple[Session, Store, Case]]:
-    with rt.sessions.begin() as s:
-        case = s.get(Case, case_id)
-        assert case is not None
-        store = s.get(Store, case.store_id)
-        assert store is not None
-        yield s, store, case
 
 
 def app_unlock(rt: Runtime, case_id: str, token: str, addr: str) -> Reply:

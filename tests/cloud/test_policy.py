@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from casecloud import registry
-from casecloud.models import Alert, Case, Challenge, Event, SmsOutbox, Store
+from casecloud.models import Alert, Challenge, Event, SmsOutbox, Store
 from casecloud.policy import Reply
 from casecloud.runtime import Runtime
 from tests.cloud.conftest import FakeClock
+from tests.cloud.helpers import ctx
 
 PHONE = "2025554567"
 E164 = "+12025554567"
 
 
-@contextlib.contextmanager
-def ctx(rt: Runtime, case_id: str = "c1") -> Iterator[tuple[Session, Store, Case]]:
-    with rt.sessions.begin() as s:
-        case = s.get(Case, case_id)
-        assert case is not None
-        store = s.get(Store, case.store_id)
-        assert store is not None
-        yield s, store, case
 
 
 def phone(rt: Runtime, num: str = PHONE, sid: str | None = None, case_id: str = "c1") -> Reply:
