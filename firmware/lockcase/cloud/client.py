@@ -258,8 +258,7 @@ class CloudClient:
             self._fresh_until = ticks_add(now, self._confirm_ms)
         elif f is not None and ticks_diff(now, f) >= 0:
             self._fresh_until = None
-        if self._sid is not None and ticks_diff(now, self._sid_until) >= 0:
-            self._sid = None  # dropped once expired: kept, ticks_ms's wrap would revive it
+        self._session(now)  # drops an expired session: kept, ticks_ms's wrap would revive it
         p = self._pending
         if p is not None and ticks_diff(now, p[2]) >= 0:
             self._pending = None
