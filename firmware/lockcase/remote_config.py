@@ -34,17 +34,27 @@ def apply(kind, body, staff=None):
             raise ValueError("op must be add or del")
         st[key] = items
     else:
-        for k, v in body["set"].items():
-            if k in _FIXED:
-                raise ValueError("%s cannot be changed remotely" % k)
-            raw[k] = v
+        _override(raw, body["set"])
+    return _commit(raw, staff if kind == "staff" else None)
+
+
+def _override(raw, changes):
+    for k, v in changes.items():
+        if k in _FIXED:
+            raise ValueError("%s cannot be changed remotely" % k)
+        raw[k] = v
+
+
+def _commit(raw, staff):
+    # The whole new config is validated, then saved in one go; staff (when given) take effect at
+    # once, other keys at the next boot.
     try:
         cfg = config.validate(raw)
     except config.ConfigError as exc:
         raise ValueError(str(exc))
     config.save(raw, config.PATH)
-    if staff is not None and kind == "staff":
-        staff.__init__(cfg["staff"])  # takes effect at once; other keys at the next boot
+    if staff is not None:
+        staff.__init__(cfg["staff"])
     return cfg
 
 
@@ -81,16 +91,7 @@ def state(body, staff=None):
             count += 1
     if count > _MAX_STAFF:
         raise ValueError("more than %d staff credentials" % _MAX_STAFF)
-    for k, v in s[3].items():
-        if k in _FIXED:
-            raise ValueError("%s cannot be changed remotely" % k)
-        raw[k] = v
+    _override(raw, s[3])
     st["pins"], st["badges"], st["v"] = lists["pins"], lists["badges"], sv
-    try:
-        cfg = config.validate(raw)
-    except config.ConfigError as exc:
-        raise ValueError(str(exc))
-    config.save(raw, config.PATH)
-    if staff is not None:
-        staff.__init__(cfg["staff"])  # staff at once; other keys at the next boot
+    _commit(raw, staff)
     return True
