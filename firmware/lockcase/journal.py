@@ -42,6 +42,7 @@ _MAX_BAD = const(16)
 _SEG = ".seg"
 OVERFLOW = "journal_overflow"
 
+
 def _plain(v, depth=0):
     # MicroPython's json.dumps writes repr() for what it cannot encode (and bare nan), which would
     # make a record unreadable; keep only what round-trips, so append returns what records() yields.

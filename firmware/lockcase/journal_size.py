@@ -3,8 +3,8 @@
 import os
 
 from lockcase.compat import const
+from lockcase.journal import _SEG  # loaded already: Journal() is what imports this
 
-_SEG = ".seg"
 # Sizing (docs/memory.md, "Journal"): flash bytes budgeted per record, littlefs's own overhead
 # included (95-110 B measured with a busy case's events on 4 KiB blocks; 128 leaves a margin for
 # longer events); the journal takes at most half of the filesystem, the rest being the firmware's
@@ -16,7 +16,6 @@ _RESERVE = const(32768)
 _MIN_RECORDS = const(100)
 _MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every record, so no more
 _SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
-
 
 
 def size_for(dirpath):
