@@ -13,6 +13,7 @@ session (registry, channel) seals and opens keys without another argument thread
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from casecloud.models import Case
 
 INFO = "casecloud.keyring"
+log = logging.getLogger("casecloud.keyring")
 
 
 class KeyringError(Exception):
@@ -76,6 +78,28 @@ def seal_legacy(s: Session) -> int:
                   .values(key_sealed=kr.seal(bytes.fromhex(key_hex)), key_hex=None))
         n += 1
     return n
+
+
+def check(s: Session) -> None:
+    """At start: every sealed case key opens under the configured keys. None opening is a
+    misconfiguration (a key_encryption_key file lost and generated anew, a process given other
+    keys than the rest), said now rather than by every message of every case failing: raises
+    KeyringError. Some not opening (an old key dropped before `rewrap`) is logged, naming them."""
+    kr = of(s)
+    sealed = s.execute(select(Case.id, Case.key_sealed).where(Case.key_sealed.is_not(None))).all()
+    shut = []
+    for cid, key in sealed:
+        try:
+            kr.open(key or "")
+        except KeyringError:
+            shut.append(cid)
+    if sealed and len(shut) == len(sealed):
+        raise KeyringError(f"none of the {len(sealed)} case keys opens under the configured key-encryption keys: "
+                           "set key_encryption_keys (or restore <data_dir>/key_encryption_key) to the keys "
+                           "the cases were sealed under")
+    if shut:
+        log.error("%d case keys do not open under the configured key-encryption keys (sealed under a key "
+                  "dropped before rewrap?): %s", len(shut), ", ".join(shut[:20]))
 
 
 def rewrap(s: Session) -> int:

@@ -46,8 +46,13 @@ def build(
         db.migrate(settings.db_url)
     engine = db.make_engine(settings.db_url)
     sessions = db.make_sessions(engine, Keyring(settings.kek_bytes()))
-    with sessions.begin() as s:
-        keyring.seal_legacy(s)  # keys from before sealing: sealed before anything reads them
+    try:
+        with sessions.begin() as s:
+            keyring.seal_legacy(s)  # keys from before sealing: sealed before anything reads them
+            keyring.check(s)  # the wrong key-encryption keys: said at start, not by every message
+    except BaseException:
+        engine.dispose()
+        raise
     hasher = Hasher(settings.secret_bytes())
     if sms is None:
         if settings.sms_backend == "twilio":

@@ -77,12 +77,51 @@ def test_key_encryption_keys_rotate(settings: Settings, clock: FakeClock) -> Non
         assert c is not None and keyring.case_key(s, c).hex() == sec.key_hex
     rt.engine.dispose()
 
-    rt = runtime(old)  # a keyring without the key that sealed them says so, not a wrong key
-    with rt.sessions() as s, pytest.raises(KeyringError):
+    # a process given only a key that sealed none of them refuses to start, saying so
+    with pytest.raises(KeyringError, match="none of the 1 case keys opens"):
+        runtime(old)
+
+    # a keyring without the key that sealed them says so, not a wrong key
+    rt = runtime(new)
+    with db.make_sessions(rt.engine, keyring.Keyring([old]))() as s, pytest.raises(KeyringError):
         c = s.get(Case, "c1")
         assert c is not None
         keyring.case_key(s, c)
     rt.engine.dispose()
+
+
+def test_a_lost_key_encryption_key_file_is_said_at_start(settings: Settings, clock: FakeClock) -> None:
+    """The generated key_encryption_key file lost (or another process's data dir): a new one would
+    be generated and every case's messages fail; the start fails instead, naming the setting."""
+    rt = build(settings, clock=clock)
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now())
+        registry.register_case(s, "s1", "c1", rt.now())
+    rt.engine.dispose()
+    (settings.data_dir / "key_encryption_key").unlink()
+    with pytest.raises(KeyringError, match="key_encryption_keys"):
+        build(settings, clock=clock)
+
+
+def test_keys_sealed_under_a_dropped_key_are_named_at_start(
+        settings: Settings, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+
+    def runtime(*keys: bytes) -> Runtime:
+        return build(settings.model_copy(update={"key_encryption_keys": [SecretStr(k.decode()) for k in keys]}),
+                     clock=clock)
+
+    rt = runtime(old)
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now())
+        registry.register_case(s, "s1", "c1", rt.now())
+    rt.engine.dispose()
+    rt = runtime(new, old)
+    with rt.sessions.begin() as s:
+        registry.register_case(s, "s1", "c2", rt.now())  # sealed under the new key
+    rt.engine.dispose()
+    runtime(new).engine.dispose()  # the old key dropped before rewrap: c2 still opens, c1 is named
+    assert "1 case keys do not open" in caplog.text and "c1" in caplog.text
 
 
 def test_keys_from_before_sealing_are_sealed_at_start(settings: Settings, clock: FakeClock) -> None:
