@@ -6,6 +6,7 @@
 import os
 
 from fakecloud import Cloud
+from scratch import chdir_scratch
 
 from lockcase import config, creds
 from lockcase.entry import CODE, IDLE, LOCKOUT, MESSAGE, OFFLINE, PHONE, STAFF, WAIT, Entry
@@ -15,12 +16,7 @@ from lockcase.safestate import SL
 SALT = "00112233445566778899aabbccddeeff"
 
 # The entry keeps its lockout state in safety.bin in the current directory (the flash root on a case).
-_dir = "/tmp/lockcase-entry-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/lockcase-entry"
-try:
-    os.mkdir(_dir)
-except OSError:
-    pass
-os.chdir(_dir)
+chdir_scratch("entry")
 
 
 class Display:

@@ -6,6 +6,7 @@ import os
 
 from fakecloud import Cloud
 from mpassert import raises
+from scratch import chdir_scratch
 
 from lockcase import config, creds, recover
 from lockcase.drivers.coil import Coil
@@ -16,12 +17,7 @@ from lockcase.lock import LOCKED, RELEASED, Lock
 from lockcase.safestate import FILE, MS, SF, TP, G, J, U
 
 SALT = "00112233445566778899aabbccddeeff"
-_dir = "/tmp/lockcase-safestate-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/lockcase-safestate"
-try:
-    os.mkdir(_dir)
-except OSError:
-    pass
-os.chdir(_dir)
+chdir_scratch("safestate")
 
 
 def fresh():
