@@ -42,20 +42,24 @@ def client(settings: Settings, role: str, *, clean_session: bool = True, max_inf
 def login(settings: Settings, role: str) -> tuple[str | None, str | None]:
     """The broker login of this role's connection: the API's own when it has one, so that the
     worker and the command sender of one process do not share a client id on a broker that makes
-    the login the client id (and knock each other off)."""
+    the login the client id (and knock each other off). A login the broker's generated ACL grants
+    nothing this role needs is warned about: the broker would take the connection and subscription
+    and deliver nothing, with no error anywhere."""
+    user, pw = settings.mqtt_username, settings.mqtt_password
     if role == "api" and settings.mqtt_api_username:
-        pw = settings.mqtt_api_password
-        return settings.mqtt_api_username, pw.get_secret_value() if pw else None
-    if role == "api" and settings.mqtt_username:
+        user, pw = settings.mqtt_api_username, settings.mqtt_api_password
+    elif role == "api" and user:
         # a misconfiguration that takes the whole fleet's commands down on the shipped broker
         log.warning("no mqtt_api_username: the API's command sender logs in as the worker's %s, and a "
                     "broker that makes the login the client id (cloud/broker/casecloud.conf) lets the two "
-                    "knock each other off", settings.mqtt_username)
-    elif settings.mqtt_username and service_role(settings.mqtt_username) not in (None, role):
-        log.warning("the %s logs in as %s, a login of another role: the broker's ACL refuses it what it needs",
-                    role, settings.mqtt_username)
-    pw = settings.mqtt_password
-    return settings.mqtt_username, pw.get_secret_value() if pw else None
+                    "knock each other off", user)
+        return user, pw.get_secret_value() if pw else None
+    has = service_role(user) if user else role
+    if has != role:
+        what = "a login of another role" if has else "a name that gives no role (worker.<name>, api.<name>)"
+        log.warning("the %s logs in as %s, %s: the broker's ACL (broker.py) grants it nothing it needs", role,
+                    user, what)
+    return user, pw.get_secret_value() if pw else None
 
 
 def payload_bytes(payload: Any) -> bytes:

@@ -287,3 +287,13 @@ def test_an_api_without_its_own_login_is_warned_about(caplog: pytest.LogCaptureF
     assert caplog.text == ""
     assert mqtt_login(Settings(mqtt_username=API), "worker")[0] == API
     assert "a login of another role" in caplog.text
+    caplog.clear()
+    # the old single service login, or an api login given a worker's name: granted nothing
+    assert mqtt_login(Settings(mqtt_username="casecloud"), "worker")[0] == "casecloud"
+    assert "gives no role" in caplog.text
+    caplog.clear()
+    assert mqtt_login(Settings(mqtt_username=WORKER, mqtt_api_username="worker.w2"), "api")[0] == "worker.w2"
+    assert "a login of another role" in caplog.text
+    caplog.clear()
+    assert mqtt_login(Settings(), "worker") == (None, None)  # anonymous (a dev broker): nothing to say
+    assert caplog.text == ""
