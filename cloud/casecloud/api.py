@@ -361,6 +361,15 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         code = status.HTTP_409_CONFLICT if isinstance(e, registry.Conflict) else status.HTTP_422_UNPROCESSABLE_CONTENT
         return HTTPException(code, str(e))
 
+    @contextlib.contextmanager
+    def case_change() -> Iterator[Session]:
+        """A change to the case table: committed, then the broker's files rebuilt from it (when
+        this process keeps them). Nothing is rebuilt for a change that raised."""
+        with rt.sessions.begin() as s:
+            yield s
+        if syncer:
+            syncer.sync_logged()
+
     def get_case(s: Session, case_id: str) -> Case:
         c = s.get(Case, case_id)
         if c is None:
@@ -428,16 +437,13 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
     # cases
     @app.post("/v1/admin/cases", tags=["admin"], dependencies=Admin, status_code=201)
     def register_case(body: CaseIn) -> CaseSecretsOut:
-        with rt.sessions.begin() as s:  # committed before the broker's files are rebuilt from it
+        with case_change() as s:
             try:
                 c, sec = registry.register_case(s, body.store, body.id, rt.now(), name=body.name)
             except ValueError as e:
                 raise bad(e) from None
             log.info("case %s registered in store %s", c.id, c.store_id)
-            out = secrets_out(c, sec)
-        if syncer:
-            syncer.sync_logged()
-        return out
+            return secrets_out(c, sec)
 
     @app.get("/v1/admin/cases", tags=["admin"], dependencies=Admin)
     def list_cases(s: DB, store: str | None = None) -> list[CaseOut]:
@@ -460,14 +466,11 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
 
     @app.post("/v1/admin/cases/{case_id}/rotate", tags=["admin"], dependencies=Admin)
     def rotate_case(case_id: str) -> CaseSecretsOut:
-        with rt.sessions.begin() as s:
+        with case_change() as s:
             get_case(s, case_id)
             c, sec = registry.rotate_case(s, case_id)
             log.info("case %s key rotated to version %d", c.id, c.key_version)
-            out = secrets_out(c, sec)
-        if syncer:
-            syncer.sync_logged()
-        return out
+            return secrets_out(c, sec)
 
     @app.post("/v1/admin/cases/{case_id}/resync", tags=["admin"], dependencies=Admin)
     def resync_case(case_id: str, s: DB) -> ResyncOut:
@@ -481,10 +484,8 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
 
     @app.delete("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin, status_code=204)
     def delete_case(case_id: str) -> Response:
-        with rt.sessions.begin() as s:
+        with case_change() as s:
             s.delete(get_case(s, case_id))
-        if syncer:
-            syncer.sync_logged()
         return Response(status_code=204)
 
     @app.post("/v1/admin/cases/{case_id}/relock", tags=["admin"], dependencies=Admin)
