@@ -13,26 +13,13 @@ import logging
 
 import uvicorn
 
-from casecloud.alerts import offline_loop
 from casecloud.api import create_app
 from casecloud.commands import Commander
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
-from casecloud.supervise import Supervised
-from casecloud.worker import Worker, retention_loop
+from casecloud.tasks import supervised
 
 log = logging.getLogger("casecloud")
-
-
-def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
-    """The worker's long-running tasks, each restarted after any failure (supervise.py)."""
-    if not worker:
-        return []
-    w = Worker(rt)
-    p = rt.policy
-    return [Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
-            Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
-                                                       lambda: p.flush_alerts(rt.sessions, wait=False)))]
 
 
 async def serve(rt: Runtime, *, api: bool, worker: bool) -> None:

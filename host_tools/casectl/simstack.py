@@ -25,7 +25,7 @@ from casecloud.commands import Commander
 from casecloud.models import Case, Member, SmsOutbox, Store
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
-from casecloud.worker import Worker
+from casecloud.tasks import supervised
 from casectl.simproc import free_port
 
 STORE, CASE = "demo-store", "demo-case-1"
@@ -59,13 +59,17 @@ class DemoCloud:
                             api_host="127.0.0.1", api_port=self.api_port, log_level="WARNING")
         self.rt = rt = build(settings)
         self._seed(rt)
-        worker = Worker(rt)
-        self._tasks.append(self._run(worker.run()))
-        self._server = uvicorn.Server(uvicorn.Config(create_app(rt, Commander(rt)), host="127.0.0.1",
+        # The tasks `python -m casecloud` runs (worker, retention, offline alerts), supervised the
+        # same way, so the demo shows what the service does and its /healthz tells the truth.
+        watch = supervised(rt, worker=True)
+        for t in watch:
+            self._tasks.append(self._run(t.run()))
+        linked = [t.link for t in watch if t.link is not None]
+        self._server = uvicorn.Server(uvicorn.Config(create_app(rt, Commander(rt), watch), host="127.0.0.1",
                                                      port=self.api_port, log_level="warning", lifespan="on"))
         self._tasks.append(self._run(self._server.serve()))
         deadline = time.monotonic() + 20
-        while not (worker.connected.is_set() and self._server.started):
+        while not (all(e.is_set() for e in linked) and self._server.started):
             if time.monotonic() > deadline:
                 raise RuntimeError("the demo cloud did not start")
             time.sleep(0.05)

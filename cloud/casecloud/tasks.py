@@ -1,0 +1,20 @@
+"""The worker side's long-running tasks, supervised: one list for every process that runs them
+(`python -m casecloud`, and the demo cloud behind `make sim`)."""
+
+from __future__ import annotations
+
+from casecloud.alerts import offline_loop
+from casecloud.runtime import Runtime
+from casecloud.supervise import Supervised
+from casecloud.worker import Worker, retention_loop
+
+
+def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
+    """The worker's long-running tasks, each restarted after any failure (supervise.py)."""
+    if not worker:
+        return []
+    w = Worker(rt)
+    p = rt.policy
+    return [Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
+            Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
+                                                       lambda: p.flush_alerts(rt.sessions, wait=False)))]
