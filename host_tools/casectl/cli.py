@@ -279,7 +279,8 @@ def provision(
     no_selftest: Annotated[bool, typer.Option("--no-selftest", help="Skip the on-device self-test.")] = False,
     key_wait: Annotated[int, typer.Option("--key-wait", help="Seconds the self-test waits for a key press (0: none).")] = 15,
     online_timeout: Annotated[float, typer.Option(
-        "--online-timeout", help="Seconds the case has to come back online before success is reported (0: no wait).")] = 90,
+        "--online-timeout", min=0,
+        help="Seconds the case has to come back online before success is reported (0: no wait).")] = 90,
     labels: Annotated[Path, typer.Option("--labels", help="Folder for the QR label (PNG and SVG).")] = Path("labels"),
     link: Annotated[str | None, typer.Option(
         "--link", help="Unlock link template, {cloud} {store} {case} [default: {cloud}/app/unlock?case={case}].")] = None,
