@@ -315,10 +315,9 @@ def _open_row(s: Session, op: _Op) -> Any:
 
 def _insert_open(s: Session, row: dict[str, Any]) -> int | None:
     """INSERT the open alert unless one is open already (the partial unique index): its id, or None."""
-    if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = db.dialect_insert(s)
+    if insert is None:
+        raise NotImplementedError("alerts need SQLite or PostgreSQL (ON CONFLICT on a partial unique index)")
     stmt = (insert(_ALERTS).values(row)
             .on_conflict_do_nothing(index_elements=["case_id", "kind"], index_where=_C.state != "resolved")
             .returning(_C.id))

@@ -108,7 +108,8 @@ event.listen(Session, "after_transaction_end", _transaction_end)
 
 # --- multi-row writes ---------------------------------------------------------------------------
 
-def _dialect_insert(s: Session) -> Any:
+def dialect_insert(s: Session) -> Any:
+    """The dialect's own `insert` (it has ON CONFLICT) for SQLite and PostgreSQL; None otherwise."""
     name = s.get_bind().dialect.name
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -128,7 +129,7 @@ def _on_conflict(s: Session, table: Table, keys: Sequence[str], col: str | None)
     name = s.get_bind().dialect.name
     k = (name, table.name, *keys, col or "")
     if k not in _STATEMENTS:
-        insert = _dialect_insert(s)
+        insert = dialect_insert(s)
         stmt = None
         if insert is not None:
             stmt = insert(table)
