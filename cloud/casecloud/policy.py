@@ -226,16 +226,12 @@ class Policy:
         n = self._count(s, "bad_s", store.id)
         if n >= self.settings.wrong_code_alert and not self._count(s, "alerted:bad_s", store.id):
             self._record(s, "alerted:bad_s", store.id)
-            self._wrong_codes_alert(s, store, case, f"{n} wrong codes in this store within "
-                                    f"{self.settings.rate_window_s // 60} minutes")
+            self._alert(s, store, case, "wrong_codes",
+                        f"{n} wrong codes in this store within {self.settings.rate_window_s // 60} minutes")
         if self._count(s, "bad_f", "*") >= self.settings.rate_bad_fleet and not self._count(s, "alerted:bad_f", "*"):
             self._record(s, "alerted:bad_f", "*")
-            self._wrong_codes_alert(s, store, case, "wrong codes reached the fleet-wide limit: codes are "
-                                    "refused unchecked everywhere until the window passes")
-
-    def _wrong_codes_alert(self, s: Session, store: Store, case: Case, detail: str) -> None:
-        # the one place a wrong-code alert is raised (to be repointed at alerts.py)
-        self._alert(s, store, case, "wrong_codes", detail)
+            self._alert(s, store, case, "wrong_codes", "wrong codes reached the fleet-wide limit: codes are "
+                        "refused unchecked everywhere until the window passes")
 
     def _alert(self, s: Session, store: Store, case: Case | None, kind: str, detail: str) -> None:
         # written when the transaction commits and queued for delivery after it (alerts.py): a
