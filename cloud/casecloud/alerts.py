@@ -28,7 +28,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from casecloud import db
+from casecloud import db, status
 from casecloud.models import Alert, Case, Event, Staff, Store
 from casecloud.settings import Settings
 
@@ -162,8 +162,9 @@ class Alerts:
         """The batch's new event rows of one case (worker._events) -> alerts raised or resolved.
         Events the cloud already stored (a batch sent again) are skipped."""
         for r in rows:
-            if r["kind"] in RESOLVES:  # resolving twice is harmless: no need to look for duplicates
-                self.resolve(s, case.store_id, case.id, RESOLVES[r["kind"]], r["ts"], f"case: {r['kind']}")
+            kind = status.kind_of(r)
+            if kind in RESOLVES:  # resolving twice is harmless: no need to look for duplicates
+                self.resolve(s, case.store_id, case.id, RESOLVES[kind], r["ts"], f"case: {r['kind']}")
         wanted = [r for r in rows if r["kind"] in RAISED_BY_EVENTS]
         if not wanted:
             return

@@ -55,6 +55,18 @@ def from_beat(prev: dict[str, Any] | None, fields: dict[str, Any], now: int) -> 
     return _put(fields, alarms), now
 
 
+def kind_of(row: dict[str, Any]) -> str:
+    """An event's kind as status and alerts read it: the tamper switch closing ends the tamper
+    alarm only where the case does not latch it (`latched` false). Without the field (firmware
+    from before it) the alarm is taken as latched, ending at `tamper_reset`."""
+    kind = row["kind"]
+    if kind == "tamper_cleared":
+        d = row.get("data")
+        if isinstance(d, dict) and d.get("latched") is False:
+            return "tamper_reset"
+    return kind
+
+
 def from_events(prev: dict[str, Any] | None, prev_at: int | None, rows: Sequence[dict[str, Any]], now: int
                 ) -> tuple[dict[str, Any], int] | None:
     """The status and its time after a case's events (in the order the case sent them); None
@@ -64,7 +76,7 @@ def from_events(prev: dict[str, Any] | None, prev_at: int | None, rows: Sequence
     alarms = _alarms(st)
     changed = False
     for r in rows:
-        kind, ts = r["kind"], r["ts"]
+        kind, ts = kind_of(r), r["ts"]
         if kind not in KINDS or ts < at or ts > now + 60:  # older than shown, or from a wrong clock
             continue
         if kind == "granted":

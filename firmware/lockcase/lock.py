@@ -290,7 +290,10 @@ class Lock:
             self.tamper_alarm = t
             if t:
                 self._latch_tamper()  # on flash first: a reset must not clear it
-            self.bus.emit("tamper" if t else "tamper_cleared")
+            if t:
+                self.bus.emit("tamper")
+            else:  # latched: the alarm stays until staff reset it (tamper_reset); say so
+                self.bus.emit("tamper_cleared", latched=self.tamper_latched)
 
     def _drop(self, now):
         self.coil.off()

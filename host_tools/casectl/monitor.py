@@ -76,7 +76,9 @@ class State:
             self.lock = _LOCK_AFTER[ln.event]
         if ln.event in _ALARM_ON and _ALARM_ON[ln.event] not in self.alarms:
             self.alarms.append(_ALARM_ON[ln.event])
-        for a in _ALARM_OFF.get(ln.event, ()):
+        # A latched tamper alarm outlives the switch closing: the case still refuses shoppers.
+        ends = () if ln.event == "tamper_cleared" and (ln.data or {}).get("latched") else _ALARM_OFF.get(ln.event, ())
+        for a in ends:
             if a in self.alarms:
                 self.alarms.remove(a)
 

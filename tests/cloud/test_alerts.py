@@ -145,7 +145,16 @@ def test_tamper_resolves_on_reset_not_when_the_switch_closes(rt: Runtime, case: 
     assert (one(rt, "tamper").severity, shown(rt)["alarms"]) == ("critical", ["tamper"])
     case.send(case.evt("tamper_cleared"))
     assert one(rt, "tamper").state == "open" and shown(rt)["alarms"] == ["tamper"]
+    case.send(case.evt("tamper_cleared", latched=True))
+    assert one(rt, "tamper").state == "open" and shown(rt)["alarms"] == ["tamper"]
     case.send(case.evt("tamper_reset", by="staff"))
+    assert one(rt, "tamper").state == "resolved" and "alarms" not in shown(rt)
+
+
+def test_tamper_ends_when_the_switch_closes_on_a_case_that_does_not_latch(rt: Runtime, case: Sim) -> None:
+    """tamper_blocks_shoppers off: nothing latches, so the switch closing is the end of it."""
+    case.send(case.evt("tamper"))
+    case.send(case.evt("tamper_cleared", latched=False))
     assert one(rt, "tamper").state == "resolved" and "alarms" not in shown(rt)
 
 

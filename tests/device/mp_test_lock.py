@@ -173,6 +173,18 @@ def test_tamper_and_clear():
     r.tamper = False
     r.run(20)
     assert r.kinds() == ["tamper", "tamper_cleared"]
+    # the default latches: the switch closing does not end the alarm, and the event says so
+    assert r.events[-1][1].get("latched") is True and r.lock.alarms() == ["tamper"]
+
+
+def test_tamper_clear_without_latch_ends_the_alarm():
+    r = Rig(tamper_blocks_shoppers=False)
+    r.tamper = True
+    r.run(20)
+    r.tamper = False
+    r.run(20)
+    assert r.kinds() == ["tamper", "tamper_cleared"]
+    assert r.events[-1][1].get("latched") is False and r.lock.alarms() == []
 
 
 def test_duty_budget_caps_a_stream_of_grants():
