@@ -34,3 +34,11 @@ def test_a_rotated_case_is_not_back_until_it_greets_with_its_new_key(cloud: Clou
         cl.register_case("s1", "c1", rotate_if_exists=True)
         with pytest.raises(CaseOffline, match="greeting under the new key was not answered"):
             wait_online(cl, "c1", timeout_s=1.0, poll_s=0.2)
+
+
+def test_a_negative_online_timeout_is_a_usage_error() -> None:
+    """It silently skipped the wait once; a technician's typo must not turn into 'success'."""
+    from tests.casectl.conftest import cli
+
+    r = cli("provision", "/dev/null", "--store", "s1", "--case", "c1", "--online-timeout", "-5")
+    assert r.code == 2 and "online-timeout" in (r.out + r.err)
