@@ -43,6 +43,7 @@ from tests.e2e.conftest import (
     WORKER_USER,
     broker_files_ctx,
     cloud_env,
+    register_shop,
 )
 
 NO_LIMITS: dict[str, Any] = {"rate_member": 10**9, "rate_case": 10**9, "rate_store": 10**9, "rate_phone": 10**9}
@@ -133,9 +134,7 @@ def link_delivery(n: int = 300, fw_dir: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         st = Settings(data_dir=Path(d) / "data", admin_token=SecretStr("t0ken"))
         rt = build(st)
-        with rt.sessions.begin() as s:
-            registry.create_store(s, "s1", rt.now(), name="Main St")
-            _, sec = registry.register_case(s, "s1", "c1", rt.now())
+        sec = register_shop(rt, ("c1",))["c1"]
         rt.engine.dispose()
         with broker_files_ctx(Path(d), {"c1": sec}) as (host, port):
             script = Path(d) / "delivery.py"
@@ -203,25 +202,31 @@ def worker_process(workdir: Path, host: str, port: int, **settings: Any) -> Iter
 
 
 @contextlib.contextmanager
+def worker_cloud(workdir: Path, ids: tuple[str, ...], *, database_url: str | None = None, broker: str = "",
+                 **settings: Any) -> Iterator[tuple[Runtime, str, int, dict[str, Any], subprocess.Popen[bytes]]]:
+    """Store s1 with these cases, a Mosquitto with their logins (broker: extra Mosquitto settings)
+    and one worker process with no rate limits (settings: more of its settings). Yields (runtime
+    of this process, broker host, port, the cases' secrets, the worker process)."""
+    rt = build(Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), database_url=database_url))
+    secrets = register_shop(rt, ids)
+    if database_url:
+        settings["database_url"] = database_url
+    try:
+        with broker_files_ctx(workdir, secrets, extra=broker) as (host, port), \
+                worker_process(workdir, host, port, **NO_LIMITS, **settings) as proc:
+            yield rt, host, port, secrets, proc
+    finally:
+        rt.engine.dispose()
+
+
+@contextlib.contextmanager
 def _cloud(workdir: Path, ids: tuple[str, ...], worker: str) -> Iterator[tuple[Runtime, str, int, dict[str, Any]]]:
     if worker == "thread":  # the worker in this process (shares the GIL with the simulated cases)
         with cloud_env(workdir, ids, **NO_LIMITS) as env:
             yield env.rt, env.host, env.port, env.secrets
         return
-    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"))
-    for k, v in NO_LIMITS.items():
-        setattr(st, k, v)
-    rt = build(st)
-    secrets = {}
-    with rt.sessions.begin() as s:
-        registry.create_store(s, "s1", rt.now(), name="Main St")
-        for c in ids:
-            _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
-    try:
-        with broker_files_ctx(workdir, secrets) as (host, port), worker_process(workdir, host, port, **NO_LIMITS):
-            yield rt, host, port, secrets
-    finally:
-        rt.engine.dispose()
+    with worker_cloud(workdir, ids) as (rt, host, port, secrets, _proc):
+        yield rt, host, port, secrets
 
 
 class LightCase:
@@ -325,8 +330,13 @@ class LightCase:
             self.writer.close()
 
 
-async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, rate: float | None
-                ) -> tuple[list[float], list[str], float]:
+def light_cases(secrets: dict[str, Any], ids: tuple[str, ...]) -> list[LightCase]:
+    return [LightCase("s1", c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username, secrets[c].mqtt_password)
+            for c in ids]
+
+
+async def connect_all(fakes: list[LightCase], host: str, port: int) -> None:
+    """Connect every case and have each greeted (answered `time`)."""
     await asyncio.gather(*(f.connect(host, port) for f in fakes))
 
     async def hello(f: LightCase) -> None:
@@ -340,6 +350,11 @@ async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, ra
                     raise
 
     await asyncio.gather(*(hello(f) for f in fakes))
+
+
+async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, rate: float | None
+                ) -> tuple[list[float], list[str], float]:
+    await connect_all(fakes, host, port)
     lat: list[float] = []
     errors: list[str] = []
     t_start = time.monotonic() + 0.2
@@ -387,8 +402,7 @@ def throughput(cases: int = 40, seconds: float = 10.0, *, rate: float | None = N
     with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ids, worker) as (rt, host, port, secrets):
         with rt.sessions.begin() as s:
             registry.create_member(s, rt.hasher, rt.now(), card="0badge01", status="trusted")
-        fakes = [LightCase("s1", c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username,
-                           secrets[c].mqtt_password) for c in ids]
+        fakes = light_cases(secrets, ids)
         lat, errors, elapsed = asyncio.run(_load(fakes, host, port, seconds, rate))
     return {"cases": cases, "worker": worker, "offered_per_s": rate, "verifications": len(lat),
             "per_second": round(len(lat) / elapsed, 1), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),

@@ -20,22 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from bench.cloud_bench import NO_LIMITS, LightCase, _load, pct, worker_process
+from bench.cloud_bench import LightCase, _load, connect_all, light_cases, pct, worker_cloud
 from casecloud import registry
 from casecloud.models import Event
-from casecloud.runtime import Runtime, build
-from casecloud.settings import Settings
+from casecloud.runtime import Runtime
 from tests.cloud.pgserver import PgServer
-from tests.e2e.conftest import broker_files_ctx
 
 TAP = {"t": "token", "tok": "0badge01", "src": "nfc"}
 
@@ -48,40 +46,14 @@ def _rss_kib(pid: int, field: str = "VmHWM") -> int:
 
 
 @contextlib.contextmanager
-def _cloud(workdir: Path, ids: tuple[str, ...], database_url: str | None = None, broker: str = "",
-           **settings: Any) -> Iterator[tuple[Runtime, str, int, dict[str, Any], Any]]:
-    st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), database_url=database_url)
-    rt = build(st)
-    secrets = {}
-    with rt.sessions.begin() as s:
-        registry.create_store(s, "s1", rt.now(), name="Main St")
-        for c in ids:
-            _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
-        registry.create_member(s, rt.hasher, rt.now(), card="0badge01", status="trusted")
-    if database_url:
-        settings["database_url"] = database_url
-    try:
-        with broker_files_ctx(workdir, secrets, extra=broker) as (host, port), \
-                worker_process(workdir, host, port, **NO_LIMITS, **settings) as proc:
-            yield rt, host, port, secrets, proc
-    finally:
-        rt.engine.dispose()
-
-
-async def _connect(fakes: list[LightCase], host: str, port: int) -> None:
-    await asyncio.gather(*(f.connect(host, port) for f in fakes))
-
-    async def hello(f: LightCase) -> None:
-        deadline = time.monotonic() + 30
-        while True:  # the worker process may still be starting
-            try:
-                await f.request("status", {"t": "hello", "fw": "0.1.0", "boot": "power_on"}, timeout=1)
-                return
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
-
-    await asyncio.gather(*(hello(f) for f in fakes))
+def _cloud(workdir: Path, ids: tuple[str, ...], **kw: Any
+           ) -> Iterator[tuple[Runtime, str, int, dict[str, Any], subprocess.Popen[bytes]]]:
+    """cloud_bench.worker_cloud with the trusted member whose badge the cases tap (TAP)."""
+    with worker_cloud(workdir, ids, **kw) as cloud:
+        rt = cloud[0]
+        with rt.sessions.begin() as s:
+            registry.create_member(s, rt.hasher, rt.now(), card=TAP["tok"], status="trusted")
+        yield cloud
 
 
 async def _open_loop(fakes: list[LightCase], rate: float, seconds: float, wait_s: float
@@ -124,8 +96,7 @@ def capacity(cases: int = 40, seconds: float = 4.0, broker: str = "") -> dict[st
     worker's batches now that it acknowledges messages only once decided)."""
     ids = tuple(f"t{i}" for i in range(cases))
     with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ids, broker=broker) as (_rt, host, port, secrets, _p):
-        fakes = [LightCase("s1", c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username,
-                           secrets[c].mqtt_password) for c in ids]
+        fakes = light_cases(secrets, ids)
         lat, errors, elapsed = asyncio.run(_load(fakes, host, port, seconds, None))
     return {"per_second": round(len(lat) / elapsed, 1), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "errors": len(errors), "broker": broker or "shipped"}
@@ -141,14 +112,13 @@ def overload(factor: float, capacity: float, *, cases: int = 200, seconds: float
     ids = tuple(f"t{i}" for i in range(cases))
     with tempfile.TemporaryDirectory() as d, \
             _cloud(Path(d), ids, req_wait_s=wait_s) as (rt, host, port, secrets, proc):
-        fakes = [LightCase("s1", c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username,
-                           secrets[c].mqtt_password) for c in ids]
+        fakes = light_cases(secrets, ids)
 
         rss0 = 0
 
         async def run() -> tuple[int, list[float], int]:
             nonlocal rss0
-            await _connect(fakes, host, port)
+            await connect_all(fakes, host, port)
             rss0 = _rss_kib(proc.pid, "VmRSS")
             out = await _open_loop(fakes, factor * capacity, seconds, wait_s)
             await asyncio.gather(*(f.close() for f in fakes))
@@ -170,10 +140,9 @@ def db_outage(outage_s: float = 10.0, cases: int = 40, before_s: float = 3.0, af
     with PgServer.start() as pg, tempfile.TemporaryDirectory() as d:
         url = pg.url(pg.create_database())
         ids = tuple(f"o{i}" for i in range(cases))
-        with _cloud(Path(d), ids, url) as (rt, host, port, secrets, _proc):
+        with _cloud(Path(d), ids, database_url=url) as (rt, host, port, secrets, _proc):
             log = Path(d) / "worker.log"
-            fakes = [LightCase("s1", c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username,
-                               secrets[c].mqtt_password) for c in ids]
+            fakes = light_cases(secrets, ids)
             res: dict[str, Any] = {}
             ev_sent: list[str] = []
             ev_acked: set[str] = set()
@@ -219,7 +188,7 @@ def db_outage(outage_s: float = 10.0, cases: int = 40, before_s: float = 3.0, af
                 res["log_bytes_during_outage"] = log.stat().st_size - size0
 
             async def run() -> None:
-                await _connect(fakes, host, port)
+                await connect_all(fakes, host, port)
                 t0 = time.monotonic()
                 stop = t0 + before_s + outage_s + after_s
                 await asyncio.gather(outage(t0), *(case(f, stop) for f in fakes))

@@ -71,6 +71,16 @@ def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = 
                            extra=extra)
 
 
+def register_shop(rt: Runtime, cases: tuple[str, ...]) -> dict[str, registry.CaseSecrets]:
+    """Store s1 ("Main St") with these cases: their secrets by case id."""
+    secrets = {}
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now(), name="Main St")
+        for c in cases:
+            _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
+    return secrets
+
+
 @contextlib.contextmanager
 def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), start_worker: bool = True,
               **settings: Any) -> Iterator[Env]:
@@ -80,11 +90,7 @@ def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), start_worker
                   mqtt_password=SecretStr(WORKER_PASSWORD), mqtt_api_username=API_USER,
                   mqtt_api_password=SecretStr(API_PASSWORD), **settings)
     rt = build(st)
-    secrets = {}
-    with rt.sessions.begin() as s:
-        registry.create_store(s, "s1", rt.now(), name="Main St")
-        for c in cases:
-            _, secrets[c] = registry.register_case(s, "s1", c, rt.now())
+    secrets = register_shop(rt, cases)
     ctx = broker_files_ctx(workdir, secrets)
     host, port = ctx.__enter__()
     rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
