@@ -42,6 +42,15 @@ def _trusted_member(rt: Runtime) -> None:
         registry.create_member(s, rt.hasher, rt.now(), card=CARD, status="trusted")
 
 
+def _pg_shop(rt: Runtime) -> registry.CaseSecrets:
+    """Store s1 with case c1 and the trusted member, on a runtime made without the `shop` fixture."""
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s1", rt.now(), name="Main St")
+        _, sec = registry.register_case(s, "s1", "c1", rt.now())
+    _trusted_member(rt)
+    return sec
+
+
 def _kinds(rt: Runtime) -> list[str]:
     with rt.sessions() as s:
         return sorted(s.scalars(select(Event.kind).where(Event.source == "cloud")))
@@ -159,10 +168,7 @@ def pg_rt(tmp_path: Path, pg_server: PgServer, clock: FakeClock) -> Iterator[Run
 def test_database_outage_holds_messages_and_answers_them_after(
         pg_rt: Runtime, pg_server: PgServer, broker: tuple[str, int], caplog: pytest.LogCaptureFixture) -> None:
     rt = pg_rt
-    with rt.sessions.begin() as s:
-        registry.create_store(s, "s1", rt.now(), name="Main St")
-        _, sec = registry.register_case(s, "s1", "c1", rt.now())
-    _trusted_member(rt)
+    sec = _pg_shop(rt)
     rt.settings.mqtt_host, rt.settings.mqtt_port = broker
     caplog.set_level(logging.INFO, logger="casecloud")
     loop, w = Loop(), Worker(rt)
@@ -261,10 +267,7 @@ def test_broker_link_lost_during_an_outage_decides_nothing_until_redelivered(
     an allow journaled for a tap that showed "No answer". Instead nothing is decided until the
     worker has reconnected and the broker has delivered the batch again: answered once."""
     rt = pg_rt
-    with rt.sessions.begin() as s:
-        registry.create_store(s, "s1", rt.now(), name="Main St")
-        _, sec = registry.register_case(s, "s1", "c1", rt.now())
-    _trusted_member(rt)
+    sec = _pg_shop(rt)
     link = _Link(broker)
     rt.settings.mqtt_host, rt.settings.mqtt_port = link.addr
     caplog.set_level(logging.INFO, logger="casecloud")
