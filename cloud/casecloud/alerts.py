@@ -147,8 +147,7 @@ class Alerts:
 
     def raise_(self, s: Session, store_id: str, case_id: str | None, kind: str, detail: str, at: int, *,
                late: bool = False, if_absent: bool = False, unless_since: int | None = None) -> None:
-        # text from a case: PostgreSQL refuses NUL in text, which would fail the batch over and over
-        detail = detail[:300].replace("\x00", "\ufffd")
+        detail = db.case_text(detail, 300)  # a NUL would fail the batch on PostgreSQL, over and over
         self._ops(s).append(_Op(store_id, case_id, kind, at, detail, late, None, if_absent, unless_since))
 
     def resolve(self, s: Session, store_id: str, case_id: str, kinds: Sequence[str], at: int, by: str) -> None:

@@ -106,6 +106,12 @@ event.listen(Session, "after_commit", _after_commit)
 event.listen(Session, "after_transaction_end", _transaction_end)
 
 
+def case_text(value: str, n: int) -> str:
+    """Text from a case for a text column or a query parameter: at most `n` characters, any NUL
+    replaced (PostgreSQL refuses NUL in text, even to compare; SQLite would keep it)."""
+    return value[:n].replace("\x00", "\ufffd")
+
+
 # --- multi-row writes ---------------------------------------------------------------------------
 
 def dialect_insert(s: Session) -> Any:

@@ -139,12 +139,6 @@ class PartlyDecided(DatabaseUnavailable):
         self.decided = decided
 
 
-def _text(value: str, n: int) -> str:
-    """Text from a case for a text column or a query parameter: at most `n` characters, any NUL
-    replaced (PostgreSQL refuses NUL in text, even to compare; SQLite would keep it)."""
-    return value[:n].replace("\x00", "\ufffd")
-
-
 class Handler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -354,7 +348,7 @@ class Handler:
             replies.append((i, case.id, "rep", {"t": r.t, "re": body["id"], **r.fields}))
             notes.append(("case %s %s -> %s %s", case.id, t, r.t, r.why or ""))
         elif t == "hello":
-            case.fw = _text(body["fw"], 40)
+            case.fw = db.case_text(body["fw"], 40)
             case.online = True
             notes.append(("case %s connected (fw %s)", case.id, case.fw))
             w.replies += 1
@@ -398,9 +392,9 @@ class Handler:
         t = body["t"]
         if t == "phone":
             sid = body.get("sid")
-            return p.on_phone(s, store, case, body["num"][:24], _text(sid, 32) if isinstance(sid, str) else None)
+            return p.on_phone(s, store, case, body["num"][:24], db.case_text(sid, 32) if isinstance(sid, str) else None)
         if t == "otp":
-            return p.on_otp(s, store, case, _text(body["sid"], 32), body["code"][:12])
+            return p.on_otp(s, store, case, db.case_text(body["sid"], 32), body["code"][:12])
         if t == "token":
             return p.on_token(s, store, case, body["tok"][:128], body["src"])
         if t == "help":
@@ -415,15 +409,15 @@ class Handler:
         for e in body["evts"]:
             if not isinstance(e, dict) or not isinstance(e.get("i"), str) or not e["i"]:
                 continue  # without an id it can be neither stored nor acknowledged
-            eid = _text(e["i"], _EVENT_ID_MAX)
+            eid = db.case_text(e["i"], _EVENT_ID_MAX)
             acked.append(e["i"])
             kind, ts, data = e.get("k"), e.get("ts"), e.get("d", {})
             if not isinstance(kind, str) or type(ts) is not int or not isinstance(data, dict):
                 log.warning("case %s event %s malformed: dropped", case_id, eid)
                 continue
             rows.append({"store_id": store_id, "case_id": case_id, "event_id": eid, "source": "case",
-                         "kind": _text(kind, 32), "ts": ts, "received_at": now, "member_id": None, "phone_last2": None,
-                         "data": scrub(data)})
+                         "kind": db.case_text(kind, 32), "ts": ts, "received_at": now, "member_id": None,
+                         "phone_last2": None, "data": scrub(data)})
         return acked
 
     def sign(self, case_id: str, kind: str, body: dict[str, Any]) -> Out:
