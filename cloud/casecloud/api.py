@@ -407,6 +407,8 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         problems = [p for p in (t.problem() for t in tasks) if p]
         body = {"ok": not problems, "broker": bool(commander and commander.connected.is_set()),
                 "tasks": {t.name: t.health() for t in tasks}}
+        if commander is not None:  # acks refused (junk, forged) or that failed in this process, since start
+            body["acks"] = {"rejected": sum(commander.rejected.values()), "failed": commander.failed}
         if problems:
             body["detail"] = "; ".join(problems)
         return JSONResponse(body, status_code=503 if problems else 200)

@@ -385,6 +385,7 @@ def test_a_poisoned_ack_does_not_silence_the_command_path(
         assert service.post("/v1/admin/cases/c1/relock", headers=H).json() == {"ok": True, "err": None}
         h = service.get("/healthz").json()
         assert h["ok"] and h["tasks"]["command sender"]["restarts"] == 0 and h["tasks"]["worker"]["restarts"] == 0
+        assert h["acks"] == {"rejected": len(junk), "failed": 0}  # counted, and the operator can see it
     finally:
         stop.set()
         case.close()
