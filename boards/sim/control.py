@@ -58,7 +58,8 @@ class Control:
         link, cloud = app.link, app.cloud
         if link is not None and cloud is not None:
             st["cloud"] = {"up": link.up, "synced": cloud.codec.synced, "connects": link.connects,
-                           "rejected": cloud.rejected, "last_reject": cloud.last_reject}
+                           "rejected": cloud.rejected, "last_reject": cloud.last_reject,
+                           "nomem": link.nomem_count}
         st["outputs"] = dict(self.hw.outputs)
         st["uptime_ms"] = self.hw.uptime_ms()
         st["inputs"] = dict(self.hw.inputs)

@@ -53,7 +53,15 @@ def build():
     forget("lockcase.recover")
     if cfg.get("provisioned") and not error:
         if cfg.get("cloud"):
-            _attach_cloud(app, cfg, cause)
+            try:
+                _attach_cloud(app, cfg, cause)
+            except MemoryError:
+                # Never silent, never a boot loop: the case runs offline (staff PIN and badge
+                # open it on the device) and says why; a reset tries the cloud again.
+                app.cloud = app.link = app.entry.cloud = None
+                gc.collect()
+                print("cloud: out of memory at boot: running offline")
+                app.bus.emit("fault", part="cloud", error="no memory: boot")
         if cfg.get("nfc"):
             _attach_nfc(app, cfg)
     return app
@@ -85,7 +93,7 @@ def _attach_cloud(app, cfg, reset_cause):
         from lockcase.drivers.wifi import Wifi
 
         net = Wifi(wlan, wifi["ssid"], wifi["password"])
-    link = Link(cc, topics, subs, net)
+    link = Link(cc, topics, subs, net, emit=app.bus.emit)
     t0 = app._t0
     cloud = CloudClient(cc, codec, topics, link, app.bus, app.lock, app.journal,
                         lambda: ticks_diff(hw.ticks_ms(), t0))

@@ -402,3 +402,107 @@ def test_a_card_tapped_while_the_tamper_alarm_is_latched_is_refused_without_aski
     _tap(TapApp(c), "04a1b2", 20000)
     assert c.bodies("token") == [] and c.lock.grants == []
     assert ("denied", {"source": "nfc", "reason": "tamper"}) in c.bus.events
+
+
+# -- out of memory: said, journaled once, never fatal (issue 10) --------------------------------
+class Starving:
+    """Stands in for what allocates (the codec's sign, the TCP connect): fails with MemoryError
+    while `left` is 0, as a chip's fragmented heap does."""
+
+    def __init__(self, real, left=0):
+        self.real = real
+        self.left = left
+        self.calls = 0
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        if self.left <= 0:
+            raise MemoryError("memory allocation failed, allocating 1868 bytes")
+        self.left -= 1
+        return self.real(*a, **k)
+
+
+class NomemLink(FakeLink):
+    # The real Link's reporting, around FakeLink's publish.
+    def __init__(self, bus, logs):
+        FakeLink.__init__(self)
+        self._real = Link({"host": "127.0.0.1"}, TOPICS, (), log=logs.append, emit=bus.emit)
+
+    def nomem(self, where):
+        self._real.nomem(where)
+
+
+def _starving_case():
+    c = Case(uptime_ms=60000)
+    logs = []
+    c.link = c.client.link = NomemLink(c.bus, logs)
+    return c, logs
+
+
+def test_a_request_that_cannot_be_signed_answers_offline_at_once_and_says_why():
+    c, logs = _starving_case()
+    c.connect()
+    c.answer_hello()
+    c.codec.sign = Starving(c.codec.sign)
+    c.client.token("04a1b2", "nfc", 60000)  # must not raise into the keypad/NFC path
+    assert c.entry.results == ["offline"], c.entry.results
+    assert ("fault", {"part": "cloud", "error": "no memory: request"}) in c.bus.events
+    assert "cloud: out of memory (request)" in logs
+
+
+def test_a_step_that_cannot_sign_does_not_end_the_app_loop():
+    c, logs = _starving_case()
+    c.connect()
+    c.answer_hello()
+    c.codec.sign = Starving(c.codec.sign)
+    c.run(60000, 200000, step=1000)  # beats and hellos fail to sign on every step: none raises
+    faults = [e for e in c.bus.events if e[0] == "fault"]
+    assert faults == [("fault", {"part": "cloud", "error": "no memory: send"})], faults  # journaled once
+    assert c.client.link._real.nomem_count >= 2 and logs.count("cloud: out of memory (send)") >= 2
+    # memory back: the next beat goes out
+    c.codec.sign = c.codec.sign.real
+    n = len(c.bodies("beat"))
+    c.run(200000, 270000, step=1000)
+    assert len(c.bodies("beat")) > n
+
+
+def test_a_connect_without_memory_is_a_fault_once_and_a_connection_clears_it():
+    import asyncio
+
+    from lockcase.cloud import mqtt
+
+    bus = FakeBus()
+    logs = []
+    link = Link({"host": "127.0.0.1", "port": 1}, TOPICS, (), log=logs.append, emit=bus.emit)
+    link.next_delay = lambda r=None: 1  # retry at once: the test needs several attempts
+    real = mqtt.open_connection
+    mqtt.open_connection = Starving(real)
+    try:
+        async def go():
+            try:
+                await asyncio.wait_for_ms(link.run(), 60)
+            except asyncio.TimeoutError:
+                pass
+
+        asyncio.run(go())
+    finally:
+        mqtt.open_connection = real
+    assert mqtt.open_connection is real
+    assert link.failures >= 2 and link.nomem_count == link.failures and not link.up
+    assert bus.events == [("fault", {"part": "cloud", "error": "no memory: connect"})], bus.events
+    assert "cloud: out of memory (connect)" in logs
+    assert any(line.startswith("cloud: connect failed (MemoryError") for line in logs), logs
+    link._connected()  # what a connect that got its memory ends with
+    assert bus.events[-1] == ("fault_cleared", {"part": "cloud"})
+    link._connected()  # cleared once
+    assert [e[0] for e in bus.events].count("fault_cleared") == 1
+
+
+def test_a_message_that_cannot_be_handled_for_memory_keeps_the_link_up():
+    bus = FakeBus()
+    logs = []
+    link = Link({"host": "127.0.0.1"}, TOPICS, (), log=logs.append, emit=bus.emit)
+    link.on_message = Starving(None)
+    link.up = True
+    link._deliver(b"lockcase/v1/s1/c1/cmd", b"{}")
+    assert link.up and bus.events == [("fault", {"part": "cloud", "error": "no memory: receive"})]

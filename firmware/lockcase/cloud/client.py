@@ -134,8 +134,12 @@ class CloudClient:
         self._send(body, now)
 
     def _send(self, body, now):
-        payload = self.codec.sign(self.topics["req"], body)
-        if not self.link.publish(self.topics["req"], payload):
+        try:
+            payload = self.codec.sign(self.topics["req"], body)
+        except MemoryError:  # the shopper hears "offline" now, not after the request's timeout
+            self.link.nomem("request")
+            payload = None
+        if payload is None or not self.link.publish(self.topics["req"], payload):
             self._result("offline", now)
             return
         self._pending = (body["id"], body["t"], ticks_add(now, self.timeout_ms))
@@ -253,6 +257,14 @@ class CloudClient:
             self.bus.emit("staff_unconfirmed", who=d.get("who"))
 
     def step(self, now):
+        # Out of memory here must not end the app loop (main.py would reset the case): the beat,
+        # hello or event batch that could not be sent is sent by a later step.
+        try:
+            self._step(now)
+        except MemoryError:
+            self.link.nomem("send")
+
+    def _step(self, now):
         f = self._fresh_until
         if self._insync and self.available():
             self._fresh_until = ticks_add(now, self._confirm_ms)

@@ -24,6 +24,10 @@ def _ignore0():
     pass
 
 
+def _ignore_event(kind, **data):
+    pass
+
+
 def ceiling(attempt, cap):
     """The upper bound of the wait before reconnect attempt `attempt` (0, 1, ...): 1 s doubling,
     at most `cap`. Counted by doubling, not 2**attempt, so it stays a small int on any port."""
@@ -50,7 +54,7 @@ def _readable(sock):
 
 
 class Link:
-    def __init__(self, cfg, topics, subs, net=None, log=print):
+    def __init__(self, cfg, topics, subs, net=None, log=print, emit=_ignore_event):
         self.host = cfg["host"]
         self.port = cfg.get("port") or (8883 if cfg.get("ca") else 1883)
         self.user = cfg.get("user")
@@ -66,6 +70,7 @@ class Link:
         self.on_message = _ignore2
         self.on_up = _ignore0
         self.log = log
+        self.emit = emit  # the app's bus: what the store must see about the link (fault events)
         self.up = False
         self.client = None
         # Reconnect schedule: the cap leaves room for one whole attempt inside the 30 s bound.
@@ -77,6 +82,8 @@ class Link:
         self.up_at = 0  # ticks_ms() when the link last came up
         self.connects = 0
         self.failures = 0
+        self.nomem_count = 0  # allocations the link or the client could not get (status, tests)
+        self._starved = False  # a "no memory" fault is open: cleared by the next connection
         self._last_rx = 0
         self._last_tx = 0
         self._ping_out = False
@@ -97,7 +104,7 @@ class Link:
             self._last_tx = ticks_ms()
             return True
         except Exception as exc:
-            self._down("publish: %r" % (exc,))
+            self._failed("publish", exc)
             return False
 
     def next_delay(self, r=None):
@@ -122,8 +129,10 @@ class Link:
                 self.connecting = False
                 self.failures += 1
                 delay = self.next_delay()
+                self._close()  # first: what the attempt holds is garbage before anything is said
+                if isinstance(exc, MemoryError):
+                    self.nomem("connect")
                 self.log("cloud: connect failed (%r), retry in %d ms" % (exc, delay))
-                self._close()
                 await asyncio.sleep_ms(delay)
                 continue
             self.connecting = False
@@ -178,12 +187,18 @@ class Link:
         for t in self.subs:
             c.subscribe(t, 1)
         c.publish(self.topics["presence"], b"online", True, 1)
+        self._connected()
+
+    def _connected(self):
         self.up = True
         self.up_at = ticks_ms()
         self.connects += 1
         self._last_rx = self._last_tx = ticks_ms()
         self._ping_out = False
         self.log("cloud: connected to %s:%d" % (self.host, self.port))
+        if self._starved:
+            self._starved = False
+            self.emit("fault_cleared", part="cloud")
         self.on_up()
 
     def _service(self):
@@ -215,14 +230,31 @@ class Link:
                 self._ping_out = True
                 self._last_tx = now
         except Exception as exc:
-            self._down("read: %r" % (exc,))
+            self._failed("read", exc)
         return more
 
     def _deliver(self, topic, msg):
         try:
             self.on_message(topic.decode(), msg)
+        except MemoryError:  # the message is lost (the sender repeats it), the link stays up
+            self.nomem("receive")
         except Exception as exc:  # one bad message must not take the link down
             self.log("cloud: handler failed: %r" % (exc,))
+
+    def nomem(self, where):
+        """An allocation for the cloud failed (a fragmented heap, a TLS handshake's buffers):
+        never silent. Said on the console every time and journaled as a fault once until the link
+        works again; the case goes on offline (staff PIN and badge open it on the device)."""
+        self.nomem_count += 1
+        self.log("cloud: out of memory (%s)" % where)
+        if not self._starved:
+            self._starved = True
+            self.emit("fault", part="cloud", error="no memory: " + where)
+
+    def _failed(self, where, exc):
+        if isinstance(exc, MemoryError):
+            self.nomem(where)
+        self._down("%s: %r" % (where, exc))
 
     def _down(self, why):
         if self.up:
