@@ -60,3 +60,18 @@ def test_version_stamp_and_unknown_board(tmp_path: Path) -> None:
     assert b"9.9.9-test" in (out / "lockcase" / "__init__.mpy").read_bytes()
     r = cli("build", "--board", "toaster")
     assert r.code == 13 and "unknown board" in r.err and "esp32s3" in r.err
+
+
+def test_boards_are_built_without_line_numbers_unless_asked(tmp_path: Path) -> None:
+    # Line numbers cost a chip flash and heap (docs/memory.md): off for a board, on when asked,
+    # and an incremental build notices the switch instead of mixing the two.
+    from casectl.build import compile_board
+
+    out = tmp_path / "esp"
+    bare = {b.path: b.size for b in compile_board("esp32s3", out, arch="xtensawin")}
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["mpy"]["lines"] is False
+    lined = {b.path: b.size for b in compile_board("esp32s3", out, arch="xtensawin", incremental=True, lines=True)}
+    assert json.loads((out / "manifest.json").read_text())["mpy"]["lines"] is True
+    assert lined["lockcase/lock.mpy"] > bare["lockcase/lock.mpy"]
+    assert sum(lined.values()) - sum(bare.values()) > 3000
