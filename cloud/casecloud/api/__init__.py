@@ -17,12 +17,42 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from casecloud import __version__, broker, channel, codec, desired, keyring, registry
 from casecloud import alerts as alerting
+from casecloud.api.schemas import (
+    AlertAckIn,
+    AlertOut,
+    AlertResolveIn,
+    CaseIn,
+    CaseOut,
+    CaseSecretsOut,
+    CmdResult,
+    ConfigIn,
+    ConfigOut,
+    EventOut,
+    MemberCreated,
+    MemberIn,
+    MemberOut,
+    MqttLogin,
+    PhoneQuery,
+    ResyncOut,
+    SmsOut,
+    StaffIn,
+    StaffOut,
+    StatusIn,
+    StoreIn,
+    StoreOut,
+    StorePatch,
+    UnlockIn,
+    UnlockOut,
+    alert_out,
+    case_out,
+    member_out,
+    store_out,
+)
 from casecloud.brokersync import BrokerSync, BrokerSyncError, SyncResult
 from casecloud.codec import ID_RE, INT_MAX, INT_MIN, RESYNC_MARGIN
 from casecloud.commands import Commander, NotConnected
@@ -33,29 +63,6 @@ from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 
 log = logging.getLogger("casecloud.api")
-
-Status = Literal["member", "trusted", "flagged"]
-
-
-# --- schemas --------------------------------------------------------------------------------
-# Text is checked here against what the database takes, so that it is a 422 on every database:
-# PostgreSQL refuses text longer than its column, or holding a NUL character, at the INSERT (even
-# as a query parameter), where SQLite would keep it.
-
-def _fits(column: Any) -> int:
-    """The declared length of a String column, as the max_length of the field stored in it."""
-    return int(column.type.length)
-
-
-class Input(BaseModel):
-    """A request body: no text in it holds a NUL character."""
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain a NUL character")
-        return value
 
 
 def _plain_url(request: Request) -> None:
@@ -87,204 +94,7 @@ async def _bounded_json(request: Request) -> None:
                                     "64 bits or not finite") from None
 
 
-class StoreIn(Input):
-    id: str = Field(pattern=ID_RE.pattern)
-    name: str = Field("", max_length=_fits(Store.name))
-    country: str = Field("US", min_length=2, max_length=2)
-    notify_url: str | None = Field(None, max_length=_fits(Store.notify_url))
-    guests_allowed: bool = True
-
-
-class StorePatch(Input):
-    name: str | None = Field(None, max_length=_fits(Store.name))
-    country: str | None = Field(None, min_length=2, max_length=2)
-    notify_url: str | None = Field(None, max_length=_fits(Store.notify_url))
-    guests_allowed: bool | None = None
-
-
-class StoreOut(BaseModel):
-    id: str
-    name: str
-    country: str
-    notify_url: str | None
-    guests_allowed: bool
-
-
-class CaseIn(Input):
-    id: str = Field(pattern=ID_RE.pattern)
-    store: str
-    name: str = Field("", max_length=_fits(Case.name))
-
-
-class MqttLogin(BaseModel):
-    host: str
-    port: int
-    username: str
-    password: str
-
-
-class CaseSecretsOut(BaseModel):
-    """Everything the case's config.json `cloud` section needs. Shown once."""
-
-    id: str
-    store: str
-    key: str
-    key_version: int
-    topic_prefix: str
-    mqtt: MqttLogin
-
-
-class CaseOut(BaseModel):
-    id: str
-    store: str
-    name: str
-    key_version: int
-    online: bool
-    synced: bool = Field(description="its clock is set from the cloud (greeting answered): it takes "
-                         "shopper requests; a case can be online and not synced")
-    last_seen: int | None
-    fw: str | None
-    last_status: dict[str, Any] | None
-    desired_v: int = Field(0, description="version of the staff set and config overrides the cloud wants it to have")
-    applied_v: int = Field(0, description="the version the case last reported applied")
-    pending: bool = Field(False, description="the case has not confirmed the desired version yet")
-
-
-class MemberIn(Input):
-    phone: str | None = Field(None, description="as a shopper would type it, or +E.164")
-    country: str = Field("US", min_length=2, max_length=2)
-    card: str | None = Field(None, description="loyalty card number or NFC UID")
-    status: Status = "member"
-    external_id: str | None = Field(None, max_length=_fits(Member.external_id))
-
-
-class MemberOut(BaseModel):
-    id: str
-    status: str
-    external_id: str | None
-    phone_last2: str | None
-    has_card: bool
-
-
-class MemberCreated(MemberOut):
-    app_token: str = Field(description="the member's token for the store app; shown once")
-
-
-class PhoneQuery(Input):
-    phone: str
-    country: str = Field("US", min_length=2, max_length=2)
-
-
-class StatusIn(Input):
-    status: Status
-
-
-class StaffIn(Input):
-    kind: Literal["pin", "badge"]
-    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    label: str = Field("", max_length=_fits(Staff.label))
-
-
-class StaffOut(BaseModel):
-    id: str
-    store: str
-    kind: str
-    label: str
-    pending: list[str] = Field(default_factory=list, description="cases of the store that have not applied this change yet")
-
-
-class ConfigOut(BaseModel):
-    ok: bool | None = Field(description="the case's answer; None when it did not answer in time (it is re-sent)")
-    err: str | None = None
-    pending: list[str]
-
-
-class EventOut(BaseModel):
-    id: int
-    store: str
-    case: str
-    event_id: str
-    source: str
-    type: str
-    ts: int
-    received_at: int
-    member_id: str | None
-    phone_last2: str | None
-    data: dict[str, Any]
-
-
-class AlertOut(BaseModel):
-    id: int
-    store: str
-    case: str | None
-    kind: str
-    severity: str = Field(description="normal | high | critical")
-    state: str = Field(description="open | acknowledged | resolved")
-    detail: str
-    count: int = Field(description="occurrences while unresolved (repeats update the alert)")
-    first_at: int = Field(description="first occurrence, the case's clock (event ts)")
-    last_at: int
-    late: bool = Field(description="reported after the fact from the case's journal (it was offline)")
-    acked_by: str | None
-    acked_at: int | None
-    resolved_by: str | None
-    resolved_at: int | None
-    delivered: bool = Field(description="the store's webhook took the last delivery")
-    attempts: int
-    last_error: str | None
-    created_at: int
-
-
-class AlertAckIn(Input):
-    by: str = Field(min_length=1, max_length=_fits(Alert.acked_by), description="who acknowledges")
-
-
-class AlertResolveIn(Input):
-    by: str = Field("staff", min_length=1, max_length=_fits(Alert.resolved_by))
-
-
 AlertId = Annotated[int, Path(ge=1, le=INT_MAX)]  # beyond a BIGINT, PostgreSQL would fail the query
-
-
-def _alert_out(a: Alert) -> AlertOut:
-    return AlertOut(id=a.id, store=a.store_id, case=a.case_id, kind=a.kind, severity=a.severity, state=a.state,
-                    detail=a.detail, count=a.count, first_at=a.first_at, last_at=a.last_at, late=a.late,
-                    acked_by=a.acked_by, acked_at=a.acked_at, resolved_by=a.resolved_by, resolved_at=a.resolved_at,
-                    delivered=a.delivered, attempts=a.attempts, last_error=a.last_error, created_at=a.created_at)
-
-
-class ResyncOut(BaseModel):
-    case: str
-    signed_after: int = Field(description="epoch seconds: the first message the case signs after this "
-                              "re-establishes its replay window")
-
-
-class CmdResult(BaseModel):
-    ok: bool
-    err: str | None = None
-
-
-class ConfigIn(Input):
-    set: dict[str, Any]
-
-
-class UnlockIn(Input):
-    # Public: an empty token or a case id of the wrong form is junk like an unknown one (refused
-    # and counted per client address), not a 422 that costs nothing to send.
-    token: str = Field(max_length=200, description="the member's app token")
-    case: str = Field(max_length=200, description="from the case's QR code")
-
-
-class UnlockOut(BaseModel):
-    ok: bool
-    grant: str
-    err: str | None = None
-
-
-class SmsOut(BaseModel):
-    to_last2: str
-    body: str
-    created_at: int
 
 
 # --- app ------------------------------------------------------------------------------------
@@ -300,22 +110,6 @@ def _db(request: Request) -> Iterator[Session]:
 # dependency after sending the response, so a client could be told 201 and act on it (casectl
 # registering a case in the store it just created) before the commit, or for a commit that fails.
 DB = Annotated[Session, Depends(_db, scope="function")]
-
-
-def _store_out(st: Store) -> StoreOut:
-    return StoreOut(id=st.id, name=st.name, country=st.country, notify_url=st.notify_url,
-                    guests_allowed=st.guests_allowed)
-
-
-def _case_out(c: Case) -> CaseOut:
-    return CaseOut(id=c.id, store=c.store_id, name=c.name, key_version=c.key_version, online=c.online,
-                   synced=c.synced, last_seen=c.last_seen, fw=c.fw, last_status=c.last_status,
-                   desired_v=c.desired_v, applied_v=c.applied_v, pending=desired.pending(c))
-
-
-def _member_out(m: Member) -> MemberOut:
-    return MemberOut(id=m.id, status=m.status, external_id=m.external_id, phone_last2=m.phone_last2,
-                     has_card=m.card_hash is not None)
 
 
 def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[Supervised] = ()) -> FastAPI:
@@ -421,11 +215,11 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
                                        notify_url=body.notify_url, guests_allowed=body.guests_allowed)
         except ValueError as e:
             raise bad(e) from None
-        return _store_out(st)
+        return store_out(st)
 
     @app.get("/v1/admin/stores", tags=["admin"], dependencies=Admin)
     def list_stores(s: DB) -> list[StoreOut]:
-        return [_store_out(st) for st in s.scalars(select(Store).order_by(Store.id))]
+        return [store_out(st) for st in s.scalars(select(Store).order_by(Store.id))]
 
     @app.patch("/v1/admin/stores/{store_id}", tags=["admin"], dependencies=Admin)
     def patch_store(store_id: str, body: StorePatch, s: DB) -> StoreOut:
@@ -434,7 +228,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
             raise HTTPException(404, f"no store {store_id}")
         for k, v in body.model_dump(exclude_unset=True).items():
             setattr(st, k, v.upper() if k == "country" else v)
-        return _store_out(st)
+        return store_out(st)
 
     # cases
     @app.post("/v1/admin/cases", tags=["admin"], dependencies=Admin, status_code=201)
@@ -452,7 +246,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         q = select(Case).order_by(Case.id)
         if store:
             q = q.where(Case.store_id == store)
-        return [_case_out(c) for c in s.scalars(q)]
+        return [case_out(c) for c in s.scalars(q)]
 
     @app.get("/v1/admin/stores/{store_id}/pending", tags=["admin"], dependencies=Admin)
     def pending_cases(store_id: str, s: DB) -> list[CaseOut]:
@@ -460,11 +254,11 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         if s.get(Store, store_id) is None:
             raise HTTPException(404, f"no store {store_id}")
         q = select(Case).where(Case.store_id == store_id).order_by(Case.id)
-        return [_case_out(c) for c in s.scalars(q) if desired.pending(c)]
+        return [case_out(c) for c in s.scalars(q) if desired.pending(c)]
 
     @app.get("/v1/admin/cases/{case_id}", tags=["admin"], dependencies=Admin)
     def read_case(case_id: str, s: DB) -> CaseOut:
-        return _case_out(get_case(s, case_id))
+        return case_out(get_case(s, case_id))
 
     @app.post("/v1/admin/cases/{case_id}/rotate", tags=["admin"], dependencies=Admin)
     def rotate_case(case_id: str) -> CaseSecretsOut:
@@ -549,14 +343,14 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
                                                   card=body.card, status=body.status, external_id=body.external_id)
         except ValueError as e:
             raise bad(e) from None
-        return MemberCreated(**_member_out(m).model_dump(), app_token=app_token)
+        return MemberCreated(**member_out(m).model_dump(), app_token=app_token)
 
     @app.get("/v1/admin/members/{member_id}", tags=["admin"], dependencies=Admin)
     def read_member(member_id: str, s: DB) -> MemberOut:
         m = s.get(Member, member_id)
         if m is None:
             raise HTTPException(404, f"no member {member_id}")
-        return _member_out(m)
+        return member_out(m)
 
     @app.post("/v1/admin/members/lookup", tags=["admin"], dependencies=Admin)
     def find_member(body: PhoneQuery, s: DB) -> list[MemberOut]:
@@ -564,11 +358,11 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         e164 = to_e164(body.phone, body.country)
         if e164 is None:
             raise HTTPException(422, "phone: not a valid number")
-        return [_member_out(m) for m in s.scalars(select(Member).where(Member.phone_hash == rt.hasher.phone(e164)))]
+        return [member_out(m) for m in s.scalars(select(Member).where(Member.phone_hash == rt.hasher.phone(e164)))]
 
     def set_status(s: Session, member_id: str, st: str) -> MemberOut:
         try:
-            return _member_out(registry.set_member_status(s, member_id, st))
+            return member_out(registry.set_member_status(s, member_id, st))
         except registry.Invalid as e:
             raise HTTPException(404, str(e)) from None
 
@@ -713,7 +507,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         if severity:
             q = q.where(Alert.severity.in_(severity))
         q = q.order_by(Alert.id.desc()).limit(limit).offset(offset)
-        return [_alert_out(a) for a in s.scalars(q)]
+        return [alert_out(a) for a in s.scalars(q)]
 
     @app.post("/v1/admin/alerts/{alert_id}/ack", tags=["admin"], dependencies=Admin,
               responses={404: {}, 409: {"description": "the alert is resolved"}})
@@ -725,7 +519,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
             raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
         if a is None:
             raise HTTPException(404, f"no alert {alert_id}")
-        return _alert_out(a)
+        return alert_out(a)
 
     @app.post("/v1/admin/alerts/{alert_id}/resolve", tags=["admin"], dependencies=Admin, responses={404: {}})
     def resolve_alert(alert_id: AlertId, body: AlertResolveIn, s: DB) -> AlertOut:
@@ -733,7 +527,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         a = alerting.resolve(s, alert_id, body.by, rt.now())
         if a is None:
             raise HTTPException(404, f"no alert {alert_id}")
-        return _alert_out(a)
+        return alert_out(a)
 
     @app.post("/v1/admin/keys/rewrap", tags=["admin"], dependencies=Admin)
     def rewrap_keys(s: DB) -> dict[str, int]:
