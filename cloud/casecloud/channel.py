@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from casecloud import codec, keyring
@@ -58,34 +58,16 @@ def lookup(s: Session, where: codec.Topic) -> tuple[Store, Case]:
     return store, case
 
 
-def receive(s: Session, topic_name: str, payload: bytes, now: int, *, track_seq: bool = True
-            ) -> tuple[Store, Case, dict[str, Any]]:
-    """Every check of docs/protocol.md for a case -> cloud message; commits the replay window.
-
-    track_seq=False is for a second reader of the same traffic (the API waiting for an ack), which
-    must not consume the seq the worker will also see; it matches acks by unguessable cmd ids.
-    """
+def peek(s: Session, topic_name: str, payload: bytes, now: int) -> tuple[Store, Case, dict[str, Any]]:
+    """Every check of docs/protocol.md for a case -> cloud message except the replay window, which
+    is left alone: for a second reader of the same traffic (the API waiting for an ack), which
+    must not consume the seq the worker (the window's one owner) will also see; it matches acks by
+    unguessable command ids instead."""
     env = codec.unwrap(topic_name, payload)
     store, case = lookup(s, env.topic)
-    key = keyring.case_key(s, case)
-    if not track_seq:
-        body = codec.verify(key, topic_name, env)
-        codec.fresh(body, now)
-        return store, case, body
-    for _ in range(10):
-        s.refresh(case)
-        rx, mask = case.rx_seq, case.rx_mask
-        body, new_rx, new_mask = codec.check(key, topic_name, payload, now, rx, mask)
-        if (new_rx, new_mask) == (rx, mask):
-            return store, case, body  # a replayed hello: accepted, nothing to record
-        done = s.execute(
-            update(Case)
-            .where(Case.id == case.id, Case.rx_seq == rx, Case.rx_mask == mask)
-            .values(rx_seq=new_rx, rx_mask=new_mask)
-        )
-        if getattr(done, "rowcount", 0) == 1:
-            return store, case, body
-    raise codec.Rejected("replay")  # lost the race ten times: treat as not accepted
+    body = codec.verify(keyring.case_key(s, case), topic_name, env)
+    codec.fresh(body, now)
+    return store, case, body
 
 
 @dataclass(frozen=True)
@@ -126,10 +108,6 @@ def sign(key: bytes, store_id: str, case_id: str, kind: str, body: dict[str, Any
     topic = codec.topic(store_id, case_id, kind, prefix)
     _, payload = codec.encode(key, topic, body, case=case_id, seq=seq, now=now, ttl=ttl)
     return topic, payload
-
-
-def case_ids(s: Session) -> list[str]:
-    return list(s.scalars(select(Case.id)))
 
 
 # Half the bound one message may move a window: a case that bounds its window as the cloud does

@@ -270,8 +270,8 @@ def window(rx: int, mask: int, seq: int) -> tuple[int, int]:
     seq more than MAX_JUMP above rx is refused too. A negative mask marks a resync pending
     (`resync_mask`): the window holds meanwhile as if only rx had survived.
     """
-    if mask < 0:
-        mask = restored_mask(rx)
+    if mask < 0:  # only rx survived: every seq up to it counts as seen
+        mask = _MASK if rx else 0
     if seq > rx:
         shift = seq - rx
         if shift > MAX_JUMP:
@@ -281,11 +281,6 @@ def window(rx: int, mask: int, seq: int) -> tuple[int, int]:
     if k >= WINDOW or mask & (1 << k):
         raise Rejected("replay")
     return rx, mask | (1 << k)
-
-
-def restored_mask(rx: int) -> int:
-    """The mask to use when only rx survived (every seq up to rx counts as seen)."""
-    return _MASK if rx else 0
 
 
 def resync_mask(now: int) -> int:

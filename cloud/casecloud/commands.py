@@ -2,9 +2,8 @@
 
 The command sender has its own MQTT connection and its own plain (not shared) subscription to
 acks, so whichever process sent a command sees its answer even when workers are scaled out. It
-matches acks by the command's random id and does not touch the replay window (channel.receive
-with track_seq=False): the worker, which also receives every ack, owns that. Whatever an ack
-holds costs only that ack; `run` is supervised by whoever starts it (supervise.py), so the
+matches acks by the command's random id and does not touch the replay window (channel.peek):
+the worker, which also receives every ack, owns that. Whatever an ack holds costs only that ack; `run` is supervised by whoever starts it (supervise.py), so the
 sender comes back after anything else and `/healthz` says when it is down.
 """
 
@@ -67,7 +66,7 @@ class Commander:
     async def _on_ack(self, topic: str, payload: bytes) -> None:
         def check() -> dict[str, Any]:
             with self.rt.sessions() as s:
-                return channel.receive(s, topic, payload, self.rt.now(), track_seq=False)[2]
+                return channel.peek(s, topic, payload, self.rt.now())[2]
 
         try:
             body = await asyncio.to_thread(check)
