@@ -73,9 +73,6 @@ class SSD1306(framebuf.FrameBuffer):
     def contrast(self, v):
         self._commands((_CONTRAST, max(0, min(255, v))))
 
-    def invert(self, on):
-        self._commands((_NORMAL | (1 if on else 0),))
-
     def show(self, first_page=0, last_page=None):
         # A page range lets a text UI resend only the 8-pixel rows it changed.
         if last_page is None:
