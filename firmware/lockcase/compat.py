@@ -23,6 +23,18 @@ except ImportError:  # CPython: ticks_ms never wraps there, so plain arithmetic 
         return a + b
 
 
+def forget(name):
+    """Unload a module that is no longer needed, so the GC can reclaim its code (a chip's heap
+    holds the bytecode of every module imported from its filesystem)."""
+    import sys
+
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    parent = sys.modules.get(pkg)
+    if parent is not None and attr in parent.__dict__:
+        delattr(parent, attr)
+
+
 def epoch():
     # Wall-clock seconds; 0-based boards (no RTC set yet) still give a monotonic-ish value.
     import time

@@ -58,6 +58,11 @@ def _commit(raw, staff):
     return cfg
 
 
+def idle():
+    """No `state` is being received: nothing of this module's is needed until the next command."""
+    return _staged is None
+
+
 def state(body, staff=None):
     """One part of a `state` command (the cloud's desired staff set and config overrides, version
     `sv`). Parts are kept in RAM until every part of one version is in; then the whole state is

@@ -1,9 +1,10 @@
 # Boot-time assembly: config -> board -> app. Runs once; main.py drops this module and the config
 # validator afterwards, so the RAM their code takes is free for the running case.
 import gc
-import sys
 
 import board
+
+from lockcase.compat import forget  # noqa: F401  (main.py drops this module with it)
 
 
 def _config():
@@ -114,10 +115,3 @@ def _attach_nfc(app, cfg):
         app.bus.emit("fault", part="nfc", error=str(exc))
 
 
-def forget(name):
-    # Unload a module that is no longer needed, so the GC can reclaim its code.
-    sys.modules.pop(name, None)
-    pkg, _, attr = name.rpartition(".")
-    parent = sys.modules.get(pkg)
-    if parent is not None and attr in parent.__dict__:
-        delattr(parent, attr)

@@ -20,12 +20,17 @@ def _h(pin):
 
 
 def _setup(cfg=None):
-    config.PATH = "/tmp/lc-desired-%s.json" % "".join("%02x" % b for b in os.urandom(6))
+    # A directory of its own, as the case's flash root: the case unloads the config module after
+    # each command (lockcase.compat.forget), so a path set on the module would not last.
+    d = "/tmp/lc-desired-%s" % "".join("%02x" % b for b in os.urandom(6))
+    os.mkdir(d)
+    os.chdir(d)
     raw = {"case_id": "c1", "store_id": "s1", "unlock_ms": 5000,
            "staff": {"salt": SALT, "iter": IT, "pins": [{"id": "alice", "hash": _h("1111")},
                                                       {"id": "s_old", "hash": _h("2222")}]}}
     with open(config.PATH, "w") as f:
         f.write(json.dumps(raw))
+    assert config.PATH == "config.json"
     c = Case(cfg=cfg)
     c.entry.staff = creds.StaffCreds(config.validate(raw)["staff"])
     c.connect()
@@ -149,3 +154,17 @@ def test_staff_confirm_s_is_bounded_to_what_the_tick_clock_reaches():
             got = False
             assert "staff_confirm_s" in str(exc)
         assert got == ok, v
+
+
+def test_the_config_code_is_unloaded_between_commands_but_kept_while_a_state_arrives():
+    import sys
+
+    c = _setup()
+    c.cloud_says("cmd", {"t": "state", "sv": 7, "i": 0, "n": 2, "staff": []})
+    assert "lockcase.remote_config" in sys.modules  # part 2 of 2 still to come: kept
+    c.cloud_says("cmd", {"t": "state", "sv": 7, "i": 1, "n": 2, "staff": [["pin", "s_n", _h("4444")]]})
+    assert "lockcase.remote_config" not in sys.modules and "lockcase.config" not in sys.modules
+    assert c.entry.staff.check_pin("4444") == "s_n" and _stored()["staff"]["v"] == 7
+    c.cloud_says("cmd", {"t": "staff", "op": "del", "kind": "pin", "sid": "s_n"})  # loaded again
+    assert c.entry.staff.check_pin("4444") is None and "lockcase.config" not in sys.modules
+    assert [ok for ok, _ in _acks(c)] == [True, True, True]

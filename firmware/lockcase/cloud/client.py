@@ -2,7 +2,7 @@
 # and timeouts, journal events delivered at least once and removed only when the cloud acks them,
 # commands from the cloud (app unlock, relock, staff, config), and status. The link below it may
 # be down at any time: every path here works, or fails with a message, without it.
-from lockcase.compat import const, ticks_add, ticks_diff
+from lockcase.compat import const, forget, ticks_add, ticks_diff
 
 _BATCH_BYTES = const(520)  # events JSON per message; the envelope escapes it to under 1024
 _EVT_RETRY_MS = const(10000)
@@ -231,6 +231,11 @@ class CloudClient:
                     self._insync = body["sv"] == self._sv()
             except ValueError as exc:
                 ok, err = False, "bad_config: %s" % exc
+            if t != "state" or remote_config.idle():
+                # Rare (a staff change, a new state version): its code and the config validator's
+                # (about 9 KB of a chip's heap) are loaded again when the next one comes.
+                forget("lockcase.remote_config")
+                forget("lockcase.config")
         ack = {"t": "ack", "re": body["id"], "ok": ok}
         if err:
             ack["err"] = err
