@@ -183,6 +183,9 @@ def main() -> int:
     from bench.journal_bench import journal_figures
 
     figures.update(journal_figures())
+    from bench.tls_bench import figures as tls_figures
+
+    figures.update(tls_figures())
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))
