@@ -14,6 +14,12 @@ command -v setarch >/dev/null 2>&1 || need+=(util-linux)
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+# A 32-bit C compiler and openssl for tools/tls_peak (mbedTLS's own heap use, issue 10): the
+# driver would install gcc-multilib on demand too, but a test run should not stop half-way for it.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if ! echo 'int main(void){return 0;}' | cc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
+  need+=(gcc-multilib)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""
