@@ -1,4 +1,4 @@
-"""The cloud service's admin API (cloud/casecloud/api.py), as casectl uses it.
+"""The cloud service's admin API (cloud/casecloud/api/), as casectl uses it.
 
 The admin token comes from the environment (CASECTL_TOKEN) or a file (--token-file,
 CASECTL_TOKEN_FILE), never from a command-line flag: flags end up in shell history and in `ps`.

@@ -1,0 +1,271 @@
+"""/v1/admin, the fleet: stores, cases, their commands, staff credentials and config (desired
+state), the broker's files, case keys. HQ and ops, with the admin bearer token."""
+
+# No `from __future__ import annotations`: FastAPI resolves the Annotated aliases at run time.
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casecloud import broker, channel, desired, keyring, registry
+from casecloud.api.deps import DB, Rt, Svc, admin
+from casecloud.api.schemas import (
+    CaseIn,
+    CaseOut,
+    CaseSecretsOut,
+    CmdResult,
+    ConfigIn,
+    ConfigOut,
+    MqttLogin,
+    ResyncOut,
+    StaffIn,
+    StaffOut,
+    StoreIn,
+    StoreOut,
+    StorePatch,
+    case_out,
+    store_out,
+)
+from casecloud.api.services import Services
+from casecloud.brokersync import BrokerSyncError, SyncResult
+from casecloud.codec import RESYNC_MARGIN
+from casecloud.models import Case, Staff, Store
+from casecloud.settings import Settings
+
+log = logging.getLogger("casecloud.api")
+
+router = APIRouter(tags=["admin"], dependencies=[Depends(admin)])
+
+
+def bad(e: ValueError) -> HTTPException:
+    """A refused change: 409 when it conflicts with what exists, else 422."""
+    code = status.HTTP_409_CONFLICT if isinstance(e, registry.Conflict) else status.HTTP_422_UNPROCESSABLE_CONTENT
+    return HTTPException(code, str(e))
+
+
+def get_case(s: Session, case_id: str) -> Case:
+    c = s.get(Case, case_id)
+    if c is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}")
+    return c
+
+
+def secrets_out(st: Settings, c: Case, sec: registry.CaseSecrets) -> CaseSecretsOut:
+    return CaseSecretsOut(
+        id=c.id, store=c.store_id, key=sec.key_hex, key_version=c.key_version, topic_prefix=st.topic_prefix,
+        mqtt=MqttLogin(host=st.public_mqtt_host or st.mqtt_host, port=st.public_mqtt_port or st.mqtt_port,
+                       username=sec.mqtt_username, password=sec.mqtt_password))
+
+
+# stores
+@router.post("/v1/admin/stores", status_code=201)
+def create_store(body: StoreIn, s: DB, rt: Rt) -> StoreOut:
+    try:
+        st = registry.create_store(s, body.id, rt.now(), name=body.name, country=body.country,
+                                   notify_url=body.notify_url, guests_allowed=body.guests_allowed)
+    except ValueError as e:
+        raise bad(e) from None
+    return store_out(st)
+
+
+@router.get("/v1/admin/stores")
+def list_stores(s: DB) -> list[StoreOut]:
+    return [store_out(st) for st in s.scalars(select(Store).order_by(Store.id))]
+
+
+@router.patch("/v1/admin/stores/{store_id}")
+def patch_store(store_id: str, body: StorePatch, s: DB) -> StoreOut:
+    st = s.get(Store, store_id)
+    if st is None:
+        raise HTTPException(404, f"no store {store_id}")
+    for k, v in body.model_dump(exclude_unset=True).items():
+        setattr(st, k, v.upper() if k == "country" else v)
+    return store_out(st)
+
+
+# cases
+@router.post("/v1/admin/cases", status_code=201)
+def register_case(body: CaseIn, svc: Svc) -> CaseSecretsOut:
+    with svc.case_change() as s:
+        try:
+            c, sec = registry.register_case(s, body.store, body.id, svc.rt.now(), name=body.name)
+        except ValueError as e:
+            raise bad(e) from None
+        log.info("case %s registered in store %s", c.id, c.store_id)
+        return secrets_out(svc.rt.settings, c, sec)
+
+
+@router.get("/v1/admin/cases")
+def list_cases(s: DB, store: str | None = None) -> list[CaseOut]:
+    q = select(Case).order_by(Case.id)
+    if store:
+        q = q.where(Case.store_id == store)
+    return [case_out(c) for c in s.scalars(q)]
+
+
+@router.get("/v1/admin/stores/{store_id}/pending")
+def pending_cases(store_id: str, s: DB) -> list[CaseOut]:
+    """The store's cases that have not applied their desired staff set and config yet."""
+    if s.get(Store, store_id) is None:
+        raise HTTPException(404, f"no store {store_id}")
+    q = select(Case).where(Case.store_id == store_id).order_by(Case.id)
+    return [case_out(c) for c in s.scalars(q) if desired.pending(c)]
+
+
+@router.get("/v1/admin/cases/{case_id}")
+def read_case(case_id: str, s: DB) -> CaseOut:
+    return case_out(get_case(s, case_id))
+
+
+@router.post("/v1/admin/cases/{case_id}/rotate")
+def rotate_case(case_id: str, svc: Svc) -> CaseSecretsOut:
+    with svc.case_change() as s:
+        get_case(s, case_id)
+        c, sec = registry.rotate_case(s, case_id)
+        log.info("case %s key rotated to version %d", c.id, c.key_version)
+        return secrets_out(svc.rt.settings, c, sec)
+
+
+@router.post("/v1/admin/cases/{case_id}/resync")
+def resync_case(case_id: str, s: DB, rt: Rt) -> ResyncOut:
+    """For a case whose messages are refused as replays (its seq jumped or fell back, e.g. a
+    corrupt seq file): its next beat or request re-establishes the window (docs/protocol.md)."""
+    now = rt.now()
+    if not channel.resync(s, case_id, now):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no case {case_id}")
+    log.info("case %s: replay window resync requested", case_id)
+    return ResyncOut(case=case_id, signed_after=now + RESYNC_MARGIN)
+
+
+@router.delete("/v1/admin/cases/{case_id}", status_code=204)
+def delete_case(case_id: str, svc: Svc) -> Response:
+    with svc.case_change() as s:
+        s.delete(get_case(s, case_id))
+    return Response(status_code=204)
+
+
+@router.post("/v1/admin/cases/{case_id}/relock")
+async def relock(case_id: str, svc: Svc) -> CmdResult:
+    return await svc.command(case_id, {"t": "relock"})
+
+
+@router.post("/v1/admin/cases/{case_id}/reset-tamper")
+async def reset_tamper(case_id: str, svc: Svc) -> CmdResult:
+    # A case whose enclosure was opened refuses shoppers until staff reset it (a PIN or badge
+    # at the case, or this once someone has checked it); refused while it is still open.
+    return await svc.command(case_id, {"t": "reset_tamper"})
+
+
+@router.post("/v1/admin/cases/{case_id}/config")
+async def push_config(case_id: str, body: ConfigIn, svc: Svc) -> ConfigOut:
+    """Recorded as the case's desired config at once (re-sent until the case applies it);
+    answered with the case's ack when it is connected and answers in time."""
+    def record() -> list[dict[str, Any]]:
+        with svc.rt.sessions.begin() as s:
+            c = get_case(s, case_id)
+            desired.set_config(s, c, body.set)
+            return desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set)
+
+    try:
+        parts = await asyncio.to_thread(record)
+    except desired.Invalid as e:
+        raise bad(e) from None
+    ack = await svc.push_state(case_id, parts, wait=svc.rt.settings.cmd_timeout_s)
+    pending = await asyncio.to_thread(svc.still_pending, [case_id])
+    return ConfigOut(ok=None if ack is None else bool(ack["ok"]),
+                     err=str(ack["err"]) if ack and ack.get("err") else None, pending=pending)
+
+
+# the broker's files
+@router.get("/v1/admin/broker/passwd", response_class=PlainTextResponse)
+def broker_passwd(s: DB) -> str:
+    """Mosquitto password_file for every case, for a broker this process does not write to
+    (the cloud's own logins are added by hand)."""
+    return broker.passwd_file((c.id, c.mqtt_password_hash) for c in s.scalars(select(Case).order_by(Case.id)))
+
+
+@router.get("/v1/admin/broker/acl", response_class=PlainTextResponse)
+def broker_acl(s: DB, rt: Rt) -> str:
+    cases = [(c.store_id, c.id) for c in s.scalars(select(Case).order_by(Case.id))]
+    st = rt.settings
+    return broker.acl_file(cases, [u for u in (st.mqtt_username, st.mqtt_api_username) if u], st.topic_prefix)
+
+
+@router.post("/v1/admin/broker/sync")
+def broker_sync(svc: Svc) -> SyncResult:
+    """Rewrite the broker's files from the case table now (e.g. after the broker lost them)."""
+    if svc.syncer is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "this process does not write the broker's files (broker_dir)")
+    try:
+        return svc.syncer.sync()
+    except BrokerSyncError as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from None
+
+
+# staff credentials: desired state (desired.py)
+async def staff_changed(svc: Services, change: Callable[[Session], Staff]) -> tuple[Staff, list[str]]:
+    """Change the store's staff set and bump its cases' versions in one transaction, then send
+    the new state to the cases that are online."""
+    def run() -> tuple[Staff, list[tuple[str, list[dict[str, Any]]]]]:
+        with svc.rt.sessions.begin() as s:
+            st = change(s)
+            desired.bump_store(s, st.store_id)
+            cases = s.scalars(select(Case).where(Case.store_id == st.store_id).order_by(Case.id))
+            return st, [(c.id, desired.parts(s, c.store_id, c.id, c.desired_v, c.config_set) if c.online else [])
+                        for c in cases]
+
+    st, sends = await asyncio.to_thread(run)
+    for cid, parts in sends:
+        if parts:
+            await svc.push_state(cid, parts)
+    return st, [cid for cid, _ in sends]
+
+
+@router.post("/v1/admin/stores/{store_id}/staff", status_code=201)
+async def add_staff(store_id: str, body: StaffIn, svc: Svc) -> StaffOut:
+    def add(s: Session) -> Staff:
+        desired.check_room(s, store_id)
+        return registry.add_staff(s, store_id, body.kind, body.hash, svc.rt.now(), body.label)
+
+    try:
+        st, cases = await staff_changed(svc, add)
+    except ValueError as e:
+        raise bad(e) from None
+    pending = await asyncio.to_thread(svc.still_pending, cases)
+    return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pending=pending)
+
+
+@router.get("/v1/admin/stores/{store_id}/staff")
+def list_staff(store_id: str, s: DB) -> list[StaffOut]:
+    return [StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label)
+            for st in s.scalars(select(Staff).where(Staff.store_id == store_id).order_by(Staff.id))]
+
+
+@router.delete("/v1/admin/staff/{staff_id}")
+async def delete_staff(staff_id: str, svc: Svc) -> StaffOut:
+    def remove(s: Session) -> Staff:
+        st = s.get(Staff, staff_id)
+        if st is None:
+            raise registry.Invalid(f"no staff credential {staff_id}")
+        s.delete(st)
+        return st
+
+    try:
+        st, cases = await staff_changed(svc, remove)
+    except registry.Invalid:
+        raise HTTPException(404, f"no staff credential {staff_id}") from None
+    pending = await asyncio.to_thread(svc.still_pending, cases)
+    return StaffOut(id=st.id, store=st.store_id, kind=st.kind, label=st.label, pending=pending)
+
+
+@router.post("/v1/admin/keys/rewrap")
+def rewrap_keys(s: DB) -> dict[str, int]:
+    """After a new key-encryption key is put first in the settings: re-seal every case key
+    under it, so the old one can be dropped (keyring.py)."""
+    return {"rewrapped": keyring.rewrap(s)}
