@@ -6,13 +6,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
+# Every Python package of .venv, transitive ones included, by exact version and hash (`make lock`).
+LOCK   := requirements.lock
+# The lock is written by uv, pinned here and kept in its own venv under build/ (not in .venv, whose
+# contents are the lock's). The lock pins pip and setuptools too (the backend that installs the
+# project itself, without build isolation): nothing unpinned reaches .venv.
+UV_VERSION  := 0.13.9
+LOCK_TOOLS  := pip==26.3 setuptools==84.2.1
+LOCKER      := build/locktools/uv-$(UV_VERSION)/bin/uv
 DEVLIB := build/device-lib/.stamp
 MP32   := build/micropython32/micropython
 STUBS  := build/stubs/.stamp
 # The esp32 and rp2 stub packages install the same module names, so each gets its own tree.
 STUBS_STDLIB := micropython-stdlib-stubs==1.29.0.post2
 
-.PHONY: help setup deps sim test lint pytest bench soak clean sysdeps micropython32
+.PHONY: help setup lock deps sim test lint pytest bench soak clean sysdeps micropython32
 
 help:
 	@echo "make sim     run a simulated case (cloud arrives with the cloud service)"
@@ -20,16 +28,30 @@ help:
 	@echo "make lint    ruff + pyright (firmware against the esp32 and rp2 stubs)"
 	@echo "make bench   heap, boot-to-ready time and .mpy size figures"
 	@echo "make soak    the safety property test on 10,000 random scripts"
+	@echo "make lock    write requirements.lock from pyproject.toml (ARGS=--upgrade: newest versions)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) tools/lockcheck.py
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (python3.11 or python3 on PATH)"; exit 1; }
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required")'
+	$(PYTHON) tools/lockcheck.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 setup: $(STAMP)
+
+# Resolves the base and every extra for any platform (markers) from Python 3.11 on, keeping the
+# versions already locked unless ARGS=--upgrade (or --upgrade-package NAME).
+$(LOCKER):
+	rm -rf build/locktools
+	$(PYTHON) -m venv build/locktools/uv-$(UV_VERSION)
+	build/locktools/uv-$(UV_VERSION)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+lock: $(LOCKER)
+	printf '%s\n' $(LOCK_TOOLS) | $(LOCKER) pip compile --quiet pyproject.toml - --all-extras --universal \
+		--python-version 3.11 --generate-hashes --custom-compile-command "make lock" -o $(LOCK) $(ARGS)
+	$(PYTHON) tools/lockcheck.py
 
 $(DEVLIB): $(STAMP) device-packages.lock
 	$(PY) -m casectl.devdeps
