@@ -25,9 +25,11 @@ from typing import Any
 
 from casectl.devdeps import DEFAULT_DEST as DEVICE_LIB
 from casectl.errors import BuildFailed
+from casectl.source import BUILD, CHECKOUT, TREE
 from casectl.tools import venv_tool
 
-REPO = Path(__file__).resolve().parents[2]
+# The tree the sources come from: the checkout, or the copy installed with casectl (source.py).
+REPO = TREE
 FIRMWARE = REPO / "firmware"
 BOARDS = REPO / "boards"
 SOURCE_ONLY = {"boot.py", "main.py"}
@@ -74,8 +76,10 @@ def firmware_version(firmware: Path = FIRMWARE) -> str:
 
 
 def source_revision() -> str | None:
+    if CHECKOUT is None:  # an installed tree: its version says it all (and git would describe
+        return None  # whatever repository the install happens to sit in)
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        out = subprocess.run(["git", "-C", str(CHECKOUT), "describe", "--always", "--dirty"],
                              capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -83,14 +87,21 @@ def source_revision() -> str | None:
 
 
 def known_boards() -> list[str]:
+    if not BOARDS.is_dir():
+        raise BuildError("the firmware sources are missing (no boards/ next to casectl, none installed with it)",
+                         "run casectl from a LockCase checkout, or reinstall it: pip install lockcase")
     return sorted(p.name for p in BOARDS.iterdir() if (p / "board.py").exists())
 
 
 def sources(board: str, firmware: Path = FIRMWARE) -> list[tuple[Path, str]]:
     """(source file, path on the device) for everything a board's firmware consists of."""
     board_dir = BOARDS / board
-    if not (board_dir / "board.py").exists():
-        raise BuildError(f"unknown board {board!r}", f"known boards: {', '.join(known_boards())}")
+    known = known_boards()
+    if board not in known:
+        raise BuildError(f"unknown board {board!r}", f"known boards: {', '.join(known)}")
+    if not (firmware / "lockcase").is_dir():
+        raise BuildError(f"{firmware} is not a firmware tree (no lockcase/ in it)",
+                         "pass --src the firmware/ folder of a LockCase checkout")
     out = [(p, str(p.relative_to(firmware))) for p in sorted(firmware.rglob("*.py"))
            if "__pycache__" not in p.parts]
     out.append((board_dir / "board.py", "board.py"))
@@ -158,7 +169,7 @@ def compile_board(
     numbers in the bytecode. Off by default: they cost 7 % of the .mpy and 3.3 KB of a chip's
     heap (docs/memory.md), and a traceback still names the module and the function.
     """
-    out_dir = out_dir or REPO / "build" / board
+    out_dir = out_dir or BUILD / board
     srcs = sources(board, firmware)
     fmt = mpy_format()
     version = version or firmware_version(firmware)

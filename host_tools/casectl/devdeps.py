@@ -14,10 +14,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-LOCK_FILE = REPO / "device-packages.lock"
-DEFAULT_DEST = REPO / "build" / "device-lib"
-CACHE = REPO / "build" / "cache"
+from casectl.source import BUILD, TREE
+
+LOCK_FILE = TREE / "device-packages.lock"
+DEFAULT_DEST = BUILD / "device-lib"
+CACHE = BUILD / "cache"
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def main() -> int:
         print(f"device packages: {exc}", file=sys.stderr)
         return 1
     for f in files:
-        print(f"device packages: {f.relative_to(REPO)}")
+        print(f"device packages: {f.relative_to(BUILD.parent)}")
     return 0
 
 

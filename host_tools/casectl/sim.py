@@ -116,7 +116,12 @@ def main() -> int:
     cfg = demo_config()
     cloud = None
     if not args.no_cloud:
-        from casectl.simstack import DemoCloud
+        try:  # the cloud is an extra: a technician's casectl does without it
+            from casectl.simstack import DemoCloud
+        except ModuleNotFoundError as e:
+            print(f"make sim: {e.name} is missing: install lockcase[sim] for the simulator "
+                  "(`make setup` in a checkout), or run it with --no-cloud", file=sys.stderr)
+            return 2
 
         print("Starting the cloud (embedded broker, worker, API) ...")
         cloud = DemoCloud(work).start()
