@@ -33,43 +33,6 @@ LAST = ("boot.py", "main.py")  # the entry points change last: the modules they 
 CHIPS: dict[str, tuple[str, str]] = {"sim": ("linux", ""), "esp32s3": ("esp32", "ESP32S3"),
                                      "picow": ("rp2", "Pico W")}
 
-SWAP_HELPER = """\
-def _lc_swap(stop_after=-1):
-    try:
-        f = open('@MARKER@')
-        plan = json.loads(f.read())
-        f.close()
-    except OSError:
-        print('LCJSON0')
-        return
-    n = 0
-    for p in plan['swap']:
-        s = '@STAGE@/' + p
-        if _lc_exists(s):
-            if n == stop_after:
-                raise OSError(5)
-            _lc_replace(s, p)
-            n += 1
-    for p in plan['remove']:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-        d = p.rsplit('/', 1)[0] if '/' in p else ''
-        while d:
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
-            d = d.rsplit('/', 1)[0] if '/' in d else ''
-    if _lc_exists('@STAGE@/@MANIFEST@'):
-        _lc_replace('@STAGE@/@MANIFEST@', '@MANIFEST@')
-    os.remove('@MARKER@')
-    _lc_rmtree('@STAGE@')
-    print('LCJSON' + json.dumps(n))
-""".replace("@MARKER@", MARKER).replace("@STAGE@", STAGE).replace("@MANIFEST@", MANIFEST)
-
-
 class Progress(Protocol):
     def phase(self, text: str) -> None: ...
     def copy_start(self, files: int, total_bytes: int) -> None: ...
@@ -180,8 +143,6 @@ def deploy(
     report = DeployReport(info.port, manifest["board"], manifest["version"], len(want), 0)
 
     pr.phase("checking the device")
-    dev.helper()
-    dev.exec(SWAP_HELPER, what="loading the swap helper")
     if dev.hashes([MARKER])[MARKER] is not None:
         pr.phase("finishing an interrupted update")
         report.finished_interrupted_swap = _swap(dev, -1)
@@ -253,4 +214,6 @@ def deploy(
 
 
 def _swap(dev: Device, stop_after: int) -> int:
-    return int(dev.call_json(f"_lc_swap({stop_after})", what="swapping files into place"))
+    # onboard/files.py's _lc_swap, loaded with the transfer helper
+    return int(dev.call_json(f"_lc_swap({MARKER!r}, {STAGE!r}, {MANIFEST!r}, {stop_after})",
+                             what="swapping files into place"))

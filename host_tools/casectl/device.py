@@ -5,21 +5,23 @@ main.py, like `mpremote resume`: never a soft reset on connect, which would end 
 process and re-run boot.py on a board), enter the raw REPL, and find out what is there. Every
 failure becomes a CasectlError with a hint, never a pyserial traceback.
 
-Code runs on the device in the raw REPL, whose globals persist for the session: HELPER defines a
-few `_lc_*` functions once (hashing, writing files from base64, directories) so each later call
-is a single short exec.
+Code runs on the device in the raw REPL, whose globals persist for the session: the files of
+onboard/ define a few `_lc_*` functions once (what the device is, hashing, writing files from
+base64, directories, deploy's swap) so each later call is a single short exec.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import serial
@@ -41,141 +43,28 @@ from casectl.errors import (
 CHUNK = 2048
 REPL_TIMEOUT_S = 4.0
 
-# What the device is: printed as one JSON line after a marker so stray console output before it
-# (the firmware's last log lines) cannot be mistaken for the answer.
-PROBE = """\
-import sys, os, json
-try:
-    _lc_m = sys.implementation._mpy
-except AttributeError:
-    _lc_m = None
-print('LCPROBE' + json.dumps([sys.implementation.name, list(sys.implementation.version[:3]), _lc_m,
-      sys.platform, getattr(sys.implementation, '_machine', ''), os.getcwd(),
-      'lockcase.app' in sys.modules]))
-"""
+# The MicroPython casectl runs on the device: files of host_tools/casectl/onboard/, linted against
+# the boards' stubs and tested under the Unix port (tests/device/mp_test_onboard.py).
+ONBOARD = Path(__file__).with_name("onboard")
 
-# When the interrupted firmware had started its watchdog, nothing feeds it at the REPL and the
-# board would reset under the technician in a few seconds (an ESP32's cannot be stopped). Feed it
-# from a periodic timer for the rest of the session; the next reset starts the firmware afresh.
-HOLD = """\
-def _lc_hold():
-    import board
-    w = getattr(board, '_wdt', None)
-    hw = getattr(board, 'HW', None)
-    if hw is not None:
-        w = hw.wdt
-    if w is None:
-        return 'none'
-    def feed(_t):
-        w.feed()
-    if hw is not None:
-        t = board.Timer(hw)
-    else:
-        import machine
-        try:
-            t = machine.Timer(-1)
-        except Exception:
-            t = machine.Timer(3)
-    t.init(mode=1, period=500, callback=feed)
-    w.feed()
-    globals()['_lc_holder'] = t
-    return 'fed'
-print('LCHOLD' + _lc_hold())
-"""
 
-HELPER = """\
-import os, hashlib, binascii, json, gc
-def _lc_sha(p):
-    try:
-        f = open(p, 'rb')
-    except OSError:
-        return None
-    h = hashlib.sha256()
-    b = bytearray(512)
-    m = memoryview(b)
-    while True:
-        n = f.readinto(b)
-        if not n:
-            break
-        h.update(m[:n])
-    f.close()
-    return binascii.hexlify(h.digest()).decode()
-def _lc_hashes(ps):
-    print('LCJSON' + json.dumps([_lc_sha(p) for p in ps]))
-def _lc_isdir(p):
-    try:
-        return os.stat(p)[0] & 0x4000 != 0
-    except OSError:
-        return False
-def _lc_exists(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
-def _lc_mkdirs(p):
-    parts = p.split('/')[:-1]
-    cur = ''
-    for d in parts:
-        cur = cur + '/' + d if cur else d
-        if d and not _lc_isdir(cur):
-            os.mkdir(cur)
-def _lc_put(p, b, a):
-    _lc_mkdirs(p)
-    f = open(p, 'ab' if a else 'wb')
-    f.write(binascii.a2b_base64(b))
-    f.close()
-    gc.collect()
-def _lc_replace(src, dst):
-    _lc_mkdirs(dst)
-    try:
-        os.rename(src, dst)
-    except OSError:
-        os.remove(dst)
-        os.rename(src, dst)
-def _lc_rmtree(p):
-    if not _lc_isdir(p):
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-        return
-    for n in os.listdir(p):
-        _lc_rmtree(p + '/' + n)
-    os.rmdir(p)
-def _lc_read(p):
-    try:
-        f = open(p, 'rb')
-    except OSError:
-        print('LCJSON null')
-        return
-    b = bytearray(768)
-    n = 0
-    while True:
-        k = f.readinto(b)
-        if not k:
-            break
-        print('LCDATA' + binascii.b2a_base64(memoryview(b)[:k]).decode().strip())
-        n += k
-    f.close()
-    print('LCJSON' + json.dumps(n))
-import gc
-gc.collect()
-"""
+@functools.cache
+def onboard_source(name: str) -> str:
+    """onboard/NAME.py as sent to the device: without its comment and blank lines, which would
+    cost transfer time on every connection and change nothing in what runs."""
+    lines = (ONBOARD / f"{name}.py").read_text().splitlines()
+    return "".join(x + "\n" for x in lines if x.strip() and not x.lstrip().startswith("#"))
 
 
 @dataclass
 class DeviceInfo:
     port: str
-    implementation: str
     version: tuple[int, int, int]
     mpy: int | None
     platform: str
     machine: str
-    cwd: str
     firmware_was_running: bool
     watchdog: str = "none"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def version_str(self) -> str:
@@ -188,16 +77,6 @@ class DeviceInfo:
     @property
     def mpy_sub(self) -> int | None:
         return None if self.mpy is None else (self.mpy >> 8) & 3
-
-    @property
-    def mpy_arch(self) -> int | None:
-        return None if self.mpy is None else self.mpy >> 10
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"port": self.port, "implementation": self.implementation, "version": self.version_str,
-                "mpy": f"{self.mpy_version}.{self.mpy_sub}" if self.mpy is not None else None,
-                "platform": self.platform, "machine": self.machine, "root": self.cwd,
-                "firmware_was_running": self.firmware_was_running}
 
 
 def check_compatible(info: DeviceInfo, manifest: dict[str, Any]) -> None:
@@ -253,7 +132,7 @@ class Device:
             self.info = self._probe()
             if self.info.firmware_was_running:
                 try:
-                    self.info.watchdog = self.run_marked(HOLD, "LCHOLD")
+                    self.info.watchdog = self.run_marked("_lc_hold()", "LCHOLD")
                 except DeviceError:
                     self.info.watchdog = "unknown"
         except BaseException:
@@ -328,8 +207,8 @@ class Device:
 
     def _probe(self) -> DeviceInfo:
         try:
-            raw = self.run_marked(PROBE, "LCPROBE")
-            name, ver, mpy, platform, machine, cwd, running = json.loads(raw)
+            raw = self.run_marked(onboard_source("probe") + "_lc_probe()\n", "LCPROBE")
+            name, ver, mpy, platform, machine, running = json.loads(raw)
         except (DeviceError, ValueError) as e:
             raise NotMicroPython(f"the REPL on {self.port} is not a MicroPython this tool understands ({e})",
                                  "flash MicroPython with `casectl flash --board NAME`") from None
@@ -337,8 +216,7 @@ class Device:
             raise NotMicroPython(f"{self.port} runs {name}, not MicroPython",
                                  "flash MicroPython with `casectl flash --board NAME`")
         v = tuple((list(ver) + [0, 0, 0])[:3])
-        return DeviceInfo(self.port, name, (int(v[0]), int(v[1]), int(v[2])), mpy, platform, machine, cwd,
-                          bool(running))
+        return DeviceInfo(self.port, (int(v[0]), int(v[1]), int(v[2])), mpy, platform, machine, bool(running))
 
     def close(self) -> None:
         """End the session. A case whose firmware was interrupted is reset back into it, whatever
@@ -397,7 +275,7 @@ class Device:
 
     def helper(self) -> None:
         if not self._helper:
-            self.exec(HELPER, what="loading the transfer helper")
+            self.exec(onboard_source("files"), what="loading the transfer helper")
             self._helper = True
 
     def call_json(self, expr_call: str, *, timeout: float = 30, what: str = "running a command") -> Any:
