@@ -15,8 +15,6 @@ import httpx
 
 from casectl.errors import AlreadyProvisioned, CloudError, CloudUnreachable, Usage
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-
 
 @dataclass
 class CaseSecrets:
@@ -97,9 +95,6 @@ class Cloud:
         if r.status_code >= 400:
             raise CloudError(f"the cloud refused {what}: {r.status_code} {self._detail(r)}")
         return r.json() if r.content else None
-
-    def health(self) -> dict[str, Any]:
-        return self._ok(self._req("GET", "/healthz"), "the health check")
 
     def stores(self) -> list[dict[str, Any]]:
         return self._ok(self._req("GET", "/v1/admin/stores"), "listing stores")
