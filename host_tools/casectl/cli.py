@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.columns import Columns
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from casectl import __version__
 from casectl.errors import CasectlError, Usage
@@ -91,10 +96,10 @@ def _cloud(url: str, token_file: Path | None) -> Any:
 def build(
     out: Out,
     board: Annotated[str, typer.Option("--board", "-b", help="Board to build for (sim, esp32s3, picow).")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder [default: build/<board>].")] = None,
-    src: Annotated[Path | None, typer.Option("--src", help="Firmware source tree [default: firmware/].")] = None,
-    fw_version: Annotated[str | None, typer.Option("--fw-version", help="Stamp this firmware version.")] = None,
-    clean: Annotated[bool, typer.Option("--clean", help="Recompile everything.")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: build/<board>).")] = None,
+    src: Annotated[Path | None, typer.Option("--src", help="Firmware source tree (default: the firmware casectl comes with).")] = None,
+    fw_version: Annotated[str | None, typer.Option("--fw-version", help="Version to stamp on the build (default: the firmware's own).")] = None,
+    clean: Annotated[bool, typer.Option("--clean", help="Recompile every file, not only the changed ones.")] = False,
     json_out: Json = False,
 ) -> None:
     """Compile the firmware and its device packages with mpy-cross into build/<board>/."""
@@ -134,9 +139,9 @@ def build(
 @command
 def flash(
     out: Out,
-    board: Annotated[str | None, typer.Option("--board", "-b", help="esp32s3 or picow.")] = None,
+    board: Annotated[str | None, typer.Option("--board", "-b", help="Board to flash: esp32s3 or picow.")] = None,
     port: Annotated[str | None, typer.Option("--port", "-p", help="Serial port (default: the one board found).")] = None,
-    mp_version: Annotated[str | None, typer.Option("--mp-version", help="MicroPython version to flash.")] = None,
+    mp_version: Annotated[str | None, typer.Option("--mp-version", help="MicroPython version to flash (default: the one casectl is tested with).")] = None,
     erase: Annotated[bool, typer.Option("--erase", help="Erase the whole flash first (removes all files).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be flashed, change nothing.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List connected boards and exit.")] = False,
@@ -207,11 +212,14 @@ class _DeployProgress:
 def deploy(
     out: Out,
     port: Port,
-    board: Annotated[str | None, typer.Option("--board", "-b", help="Board [default: what the device is].")] = None,
-    build_dir: Annotated[Path | None, typer.Option("--build-dir", help="Deploy this build as it is.")] = None,
-    src: Annotated[Path | None, typer.Option("--src", help="Firmware source tree to build from.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Deploy even if the device is another board.")] = False,
-    no_reset: Annotated[bool, typer.Option("--no-reset", help="Leave the device at the REPL.")] = False,
+    board: Annotated[str | None, typer.Option(
+        "--board", "-b", help="Board to build for (default: the board of the firmware on the device, else of its chip).")] = None,
+    build_dir: Annotated[Path | None, typer.Option("--build-dir", help="Deploy this build folder as it is, without building.")] = None,
+    src: Annotated[Path | None, typer.Option(
+        "--src", help="Firmware source tree to build from (default: the firmware casectl comes with).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Deploy even if the build is for another board than the device.")] = False,
+    no_reset: Annotated[bool, typer.Option(
+        "--no-reset", help="Leave the device at the REPL afterwards (its watchdog fed), not running the firmware.")] = False,
     json_out: Json = False,
 ) -> None:
     """Copy the built firmware to the device: only what differs, staged, verified, then swapped."""
@@ -258,13 +266,19 @@ def provision(
     case: Annotated[str, typer.Option("--case", help="Case id, unique across the cloud.")],
     name: Annotated[str, typer.Option("--name", help="What the case holds, e.g. 'Razors, aisle 7'.")] = "",
     country: Annotated[str, typer.Option("--country", help="Country for shoppers' phone numbers.")] = "US",
-    display: Annotated[str | None, typer.Option("--display", help="lcd1602, lcd2004, ssd1306 or none.")] = None,
-    keypad: Annotated[str | None, typer.Option("--keypad", help="4x3 or 4x4.")] = None,
-    nfc: Annotated[str | None, typer.Option("--nfc", help="pn532-i2c, pn532-spi, pn532-uart or mfrc522-spi.")] = None,
-    unlock_ms: Annotated[int | None, typer.Option("--unlock-ms", help="How long a grant holds the lock open.")] = None,
-    pull_in_ms: Annotated[int | None, typer.Option("--pull-in-ms", help="Full-power pull-in time of the solenoid.")] = None,
-    hold_duty: Annotated[float | None, typer.Option("--hold-duty", help="Hold duty after pull-in (0.1-1).")] = None,
-    held_open_s: Annotated[int | None, typer.Option("--held-open-s", help="Door-held-open alarm after this many s.")] = None,
+    display: Annotated[str | None, typer.Option(
+        "--display", help="Display fitted: lcd1602, lcd2004, ssd1306 or none (default: the firmware's).")] = None,
+    keypad: Annotated[str | None, typer.Option("--keypad", help="Keypad fitted: 4x3 or 4x4 (default: the firmware's).")] = None,
+    nfc: Annotated[str | None, typer.Option(
+        "--nfc", help="NFC reader and its bus: pn532-i2c, pn532-spi, pn532-uart or mfrc522-spi (default: none).")] = None,
+    unlock_ms: Annotated[int | None, typer.Option(
+        "--unlock-ms", help="Milliseconds a grant holds the lock open (default: the firmware's).")] = None,
+    pull_in_ms: Annotated[int | None, typer.Option(
+        "--pull-in-ms", help="Milliseconds the solenoid gets full power to pull in (default: the firmware's).")] = None,
+    hold_duty: Annotated[float | None, typer.Option(
+        "--hold-duty", help="Coil duty that holds the lock open after pull-in, 0.1-1 (default: the firmware's).")] = None,
+    held_open_s: Annotated[int | None, typer.Option(
+        "--held-open-s", help="Seconds the door may stay open before the held-open alarm (default: the firmware's).")] = None,
     staff_file: Annotated[Path | None, typer.Option(
         "--staff-file", help='JSON: {"salt"?, "pins": [{"id","pin"}], "badges": [{"id","uid"}]}.')] = None,
     staff_pin: Annotated[list[str] | None, typer.Option(
@@ -285,7 +299,7 @@ def provision(
         help="Seconds the case has to come back online before success is reported (0: no wait).")] = 90,
     labels: Annotated[Path, typer.Option("--labels", help="Folder for the QR label (PNG and SVG).")] = Path("labels"),
     link: Annotated[str | None, typer.Option(
-        "--link", help="Unlock link template, {cloud} {store} {case} [default: {cloud}/app/unlock?case={case}].")] = None,
+        "--link", help="Unlock link template with {cloud} {store} {case} (default: {cloud}/app/unlock?case={case}).")] = None,
     json_out: Json = False,
 ) -> None:
     """Give a device its identity: register it with the cloud, write its config, self-test it,
@@ -364,9 +378,10 @@ def selftest(
     """Run the on-device self-test again (display, NFC, lock coil and door sensor, keypad)."""
     from casectl.device import Device
     from casectl.errors import SelfTestFailed
-    from casectl.provision import run_selftest
+    from casectl.provision import firmware_manifest, run_selftest
 
     with Device(port) as dev:
+        firmware_manifest(dev)  # "deploy first", not an ImportError from the device
         res = run_selftest(dev, key_wait_s=key_wait,
                            on_step=None if out.json_mode else (lambda s: out.err.print(_step_line(s))))
         dev.soft_reset()
@@ -386,12 +401,13 @@ def selftest(
 def monitor(
     out: Out,
     port: Port,
-    duration: Annotated[float | None, typer.Option("--duration", help="Stop after this many seconds.")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Stop at this event (or 'ready').")] = None,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Stop after this many seconds (default: at Ctrl-C).")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Stop at the first event of this type, e.g. forced, or 'ready' when the firmware is up.")] = None,
     json_out: Json = False,
 ) -> None:
     """Follow the device's live log and the state it implies."""
-    from rich.console import Group
     from rich.live import Live
     from rich.panel import Panel
 
@@ -402,14 +418,14 @@ def monitor(
     def stop(ln: Line) -> bool:
         return bool(until) and (ln.event == until or (until == "ready" and ln.text.startswith("READY")))
 
+    lines = follow(port, duration=duration, stop=stop)  # opens the port: its errors come before any output
     if out.json_mode:
-        for ln in follow(port, duration=duration, stop=stop):
+        for ln in lines:
             st.apply(ln)
             out.line({**ln.as_dict(), "state": st.as_dict()})
         return
-    lines: list[str] = []
 
-    def view() -> Group:
+    def view() -> Panel:
         # The state is what the console has said since the monitor started: unknown ("-") until
         # the case prints it (at its next boot, event or cloud connection).
         g = Table.grid(padding=(0, 2))
@@ -417,10 +433,15 @@ def monitor(
         g.add_row("lock", st.lock.replace("?", "-") + (f"  alarms: {', '.join(st.alarms)}" if st.alarms else ""))
         g.add_row("cloud", st.cloud.replace("?", "-"))
         g.add_row("last event", f"{st.last_event or '-'} ({st.events} seen)")
-        return Group(Panel(g, title=f"{port}"), *lines[-20:])
+        return Panel(g, title=port)
 
-    with Live(view(), console=out.err, refresh_per_second=8, transient=False) as live:
-        for ln in follow(port, duration=duration, stop=stop):
+    # The console's lines are the results (stdout); the state panel stays below them. On a terminal
+    # the panel is a Live display on stdout's console too, which prints each line above the panel
+    # and redraws the panel under it (a Live on stderr moved the cursor over the lines stdout had
+    # printed on the same screen, leaving fragments). Piped, the panel goes to stderr.
+    with Live(view(), console=out.out if out.out.is_terminal else out.err, refresh_per_second=8,
+              transient=False) as live:
+        for ln in lines:
             st.apply(ln)
             out.out.print(f"{ln.t:8.2f}  {ln.text}", markup=False)
             live.update(view())
@@ -446,7 +467,7 @@ def _state(c: dict[str, Any]) -> str:
 @command
 def status(
     out: Out,
-    store: Annotated[str | None, typer.Option("--store", help="Only this store's cases.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Only this store's cases (an unknown store is an error).")] = None,
     cloud: CloudUrl = DEFAULT_CLOUD,
     token_file: TokenFile = None,
     json_out: Json = False,
@@ -455,32 +476,63 @@ def status(
     firmware version, last event."""
     with _cloud(cloud, token_file) as cl:
         cases = cl.cases(store)
+        if store and not cases:  # the cloud lists no cases for a store it does not have either
+            known = [s["id"] for s in cl.stores()]
+            if store not in known:
+                raise Usage(f"the cloud has no store {store}",
+                            f"its stores: {', '.join(known)}" if known else "it has no stores yet")
         for c in cases:
             ev = cl.events(case=c["id"], limit=1)
             c["last_event"] = ev[0] if ev else None
     if out.json_mode:
         out.document({"ok": True, "cases": cases})
         return
-    t = Table("case", "store", "name", "online", "synced", "staff/config", "firmware", "last seen", "last event",
-              title="cases")
+    if not cases:
+        out.out.print(f"no cases in store {store}" if store else "no cases")
+        return
+    rows = []
     for c in cases:
         ev = c["last_event"]
         # online = connected to the broker; synced = its greeting answered, so it takes requests
         # (an online case that is not synced shows "Service offline" to shoppers). A cloud from
         # before the field does not say: "?".
         synced = c.get("synced")
-        t.add_row(c["id"], c["store"], c.get("name") or "", "[green]yes[/]" if c["online"] else "[red]no[/]",
-                  "?" if synced is None else "[green]yes[/]" if synced else "[red]no[/]", _state(c),
-                  c.get("fw") or "-", _age(c.get("last_seen")),
-                  f"{ev['type']} ({_age(ev['ts'])})" if ev else "-")
-    out.out.print(t if cases else "no cases")
+        rows.append([c["id"], c["store"], escape(c.get("name") or ""), "[green]yes[/]" if c["online"] else "[red]no[/]",
+                     "?" if synced is None else "[green]yes[/]" if synced else "[red]no[/]", _state(c),
+                     escape(c.get("fw") or "-"), _age(c.get("last_seen")),
+                     f"{escape(ev['type'])} ({_age(ev['ts'])})" if ev else "-"])
+    out.out.print(_cases_view(out.out, rows))
+
+
+_CASE_COLUMNS = ("case", "store", "name", "online", "synced", "staff/config", "firmware", "last seen", "last event")
+
+
+def _cases_view(console: Console, rows: list[list[str]]) -> RenderableType:
+    """The cases as a table where it fits the terminal without cutting a word, else as one block
+    per case: an id is what a technician types next, so it is never cut short."""
+    t = Table(title="cases")
+    for i, name in enumerate(_CASE_COLUMNS):
+        t.add_column(name, no_wrap=i < 2, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    if Measurement.get(console, console.options.update_width(10_000), t).minimum <= console.width:
+        return t
+    blocks: list[RenderableType] = []
+    for r in rows:
+        blocks.append(Text.from_markup(f"[bold]{r[0]}[/] in store {r[1]}" + (f": {r[2]}" if r[2] else ""),
+                                       overflow="fold"))
+        # each "online yes" whole: the items wrap, not the words in them
+        info = Columns([Text.from_markup(f"{k} {v}") for k, v in zip(_CASE_COLUMNS[3:], r[3:], strict=True)],
+                       padding=(0, 3))
+        blocks.append(Padding(info, (0, 0, 0, 2), expand=False))
+    return Group(*blocks)
 
 
 @app.command()
 @command
 def logs(
     out: Out,
-    case: Annotated[str, typer.Option("--case", help="Case id.")],
+    case: Annotated[str, typer.Option("--case", help="Case whose events to show (`casectl status` lists them).")],
     limit: Annotated[int, typer.Option("--limit", help="How many events, newest first.")] = 50,
     kind: Annotated[list[str] | None, typer.Option("--type", help="Only events of this type; repeatable.")] = None,
     cloud: CloudUrl = DEFAULT_CLOUD,

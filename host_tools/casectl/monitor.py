@@ -109,11 +109,16 @@ def _open(port: str) -> serial.Serial:
 
 def follow(port: str, *, duration: float | None = None, stop: Callable[[Line], bool] | None = None,
            reconnect_s: float = 15.0) -> Iterator[Line]:
-    """Yield console lines until `duration` has passed or `stop(line)` is true."""
+    """Console lines until `duration` has passed or `stop(line)` is true. The port is opened here,
+    so a missing or busy port raises before the caller shows anything."""
     if "://" not in port and not os.path.exists(port):
         raise NoDevice(f"no device on {port}", "check the cable and the port name")
+    return _lines(port, _open(port), duration=duration, stop=stop, reconnect_s=reconnect_s)
+
+
+def _lines(port: str, s: serial.Serial | None, *, duration: float | None, stop: Callable[[Line], bool] | None,
+           reconnect_s: float) -> Iterator[Line]:
     t0 = time.monotonic()
-    s: serial.Serial | None = _open(port)
     buf = b""
     gone = t0
     try:

@@ -228,6 +228,14 @@ def write_config(dev: Device, cfg: dict[str, Any], *, reset_seqs: bool, clear_jo
     return len(data)
 
 
+def firmware_manifest(dev: Device) -> dict[str, Any]:
+    """The manifest of the LockCase firmware on the device; NotDeployed if it has none."""
+    man = device_manifest(dev)
+    if man is None or not man.get("board"):
+        raise NotDeployed(f"{dev.port} has no LockCase firmware", f"run `casectl deploy {dev.port}` first")
+    return man
+
+
 def run_selftest(dev: Device, *, key_wait_s: int, on_step: Callable[[dict[str, Any]], None] | None = None
                  ) -> dict[str, Any]:
     buf = b""
@@ -243,10 +251,19 @@ def run_selftest(dev: Device, *, key_wait_s: int, on_step: Callable[[dict[str, A
             if text.startswith("LCSTEP") and on_step:
                 on_step(json.loads(text[6:]))
 
-    dev.exec(
-        "import lockcase.selftest as _lc_st\n"
-        f"_lc_st.run(key_wait_ms={max(0, key_wait_s) * 1000})\n",
-        timeout=max(30, key_wait_s + 30), what="running the self-test", on_output=consume)
+    try:
+        dev.exec(
+            "import lockcase.selftest as _lc_st\n"
+            f"_lc_st.run(key_wait_ms={max(0, key_wait_s) * 1000})\n",
+            timeout=max(30, key_wait_s + 30), what="running the self-test", on_output=consume)
+    except DeviceError as e:
+        # a manifest, but not the firmware's modules: a deploy cut short, or one from before the
+        # self-test existed
+        if "ImportError" not in e.message:
+            raise
+        raise NotDeployed(f"the firmware on {dev.port} cannot run the self-test: "
+                          + e.message.strip().splitlines()[-1],
+                          f"deploy the current firmware (`casectl deploy {dev.port}`) and retry") from None
     marker = [x for x in lines if x.startswith("LCJSON")]
     if not marker:
         raise DeviceError("the self-test ended without a result", "run `casectl selftest PORT` to retry")
@@ -293,9 +310,7 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
     mark("cloud_checked")
 
     say("checking the device")
-    man = device_manifest(dev)
-    if man is None or not man.get("board"):
-        raise NotDeployed(f"{dev.port} has no LockCase firmware", "run `casectl deploy PORT` first")
+    man = firmware_manifest(dev)
     board = str(man["board"])
     old_raw = dev.read_file("config.json")
     old_case = None
