@@ -86,9 +86,10 @@ def compiled_firmware(board: str = "sim") -> Path:
             # between the firmware's objects that a chip, which has no harness, never has.
             from casectl.build import mpy_cross
 
-            harness = REPO / "tests" / "device" / "simharness.py"
-            subprocess.run([mpy_cross(), "-o", str(out / "simharness.mpy"), "-s", "simharness.py", str(harness)],
-                           check=True)
+            # And the sim's launcher, for the live sim run from the build (tests/host/heapcloud.py).
+            for src in (REPO / "tests" / "device" / "simharness.py", REPO / "boards" / "sim" / "start.py"):
+                subprocess.run([mpy_cross(), "-o", str(out / (src.stem + ".mpy")), "-s", src.name, str(src)],
+                               check=True)
         _compiled[board] = out
     return _compiled[board]
 

@@ -6,7 +6,7 @@ from boards.sim.hw import PWM, WDT, Hardware, InPin, OutPin, Timer
 NAME = "sim"
 
 # Set by the launcher (boards/sim/start.py) or a test harness before create().
-OPTIONS = {"virtual": False, "start_ms": 0, "ctl": None, "reset_cause": "power_on"}
+OPTIONS = {"virtual": False, "start_ms": 0, "ctl": None, "reset_cause": "power_on", "heap_report": False}
 
 # The chip's pins exist before the firmware runs, so the hardware exists at import.
 HW = Hardware()
@@ -132,6 +132,13 @@ class Board:
         return None  # the sim is on the host's network: always online, nothing to join
 
     def extras(self, app):
+        if OPTIONS.get("heap_report"):
+            # The app is built and its loop about to start: the boot's live heap, as the heap
+            # harnesses measure it (start.py --heap-report; tests/host/heapcloud.py reads it).
+            import gc
+
+            gc.collect()
+            print("HEAP boot live=%d free=%d" % (gc.mem_alloc(), gc.mem_free()))
         if OPTIONS.get("ctl"):
             from boards.sim.control import serve
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import threading
@@ -41,9 +42,19 @@ def free_port() -> int:
 # checked where it is modelled, on the 32-bit port with .mpy (tests/host/test_heap.py).
 SIM_HEAP = "512k"
 
+# Without address-space randomization a run's heap replays (tests/conftest.py's _NO_ASLR says why).
+_NO_ASLR = ["setarch", "-R"] if shutil.which("setarch") else []
+
 
 class SimCase:
-    """One simulated case process plus its supervisor thread."""
+    """One simulated case process plus its supervisor thread.
+
+    By default the firmware runs from source on the venv's 64-bit MicroPython. For a chip's heap
+    (tests/host/heapcloud.py): `interpreter` another binary (the 32-bit port), `compiled` a
+    compiled sim build holding start.mpy (tests/conftest.compiled_firmware), run alone on
+    MICROPYPATH as a chip runs its flash, `no_aslr` under `setarch -R`, `heap_report` prints the
+    live heap once booted ("HEAP boot live=..."), and `restart=False` lets a crash end the run.
+    """
 
     def __init__(
         self,
@@ -55,7 +66,13 @@ class SimCase:
         fw_dir: Path | None = None,
         log: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        interpreter: str | None = None,
+        compiled: Path | str | None = None,
+        no_aslr: bool = False,
+        heap_report: bool = False,
     ) -> None:
+        if compiled is not None and fw_dir is not None:
+            raise ValueError("fw_dir (a source tree) or compiled (a build), not both")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash = self.workdir / "flash.img"
@@ -63,6 +80,10 @@ class SimCase:
         self.heap = heap
         self.restart = restart
         self.fw_dir = fw_dir
+        self.interpreter = interpreter
+        self.compiled = compiled
+        self.no_aslr = no_aslr
+        self.heap_report = heap_report
         self.config_file: Path | None = None
         if config is not None:
             self.config_file = self.workdir / "provision.json"
@@ -72,16 +93,22 @@ class SimCase:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop = False
         self._ready = threading.Event()
+        self._ended = threading.Event()  # the supervisor gave up (restart=False and the process ended)
         self._sup: threading.Thread | None = None
         self.env = dict(os.environ, **(extra_env or {}))
+        if compiled is not None:
+            self.env["MICROPYPATH"] = f".frozen:{compiled}"
 
     def _cmd(self) -> list[str]:
-        cmd = [micropython(), "-X", f"heapsize={self.heap}", str(START), "--flash", str(self.flash),
-               "--ctl", f"127.0.0.1:{self.port}"]
+        start = ["-m", "start"] if self.compiled is not None else [str(START)]
+        cmd = [*(_NO_ASLR if self.no_aslr else []), self.interpreter or micropython(), "-X", f"heapsize={self.heap}",
+               *start, "--flash", str(self.flash), "--ctl", f"127.0.0.1:{self.port}"]
         if self.config_file:
             cmd += ["--config", str(self.config_file)]
         if self.fw_dir:
             cmd += ["--fw", str(self.fw_dir)]
+        if self.heap_report:
+            cmd += ["--heap-report", "1"]
         return cmd
 
     def start(self, timeout: float = 20) -> SimCase:
@@ -91,6 +118,12 @@ class SimCase:
         return self
 
     def _supervise(self) -> None:
+        try:
+            self._run_processes()
+        finally:
+            self._ended.set()
+
+    def _run_processes(self) -> None:
         with open(self.log_path, "ab") as log:
             while not self._stop:
                 self._ready.clear()
@@ -109,9 +142,14 @@ class SimCase:
                 time.sleep(0.05)
 
     def wait_ready(self, timeout: float = 20) -> None:
-        if not self._ready.wait(timeout):
-            raise RuntimeError(f"sim case did not come up in {timeout}s; see {self.log_path}:\n"
-                               + self.console()[-2000:])
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self._ended.is_set() and not self._ready.is_set():
+                raise RuntimeError(f"sim case ended before it came up; see {self.log_path}:\n"
+                                   + self.console()[-2000:])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sim case did not come up in {timeout}s; see {self.log_path}:\n"
+                                   + self.console()[-2000:])
         deadline = time.monotonic() + timeout
         while True:  # the socket is bound just after the line is printed
             try:
@@ -129,6 +167,10 @@ class SimCase:
                 raise RuntimeError("the sim case did not reboot")
             time.sleep(0.02)
         self.wait_ready(timeout)
+
+    def running(self) -> bool:
+        """The firmware's process is up (with restart=False: it has not crashed or reset)."""
+        return self.proc is not None and self.proc.poll() is None and not self._ended.is_set()
 
     def console(self) -> str:
         try:

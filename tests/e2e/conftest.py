@@ -39,6 +39,7 @@ class Env:
     loop: Loop
     worker: Worker
     broker_ctx: Any
+    broker_extra: str = ""  # more Mosquitto settings (a TLS listener), kept across restarts
 
     def case_config(self, case_id: str = "c1", **over: Any) -> dict[str, Any]:
         sec = self.secrets[case_id]
@@ -57,7 +58,7 @@ class Env:
 
     def restart_broker(self) -> None:
         self.broker_ctx.__exit__(None, None, None)
-        self.broker_ctx = broker_files_ctx(self.workdir, self.secrets, port=self.port)
+        self.broker_ctx = broker_files_ctx(self.workdir, self.secrets, port=self.port, extra=self.broker_extra)
         self.broker_ctx.__enter__()
 
 
@@ -83,20 +84,21 @@ def register_shop(rt: Runtime, cases: tuple[str, ...]) -> dict[str, registry.Cas
 
 @contextlib.contextmanager
 def cloud_env(workdir: Path, cases: tuple[str, ...] = ("c1", "c2"), start_worker: bool = True,
-              **settings: Any) -> Iterator[Env]:
+              broker: str = "", **settings: Any) -> Iterator[Env]:
     """Mosquitto with the cloud's passwd/ACL for these cases, and the worker, on SQLite.
-    start_worker=False: the worker is not running (nor subscribed) until `Env.start_worker()`."""
+    start_worker=False: the worker is not running (nor subscribed) until `Env.start_worker()`.
+    broker: more Mosquitto settings (e.g. a TLS listener)."""
     st = Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), mqtt_username=WORKER_USER,
                   mqtt_password=SecretStr(WORKER_PASSWORD), mqtt_api_username=API_USER,
                   mqtt_api_password=SecretStr(API_PASSWORD), **settings)
     rt = build(st)
     secrets = register_shop(rt, cases)
-    ctx = broker_files_ctx(workdir, secrets)
+    ctx = broker_files_ctx(workdir, secrets, extra=broker)
     host, port = ctx.__enter__()
     rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
     loop = Loop()
     worker = Worker(rt)
-    e = Env(rt, workdir, host, port, secrets, loop, worker, ctx)
+    e = Env(rt, workdir, host, port, secrets, loop, worker, ctx, broker)
     if start_worker:
         e.start_worker()
     try:
