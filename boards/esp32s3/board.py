@@ -12,7 +12,8 @@
 # so the external 100k pull-down holds the MOSFET off through reset, flashing and boot.
 import time
 
-from machine import I2C, PWM, WDT, Pin, Timer
+from board_mcu import CutoffTimer, McuBoard
+from machine import WDT, Pin, Timer
 from micropython import const
 
 NAME = "esp32s3"
@@ -32,10 +33,10 @@ LED_PIN = 17  # status LED, active high (the on-board RGB LED is not a plain pin
 
 I2C_BUS = 0
 I2C_HZ = 100_000  # the LCD backpack's PCF8574 is a 100 kHz part
-_I2C_TIMEOUT_US = const(50_000)  # also the longest a device may stretch SCL
+PINS = {"lock": LOCK_PIN, "door": DOOR_PIN, "tamper": TAMPER_PIN, "rows": ROW_PINS, "cols": COL_PINS,
+        "sda": SDA_PIN, "scl": SCL_PIN, "i2c_bus": I2C_BUS, "i2c_hz": I2C_HZ, "nfc_irq": NFC_IRQ_PIN,
+        "nfc_reset": NFC_RESET_PIN, "buzzer": BUZZER_PIN, "led": LED_PIN}
 
-_LOCK_PWM_HZ = const(20_000)  # above hearing, so the hold duty does not whine
-_BUZZER_HZ = const(2_700)  # typical piezo resonance
 _HW_TIMERS = const(4)  # two timer groups x two timers on the S3
 # Older port versions counted the WDT timeout in whole seconds and refused 0; the port has no
 # useful ceiling, so config.py's own limit is the cap.
@@ -86,69 +87,24 @@ def fatal(exc):
     machine.reset()
 
 
-class Board:
+class Board(McuBoard):
     def __init__(self, cfg):
-        self.ticks_ms = time.ticks_ms
-        self.lock_pin = Pin(LOCK_PIN, Pin.OUT, value=0)
-        # duty_u16=0 in the constructor: some port versions start a new PWM at 50 %.
-        self.lock_pwm = PWM(self.lock_pin, freq=_LOCK_PWM_HZ, duty_u16=0)
-        self._door = Pin(DOOR_PIN, Pin.IN, Pin.PULL_UP)
-        self._tamper = Pin(TAMPER_PIN, Pin.IN, Pin.PULL_UP)
-        # Open-drain rows only ever pull low, so two keys pressed in one column cannot short a
-        # driven-high row against the driven-low one.
-        self.keypad_rows = tuple(Pin(n, Pin.OPEN_DRAIN, value=1) for n in ROW_PINS)
-        self.keypad_cols = tuple(Pin(n, Pin.IN, Pin.PULL_UP) for n in COL_PINS)
-        nfc = cfg.get("nfc")
-        if cfg.get("display", "none") != "none" or nfc:
-            # The PN532 stretches SCL for up to ~1 ms while busy; the port's 50 ms transaction
-            # timeout covers it, and with P70_IRQ wired the driver never addresses a busy chip.
-            self.i2c = I2C(I2C_BUS, scl=Pin(SCL_PIN), sda=Pin(SDA_PIN), freq=I2C_HZ,
-                           timeout=_I2C_TIMEOUT_US)
-        else:
-            self.i2c = None
-        # The PN532 shares the display's bus at 0x24; this board wires no SPI or HSU for it.
-        self.nfc_bus = self.i2c if nfc and nfc.get("bus") == "i2c" else None
-        self.nfc_cs = None
-        self.nfc_irq = Pin(NFC_IRQ_PIN, Pin.IN, Pin.PULL_UP) if nfc and NFC_IRQ_PIN is not None else None
-        # The reader budgets its share of the loop by its bus time (lockcase/nfc/reader.py).
-        self.nfc_bus_hz = I2C_HZ
-        self.nfc_reset = Pin(NFC_RESET_PIN, Pin.OUT, value=1) if nfc else None
-        self.buzzer_pwm = PWM(Pin(BUZZER_PIN), freq=_BUZZER_HZ, duty_u16=0)
-        self.led = Pin(LED_PIN, Pin.OUT, value=0)
+        McuBoard.__init__(self, cfg, PINS)
         self._next_timer = 0
 
-    def door_open(self):
-        return self._door.value() == 1
-
-    def tamper(self):
-        return self._tamper.value() == 1
-
-    def epoch(self):
-        # The port's RTC: after a power cut it restarts from the port's epoch (the cloud link keeps
-        # its own offset to the cloud's clock, see docs/protocol.md).
-        return time.time()
-
     def timer(self):
-        # Timer(n) hands back the same object for the same n, so each caller gets its own id.
-        # The callback is scheduled (the port has no hard timer IRQ): it runs at the next
-        # bytecode boundary, so a loop stuck inside one long C call is left to the watchdog.
+        # Timer(n) hands back the same object for the same n, so each caller gets its own id. A
+        # hardware timer, not a virtual one: the port's virtual timers count in FreeRTOS ticks
+        # (10 ms). The port refuses hard=True, so the callback is scheduled (CutoffTimer): it runs
+        # at the next bytecode boundary, and a loop stuck inside one long C call is left to the
+        # watchdog.
         n = self._next_timer
         if n >= _HW_TIMERS:
             raise RuntimeError("board: all %d hardware timers are in use" % _HW_TIMERS)
         self._next_timer = n + 1
-        return Timer(n)
+        return CutoffTimer(Timer(n))
 
     def wdt(self, timeout_ms):
         global _wdt
         _wdt = WDT(timeout=min(max(timeout_ms, _WDT_MIN_MS), _WDT_MAX_MS))
         return _wdt
-
-    def wlan(self):
-        # The station interface; lockcase.drivers.wifi joins the configured network with it.
-        import network
-
-        w = network.WLAN(network.STA_IF)
-        return w
-
-    def extras(self, app):
-        return ()

@@ -10,8 +10,9 @@
 import sys
 import time
 
-from machine import I2C, PWM, WDT, Pin, Timer
-from micropython import const, schedule
+from board_mcu import CutoffTimer, McuBoard
+from machine import WDT, Pin, Timer
+from micropython import const
 
 NAME = "picow"
 
@@ -30,10 +31,10 @@ LED_PIN = "LED"  # on-board LED, through the wireless chip
 
 I2C_BUS = 0
 I2C_HZ = 100_000  # the LCD backpack's PCF8574 is a 100 kHz part
-_I2C_TIMEOUT_US = const(50_000)  # also the longest a device may stretch SCL
+PINS = {"lock": LOCK_PIN, "door": DOOR_PIN, "tamper": TAMPER_PIN, "rows": ROW_PINS, "cols": COL_PINS,
+        "sda": SDA_PIN, "scl": SCL_PIN, "i2c_bus": I2C_BUS, "i2c_hz": I2C_HZ, "nfc_irq": NFC_IRQ_PIN,
+        "nfc_reset": NFC_RESET_PIN, "buzzer": BUZZER_PIN, "led": LED_PIN}
 
-_LOCK_PWM_HZ = const(20_000)  # above hearing, so the hold duty does not whine
-_BUZZER_HZ = const(2_700)  # typical piezo resonance
 _WDT_MIN_MS = const(1)
 _WDT_MAX_MS = const(8_388)  # RP2040: 24-bit counter at 2 ticks/us; larger values raise
 _FATAL_PAUSE_MS = const(5_000)  # slows a crash loop down so it cannot wear out the flash
@@ -96,48 +97,13 @@ def fatal(exc):
     machine.reset()
 
 
-class Board:
+class Board(McuBoard):
     def __init__(self, cfg):
-        self.ticks_ms = time.ticks_ms
-        self.lock_pin = Pin(LOCK_PIN, Pin.OUT, value=0)
-        self.lock_pwm = PWM(self.lock_pin, freq=_LOCK_PWM_HZ, duty_u16=0)
-        self._door = Pin(DOOR_PIN, Pin.IN, Pin.PULL_UP)
-        self._tamper = Pin(TAMPER_PIN, Pin.IN, Pin.PULL_UP)
-        # Open-drain rows only ever pull low, so two keys pressed in one column cannot short a
-        # driven-high row against the driven-low one.
-        self.keypad_rows = tuple(Pin(n, Pin.OPEN_DRAIN, value=1) for n in ROW_PINS)
-        self.keypad_cols = tuple(Pin(n, Pin.IN, Pin.PULL_UP) for n in COL_PINS)
-        nfc = cfg.get("nfc")
-        if cfg.get("display", "none") != "none" or nfc:
-            # The PN532 stretches SCL for up to ~1 ms while busy; the port's 50 ms transaction
-            # timeout covers it, and with P70_IRQ wired the driver never addresses a busy chip.
-            self.i2c = I2C(I2C_BUS, scl=Pin(SCL_PIN), sda=Pin(SDA_PIN), freq=I2C_HZ,
-                           timeout=_I2C_TIMEOUT_US)
-        else:
-            self.i2c = None
-        # The PN532 shares the display's bus at 0x24; this board wires no SPI or HSU for it.
-        self.nfc_bus = self.i2c if nfc and nfc.get("bus") == "i2c" else None
-        self.nfc_cs = None
-        self.nfc_irq = Pin(NFC_IRQ_PIN, Pin.IN, Pin.PULL_UP) if nfc and NFC_IRQ_PIN is not None else None
-        # The reader budgets its share of the loop by its bus time (lockcase/nfc/reader.py).
-        self.nfc_bus_hz = I2C_HZ
-        self.nfc_reset = Pin(NFC_RESET_PIN, Pin.OUT, value=1) if nfc else None
-        self.buzzer_pwm = PWM(Pin(BUZZER_PIN), freq=_BUZZER_HZ, duty_u16=0)
-        self.led = Pin(LED_PIN, Pin.OUT, value=0)
-
-    def door_open(self):
-        return self._door.value() == 1
-
-    def tamper(self):
-        return self._tamper.value() == 1
-
-    def epoch(self):
-        # The port's RTC: after a power cut it restarts from the port's epoch (the cloud link keeps
-        # its own offset to the cloud's clock, see docs/protocol.md).
-        return time.time()
+        McuBoard.__init__(self, cfg, PINS)
 
     def timer(self):
-        return _CutoffTimer()
+        # rp2 has virtual timers only, and they take hard=True (CutoffTimer).
+        return CutoffTimer(Timer(-1))
 
     def wdt(self, timeout_ms):
         global _wdt
@@ -146,10 +112,7 @@ class Board:
         return _wdt
 
     def wlan(self):
-        # The station interface; lockcase.drivers.wifi joins the configured network with it.
-        import network
-
-        w = network.WLAN(network.STA_IF)
+        w = McuBoard.wlan(self)
         # The CYW43's power saving drops incoming packets for hundreds of ms: a reply to an
         # unlock request would wait for it. 0xA11140 is the "performance" mode.
         w.active(True)
@@ -158,48 +121,3 @@ class Board:
         except (ValueError, OSError):
             pass
         return w
-
-    def extras(self, app):
-        return ()
-
-
-class _CutoffTimer:
-    """A virtual machine.Timer whose callback runs in hard IRQ context where the firmware allows.
-
-    A scheduled callback waits for the VM, e.g. behind a garbage collection or a long C call; a
-    hard one cuts the coil on time. Firmware older than hard timer support falls back to
-    scheduled callbacks.
-    """
-
-    ONE_SHOT = Timer.ONE_SHOT
-    PERIODIC = Timer.PERIODIC
-
-    def __init__(self):
-        self._timer = Timer(-1)
-        self._callback = None
-        self._hard = True
-        self._fire_cb = self._fire  # bound once here: a hard IRQ must not allocate
-
-    def init(self, *, mode=Timer.PERIODIC, period=-1, callback=None):
-        self._callback = callback
-        cb = self._fire_cb if callback is not None else None
-        if self._hard:
-            try:
-                self._timer.init(mode=mode, period=period, callback=cb, hard=True)
-                return
-            except (TypeError, ValueError):
-                self._hard = False
-        self._timer.init(mode=mode, period=period, callback=cb)
-
-    def deinit(self):
-        self._timer.deinit()
-
-    def _fire(self, _t):
-        cb = self._callback
-        if cb is None:
-            return
-        try:
-            cb(self)
-        except MemoryError:
-            # The callback allocated, which hard IRQ context forbids: run it from the scheduler.
-            schedule(cb, self)

@@ -105,6 +105,8 @@ def sources(board: str, firmware: Path = FIRMWARE) -> list[tuple[Path, str]]:
     out = [(p, str(p.relative_to(firmware))) for p in sorted(firmware.rglob("*.py"))
            if "__pycache__" not in p.parts]
     out.append((board_dir / "board.py", "board.py"))
+    if board != "sim":  # what the hardware boards build alike (boards/mcu/board_mcu.py)
+        out.append((BOARDS / "mcu" / "board_mcu.py", "board_mcu.py"))
     if board == "sim":  # the sim's emulated parts are imported as boards.sim.*
         for p in sorted(board_dir.rglob("*.py")):
             if p.name not in ("board.py", "start.py") and "__pycache__" not in p.parts:

@@ -170,12 +170,37 @@ def test_module_defines_contract(board):
         assert isinstance(defs[fn], ast.FunctionDef), f"{fn} must be a function"
 
 
+def _inherited_members(cls: ast.ClassDef) -> set[str]:
+    """Members of the classes `cls` derives from in boards/mcu/board_mcu.py (the hardware boards'
+    shared parts, deployed beside board.py), read from their source as board.py is."""
+    shared = {n.name: n for n in ast.parse((BOARDS / "mcu" / "board_mcu.py").read_text()).body
+              if isinstance(n, ast.ClassDef)}
+    names: set[str] = set()
+    for base in cls.bases:
+        if isinstance(base, ast.Name) and base.id in shared:
+            names |= _class_members(shared[base.id]) | _inherited_members(shared[base.id])
+    return names
+
+
 @pytest.mark.parametrize("board", _board_dirs())
 def test_board_object_defines_contract(board):
     _, obj = _contract()
     cls = _created_class(_tree(board))
-    missing = obj - _class_members(cls)
+    missing = obj - _class_members(cls) - _inherited_members(cls)
     assert not missing, f"{board}: {cls.name} lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("board", sorted(HARDWARE))
+def test_hardware_boards_pass_their_whole_pin_map_to_the_shared_board(board):
+    # McuBoard reads the pins from this dict: a pin left out of it would be a KeyError at boot.
+    defs = _module_defs(_tree(board))
+    pins = defs["PINS"]
+    assert isinstance(pins, ast.Dict)
+    given = {ast.literal_eval(k) for k in pins.keys if k is not None}
+    used = set(re.findall(r'pins\["(\w+)"\]', (BOARDS / "mcu" / "board_mcu.py").read_text()))
+    assert used and used <= given, f"{board}: PINS lacks {sorted(used - given)}"
+    named = {v.id for v in pins.values if isinstance(v, ast.Name)}
+    assert set(_pin_map(_tree(board))) <= named, f"{board}: a pin of the map is not in PINS"
 
 
 # -- pin maps of the hardware boards ---------------------------------------------------------------
