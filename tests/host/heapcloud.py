@@ -23,6 +23,7 @@ Used by tests/host/test_heap_cloud.py and bench/heap_bench.py.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import queue
 import re
@@ -101,6 +102,7 @@ class StepFailed(Exception):
 def _tls_files() -> Path:
     """A CA and a server certificate for localhost, made once per process."""
     d = Path(tempfile.mkdtemp(prefix="heapcloud-ca-"))
+    atexit.register(shutil.rmtree, d, True)
     make_ca(d, "LockCase test CA")
     make_server_cert(d, d)
     return d
