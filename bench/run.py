@@ -186,6 +186,9 @@ def main() -> int:
     from bench.tls_bench import figures as tls_figures
 
     figures.update(tls_figures())
+    from bench.heap_bench import figures as heapcloud_figures
+
+    figures.update(heapcloud_figures())  # the production case's heap: about 7 minutes
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))
