@@ -12,6 +12,9 @@
 # Faults for tests and the control socket: "corrupt" (the next responses carry a bad DCS),
 # "garbage" (random bytes instead of every frame), "timeout" (ACK, then no response), "dead" (no
 # answer at all, not even to the I2C address), "hang" (dead until the reset line is pulsed), "ok".
+# One module of ~570 lines on purpose: one chip as its datasheet describes it (frames, commands,
+# the cards in its field, its three host interfaces and its IRQ and reset lines), read side by
+# side with UM0701-02 and the firmware's driver.
 import os
 import time
 

@@ -6,6 +6,9 @@
 # texted codes lock out shopper entry only, more gently; the help key is never locked out (it is
 # rate-limited instead). Every failure is counted on flash before the shopper sees it, so cutting
 # the power after "Wrong PIN" gains an attacker nothing (lockcase.safestate).
+#
+# One module of ~440 lines on purpose: the keypad is one state machine (its states share the
+# lockouts, the display and the timeouts), and on a chip every module costs heap of its own.
 from lockcase import phone
 from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.safestate import PF, PL, PS, SF, SL, SS

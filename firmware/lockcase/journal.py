@@ -20,6 +20,9 @@
 #   much that is depends on the board's flash. Segments grow with the journal instead of
 #   multiplying, so its RAM (one small list per segment) does not grow with its size, and
 #   records() resumes where the last call stopped instead of re-reading a segment from its start.
+# - One module of ~500 lines on purpose: its frame format and its segment bookkeeping are one
+#   invariant (what a cut leaves readable), and on a chip every module costs heap of its own (its
+#   globals dict, its name and path; docs/memory.md).
 
 import json
 import os
