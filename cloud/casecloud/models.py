@@ -188,3 +188,89 @@ class SmsOutbox(Base):
     to_last2: Mapped[str] = mapped_column(String(2))
     body: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[int]
+
+
+# --- accounts of the store console and the API (accounts/, docs/accounts.md) ------------------
+# Staff of the retailer, never shoppers: nothing here names a member or holds a phone number.
+
+class User(Base):
+    """A person who signs in to the console or creates API tokens. Role: associate < manager < hq;
+    associates and managers act only for the stores in user_stores, hq for every store."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # u_<hex>
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # the login, stored lower-case
+    display_name: Mapped[str] = mapped_column(String(100), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, PHC string (passwords.py)
+    role: Mapped[str] = mapped_column(String(10))  # associate | manager | hq
+    disabled: Mapped[bool] = mapped_column(default=False)
+    # consecutive failed logins, and the lockout they earned (login.py); reset by a good login
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[int | None] = mapped_column(default=None)
+    last_login_at: Mapped[int | None] = mapped_column(default=None)
+    password_changed_at: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[int]
+
+
+class UserStore(Base):
+    """The stores an associate or manager belongs to (an hq user's rows, if any, are ignored)."""
+
+    __tablename__ = "user_stores"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    store_id: Mapped[str] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class LoginSession(Base):
+    """A console sign-in (sessions.py). The cookie holds a random id; only its SHA-256 is kept, so
+    a copy of this table opens no session."""
+
+    __tablename__ = "sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_secret: Mapped[str] = mapped_column(String(64))  # the key of the session's CSRF token
+    created_at: Mapped[int]
+    last_seen_at: Mapped[int]
+    expires_at: Mapped[int]  # absolute: created_at + session_absolute_s, whatever the activity
+    user_agent: Mapped[str] = mapped_column(String(120), default="")  # cut, for "your sessions"
+    ip: Mapped[str] = mapped_column(String(48), default="")  # truncated: a /24 or a /48 (audit.truncate_ip)
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API (tokens.py): its SHA-256 only. An hq token acts for every
+    store (store_id None); an associate or manager token for exactly one."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # t_<hex>
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(12))  # its first characters, to tell tokens apart
+    name: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(10))
+    store_id: Mapped[str | None] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), default=None)
+    created_at: Mapped[int]
+    last_used_at: Mapped[int | None] = mapped_column(default=None)
+    revoked_at: Mapped[int | None] = mapped_column(default=None)
+
+
+class AuditEntry(Base):
+    """Who did what through the API or the console (audit.py). Targets are ids (store, case, user,
+    token, alert, member id): never a phone number, a password or a token."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_store_id", "store_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(40))  # user:<id> | token:<id> | bootstrap | anonymous
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)  # the person behind it
+    action: Mapped[str] = mapped_column(String(40))  # e.g. case.register, auth.login, user.disable
+    target_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    target_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    store_id: Mapped[str | None] = mapped_column(String(32), default=None)  # for a manager's view
+    ip: Mapped[str] = mapped_column(String(48), default="")  # truncated like the sessions'
+    result: Mapped[str] = mapped_column(String(12), default="ok")  # ok | failed | refused | locked
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

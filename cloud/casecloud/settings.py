@@ -59,7 +59,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
-    # Admin bearer token; default: generated into <data_dir>/admin_token on first run.
+    # The bootstrap token: it creates the first HQ account (POST /v1/bootstrap/hq-user) while none
+    # exists, and nothing else (docs/accounts.md). Default: generated into <data_dir>/admin_token.
     admin_token: SecretStr | None = None
     # HMAC key for phone numbers and tokens; default: generated into <data_dir>/server_secret.
     server_secret: SecretStr | None = None
@@ -111,6 +112,19 @@ class Settings(BaseSettings):
     notify_attempts: int = 6  # webhook tries per delivery, with exponential backoff and jitter
     notify_backoff_s: float = 1.0  # the first retry waits up to this; each one doubles it
     notify_max_s: float = 60.0  # no retry starts after this much time
+
+    # the store console's sessions and logins (accounts/, docs/accounts.md)
+    # Secure cookies: sent over HTTPS only. Off only for plain-HTTP local development and the sim.
+    cookie_secure: bool = True
+    cookie_samesite: Literal["lax", "strict"] = "lax"
+    session_idle_s: int = 7200  # a session unused this long ends
+    session_absolute_s: int = 43200  # and any session after this, however busy (a shift)
+    login_window_s: int = 900  # the window of the two login limits below
+    login_rate_account: int = 10  # failed logins per account (known or not) per window
+    login_rate_client: int = 30  # failed logins per client address per window
+    login_lockout_after: int = 5  # consecutive failures before an account is locked
+    login_lockout_base_s: int = 60  # first lockout; each further failure doubles it
+    login_lockout_max_s: int = 3600
 
     cmd_timeout_s: float = 10.0
     msg_ttl_s: int = 30
