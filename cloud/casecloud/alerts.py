@@ -18,15 +18,13 @@ commits, sorted by (case, kind), so concurrent workers take the alert rows' lock
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from casecloud import db, status
 from casecloud.models import Alert, Case, Event, Staff, Store
@@ -348,25 +346,3 @@ def resolve(s: Session, alert_id: int, by: str, now: int) -> Alert | None:
     if a.state != "resolved":
         a.state, a.resolved_by, a.resolved_at = "resolved", by, now
     return a
-
-
-# --- the periodic offline check -----------------------------------------------------------------
-
-async def offline_loop(alerts: Alerts, sessions: sessionmaker[Session], flush: Callable[[], object]) -> None:
-    """Supervised: a failed scan is logged and the next one runs on time."""
-    every = alerts.settings.offline_check_every_s
-    while True:
-        started = time.monotonic()
-        try:
-            await asyncio.to_thread(_scan, alerts, sessions)
-            flush()
-        except Exception:
-            log.exception("offline check failed")
-        await asyncio.sleep(max(every - (time.monotonic() - started), 1.0))
-
-
-def _scan(alerts: Alerts, sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as s:
-        alerts.scan_offline(s)
-    with sessions.begin() as s:
-        alerts.redeliver(s)

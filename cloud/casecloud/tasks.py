@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from casecloud.alerts import offline_loop
+from casecloud.jobs import offline_loop, retention_loop
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
-from casecloud.worker import Worker, retention_loop
+from casecloud.worker import Worker
 
 
 def supervised(rt: Runtime, worker: bool) -> list[Supervised]:

@@ -21,11 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from casecloud import registry
 from casecloud.adapters.notify import SIGNATURE, TIMESTAMP, RecordingNotifier, WebhookNotifier
 from casecloud.api import create_app
+from casecloud.batch import Handler
 from casecloud.models import Alert, Case, Event, Staff
 from casecloud.privacy import scrub
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
-from casecloud.worker import Handler
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 
@@ -622,7 +622,7 @@ def test_forced_through_the_broker_shown_and_alerted(rt: Runtime, broker: tuple[
 
 
 def test_offline_loop_keeps_checking(rt: Runtime, case: Sim, clock: FakeClock, notifier: RecordingNotifier) -> None:
-    from casecloud.alerts import offline_loop
+    from casecloud.jobs import offline_loop
     from tests.cloud.helpers import Loop, wait_for
 
     rt.settings.offline_check_every_s = 0

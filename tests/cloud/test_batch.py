@@ -1,4 +1,4 @@
-"""The worker's batches: many messages checked and decided in one transaction (worker.py).
+"""The worker's batches: many messages checked and decided in one transaction (batch.py).
 
 Batches are driven through `Handler.handle_batch` / `Handler.decide` with cases signing with the
 firmware codec, against a real database (SQLite, PostgreSQL); no broker is needed.
@@ -14,9 +14,9 @@ from alembic import command
 from sqlalchemy import create_engine, func, select, text
 
 from casecloud import channel, db, policy, registry
+from casecloud.batch import Handler, Out
 from casecloud.models import Alert, Case, Event, RateCount
 from casecloud.runtime import Runtime
-from casecloud.worker import Handler, Out
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 

@@ -14,9 +14,9 @@ import pytest
 
 from casecloud import codec, desired, keyring, registry
 from casecloud.api import create_app
+from casecloud.batch import Handler, Out
 from casecloud.models import Case, Staff
 from casecloud.runtime import Runtime
-from casecloud.worker import Handler, Out
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 

@@ -18,12 +18,13 @@ from sqlalchemy import select
 
 from casecloud import codec
 from casecloud.api import create_app
+from casecloud.batch import Handler
 from casecloud.codec import INT_MAX, INT_MIN, MAX_JUMP, Rejected
 from casecloud.commands import Commander
 from casecloud.models import Case, Event
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
-from casecloud.worker import Handler, Worker
+from casecloud.worker import Worker
 from casectl.simproc import free_port
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
@@ -215,16 +216,16 @@ def test_a_request_deadline_survives_any_payload(rt: Runtime) -> None:
 
 def test_a_failing_deadline_costs_only_its_message(rt: Runtime, shop: dict[str, Any],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from casecloud import worker as worker_module
+    from casecloud import batch as batch_module
 
-    real = worker_module.deadline
+    real = batch_module.deadline
 
     def flaky(topic: str, payload: bytes, wait_s: float, margin_s: float) -> float | None:
         if payload == b"boom":
             raise ZeroDivisionError("a future bug")
         return real(topic, payload, wait_s, margin_s)
 
-    monkeypatch.setattr(worker_module, "deadline", flaky)
+    monkeypatch.setattr(batch_module, "deadline", flaky)
     ok = signed(shop, "req", {"t": "help"}, 1, rt.now())
     got = Handler(rt).deadlines([(T + "req", b"boom"), ok])
     assert got[0] is None and isinstance(got[1], float)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from casecloud.api import create_app
+from casecloud.batch import Handler
 from casecloud.models import Case
 from casecloud.runtime import Runtime
-from casecloud.worker import Handler
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 

@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import select
 
 from casecloud import codec, registry
+from casecloud.batch import Handler
 from casecloud.models import Case, Event
 from casecloud.runtime import Runtime
-from casecloud.worker import Handler, Worker
+from casecloud.worker import Worker
 from lockcase.cloud import protocol as P
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
