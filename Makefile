@@ -15,6 +15,7 @@ UV_VERSION  := 0.13.9
 LOCK_TOOLS  := pip==26.3 setuptools==84.2.1
 LOCKER      := build/locktools/uv-$(UV_VERSION)/bin/uv
 DEVLIB := build/device-lib/.stamp
+WEB    := build/web/.stamp
 MP32   := build/micropython32/micropython
 STUBS  := build/stubs/.stamp
 # The esp32 and rp2 stub packages install the same module names, so each gets its own tree.
@@ -56,7 +57,12 @@ lock: $(LOCKER)
 $(DEVLIB): $(STAMP) device-packages.lock
 	$(PY) -m casectl.devdeps
 
-deps: $(DEVLIB)
+# The store console's JavaScript and CSS, by exact version and integrity (never committed, never
+# from a CDN at run time).
+$(WEB): $(STAMP) web-assets.lock
+	$(PY) tools/webassets.py
+
+deps: $(DEVLIB) $(WEB)
 
 # A 32-bit MicroPython (Debian's i386 Unix port) for the heap tests: micropython32.lock.
 $(MP32): $(STAMP) micropython32.lock tools/micropython32.py
