@@ -74,7 +74,7 @@ sysdeps:
 	@tools/sysdeps.sh
 
 sim: deps
-	$(PY) -m casectl.sim $(ARGS)
+	$(PY) -m sim $(ARGS)
 
 $(STUBS): $(STAMP) Makefile
 	rm -rf build/stubs
@@ -83,7 +83,7 @@ $(STUBS): $(STAMP) Makefile
 	@touch $@
 
 lint: $(STAMP) $(STUBS) $(DEVLIB)
-	$(BIN)/ruff check firmware boards host_tools tests bench tools
+	$(BIN)/ruff check firmware boards host_tools sim tests bench tools
 	$(BIN)/pyright -p pyrightconfig.esp32.json
 	$(BIN)/pyright -p pyrightconfig.rp2.json
 	$(BIN)/pyright -p pyrightconfig.host.json

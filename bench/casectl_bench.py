@@ -30,7 +30,7 @@ def _run(*args: str | Path, env: dict[str, str]) -> float:
 
 def technician(runs: int = 3) -> dict[str, float]:
     from casecloud import registry
-    from casectl.simdevice import SimDevice
+    from sim.device import SimDevice
     from tests.casectl.conftest import TOKEN, CloudServer
 
     env = dict(os.environ, CASECTL_TOKEN=TOKEN, NO_COLOR="1")

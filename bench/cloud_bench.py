@@ -33,9 +33,9 @@ from pydantic import SecretStr
 from casecloud import registry
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
-from casectl.sim import demo_config
-from casectl.simproc import SimCase
 from lockcase.cloud import protocol as P
+from sim.demo import demo_config
+from sim.process import SimCase
 from tests.e2e.conftest import (
     SERVICE_PASSWORD,
     SERVICE_USER,
@@ -129,7 +129,7 @@ def link_delivery(n: int = 300, fw_dir: Path | None = None) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from casectl.simproc import REPO, micropython
+    from sim.process import REPO, micropython
 
     with tempfile.TemporaryDirectory() as d:
         st = Settings(data_dir=Path(d) / "data", admin_token=SecretStr("t0ken"))

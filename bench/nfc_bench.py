@@ -23,9 +23,9 @@ from typing import Any
 
 from bench.cloud_bench import NO_LIMITS, pct
 from casecloud import registry
-from casectl.sim import demo_config
-from casectl.simproc import SimCase, SimClient
 from lockcase import creds
+from sim.demo import demo_config
+from sim.process import SimCase, SimClient
 from tests.e2e.conftest import cloud_env
 
 BADGE = "04aabbcc"

@@ -47,8 +47,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from casectl.build import compile_board  # noqa: E402
-from casectl.sim import demo_config  # noqa: E402
-from casectl.simproc import START, micropython  # noqa: E402
+from sim.demo import demo_config  # noqa: E402
+from sim.process import START, micropython  # noqa: E402
 from tests.conftest import run_micropython  # noqa: E402
 from tests.host.test_safety_props import FULL_SCENARIO, expand, run_script  # noqa: E402
 

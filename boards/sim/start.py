@@ -1,7 +1,16 @@
-# Boots the firmware on the sim board, as a chip would: mount the flash, run boot.py, run main.py.
-# micropython boards/sim/start.py --flash case.img [--ctl 127.0.0.1:7700] [--config cfg.json]
-# Compiled to start.mpy inside a compiled sim build, it runs as `micropython -m start ...` with
-# MICROPYPATH=.frozen:<build> and takes every module from that build (the heap measurements).
+# The sim board's boot path, as a chip's boot ROM runs it: mount the flash, run boot.py, run
+# main.py. Every sim process boots here (sim/process.py's SimCase, sim/device.py's SimDevice, the
+# benches; docs/sim.md):
+#   micropython boards/sim/start.py --flash case.img [--ctl 127.0.0.1:7700] [--config cfg.json]
+#       [--fw DIR | --fw flash] [--hands PORT] [--heap-report 1]
+# Where the firmware comes from:
+# - the checkout's firmware/ (or --fw DIR) from source, with boards/sim/board.py as `board`;
+# - a compiled sim build: compiled to start.mpy inside it, this runs as `micropython -m start ...`
+#   with MICROPYPATH=.frozen:<build> and takes every module from that build (the heap
+#   measurements);
+# - `--fw flash`: what is deployed on the flash (boot.py, main.py, board.py, lockcase/), as a chip
+#   runs it: the sim device on a pseudo-terminal that casectl and mpremote talk to. Without a
+#   firmware on the flash this returns, and `micropython -i` leaves the REPL, as a blank board does.
 import os
 import sys
 
@@ -14,7 +23,8 @@ def _repo():
 
 
 def _args(argv):
-    opts = {"flash": "sim-case.img", "ctl": None, "config": None, "fw": None, "heap-report": None}
+    opts = {"flash": "sim-case.img", "ctl": None, "config": None, "fw": None, "heap-report": None,
+            "hands": None}
     i = 1
     while i < len(argv):
         k = argv[i].lstrip("-")
@@ -22,8 +32,8 @@ def _args(argv):
             opts[k] = argv[i + 1]
             i += 2
         else:
-            raise SystemExit("usage: start.py --flash IMG [--ctl HOST:PORT] [--config FILE] [--fw DIR]"
-                             " [--heap-report 1]")
+            raise SystemExit("usage: start.py --flash IMG [--ctl HOST:PORT] [--config FILE]"
+                             " [--fw DIR|flash] [--hands PORT] [--heap-report 1]")
     return opts
 
 
@@ -53,11 +63,30 @@ def _compiled_path():
             sys.path[i] = "/p%d" % i
 
 
+def _firmware_on_flash(flash):
+    """Mounts the flash and says whether a firmware is deployed on it. The flash comes first on
+    the path, as on a chip; the checkout only lends the sim's emulated parts (boards.sim, imported
+    from it before the mount: they are the board's hardware, not its firmware)."""
+    repo = _repo()
+    sys.path[:] = ["/flash", repo, ".frozen"]
+    from boards.sim import flash as simflash
+
+    simflash.mount(flash)
+    open(flash + ".ready", "w").close()  # sim/device.py waits for it: the board is booting
+    for name in ("boot.py", "main.py"):
+        try:
+            os.stat(name)
+        except OSError:
+            return False
+    return True
+
+
 def main():
     opts = _args(sys.argv)
     flash = opts["flash"]
     if not flash.startswith("/"):
         flash = os.getcwd() + "/" + flash
+    on_flash = opts["fw"] == "flash"
     cause_file = flash + ".cause"
     cause = "power_on"
     try:
@@ -70,7 +99,13 @@ def main():
     if opts["config"]:
         with open(opts["config"]) as f:
             cfg_text = f.read()
-    _search_path(opts)  # once the paths above, relative to the host's directory, are resolved
+    if on_flash:
+        # board.py is the flash's own (casectl deploys it): the flash is mounted first.
+        if not _firmware_on_flash(flash):
+            print("sim board: MicroPython with no firmware on the flash")
+            return
+    else:
+        _search_path(opts)  # once the paths above, relative to the host's directory, are resolved
 
     import board
 
@@ -79,9 +114,14 @@ def main():
     board.OPTIONS["heap_report"] = bool(opts["heap-report"])
 
     board.end_process_on_reset(cause_file)
-    from boards.sim import flash as simflash
+    if not on_flash:
+        from boards.sim import flash as simflash
 
-    simflash.mount(flash)
+        simflash.mount(flash)
+    if opts["hands"]:
+        from boards.sim import hands
+
+        hands.serve(board, int(opts["hands"]))
     if cfg_text is not None:
         try:
             os.stat("config.json")

@@ -565,12 +565,22 @@ def sim_device(
     """Run the sim board as a serial device (MicroPython on a pseudo-terminal) until Ctrl-C."""
     import signal
 
-    from casectl.simdevice import SimDevice
     from casectl.tools import venv_tool
 
+    # The simulator is its own package (sim/, the `sim` extra), imported only here: the rest of
+    # casectl never loads it.
+    try:
+        from sim.device import SimDevice
+        from sim.process import START
+    except ModuleNotFoundError as e:
+        raise CasectlError(f"the simulator is not installed ({e.name} is missing)",
+                           "install lockcase[sim] for the simulator (`make setup` in a checkout)") from None
     if venv_tool("micropython") is None:
         raise CasectlError("the simulator is not installed (no micropython binary)",
                            "install lockcase[sim] for the simulator (`make setup` in a checkout)")
+    if not START.is_file():
+        raise CasectlError("the simulator runs a checkout's firmware, and there is none here",
+                           "`pip install -e '.[sim]'` in a LockCase checkout")
 
     def stop(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -23,7 +23,7 @@ import typer
 from casecloud import registry
 from casectl.cli import app
 from casectl.device import Device
-from casectl.simdevice import SimDevice
+from sim.device import SimDevice
 from tests.casectl.conftest import CASECTL, TOKEN, CloudServer, cli
 
 # -- help -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from casectl.build import compile_board, firmware_version
 from casectl.deploy import STAGE, DeployReport, deploy
 from casectl.device import Device
 from casectl.errors import DeviceError, Disconnected
-from casectl.simdevice import SimDevice
+from sim.device import SimDevice
 from tests.casectl.conftest import REPO, CloudServer, cli, mpremote, socat_exe
 
 CHANGED = ("lockcase/app.py", "lockcase/entry.py", "lockcase/lock.py", "lockcase/journal.py", "lockcase/phone.py")

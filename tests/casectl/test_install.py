@@ -59,7 +59,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     src.mkdir()
-    keep = ("pyproject.toml", "device-packages.lock", "host_tools", "cloud", "firmware", "boards")
+    keep = ("pyproject.toml", "device-packages.lock", "host_tools", "cloud", "firmware", "boards", "sim")
     for name in keep:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -94,16 +94,33 @@ def test_installed_casectl_starts_without_the_cloud(installed: Path, tmp_path: P
     code = """
 import pkgutil, casectl, importlib
 for m in pkgutil.iter_modules(casectl.__path__):
-    if not m.ispkg and not m.name.startswith("sim"):  # onboard/ runs on devices; the sim is an extra
+    if not m.ispkg:  # onboard/ runs on devices
         importlib.import_module("casectl." + m.name)
 from lockcase import config, creds
 from casectl.cli import app
+# The technician's CLI stays light: the simulator is imported by `casectl sim-device` alone.
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("sim", "casecloud"))
+assert not loaded, loaded
 sys.argv = ["casectl", "build", "--help"]
 app()
 """
     proc = run_installed(installed, code, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--board" in proc.stdout
+
+
+def test_installed_sim_device_says_what_is_missing(installed: Path, tmp_path: Path) -> None:
+    """The wheel carries the sim package, but the simulator needs the sim extra and a checkout:
+    `casectl sim-device` says so (status 1, a hint), without a traceback."""
+    code = """
+from casectl.cli import app
+sys.argv = ["casectl", "sim-device", "--dir", "dev"]
+app()
+"""
+    proc = run_installed(installed, code, tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "lockcase[sim]" in proc.stdout + proc.stderr or "checkout" in proc.stdout + proc.stderr
 
 
 def test_installed_casectl_builds_its_own_firmware(installed: Path, tmp_path: Path) -> None:

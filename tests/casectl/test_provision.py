@@ -15,8 +15,8 @@ import segno
 from casecloud import keyring
 from casecloud.models import Case
 from casectl.label import render_png
-from casectl.simdevice import SimDevice
 from lockcase import creds
+from sim.device import SimDevice
 from tests.casectl.conftest import CloudServer, Result, cli, mpremote
 
 PIN = "482916"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from casectl.build import firmware_version
-from casectl.simdevice import SimDevice
+from sim.device import SimDevice
 from tests.casectl.conftest import CASECTL, TOKEN, CloudServer, cli, synced_broker
 from tests.casectl.test_provision import PIN, staff_file
 

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from casectl.simproc import free_port
+from sim.process import free_port
 
 SERVER_USER = "postgres"  # the system user the server runs as when we are root
 SUPERUSER = "postgres"  # the cluster's superuser (initdb -U)

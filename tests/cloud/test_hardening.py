@@ -25,7 +25,7 @@ from casecloud.models import Case, Event
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 from casecloud.worker import Worker
-from casectl.simproc import free_port
+from sim.process import free_port
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.helpers import Loop, wait_for

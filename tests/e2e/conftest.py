@@ -17,8 +17,8 @@ from casecloud import registry
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.worker import Worker
-from casectl.sim import DEMO_PIN, demo_config
-from casectl.simproc import SimCase, SimClient
+from sim.demo import DEMO_PIN, demo_config
+from sim.process import SimCase, SimClient
 from tests.cloud.conftest import start_mosquitto
 from tests.cloud.helpers import Loop, wait_for
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from casecloud.models import Alert, Case
-from casectl.simproc import SimCase, SimClient
+from sim.process import SimCase, SimClient
 from tests.e2e.conftest import Env, broker_files_ctx, cloud_env, wait_for
 
 

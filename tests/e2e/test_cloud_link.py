@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from casectl.simproc import REPO, micropython
+from sim.process import REPO, micropython
 from tests.cloud.conftest import start_mosquitto
 
 CASE = """

@@ -10,7 +10,7 @@ import pytest
 
 from casecloud import channel, codec
 from casecloud.models import Case
-from casectl.simproc import SimClient
+from sim.process import SimClient
 from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, Env, wait_for
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from casecloud import registry
 from casecloud.models import Case
-from casectl.simproc import SimCase
+from sim.process import SimCase
 from tests.casectl.conftest import CloudServer, cli
 from tests.e2e.conftest import cloud_env, wait_for
 

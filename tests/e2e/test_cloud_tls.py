@@ -7,7 +7,7 @@ import base64
 import subprocess
 from pathlib import Path
 
-from casectl.simproc import SimCase, free_port
+from sim.process import SimCase, free_port
 from tests.cloud.conftest import start_mosquitto
 from tests.e2e.conftest import SERVICE_PASSWORD, SERVICE_USER, Env, wait_for
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from casecloud.models import Event, SmsOutbox
-from casectl.simproc import SimCase, SimClient
+from sim.process import SimCase, SimClient
 from tests.e2e.conftest import DEMO_PIN, Env, broker_files_ctx, wait_for
 
 PHONE = "2025550143"

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from casecloud import registry
 from casecloud.models import Event
-from casectl.simproc import SimCase, SimClient
 from lockcase import creds
+from sim.process import SimCase, SimClient
 from tests.e2e.conftest import DEMO_PIN, Env, wait_for
 from tests.e2e.test_cloud_unlock import PHONE, texted_code
 

@@ -42,9 +42,9 @@ from sqlalchemy import select
 
 from casecloud import registry
 from casecloud.models import Event
-from casectl.sim import DEMO_PIN, demo_config
-from casectl.simproc import SimCase, SimClient, free_port
 from lockcase import creds
+from sim.demo import DEMO_PIN, demo_config
+from sim.process import SimCase, SimClient, free_port
 from tests.conftest import _short_paths, micropython32_binary
 from tests.e2e.conftest import Env, cloud_env
 from tests.e2e.test_cloud_tls import ca_der_b64, make_ca, make_server_cert

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from casectl.sim import DEMO_PIN, demo_config
-from casectl.simproc import SimCase, SimClient
 from lockcase import creds
+from sim.demo import DEMO_PIN, demo_config
+from sim.process import SimCase, SimClient
 
 BADGE = "04aabbcc"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from casectl.sim import DEMO_PIN, demo_config
-from casectl.simproc import SimCase, SimClient
+from sim.demo import DEMO_PIN, demo_config
+from sim.process import SimCase, SimClient
 
 
 @pytest.fixture

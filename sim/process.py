@@ -2,7 +2,8 @@
 
 Used by `make sim`, by the tests and by the benchmarks. The process is supervised the way a chip
 is by its reset line: when the firmware resets (watchdog, crash, reset command) the process ends
-and, with `restart=True`, is booted again on the same flash image.
+and, with `restart=True`, is booted again on the same flash image. It boots the way every sim
+process does, through the board's one entry script, boards/sim/start.py (docs/sim.md).
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from typing import Any
 
 from casectl.tools import venv_tool
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # sim/process.py in a checkout
+# The sim board's boot path: mount the flash, boot.py, main.py (boards/sim/start.py says how).
 START = REPO / "boards" / "sim" / "start.py"
 
 
 def micropython() -> str:
     found = venv_tool("micropython")
     if not found:
-        raise RuntimeError("the micropython binary is missing: run `make setup`")
+        raise RuntimeError("the micropython binary is missing: install lockcase[sim] "
+                           "(`make setup` in a checkout)")
+    if not START.is_file():  # an installed wheel carries the sim package but not a checkout
+        raise RuntimeError(f"the simulator runs a checkout's firmware and {START} is missing: "
+                           "`pip install -e '.[sim]'` in a LockCase checkout")
     return found
 
 

@@ -1,11 +1,12 @@
 """The sim board as a technician's laptop sees a real one: a serial port with MicroPython on it.
 
 socat gives the MicroPython Unix port a pseudo-terminal with a stable name (the "USB port"), and
-the launcher below plays the chip's boot ROM: mount the flash (a LittleFS image in a file), run
-boot.py and main.py from it when they are there, and fall to the REPL otherwise, or when the
-firmware is interrupted with Ctrl-C (isig on the pty turns the byte into SIGINT, as the USB REPL
-of a board does). So `casectl deploy`, `provision` and `mpremote connect <port> resume ...` work
-on it as on a board.
+the sim board's boot path (boards/sim/start.py --fw flash, the same file every sim process boots
+through) plays the chip's boot ROM: mount the flash (a LittleFS image in a file), run boot.py and
+main.py from it when they are there, and fall to the REPL (`micropython -i`) otherwise, or when
+the firmware is interrupted with Ctrl-C (isig on the pty turns the byte into SIGINT, as the USB
+REPL of a board does). So `casectl deploy`, `provision` and `mpremote connect <port> resume ...`
+work on it as on a board.
 
 A reset ends the process (Ctrl-D at the REPL does that on the Unix port; so do the sim's watchdog
 and reset command), and the supervisor thread boots it again on the same flash image: that is
@@ -14,7 +15,7 @@ hardware and come from the repo; everything else runs from the flash.
 
 `hands`: a TCP port that works the case like a technician's hands while the REPL is busy (the
 firmware's own control socket only runs with the firmware): `door 1`, `key 5`, `spring 1` (a
-spring-loaded door that pops open while the coil pulls), `outputs`.
+spring-loaded door that pops open while the coil pulls), `outputs` (boards/sim/hands.py).
 """
 
 from __future__ import annotations
@@ -31,96 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from casectl.simproc import REPO, SIM_HEAP, free_port, micropython
-
-LAUNCHER = """\
-import os, sys
-REPO = @REPO@
-FLASH = @FLASH@
-CTL = @CTL@
-HANDS = @HANDS@
-sys.path[:] = ['/flash', REPO, '.frozen']
-from boards.sim import flash as _simflash
-_simflash.mount(FLASH)
-open(FLASH + '.ready', 'w').close()
-_cause_file = FLASH + '.cause'
-_cause = 'power_on'
-try:
-    with open(_cause_file) as _f:
-        _cause = _f.read().strip() or 'power_on'
-    os.remove(_cause_file)
-except OSError:
-    pass
-
-def _has(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
-
-def _hands_serve(board, last):
-    import _thread, socket, time, json
-    hw = board.HW
-    spring = [0]
-    def on_out(t, name, value):
-        if name == 'lock' and spring[0] and value:
-            hw.inputs['door'] = 1
-            def close():
-                time.sleep_ms(spring[0])
-                hw.inputs['door'] = 0
-            _thread.start_new_thread(close, ())
-    hw.listeners.append(on_out)
-    def serve():
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo('127.0.0.1', HANDS)[0][-1])
-        s.listen(2)
-        while True:
-            c, _ = s.accept()
-            while True:
-                line = c.readline()
-                if not line:
-                    break
-                w = line.decode().split()
-                r = 'ok'
-                try:
-                    if w[0] == 'door':
-                        hw.inputs['door'] = int(w[1])
-                    elif w[0] == 'key':
-                        last[0].keys.tap(w[1], int(w[2]) if len(w) > 2 else 80)
-                    elif w[0] == 'spring':
-                        spring[0] = int(w[1]) and 1000
-                    elif w[0] == 'outputs':
-                        r = json.dumps(hw.outputs)
-                    else:
-                        r = 'error unknown'
-                except Exception as e:
-                    r = 'error %r' % (e,)
-                c.write((r + '\\n').encode())
-            c.close()
-    _thread.start_new_thread(serve, ())
-
-if _has('main.py') and _has('boot.py'):
-    import board
-    board.OPTIONS['reset_cause'] = _cause
-    board.OPTIONS['ctl'] = CTL
-    board.end_process_on_reset(_cause_file)
-    if HANDS:
-        _last = [None]
-        _create = board.create
-        def _tracked(cfg):
-            b = _create(cfg)
-            _last[0] = b
-            return b
-        board.create = _tracked
-        _hands_serve(board, _last)
-    import boot
-    import main
-    main.main()
-else:
-    print('sim board: MicroPython with no firmware on the flash')
-"""
+from sim.process import SIM_HEAP, START, SimClient, free_port, micropython
 
 
 class SimDevice:
@@ -145,17 +57,15 @@ class SimDevice:
             raise RuntimeError("socat is not installed: run `make sysdeps`")
         self.socat = socat
 
-    def _write_launcher(self) -> Path:
-        launcher = self.workdir / "launcher.py"
-        text = LAUNCHER
-        for k, v in (("REPO", str(REPO)), ("FLASH", self.flash), ("CTL", f"127.0.0.1:{self.ctl_port}"),
-                     ("HANDS", self.hands_port)):
-            text = text.replace(f"@{k}@", repr(v))
-        launcher.write_text(text)
+    def _write_boot(self) -> Path:
+        args = ["--flash", self.flash, "--ctl", f"127.0.0.1:{self.ctl_port}", "--fw", "flash"]
+        if self.hands_port:
+            args += ["--hands", str(self.hands_port)]
         # socat splits its exec address on spaces and colons: a script without arguments is safe.
         boot = self.workdir / "boot.sh"
         boot.write_text(f"#!/bin/sh\ncd {_sh(str(self.workdir))}\necho $$ > mp.pid\ntrap '' INT\n"
-                        f"exec {_sh(micropython())} -X heapsize={self.heap} -i {_sh(str(launcher))}\n")
+                        f"exec {_sh(micropython())} -X heapsize={self.heap} -i {_sh(str(START))} "
+                        + " ".join(_sh(a) for a in args) + "\n")
         boot.chmod(0o755)
         return boot
 
@@ -166,7 +76,7 @@ class SimDevice:
                 f"exec:{boot},pty,stderr,setsid,ctty,raw,echo=0,isig=1"]
 
     def start(self, timeout: float = 20) -> SimDevice:
-        boot = self._write_launcher()
+        boot = self._write_boot()
         self._sup = threading.Thread(target=self._supervise, args=(boot,), daemon=True)
         self._sup.start()
         self.wait_port(timeout)
@@ -235,9 +145,7 @@ class SimDevice:
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.hands("outputs"))
 
-    def ctl(self) -> Any:
-        from casectl.simproc import SimClient
-
+    def ctl(self) -> SimClient:
         return SimClient("127.0.0.1", self.ctl_port)
 
     def stop(self) -> None:

@@ -26,16 +26,8 @@ from casecloud.models import Case, Member, SmsOutbox, Store
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.tasks import supervised
-from casectl.simproc import free_port
-
-STORE, CASE = "demo-store", "demo-case-1"
-# Demo shoppers: (label, card UID (7 bytes, as an NTAG or DESFire has), phone, status). The phone
-# numbers are fictional (555-01xx).
-MEMBERS = [
-    ("trusted member card", "04a1b2c3d4e5f6", "2025550101", "trusted"),
-    ("member card (asks for phone + code)", "04c0ffee010203", "2025550102", "member"),
-    ("flagged member card", "04badbad010203", "2025550103", "flagged"),
-]
+from sim.demo import CASE, MEMBERS, STORE
+from sim.process import free_port
 
 
 class DemoCloud:

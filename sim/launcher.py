@@ -25,32 +25,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from casectl.simproc import REPO, SimCase
-from lockcase import creds
+from sim.demo import DEMO_PIN, MEMBERS, demo_config
+from sim.process import REPO, SimCase
 
-DEMO_PIN = "1234"
-DEMO_SALT = "5eed5eed5eed5eed5eed5eed5eed5eed"
 HELP = ("0-9 * # keypad | o door open/close | t tamper | c trusted card | m member card | f flagged card"
         " | a app unlock | w hang loop | r reset | q quit")
-
-
-def demo_config() -> dict[str, Any]:
-    """Embedded defaults for the demo case: a provisioned case with one staff PIN."""
-    return {
-        "board": "sim",
-        "store_id": "demo-store",
-        "case_id": "demo-case-1",
-        "name": "Razors, aisle 7",
-        "country": "US",
-        "display": "lcd1602",
-        "nfc": {"driver": "pn532", "bus": "i2c"},  # the sim's emulated PN532, as on the boards
-        "staff": {
-            "salt": DEMO_SALT,
-            "iter": 1000,
-            "pins": [{"id": "demo-associate", "hash": creds.hash_pin(DEMO_PIN, DEMO_SALT, 1000)}],
-            "badges": [],
-        },
-    }
 
 
 class View:
@@ -117,7 +96,7 @@ def main() -> int:
     cloud = None
     if not args.no_cloud:
         try:  # the cloud is an extra: a technician's casectl does without it
-            from casectl.simstack import DemoCloud
+            from sim.stack import DemoCloud
         except ModuleNotFoundError as e:
             print(f"make sim: {e.name} is missing: install lockcase[sim] for the simulator "
                   "(`make setup` in a checkout), or run it with --no-cloud", file=sys.stderr)
@@ -181,16 +160,12 @@ def main() -> int:
                         note = "main loop stalled: the watchdog will reset the case"
                         client.sock.sendall(json.dumps({"cmd": "hang"}).encode() + b"\n")
                     elif ch in "cmf" and cloud is not None:
-                        from casectl.simstack import MEMBERS
-
                         label, card, _, _ = MEMBERS["cmf".index(ch)]
                         # Put the card on the emulated PN532's antenna, then take it away again.
                         r = client.call("card", uid=card)
                         threading.Timer(1.0, client.call, args=("remove",)).start()
                         note = f"tapped the {label} on the reader" if r.get("ok") else f"card: {r.get('error')}"
                     elif ch == "a" and cloud is not None:
-                        from casectl.simstack import MEMBERS
-
                         def press(card: str = MEMBERS[0][1]) -> None:
                             nonlocal note
                             note = cloud.app_unlock(card)
