@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     rt = build(settings)
     if settings.admin_token is None:
         settings.admin_bearer()  # generate it now, so the file exists before the first request
-        log.info("admin token: in %s", settings.data_dir / "admin_token")  # the path, never the token
+        # the path, never the token; it only creates the first HQ account (docs/accounts.md)
+        log.info("bootstrap (admin) token: in %s", settings.data_dir / "admin_token")
     log.info("database: %s", rt.engine.url.render_as_string(hide_password=True))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(rt, api=not args.worker_only, worker=not args.no_worker))

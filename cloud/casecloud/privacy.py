@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
-from casecloud.models import Challenge, Event, Member, RateCount, SmsOutbox
+from casecloud.models import Challenge, Event, LoginSession, Member, RateCount, SmsOutbox
 
 _LONG_DIGITS = re.compile(r"\d{7,}")
 # A staff id the cloud issued (registry.add_staff: "s_" + 12 hex digits). About 1 in 9 holds a run
@@ -100,4 +100,6 @@ def retention(s: Session, now: int, days: int) -> int:
     s.execute(delete(Challenge).where(Challenge.expires_at < day_ago))
     s.execute(delete(RateCount).where(RateCount.at < day_ago))
     s.execute(delete(SmsOutbox).where(SmsOutbox.created_at < day_ago))
+    # console sessions past their absolute end (an idle one is there at most session_absolute_s)
+    s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
     return int(getattr(res, "rowcount", 0) or 0)

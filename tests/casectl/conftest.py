@@ -27,8 +27,9 @@ from casecloud.settings import Settings
 from casectl.build import compile_board
 from casectl.deploy import deploy
 from casectl.device import Device
-from sim.device import SimDevice
-from sim.process import free_port
+from casectl.simdevice import SimDevice
+from casectl.simproc import free_port
+from tests.cloud.helpers import seed_hq
 
 REPO = Path(__file__).resolve().parents[2]
 CASECTL = str(Path(sys.executable).parent / "casectl")
@@ -115,8 +116,10 @@ class CloudServer:
         if broker_dir:
             kw.update(broker_dir=broker_dir, broker_pid_file=broker_dir / "mosquitto.pid")
         self.port = free_port()
-        self.settings = Settings(data_dir=workdir, admin_token=SecretStr(TOKEN), cmd_timeout_s=5, **kw)
+        self.settings = Settings(data_dir=workdir, admin_token=SecretStr("casectl-test-bootstrap"), cmd_timeout_s=5,
+                                 **kw)
         self.rt: Runtime = build(self.settings)
+        seed_hq(self.rt, TOKEN)  # casectl's token is an hq API token (the admin token only bootstraps)
         self.url = f"http://127.0.0.1:{self.port}"
         self.broker = broker
         self.server = uvicorn.Server(uvicorn.Config(

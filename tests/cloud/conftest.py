@@ -29,9 +29,9 @@ from casecloud.adapters.notify import RecordingNotifier
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.worker import Worker
-from sim.process import free_port
+from casectl.simproc import free_port
 from tests.cloud.fakecase import FakeCase
-from tests.cloud.helpers import Loop, wait_for
+from tests.cloud.helpers import Loop, seed_hq, wait_for
 from tests.cloud.pgserver import PgError, PgServer
 
 
@@ -176,7 +176,7 @@ def is_postgres(url: str) -> bool:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     # SQLite: the default URL, as a service with no configuration has it
-    return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("test-admin-token"),
+    return Settings(data_dir=tmp_path / "data", admin_token=SecretStr("test-bootstrap-token"),
                     database_url=database_url if is_postgres(database_url) else None)
 
 
@@ -201,7 +201,10 @@ def notifier() -> RecordingNotifier:
 
 @pytest.fixture
 def rt(settings: Settings, clock: FakeClock, notifier: RecordingNotifier) -> Iterator[Runtime]:
+    """The service's runtime, with an HQ user and the hq API token `test-admin-token` the admin
+    API tests send (seed_hq). tests/cloud/test_accounts.py builds its own, without them."""
     r = build(settings, clock=clock, notifier=notifier)
+    seed_hq(r)
     yield r
     r.engine.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import threading
 import time
@@ -13,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casecloud.models import Case, SmsOutbox, Store
+from casecloud.accounts import passwords, tokens, users
+from casecloud.models import ApiToken, Case, SmsOutbox, Store, User
 from casecloud.runtime import Runtime
 
 
@@ -69,3 +71,30 @@ def ctx(rt: Runtime, case_id: str = "c1") -> Iterator[tuple[Session, Store, Case
         store = s.get(Store, case.store_id)
         assert store is not None
         yield s, store, case
+
+
+HQ_EMAIL, HQ_PASSWORD = "hq@tests.invalid", "tests hq passphrase"
+
+
+@functools.cache
+def _hq_hash() -> str:
+    return passwords.hash_password(HQ_PASSWORD)  # once per process: argon2 takes ~0.2 s
+
+
+def seed_hq(rt: Runtime, token: str = "test-admin-token") -> str:
+    """An HQ user and an hq API token of exactly this value, for the tests that drive the admin
+    API as HQ does (the settings' admin token only bootstraps the first HQ user: docs/accounts.md).
+    A chosen value, so the tests' `Authorization` headers stay constants. Returns the user's id;
+    calling it again adds only a token not seeded yet."""
+    with rt.sessions.begin() as s:
+        u = users.by_email(s, HQ_EMAIL)
+        if u is None:
+            u = User(id="u_tests_hq", email=HQ_EMAIL, display_name="HQ (tests)", password_hash=_hq_hash(),
+                     role="hq", created_at=rt.now())
+            s.add(u)
+            s.flush()
+        digest = tokens.digest(token)
+        if s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first() is None:
+            s.add(ApiToken(id="t_" + digest[:12], token_hash=digest, hint=token[:8], name="tests", created_by=u.id,
+                           role="hq", created_at=rt.now()))
+        return u.id

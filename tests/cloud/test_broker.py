@@ -29,7 +29,7 @@ from casecloud.runtime import build
 from casecloud.settings import Settings
 from tests.cloud.conftest import is_postgres, start_mosquitto
 from tests.cloud.fakecase import FakeCase
-from tests.cloud.helpers import wait_for
+from tests.cloud.helpers import seed_hq, wait_for
 
 WORKER, WORKER_PW = "worker.w1", "worker-secret"
 API, API_PW = "api.a1", "api-secret"
@@ -168,6 +168,7 @@ def sync_settings(tmp_path: Path, database_url: str | None = None) -> Settings:
 def test_register_rotate_delete_reach_the_broker_with_no_manual_step(tmp_path: Path, database_url: str) -> None:
     settings = sync_settings(tmp_path, database_url)
     rt = build(settings)
+    seed_hq(rt, "t0k")
     h = {"Authorization": "Bearer t0k"}
     try:
         with TestClient(create_app(rt)) as api:  # its start writes the files from the (empty) table
@@ -234,12 +235,15 @@ def test_admin_answer_comes_after_the_commit(tmp_path: Path) -> None:
     """casectl creates a store and registers a case in it at once: a 201 sent before the commit
     let the registration miss the store (and a failed commit still answered 201)."""
     rt = build(Settings(data_dir=tmp_path / "data", admin_token=SecretStr("t0k")))
+    seed_hq(rt, "t0k")
 
     def fail(_s: Any) -> None:
         raise RuntimeError("the commit fails")
 
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as api:
+            # the token's first use is noted (a commit of its own) before every commit fails
+            assert api.get("/v1/admin/stores", headers={"Authorization": "Bearer t0k"}).status_code == 200
             event.listen(rt.sessions, "before_commit", fail)
             r = api.post("/v1/admin/stores", json={"id": "s1"}, headers={"Authorization": "Bearer t0k"})
             assert r.status_code == 500

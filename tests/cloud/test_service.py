@@ -165,7 +165,13 @@ def test_python_m_casecloud_serves_api_and_worker(tmp_path: Path, broker: tuple[
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "svc.log").read_text()
             time.sleep(0.2)
-        h = {"Authorization": "Bearer tkn"}
+        # the admin token's one use: the first HQ user, with an hq API token for what follows
+        boot = httpx.post(base + "/v1/bootstrap/hq-user", headers={"Authorization": "Bearer tkn"},
+                          json={"email": "hq@example.com", "password": "service test passphrase", "token_name": "test"})
+        assert boot.status_code == 201, boot.text
+        h = {"Authorization": f"Bearer {boot.json()['token']['token']}"}
+        assert httpx.post(base + "/v1/admin/stores", json={"id": "s1"}, headers={"Authorization": "Bearer tkn"}
+                          ).status_code == 401  # and nothing else
         assert httpx.post(base + "/v1/admin/stores", json={"id": "s1"}, headers=h).status_code == 201
         r_reg = httpx.post(base + "/v1/admin/cases", json={"id": "c1", "store": "s1"}, headers=h)
         assert r_reg.status_code == 201, (r_reg.status_code, r_reg.text, (tmp_path / "svc.log").read_text()[-2000:])
@@ -184,7 +190,7 @@ def test_python_m_casecloud_serves_api_and_worker(tmp_path: Path, broker: tuple[
         proc.wait(10)
         log.close()
     out = (tmp_path / "svc.log").read_text()
-    assert "tkn" not in out and PHONE not in out
+    assert "tkn" not in out and PHONE not in out and h["Authorization"][7:] not in out
 
 
 def test_runtime_refuses_half_configured_backends(settings: Settings) -> None:

@@ -11,7 +11,8 @@ import uvicorn
 from casecloud import registry
 from casecloud.api import create_app
 from casecloud.commands import Commander
-from sim.process import SimClient, free_port
+from casectl.simproc import SimClient, free_port
+from tests.cloud.helpers import seed_hq
 from tests.e2e.conftest import Env, wait_for
 
 
@@ -19,6 +20,7 @@ from tests.e2e.conftest import Env, wait_for
 def api(env: Env) -> Iterator[str]:
     port = free_port()
     env.rt.settings.cmd_timeout_s = 4
+    seed_hq(env.rt, "t0ken")  # an hq API token (the settings' admin token only bootstraps)
     server = uvicorn.Server(uvicorn.Config(create_app(env.rt, Commander(env.rt)), host="127.0.0.1",
                                            port=port, log_level="warning", lifespan="on"))
     env.loop.start(server.serve())

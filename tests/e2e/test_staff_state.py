@@ -16,6 +16,7 @@ from casecloud.api import create_app
 from casecloud.commands import Commander
 from casecloud.models import Case
 from lockcase import creds
+from tests.cloud.helpers import seed_hq
 from tests.e2e.conftest import Env, SimCase, broker_files_ctx, cloud_env, wait_for
 
 with warnings.catch_warnings():
@@ -28,6 +29,7 @@ PIN = "7315"
 
 @contextlib.contextmanager
 def admin_api(env: Env) -> Iterator[TestClient]:
+    seed_hq(env.rt, "t0ken")  # an hq API token (the settings' admin token only bootstraps)
     app = create_app(env.rt, Commander(env.rt))
     with TestClient(app) as api:
         wait_for(lambda: api.get("/healthz").json()["broker"], timeout=20)

@@ -1,13 +1,16 @@
 """HTTP API (FastAPI; OpenAPI at /openapi.json, docs at /docs), one router per audience:
 
 - admin.py, admin_records.py: /v1/admin/..., stores, cases, staff credentials, members, events,
-  alerts. Bearer token.
+  alerts. An API token or a console session, each route with the least role it needs.
+- auth.py: /v1/auth/login, /v1/auth/logout, /v1/me, and /v1/bootstrap/hq-user (the admin token's
+  one use); accounts.py: /v1/users, /v1/tokens, /v1/audit (docs/accounts.md).
 - app.py: /v1/app/unlock, the store app's unlock button (member token in the body).
-- dev.py: /v1/dev/sms, the dev SMS outbox, only while the outbox backend is in use. Bearer token.
+- dev.py: /v1/dev/sms, the dev SMS outbox, only while the outbox backend is in use. hq only.
 - ops.py: /healthz.
 
-schemas.py holds the bodies, deps.py the guards and the admin token, services.py what the
-routes share (kept in app.state, so two apps in one process stay apart).
+schemas.py holds the bodies, deps.py the guards and the bootstrap token, services.py what the
+routes share (kept in app.state, so two apps in one process stay apart). Who may do what:
+casecloud.accounts.access.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import Depends, FastAPI
 
 from casecloud import __version__
-from casecloud.api import admin, admin_records, dev, ops
+from casecloud.api import accounts, admin, admin_records, auth, dev, ops
 from casecloud.api import app as app_api
 from casecloud.api.deps import bounded_json, plain_url
 from casecloud.api.services import Services
@@ -60,6 +63,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
     app.state.rt = rt
     app.state.services = Services(rt, commander, syncer,
                                   [t for t in (sender, follower, *watch) if t is not None])
-    for router in (ops.router, admin.router, admin_records.router, app_api.router, dev.router):
+    for router in (ops.router, auth.router, accounts.router, admin.router, admin_records.router, app_api.router,
+                   dev.router):
         app.include_router(router)
     return app

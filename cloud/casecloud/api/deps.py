@@ -1,5 +1,6 @@
-"""FastAPI dependencies: the guards every request passes, the admin token, and the runtime, the
-app's services and a transaction handed to the routes from `app.state`."""
+"""FastAPI dependencies: the guards every request passes, the bootstrap (admin) token, and the
+runtime, the app's services and a transaction handed to the routes from `app.state`. Who the
+caller is and what they may do: casecloud.accounts.access."""
 
 # No `from __future__ import annotations`: FastAPI resolves the Annotated aliases at run time.
 
@@ -16,6 +17,7 @@ from casecloud.api.services import Services
 from casecloud.runtime import Runtime
 
 MAX_BODY = 64 * 1024  # far above any admin or app request
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def plain_url(request: Request) -> None:
@@ -30,10 +32,14 @@ async def bounded_json(request: Request) -> None:
     takes NaN, Infinity, 1e999 and integers of any size into `Any` fields (a config's `set`), where
     PostgreSQL refused them with a 500 and a case would have been sent them."""
     # Every body, whatever its content type says: FastAPI reads JSON under any spelling of the
-    # type (application/JSON, +json suffixes), and every endpoint here takes JSON or nothing.
+    # type (application/JSON, +json suffixes). Forms (the console's login and pages) are the one
+    # exception: they are not JSON, only bounded; an endpoint that takes JSON refuses them (422).
     if request.method in ("POST", "PUT", "PATCH"):
         body = await request.body()
-        if body:
+        if body and request.headers.get("content-type", "").lower().startswith(_FORMS):
+            if len(body) > MAX_BODY:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_BODY} bytes")
+        elif body:
             try:
                 codec.parse(body, max_bytes=MAX_BODY)
             except codec.Rejected as e:
@@ -74,9 +80,10 @@ DB = Annotated[Session, Depends(_db, scope="function")]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def admin(rt: Rt, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """The admin token (settings.admin_bearer), for every /v1/admin and /v1/dev route."""
+def bootstrap_token(rt: Rt, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """The settings' admin token (settings.admin_bearer): POST /v1/bootstrap/hq-user only, which
+    refuses it once an HQ user exists (accounts/bootstrap.py)."""
     token = rt.settings.admin_bearer()
     if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "admin bearer token required",
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the admin (bootstrap) token is required",
                             headers={"WWW-Authenticate": "Bearer"})

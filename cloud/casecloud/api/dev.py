@@ -1,5 +1,5 @@
 """/v1/dev: the dev SMS outbox (`make sim`, tests), only while the outbox backend is in use.
-With the admin bearer token: the texts hold live codes."""
+hq only: the texts hold live codes."""
 
 # No `from __future__ import annotations`: FastAPI resolves the Annotated aliases at run time.
 
@@ -7,13 +7,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casecloud.api.deps import DB, Rt, admin
+from casecloud.accounts.access import require
+from casecloud.api.deps import DB, Rt
 from casecloud.api.schemas import PhoneQuery, SmsOut
 from casecloud.models import SmsOutbox
 from casecloud.phones import to_e164
 from casecloud.runtime import Runtime
 
-router = APIRouter(tags=["dev"], dependencies=[Depends(admin)])
+router = APIRouter(tags=["dev"], dependencies=[Depends(require("hq"))])
 
 
 def outbox(rt: Runtime, s: Session, to_hash: str | None, last2: str | None, limit: int) -> list[SmsOut]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from casecloud import desired
 from casecloud.codec import ID_RE
-from casecloud.models import Alert, Case, Member, Staff, Store
+from casecloud.models import Alert, ApiToken, AuditEntry, Case, Member, Staff, Store, User
 
 Status = Literal["member", "trusted", "flagged"]
 
@@ -245,3 +245,132 @@ def alert_out(a: Alert) -> AlertOut:
                     detail=a.detail, count=a.count, first_at=a.first_at, last_at=a.last_at, late=a.late,
                     acked_by=a.acked_by, acked_at=a.acked_at, resolved_by=a.resolved_by, resolved_at=a.resolved_at,
                     delivered=a.delivered, attempts=a.attempts, last_error=a.last_error, created_at=a.created_at)
+
+
+# --- accounts: users, sessions, API tokens, audit (docs/accounts.md) ---------------------------
+
+RoleName = Literal["associate", "manager", "hq"]
+_EMAIL_LEN = 254
+_PASSWORD_LEN = 1024  # accounts.passwords.MAX_LENGTH; the rules themselves are checked there
+
+
+class LoginIn(Input):
+    email: str = Field(max_length=_EMAIL_LEN)
+    password: str = Field(max_length=_PASSWORD_LEN)
+    next: str | None = Field(None, max_length=500, description="a form login: where to go after (a path on this site)")
+
+
+class UserIn(Input):
+    email: str = Field(max_length=_EMAIL_LEN)
+    password: str = Field(max_length=_PASSWORD_LEN, description="at least 12 characters, not your email or name")
+    role: RoleName
+    display_name: str = Field("", max_length=_fits(User.display_name))
+    stores: list[str] = Field(default_factory=list, max_length=1000, description="an associate's or manager's stores")
+
+
+class UserPatch(Input):
+    display_name: str | None = Field(None, max_length=_fits(User.display_name))
+    role: RoleName | None = None
+    stores: list[str] | None = Field(None, max_length=1000)
+    disabled: bool | None = None
+
+
+class PasswordIn(Input):
+    password: str = Field(max_length=_PASSWORD_LEN)
+
+
+class MyPasswordIn(Input):
+    current: str = Field(max_length=_PASSWORD_LEN)
+    new: str = Field(max_length=_PASSWORD_LEN)
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    role: str
+    stores: list[str] | None = Field(description="the stores they act for; null: every store (hq)")
+    disabled: bool
+    locked_until: int | None
+    last_login_at: int | None
+    created_at: int
+
+
+class MeOut(BaseModel):
+    user: UserOut
+    via: str = Field(description="session (the console's cookie) or token")
+    role: str = Field(description="the role this request acts with (a token's own role)")
+    stores: list[str] | None = Field(description="the stores this request acts for; null: every store")
+    token_id: str | None = None
+    csrf_token: str | None = Field(None, description="for a session: send it with every change")
+
+
+class LoginOut(BaseModel):
+    user: UserOut
+    csrf_token: str
+    expires_at: int = Field(description="the session's absolute end (it ends sooner when left unused)")
+
+
+class TokenIn(Input):
+    name: str = Field(min_length=1, max_length=_fits(ApiToken.name))
+    role: RoleName
+    store: str | None = Field(None, description="required for associate and manager tokens; none for hq")
+
+
+class TokenOut(BaseModel):
+    id: str
+    hint: str = Field(description="the token's first characters")
+    name: str
+    role: str
+    store: str | None
+    created_by: str
+    created_at: int
+    last_used_at: int | None
+    revoked_at: int | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the bearer token; shown once")
+
+
+class BootstrapIn(Input):
+    email: str = Field(max_length=_EMAIL_LEN)
+    password: str = Field(max_length=_PASSWORD_LEN)
+    display_name: str = Field("", max_length=_fits(User.display_name))
+    token_name: str | None = Field(None, min_length=1, max_length=_fits(ApiToken.name),
+                                   description="also create an hq API token of this name (shown once)")
+
+
+class BootstrapOut(BaseModel):
+    user: UserOut
+    token: TokenCreated | None = None
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: int
+    actor: str
+    user_id: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    store: str | None
+    ip: str
+    result: str
+    detail: dict[str, Any]
+
+
+def user_out(u: User, stores: frozenset[str] | None) -> UserOut:
+    return UserOut(id=u.id, email=u.email, display_name=u.display_name, role=u.role,
+                   stores=None if stores is None else sorted(stores), disabled=u.disabled,
+                   locked_until=u.locked_until, last_login_at=u.last_login_at, created_at=u.created_at)
+
+
+def token_out(t: ApiToken) -> TokenOut:
+    return TokenOut(id=t.id, hint=t.hint, name=t.name, role=t.role, store=t.store_id, created_by=t.created_by,
+                    created_at=t.created_at, last_used_at=t.last_used_at, revoked_at=t.revoked_at)
+
+
+def audit_out(e: AuditEntry) -> AuditOut:
+    return AuditOut(id=e.id, at=e.at, actor=e.actor, user_id=e.user_id, action=e.action, target_type=e.target_type,
+                    target_id=e.target_id, store=e.store_id, ip=e.ip, result=e.result, detail=e.detail)
