@@ -27,8 +27,8 @@ from casecloud.settings import Settings
 from casectl.build import compile_board
 from casectl.deploy import deploy
 from casectl.device import Device
-from casectl.simdevice import SimDevice
-from casectl.simproc import free_port
+from sim.device import SimDevice
+from sim.process import free_port
 from tests.cloud.helpers import seed_hq
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ from casecloud.adapters.notify import RecordingNotifier
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.worker import Worker
-from casectl.simproc import free_port
+from sim.process import free_port
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.helpers import Loop, seed_hq, wait_for
 from tests.cloud.pgserver import PgError, PgServer

@@ -11,7 +11,7 @@ import uvicorn
 from casecloud import registry
 from casecloud.api import create_app
 from casecloud.commands import Commander
-from casectl.simproc import SimClient, free_port
+from sim.process import SimClient, free_port
 from tests.cloud.helpers import seed_hq
 from tests.e2e.conftest import Env, wait_for
 
