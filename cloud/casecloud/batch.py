@@ -234,7 +234,7 @@ class Handler:
             req_cases = [cases[p.topic.case] for p in pre
                          if isinstance(p, codec.Envelope) and p.topic.kind == "req" and p.topic.case in cases]
             if req_cases:
-                rt.policy.prefetch(s, (c.store_id for c in req_cases), (c.id for c in req_cases))
+                rt.policy.rates.prefetch(s, (c.store_id for c in req_cases), (c.id for c in req_cases))
             windows: dict[str, _Window] = {}
             for i, ((topic, payload), p) in enumerate(zip(msgs, pre, strict=True)):
                 if isinstance(p, str):

@@ -13,31 +13,27 @@ Every decision is also journaled as a cloud event (member id and last two digits
 
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent import futures
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from casecloud import db
 from casecloud.adapters.loyalty import Loyalty, LoyaltyError
 from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
+from casecloud.alertdelivery import AlertDelivery
 from casecloud.alerts import Alerts
-from casecloud.alerts import message as alert_message
-from casecloud.background import PerKeyPool
-from casecloud.models import Alert, Case, Challenge, Event, Member, RateCount, Store
+from casecloud.models import Case, Challenge, Event, Member, Store
 from casecloud.phones import to_e164
 from casecloud.privacy import Hasher, last2, mask
+from casecloud.ratelimit import RateLimits
 from casecloud.settings import Settings
 
 log = logging.getLogger("casecloud.policy")
@@ -60,40 +56,13 @@ def deny(why: str, **extra: Any) -> Reply:
     return Reply("deny", {"why": why, **extra})
 
 
-_RATES = cast(Table, RateCount.__table__)
 _EVENTS = cast(Table, Event.__table__)
-_SUM = (select(func.coalesce(func.sum(_RATES.c.n), 0))
-        .where(_RATES.c.scope == bindparam("scope"), _RATES.c.key == bindparam("key"), _RATES.c.at > bindparam("since")))
-_SUMS = (select(_RATES.c.scope, _RATES.c.key, func.sum(_RATES.c.n))
-         .where(_RATES.c.scope.in_(bindparam("scopes", expanding=True)),
-                _RATES.c.key.in_(bindparam("keys", expanding=True)),
-                _RATES.c.at > bindparam("since"))
-         .group_by(_RATES.c.scope, _RATES.c.key))
 
 
 def _write_journal(s: Session) -> None:
     rows = db.scratch(s).pop("journal", [])
     if rows:
         s.connection().execute(_EVENTS.insert(), rows)
-
-
-class _RateBook:
-    """One transaction's view of the rate counters: window sums read, attempts not yet written."""
-
-    def __init__(self) -> None:
-        self.base: dict[tuple[str, str], int] = {}
-        self.added: dict[tuple[str, str], int] = {}
-        self.pending: dict[tuple[str, str, int], int] = {}
-
-    def add(self, scope: str, key: str, at: int) -> None:
-        self.added[(scope, key)] = self.added.get((scope, key), 0) + 1
-        self.pending[(scope, key, at)] = self.pending.get((scope, key, at), 0) + 1
-
-    def flush(self, s: Session) -> None:
-        # sorted: concurrent writers take the counter rows' locks in one order (no deadlock)
-        rows = [{"scope": sc, "key": k, "at": at, "n": n} for (sc, k, at), n in sorted(self.pending.items())]
-        self.pending = {}
-        db.upsert_add(s, _RATES, rows, ("scope", "key", "at"), "n")
 
 
 class Policy:
@@ -112,68 +81,24 @@ class Policy:
         self.loyalty = loyalty
         self.notifier = notifier
         self.clock = clock
-        # (store, alert id) to POST, queued by committed transactions (any thread), and the
-        # deliveries under way. Deliveries retry for up to notify_max_s, so they run on threads of
-        # their own, never on those that decide the worker's batches: one store at a time on its
-        # own thread (PerKeyPool), so a store's dead webhook delays only that store's alerts.
-        self._pending_alerts: deque[tuple[str, int]] = deque()
-        self._deliveries = PerKeyPool("casecloud-alerts")
-        self._delivering: set[Future[None]] = set()
-        self.alerts = Alerts(settings, clock, lambda store, alert: self._pending_alerts.append((store, alert)),
-                             self._deliveries.busy)
+        self.rates = RateLimits(settings, self.now)
+        self.delivery = AlertDelivery(notifier)
+        self.alerts = Alerts(settings, clock, self.delivery.queue, self.delivery.busy)
 
     def now(self) -> int:
         return int(self.clock())
 
-    # --- rate limits -------------------------------------------------------------------------
-    #
-    # Counters live in the database (rate_counts), so every worker and the API share them. Within
-    # one transaction (the worker's batch) each key's window is summed once; the attempts made in
-    # the transaction are added in memory and written with one upsert just before it commits.
-
-    def _book(self, s: Session) -> _RateBook:
-        sc = db.scratch(s)
-        book: _RateBook | None = sc.get("rates")
-        if book is None:
-            book = sc["rates"] = _RateBook()
-            db.before_commit(s, book.flush)
-        return book
+    # --- rate limits (ratelimit.py counts; the decisions on them are here) -----------------
 
     def _count(self, s: Session, scope: str, key: str) -> int:
-        book = self._book(s)
-        base = book.base.get((scope, key))
-        if base is None:
-            since = self.now() - self.settings.rate_window_s
-            row = s.connection().execute(_SUM, {"scope": scope, "key": key, "since": since}).first()
-            base = book.base[(scope, key)] = int(row[0]) if row else 0
-        return base + book.added.get((scope, key), 0)
-
-    def prefetch(self, s: Session, stores: Iterable[str], cases: Iterable[str]) -> None:
-        """Sum the store and case windows of a batch in one query instead of one per key."""
-        book = self._book(s)
-        wanted = {("store", k) for k in stores} | {("case", k) for k in cases}
-        wanted -= book.base.keys()
-        if not wanted:
-            return
-        for pair in wanted:
-            book.base[pair] = 0
-        since = self.now() - self.settings.rate_window_s
-        params = {"scopes": ["case", "store"], "keys": sorted({k for _, k in wanted}), "since": since}
-        for scope, key, n in s.connection().execute(_SUMS, params):
-            if (scope, key) in wanted:  # a store and a case may share an id
-                book.base[(scope, key)] = int(n)
+        return self.rates.count(s, scope, key)
 
     def _record(self, s: Session, scope: str, key: str) -> None:
-        self._book(s).add(scope, key, self.now())
-
-    def _hit(self, s: Session, scope: str, key: str, limit: int) -> bool:
-        """Count one attempt (allowed or not, so hammering stays limited); True while within limit."""
-        self._record(s, scope, key)
-        return self._count(s, scope, key) <= limit
+        self.rates.record(s, scope, key)
 
     def _limits(self, s: Session, store: Store, case: Case, checks: list[tuple[str, str, int]]) -> Reply | None:
         for scope, key, limit in checks:
-            if not self._hit(s, scope, key, limit):
+            if not self.rates.hit(s, scope, key, limit):
                 self._abuse(s, store, case, scope, key)
                 return deny("rate_limited")
         return None
@@ -240,7 +165,7 @@ class Policy:
 
     @property
     def alerts_pending(self) -> bool:
-        return bool(self._pending_alerts)
+        return self.delivery.pending
 
     def after_commit(self, sessions: sessionmaker[Session], r: Reply) -> Reply:
         """Side effects of a committed decision, outside any transaction (no HTTP call holds a
@@ -266,46 +191,13 @@ class Policy:
         return r
 
     def flush_alerts(self, sessions: sessionmaker[Session], *, wait: bool = True) -> None:
-        """Deliver the alerts raised by committed transactions, on the delivery threads (no HTTP
-        inside a transaction); wait: until they are delivered or given up."""
-        while True:
-            try:
-                store_id, alert_id = self._pending_alerts.popleft()
-            except IndexError:
-                break
-            fut = self._deliveries.submit(store_id, functools.partial(self._deliver, sessions, store_id, alert_id))
-            self._delivering.add(fut)
-            fut.add_done_callback(self._delivering.discard)
-        if wait:
-            self.wait_alerts()
+        """Deliver the alerts raised by committed transactions (alertdelivery.py); wait: until
+        they are delivered or given up."""
+        self.delivery.flush(sessions, wait=wait)
 
     def wait_alerts(self, timeout: float | None = None) -> None:
         """Until every delivery handed over so far is done (tests, tools, shutdown)."""
-        futures.wait(list(self._delivering), timeout)
-
-    def _deliver(self, sessions: sessionmaker[Session], store_id: str, alert_id: int) -> None:
-        try:
-            with sessions.begin() as s:
-                a = s.get(Alert, alert_id)
-                store = s.get(Store, a.store_id) if a else None
-                if a is None or store is None:
-                    return
-                msg, url = alert_message(a), store.notify_url
-            d = self.notifier.notify(url, msg)
-            with sessions.begin() as s:
-                a = s.get(Alert, alert_id, with_for_update=True)
-                if a is not None:
-                    a.delivered = d.ok
-                    a.attempts += d.attempts
-                    a.last_error = None if d.ok else (d.error or "")[:200]
-            if d.unreachable:
-                # the rest of the store's queue would wait a minute each for the same failure:
-                # left undelivered, the periodic check (alerts.redeliver) sends them again
-                n = self._deliveries.drop(store_id)
-                if n:
-                    log.warning("store %s webhook unreachable: %d alerts left for redelivery", store_id, n)
-        except Exception:
-            log.exception("alert %d: delivery failed", alert_id)
+        self.delivery.wait(timeout)
 
     # --- journal ---------------------------------------------------------------------------
 

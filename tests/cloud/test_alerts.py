@@ -558,7 +558,7 @@ def test_one_stores_dead_webhook_holds_up_only_its_own_alerts(webhook_rt: Runtim
         assert {m["kind"] for m, _ in hook_a.got} == {first}
         a_rows = {a.kind: a for a in alerts(rt) if a.case_id == "c1"}
         assert [(a.delivered, a.attempts) for a in a_rows.values()] == [(False, 0)] * 3  # none done yet
-        assert "s1" in rt.policy._deliveries.busy()
+        assert "s1" in rt.policy.delivery.busy()
         # the periodic check does not queue again a store whose delivery is under way
         clock.advance(rt.settings.alert_redeliver_s)
         with rt.sessions.begin() as s:

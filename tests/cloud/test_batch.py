@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, func, select, text
 
-from casecloud import channel, db, policy, registry
+from casecloud import channel, db, ratelimit, registry
 from casecloud.batch import Handler, Out
 from casecloud.models import Alert, Case, Event, RateCount
 from casecloud.runtime import Runtime
@@ -218,13 +218,13 @@ def test_crash_mid_batch_loses_no_acknowledged_state(rt: Runtime, cases: dict[st
     if where == "advance":  # decided, not yet committed
         monkeypatch.setattr(channel, "advance", crash)
     else:  # inside the commit, once the counters are written
-        real = policy._RateBook.flush
+        real = ratelimit.RateBook.flush
 
         def dying_flush(book: Any, s: Any) -> None:
             real(book, s)
             crash()
 
-        monkeypatch.setattr(policy._RateBook, "flush", dying_flush)
+        monkeypatch.setattr(ratelimit.RateBook, "flush", dying_flush)
     with pytest.raises(Crash):
         Handler(rt).handle_batch(second)
     monkeypatch.undo()

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from casecloud import policy, registry
+from casecloud import ratelimit, registry
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.backpressure import Load, deadline
 from casecloud.models import Case, Event, Member, RateCount
@@ -124,7 +124,7 @@ def test_request_that_expires_in_the_commits_own_work_is_late_not_allowed(
     # journal insert, or the alerts' flush waiting on another worker's lock), after every check of
     # the decision itself: the last check must come after that work, not before it.
     _trusted_member(rt)
-    flush = policy._RateBook.flush
+    flush = ratelimit.RateBook.flush
     slow = [rt.settings.req_wait_s]
 
     def slow_flush(book: Any, s: Session) -> None:
@@ -132,7 +132,7 @@ def test_request_that_expires_in_the_commits_own_work_is_late_not_allowed(
             clock.advance(slow.pop())
         flush(book, s)
 
-    monkeypatch.setattr(policy._RateBook, "flush", slow_flush)
+    monkeypatch.setattr(ratelimit.RateBook, "flush", slow_flush)
     case.send("req", dict(TAP))
     wait_for(lambda: worker.load.late == 1)
     assert case.quiet(0.3) == []
