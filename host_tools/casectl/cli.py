@@ -37,7 +37,7 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (one
 Port = Annotated[str, typer.Argument(help="Serial port of the board, e.g. /dev/ttyACM0.", show_default=False)]
 CloudUrl = Annotated[str, typer.Option("--cloud", envvar="CASECTL_CLOUD", help="Cloud service URL.")]
 TokenFile = Annotated[Path | None, typer.Option(
-    "--token-file", help="File holding the admin token (else CASECTL_TOKEN or CASECTL_TOKEN_FILE).")]
+    "--token-file", help="File holding an API token (else CASECTL_TOKEN or CASECTL_TOKEN_FILE).")]
 DEFAULT_CLOUD = "http://127.0.0.1:8080"
 
 

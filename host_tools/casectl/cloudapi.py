@@ -1,6 +1,7 @@
 """The cloud service's admin API (cloud/casecloud/api/), as casectl uses it.
 
-The admin token comes from the environment (CASECTL_TOKEN) or a file (--token-file,
+casectl calls it with an API token (docs/accounts.md: an hq token for registering cases, a
+manager's for its store's staff), from the environment (CASECTL_TOKEN) or a file (--token-file,
 CASECTL_TOKEN_FILE), never from a command-line flag: flags end up in shell history and in `ps`.
 """
 
@@ -39,18 +40,19 @@ def resolve_token(token_file: Path | None) -> str:
         try:
             tok = token_file.read_text().strip()
         except OSError as e:
-            raise Usage(f"cannot read the admin token file {token_file}: {e.strerror}") from None
+            raise Usage(f"cannot read the API token file {token_file}: {e.strerror}") from None
         if tok:
             return tok
-        raise Usage(f"the admin token file {token_file} is empty")
+        raise Usage(f"the API token file {token_file} is empty")
     tok = os.environ.get("CASECTL_TOKEN", "").strip()
     if tok:
         return tok
     path = os.environ.get("CASECTL_TOKEN_FILE")
     if path:
         return resolve_token(Path(path))
-    raise Usage("no admin token for the cloud",
-                "set CASECTL_TOKEN, or pass --token-file (casecloud writes one to <data dir>/admin_token)")
+    raise Usage("no API token for the cloud",
+                "set CASECTL_TOKEN, or pass --token-file: an API token from the console or POST /v1/tokens "
+                "(docs/accounts.md)")
 
 
 class Cloud:
@@ -80,7 +82,8 @@ class Cloud:
         except httpx.HTTPError as e:
             raise CloudUnreachable(f"the cloud service at {self.url} failed: {type(e).__name__}") from None
         if r.status_code == 401:
-            raise CloudError("the cloud refused the admin token", "check CASECTL_TOKEN / --token-file")
+            raise CloudError("the cloud refused the API token (unknown, revoked, or its owner disabled)",
+                                 "check CASECTL_TOKEN / --token-file")
         return r
 
     @staticmethod
