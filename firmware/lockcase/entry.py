@@ -249,7 +249,11 @@ class Entry:
             self._render(now)
             self.cloud.help(now)
             return
-        # Without the cloud the event still reaches the store when the link comes back.
+        if self.cloud is None:
+            # A case without a cloud has no one to call: journaled, and the shopper asks in person.
+            self._message(now, "Service offline", "Ask an associate", IDLE)
+            return
+        # Without the link the event still reaches the store when the link comes back.
         self._message(now, "Associate called", "Please wait", IDLE)
 
     # -- results from the cloud link (issue: cloud unlocks) --------------------------------------
@@ -259,8 +263,9 @@ class Entry:
         self.state = WAIT
         self._render(now)
 
-    def cloud_result(self, kind, now, msg=None):
+    def cloud_result(self, kind, now, msg=None, left=None):
         # kind: code_sent, need_phone, granted, denied, denied_code, timeout, offline, help_ok
+        # left (denied_code): the tries the cloud still gives the texted code, if it said
         if self._quiet_until is not None:
             self._quiet_until = ticks_add(now, _HASH_QUIET_MS)  # the answer to an auto-submit
         if kind == "code_sent":
@@ -280,8 +285,8 @@ class Entry:
         elif kind == "help_ok":
             self._message(now, "Staff are coming", "Please wait", IDLE)
         elif kind == "denied_code":
-            self._failure(now, msg or "Wrong code", _SHOP)
-            if self.state == MESSAGE and self._until[PS] is None:
+            self._failure(now, msg or "Wrong code", _SHOP, left)
+            if self.state == MESSAGE and self._until[PS] is None and left != 0:
                 self._after_msg = CODE  # the same challenge takes another try
         else:
             self._message(now, msg or "Not allowed", "Ask an associate", IDLE)
@@ -326,16 +331,20 @@ class Entry:
                 self._render(now)
 
     # -- brute force ----------------------------------------------------------------------------
-    def _failure(self, now, text, which):
+    def _failure(self, now, text, which, cap=None):
         # Counted on flash before the shopper sees "Wrong PIN": a power cut right after the
-        # screen changes must not give the attempt back.
+        # screen changes must not give the attempt back. cap: the cloud's own tries left for a
+        # texted code, when fewer than the case's (the shopper is told the smaller).
         fk, lk, sk, after_key, base_key = which
         st = self.store
         fails = st.get(fk) + 1
         left = self.cfg[after_key] - fails
         # A count the flash refused would be given back by a reset: that try locks out instead.
         if left > 0 and st.set(fk, fails):
-            self._message(now, text, "%d %s left" % (left, "try" if left == 1 else "tries"), IDLE)
+            if type(cap) is int and 0 <= cap < left:
+                left = cap
+            self._message(now, text, "%d %s left" % (left, "try" if left == 1 else "tries") if left else "No tries left",
+                          IDLE)
             return
         level = st.get(lk)
         secs = self.cfg[base_key] << (level if level < 16 else 16)

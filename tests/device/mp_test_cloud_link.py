@@ -103,8 +103,9 @@ class FakeEntry:
         self.results = []
         self.staff = None
 
-    def cloud_result(self, kind, now, msg=None):
+    def cloud_result(self, kind, now, msg=None, left=None):
         self.results.append(kind)
+        self.left = left
 
 
 class FakeBus:
@@ -381,7 +382,8 @@ def test_a_new_number_after_a_texted_code_starts_a_new_session():
     c.client.code("111111", 21000)
     otp = c.bodies("otp")[-1]
     assert otp["sid"] == "s-code"
-    c.cloud_says("rep", {"t": "deny", "re": otp["id"], "why": "bad_code"})
+    c.cloud_says("rep", {"t": "deny", "re": otp["id"], "why": "bad_code", "left": 2})
+    assert c.entry.results[-1] == "denied_code" and c.entry.left == 2  # the cloud's count, to show
     c.client.phone("+12025550188", 22000)
     assert "sid" not in c.bodies("phone")[-1]
 

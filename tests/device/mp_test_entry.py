@@ -130,6 +130,42 @@ def test_valid_number_goes_to_the_cloud_as_e164_and_is_wiped():
     assert c.sent[-1] == ("code", "123456")
 
 
+def test_wrong_code_counts_the_fewer_tries_of_the_case_and_the_cloud():
+    # The case allows 5 wrong codes before its own lockout, the cloud 3 per texted code: the
+    # shopper is told what is true for this code ("1 try left", in the singular), not the case's 4.
+    c = Cloud()
+    r = Rig(cloud=c)
+    r.type("2025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("111111")
+    r.e.cloud_result("denied_code", r.t, "Wrong code", 1)
+    assert r.d.text == ("Wrong code", "1 try left")
+    r.wait(3100)
+    assert r.e.state == CODE  # the same code takes its last try
+    r.type("222222")
+    r.e.cloud_result("denied_code", r.t, "Wrong code", 0)
+    assert r.d.text == ("Wrong code", "No tries left")
+    r.wait(3100)
+    assert r.e.state == IDLE  # this code is spent: a new number gets a new one
+
+
+def test_wrong_code_without_the_clouds_count_uses_the_cases():
+    r = Rig(cloud=Cloud(), phone_lockout_after=2)
+    r.type("2025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("111111")
+    r.e.cloud_result("denied_code", r.t, "Wrong code")
+    assert r.d.text == ("Wrong code", "1 try left")
+
+
+def test_help_without_a_cloud_calls_no_one():
+    # No cloud configured (a staff-only case, `make sim ARGS=--no-cloud`): nobody would come.
+    r = Rig()
+    r.type("#")
+    assert "help" in r.kinds()  # journaled all the same
+    assert r.d.text == ("Service offline", "Ask an associate")
+
+
 def test_cloud_offline_tells_the_shopper():
     r = Rig(cloud=Cloud(up=False))
     r.type("2025550143#")

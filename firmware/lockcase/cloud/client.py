@@ -144,9 +144,9 @@ class CloudClient:
             return
         self._pending = (body["id"], body["t"], ticks_add(now, self.timeout_ms))
 
-    def _result(self, kind, now, msg=None):
+    def _result(self, kind, now, msg=None, left=None):
         if self.entry is not None:
-            self.entry.cloud_result(kind, now, msg)
+            self.entry.cloud_result(kind, now, msg, left)
 
     # -- incoming -------------------------------------------------------------------------------
     def on_message(self, topic, payload, now):
@@ -196,7 +196,8 @@ class CloudClient:
             why = body["why"]
             msg = _WHY.get(why, "Not allowed")
             if why == "bad_code":
-                self._result("denied_code", now, msg)
+                # `left`: the tries the cloud still gives this texted code (docs/protocol.md)
+                self._result("denied_code", now, msg, body.get("left"))
             else:
                 self._sid = None
                 self._result("denied", now, msg)
