@@ -3,12 +3,17 @@ cloud (worker + HTTP API) on SQLite, a demo store with one case and a few loyalt
 
 Production and the tests use Mosquitto with per-case credentials (docs/cloud.md); the embedded
 broker here lets anyone connect, which is fine on a developer's loopback and nowhere else.
+
+The cloud logs through `logging` and never prints: whoever runs it decides where the lines go
+(`make sim` sends them to a file, since the terminal is the case's screen).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import shutil
 import threading
 import time
 from concurrent.futures import Future
@@ -17,6 +22,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+from amqtt.broker import Broker
+from amqtt.session import Session
 from sqlalchemy import select
 
 from casecloud import registry
@@ -30,21 +37,52 @@ from sim.demo import CASE, MEMBERS, STORE
 from sim.process import free_port
 
 
+class SpecBroker(Broker):
+    """amqtt's broker, with retained messages sent only to the subscriptions that match them.
+
+    amqtt 0.12.1 sends a client that connects every retained message matching any filter that
+    any client holds (broker.py, _handle_client_session: "for topic in self._subscriptions"),
+    whether or not that client subscribed to it. So a sim case that reset got its own retained
+    presence ("offline", its Last Will) on connecting, as a message on a topic it never
+    subscribed to, and logged `cloud: dropped message: bad_json`, once for each filter of the
+    cloud's that covers presence. MQTT 3.1.1 (3.3.1.3) gives a retained message to a
+    subscription matching its topic, as Mosquitto does: this session's own subscriptions only.
+    """
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        holders = self._subscriptions.get(subscription[0], [])
+        if any(held.client_id == session.client_id for held, _qos in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
+HQ_EMAIL = "hq@demo-store.example"  # the demo's HQ account, where the cloud has accounts
+
+
 class DemoCloud:
+    """The demo cloud, anew every run (`workdir`/cloud: the case is provisioned anew too)."""
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.broker_port = free_port()
         self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        # The bearer token for the API, in a file of its own, so that `casectl status` and curl can
+        # take it from there (CASECTL_TOKEN_FILE, `-H "Authorization: Bearer $(cat ...)"`).
+        self.token_file = workdir / "api-token"
+        self.login_file = workdir / "hq-login"  # the HQ user's email and password, for the console
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.rt: Runtime | None = None
         self.secrets: registry.CaseSecrets | None = None
         self.app_tokens: dict[str, str] = {}
         self._server: uvicorn.Server | None = None
-        self._tasks: list[Future[Any]] = []
+        self._serving: Future[Any] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> DemoCloud:
+        shutil.rmtree(self.workdir / "cloud", ignore_errors=True)
         self.thread.start()
         self._run(self._start_broker(), wait=True)
         settings = Settings(data_dir=self.workdir / "cloud", mqtt_host="127.0.0.1", mqtt_port=self.broker_port,
@@ -54,18 +92,29 @@ class DemoCloud:
         # The tasks `python -m casecloud` runs (worker, retention, offline alerts), supervised the
         # same way, so the demo shows what the service does and its /healthz tells the truth.
         watch = supervised(rt, worker=True)
-        for t in watch:
-            self._tasks.append(self._run(t.run()))
+        self._tasks = [self._spawn(t.run()) for t in watch]
         linked = [t.link for t in watch if t.link is not None]
+        # log_config=None: uvicorn adds no handler of its own to the terminal; its lines go wherever
+        # the process's logging goes.
         self._server = uvicorn.Server(uvicorn.Config(create_app(rt, Commander(rt), watch), host="127.0.0.1",
-                                                     port=self.api_port, log_level="warning", lifespan="on"))
-        self._tasks.append(self._run(self._server.serve()))
+                                                     port=self.api_port, log_level="warning", log_config=None,
+                                                     lifespan="on"))
+        self._serving = self._run(self._server.serve())
         deadline = time.monotonic() + 20
         while not (all(e.is_set() for e in linked) and self._server.started):
             if time.monotonic() > deadline:
                 raise RuntimeError("the demo cloud did not start")
             time.sleep(0.05)
+        self.token_file.unlink(missing_ok=True)
+        self.token_file.touch(0o600)
+        self.token_file.write_text(self._api_access() + "\n")
         return self
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        async def spawn() -> asyncio.Task[Any]:
+            return asyncio.get_running_loop().create_task(coro)
+
+        return self._run(spawn(), wait=True).result()
 
     def _run(self, coro: Any, wait: bool = False) -> Future[Any]:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -74,9 +123,7 @@ class DemoCloud:
         return fut
 
     async def _start_broker(self) -> None:
-        from amqtt.broker import Broker
-
-        self._broker = Broker({
+        self._broker = SpecBroker({
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.broker_port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         })
@@ -101,10 +148,20 @@ class DemoCloud:
                                                                   status=status)
 
     def stop(self) -> None:
-        if self._server is not None:
+        # In order, each to its end: the API (its lifespan closes), the cloud's tasks, the broker,
+        # and only then the loop (a loop stopped under running tasks leaves them half-closed).
+        if self._server is not None and self._serving is not None:
             self._server.should_exit = True
-        for t in self._tasks:
-            t.cancel()
+            with contextlib.suppress(Exception):
+                self._serving.result(10)
+
+        async def cancel(tasks: list[asyncio.Task[Any]]) -> None:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self._run(cancel(self._tasks), wait=True)
         with contextlib.suppress(Exception):
             self._run(self._broker.shutdown(), wait=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -125,8 +182,35 @@ class DemoCloud:
             rows = s.scalars(select(SmsOutbox).order_by(SmsOutbox.id.desc()).limit(n)).all()
             return [f"to ********{r.to_last2}: {r.body}" for r in rows]
 
+    def _api_access(self) -> str:
+        """The bearer token a newcomer calls the admin API with, got as an operator gets one: the
+        cloud's admin token only creates the first HQ account, here with an hq API token
+        (docs/accounts.md). The account's password goes to `login_file`, for the console."""
+        assert self.rt is not None
+        admin = self.rt.settings.admin_bearer()
+        password = secrets.token_urlsafe(16)
+        r = httpx.post(f"{self.api_url}/v1/bootstrap/hq-user", headers={"Authorization": f"Bearer {admin}"},
+                       json={"email": HQ_EMAIL, "password": password, "display_name": "Demo HQ",
+                             "token_name": "make sim"}, timeout=15)
+        if r.status_code != 201:
+            raise RuntimeError(f"the demo cloud's HQ account: HTTP {r.status_code} {r.text[:200]}")
+        self.login_file.unlink(missing_ok=True)
+        self.login_file.touch(0o600)
+        self.login_file.write_text(f"{HQ_EMAIL}\n{password}\n")
+        return r.json()["token"]["token"]
+
     def app_unlock(self, card: str) -> str:
-        """Press "unlock" in the store app as the member owning this card."""
-        r = httpx.post(f"http://127.0.0.1:{self.api_port}/v1/app/unlock",
-                       json={"token": self.app_tokens[card], "case": CASE}, timeout=15)
-        return f"app unlock: HTTP {r.status_code} {r.text[:60]}"
+        """Press "unlock" in the store app as the member owning this card; what came of it, in words."""
+        try:
+            r = httpx.post(f"{self.api_url}/v1/app/unlock", json={"token": self.app_tokens[card], "case": CASE},
+                           timeout=15)
+        except httpx.HTTPError as e:
+            return f"app unlock: no answer from the cloud ({type(e).__name__})"
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        if r.status_code == 200 and body.get("ok"):
+            return f"app unlock: the case opened (grant {body.get('grant', '?')})"
+        why = body.get("err") or body.get("detail") or r.reason_phrase
+        return f"app unlock refused (HTTP {r.status_code}): {why}"
