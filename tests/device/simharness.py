@@ -1,6 +1,8 @@
 # Drives the real firmware (boot.py, main.build(), App.step) on the sim board with a virtual
 # clock, from a JSON script on stdin, and prints what an observer of the pins would have seen.
 # Used by tests/host/test_safety_props.py (hypothesis generates the scripts under CPython).
+# A test harness, not a boot path of the sim: a live sim case boots through boards/sim/start.py
+# (App.run's loop on the board's real clock); here the harness owns the clock and steps the app.
 #
 # Script on stdin, one JSON document a line (streamed: the harness must not hold the whole script
 # in the heap it measures): {"cfg": {...config.json...} or null, "flash_path": ..., "resume": {...}
