@@ -33,7 +33,7 @@ from pydantic import SecretStr
 from casecloud import registry
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 from sim.demo import demo_config
 from sim.process import SimCase
 from tests.e2e.conftest import (
@@ -103,7 +103,7 @@ def tap_to_open(n: int = 200, fw_dir: Path | None = None, worker: str = "process
 
 _DELIVERY_CASE = """
 import asyncio, json, sys, time
-from lockcase.cloud.link import Link
+from lockcase.uplink.link import Link
 cfg = json.loads(sys.argv[1])
 base = "lockcase/v1/s1/c1/"
 link = Link(cfg, {"presence": base + "presence"}, (base + "cmd",), log=lambda *a: None)
@@ -231,7 +231,7 @@ def _cloud(workdir: Path, ids: tuple[str, ...], worker: str) -> Iterator[tuple[R
 
 class LightCase:
     """A simulated case for load: its own broker login and TCP connection, the firmware's codec
-    (lockcase/cloud/protocol.py under CPython), and a minimal MQTT 3.1.1 client (QoS 1 publish,
+    (lockcase/uplink/codec.py under CPython), and a minimal MQTT 3.1.1 client (QoS 1 publish,
     its rep/cmd subscriptions) on an asyncio loop, so hundreds of them fit in one process and the
     load generator does not compete with the worker for the CPU more than it must."""
 

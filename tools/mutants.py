@@ -53,10 +53,10 @@ MUTANTS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ),
     (
         "replay_mask_not_restored",
-        "lockcase/cloud/protocol.py",
+        "lockcase/uplink/codec.py",
         "self.mask = _MASK if rx else 0  # after a reboot every seq up to rx counts as seen",
         "self.mask = 0",
-        ("mp_test_protocol",),
+        ("mp_test_codec",),
     ),
     (
         "coil_not_off_at_construction",

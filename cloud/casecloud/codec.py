@@ -1,6 +1,6 @@
 """LockCase cloud protocol v1, the cloud's side (docs/protocol.md is the contract).
 
-The firmware twin is firmware/lockcase/cloud/protocol.py; tests/vectors/protocol_v1.json is checked
+The firmware twin is firmware/lockcase/uplink/codec.py; tests/vectors/protocol_v1.json is checked
 against both so the two cannot drift. The checks run in the same order on both sides so the same
 bad message yields the same reason code.
 """

@@ -73,10 +73,10 @@ def _attach_cloud(app, cfg, reset_cause):
     import binascii
 
     from lockcase import VERSION
-    from lockcase.cloud import protocol as P
-    from lockcase.cloud.client import CloudClient
-    from lockcase.cloud.link import Link
     from lockcase.compat import ticks_diff
+    from lockcase.uplink import codec as P
+    from lockcase.uplink.client import CloudClient
+    from lockcase.uplink.link import Link
 
     cc = dict(cfg["cloud"])
     if cc.get("ca"):

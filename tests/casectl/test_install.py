@@ -133,7 +133,7 @@ assert source.TREE == Path(sys.prefix, "share", "lockcase"), source.TREE
 assert build.known_boards() == ["esp32s3", "picow", "sim"], build.known_boards()
 assert build.source_revision() is None
 srcs = dict((dev, p) for p, dev in build.sources("esp32s3"))
-assert {"boot.py", "main.py", "board.py", "lockcase/__init__.py", "lockcase/cloud/protocol.py"} <= set(srcs)
+assert {"boot.py", "main.py", "board.py", "lockcase/__init__.py", "lockcase/uplink/codec.py"} <= set(srcs)
 built = build.compile_board("esp32s3", incremental=True)
 man = build.read_manifest(build.BUILD / "esp32s3")
 print(man["version"], man["source"], len(built))

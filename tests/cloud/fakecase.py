@@ -1,5 +1,5 @@
 """A case on the wire, for end-to-end tests: paho-mqtt plus the real firmware codec
-(firmware/lockcase/cloud/protocol.py imports under CPython too), so the worker is tested against
+(firmware/lockcase/uplink/codec.py imports under CPython too), so the worker is tested against
 the bytes the firmware will send."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 
 
 class FakeCase:
@@ -40,7 +40,7 @@ class FakeCase:
             self.close()
             raise ConnectionRefusedError(f"broker refused the case: rc={rc}")
         sock = self.client.socket()
-        if isinstance(sock, socket.socket):  # as the firmware does (lockcase/cloud/mqtt.py)
+        if isinstance(sock, socket.socket):  # as the firmware does (lockcase/uplink/transport.py)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for t in P.subscriptions("lockcase/v1", store, case):
             self.client.subscribe(t, qos=1)

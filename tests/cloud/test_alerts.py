@@ -26,7 +26,7 @@ from casecloud.models import Alert, Case, Event, Staff
 from casecloud.privacy import scrub
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
 
 with warnings.catch_warnings():
@@ -298,7 +298,7 @@ def test_a_silent_case_still_shown_online_is_offline(rt: Runtime, case: Sim, clo
     """A broker restarted without persistence loses the retained presence and may publish no Last
     Will: a dead case stays `online`. Not heard from for offline_alert_s (5 beats: the firmware
     beats every 60 s) is offline."""
-    from lockcase.cloud import client
+    from lockcase.uplink import client
 
     assert rt.settings.offline_alert_s >= 4 * client._BEAT_MS // 1000
     case.beat(door="closed", lock="locked")

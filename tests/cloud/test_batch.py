@@ -17,7 +17,7 @@ from casecloud import channel, db, ratelimit, registry
 from casecloud.batch import Handler, Out
 from casecloud.models import Alert, Case, Event, RateCount
 from casecloud.runtime import Runtime
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
 
 CARD = "04AABBCC"

@@ -446,7 +446,7 @@ def test_a_case_whose_seq_jumped_comes_back_after_a_resync(
     """The firmware codec's own seq handling over the real broker and worker: a corrupt seq file
     put the case's seq 10^9 ahead; its greeting is answered, its requests are refused until an admin
     resync, after which its next request re-establishes the window."""
-    from lockcase.cloud import protocol as P
+    from lockcase.uplink import codec as P
 
     case = FakeCase(*broker, "s1", "c1", shop["key"], clock=clock, seqs=P.MemorySeqs(0, 10**9))
     try:

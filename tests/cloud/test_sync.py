@@ -16,7 +16,7 @@ from casecloud.api import create_app
 from casecloud.batch import Handler
 from casecloud.models import Case
 from casecloud.runtime import Runtime
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
 
 with warnings.catch_warnings():

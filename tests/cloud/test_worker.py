@@ -14,7 +14,7 @@ from casecloud.batch import Handler
 from casecloud.models import Case, Event
 from casecloud.runtime import Runtime
 from casecloud.worker import Worker
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.helpers import texted_code, wait_for

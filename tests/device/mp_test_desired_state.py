@@ -7,7 +7,7 @@
 import json
 import os
 
-from mp_test_cloud_link import Case
+from mp_test_uplink import Case
 
 from lockcase import config, creds
 

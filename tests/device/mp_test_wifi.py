@@ -2,9 +2,9 @@
 import asyncio
 
 from lockcase import config
-from lockcase.cloud.link import Link
 from lockcase.drivers import wifi as wifimod
 from lockcase.drivers.wifi import Wifi
+from lockcase.uplink.link import Link
 
 
 class FakeWLAN:

@@ -20,7 +20,7 @@ from tests.cloud.conftest import start_mosquitto
 
 CASE = """
 import asyncio, json, sys
-from lockcase.cloud.link import Link
+from lockcase.uplink.link import Link
 cfg = json.loads(sys.argv[1])
 link = Link(cfg, {"presence": "lockcase/v1/s1/c1/presence"}, ("lockcase/v1/s1/c1/cmd",), log=print)
 calls = [0]

@@ -2,7 +2,7 @@
 
 Standard library only (hmac, json), independent of both codecs, so a bug in a codec cannot also
 bend the vectors. Run once after changing a vector; the JSON is committed and both
-tests/host/test_protocol.py (cloud codec, CPython) and tests/device/mp_test_protocol.py (firmware
+tests/host/test_codec_vectors.py (cloud codec, CPython) and tests/device/mp_test_codec.py (firmware
 codec, MicroPython) check every entry.
 """
 

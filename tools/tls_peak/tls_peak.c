@@ -1,7 +1,7 @@
 /* mbedTLS's own heap use for one case connection: what a chip must find for TLS beyond the
  * Python objects (docs/memory.md, "TLS and the boards' heaps").
  *
- * It does what the firmware's tls_wrap (firmware/lockcase/cloud/mqtt.py) makes MicroPython's
+ * It does what the firmware's tls_wrap (firmware/lockcase/uplink/transport.py) makes MicroPython's
  * tls module do: an SSLContext (entropy, CTR-DRBG, a client config, CERT_REQUIRED, the CA
  * given as DER), wrap_socket with server_hostname (one handshake), then an MQTT CONNECT and its
  * CONNACK. Every calloc and free that mbedTLS makes is counted.

@@ -1,9 +1,9 @@
-# The firmware codec (lockcase.cloud.protocol) under the real MicroPython, against the shared
-# vectors in tests/vectors/protocol_v1.json, which tests/host/test_protocol.py checks against the
+# The firmware codec (lockcase.uplink.codec) under the real MicroPython, against the shared
+# vectors in tests/vectors/protocol_v1.json, which tests/host/test_codec_vectors.py checks against the
 # cloud codec under CPython.
 import json
 
-from lockcase.cloud import protocol as P
+from lockcase.uplink import codec as P
 
 VECTORS = "tests/vectors/protocol_v1.json"
 T = "lockcase/v1/s1/c1/"

@@ -1,4 +1,4 @@
-# LockCase cloud protocol v1, the case's side (docs/protocol.md is the contract; the cloud's twin
+# LockCase cloud protocol v1, the case's codec (docs/protocol.md is the contract; the cloud's twin
 # is cloud/casecloud/codec.py and tests/vectors/protocol_v1.json keeps the two in step).
 #
 # Every message is {"p": <body JSON text>, "s": <hex HMAC-SHA256(key, topic + "\n" + p)>}: the

@@ -150,7 +150,7 @@ class CloudClient:
 
     # -- incoming -------------------------------------------------------------------------------
     def on_message(self, topic, payload, now):
-        from lockcase.cloud.protocol import Rejected
+        from lockcase.uplink.codec import Rejected
 
         try:
             body = self.codec.open(topic, payload)

@@ -2,10 +2,10 @@
 # The cloud link and client under MicroPython, with stand-ins for the link and the entry (no
 # network): the reconnect schedule (bounded, spread), the greeting repeated until answered, beats
 # while unsynced, and a request held briefly while the link is expected.
-from lockcase.cloud import link as L
-from lockcase.cloud import protocol as P
-from lockcase.cloud.client import CloudClient
-from lockcase.cloud.link import Link
+from lockcase.uplink import codec as P
+from lockcase.uplink import link as L
+from lockcase.uplink.client import CloudClient
+from lockcase.uplink.link import Link
 
 KEY = bytes(range(32))
 TOPICS = P.topics("lockcase/v1", "s1", "c1")
@@ -471,14 +471,14 @@ def test_a_step_that_cannot_sign_does_not_end_the_app_loop():
 def test_a_connect_without_memory_is_a_fault_once_and_a_connection_clears_it():
     import asyncio
 
-    from lockcase.cloud import mqtt
+    from lockcase.uplink import transport
 
     bus = FakeBus()
     logs = []
     link = Link({"host": "127.0.0.1", "port": 1}, TOPICS, (), log=logs.append, emit=bus.emit)
     link.next_delay = lambda r=None: 1  # retry at once: the test needs several attempts
-    real = mqtt.open_connection
-    mqtt.open_connection = Starving(real)
+    real = transport.open_connection
+    transport.open_connection = Starving(real)
     try:
         async def go():
             try:
@@ -488,8 +488,8 @@ def test_a_connect_without_memory_is_a_fault_once_and_a_connection_clears_it():
 
         asyncio.run(go())
     finally:
-        mqtt.open_connection = real
-    assert mqtt.open_connection is real
+        transport.open_connection = real
+    assert transport.open_connection is real
     assert link.failures >= 2 and link.nomem_count == link.failures and not link.up
     assert bus.events == [("fault", {"part": "cloud", "error": "no memory: connect"})], bus.events
     assert "cloud: out of memory (connect)" in logs

@@ -1,6 +1,6 @@
 """The cloud codec (casecloud.codec) against the shared vectors, and both codecs against each other.
 
-tests/device/mp_test_protocol.py checks the same vectors with the firmware codec under MicroPython;
+tests/device/mp_test_codec.py checks the same vectors with the firmware codec under MicroPython;
 the interop tests here run the firmware codec in the real MicroPython port and hand its bytes to the
 cloud codec, and the other way round.
 """
@@ -75,7 +75,7 @@ def test_encode_fills_header_and_refuses_mismatched_type() -> None:
 
 
 def _mp_json(mpy: Any, code: str) -> Any:
-    out = mpy("import json\nfrom lockcase.cloud import protocol as P\n" + code)
+    out = mpy("import json\nfrom lockcase.uplink import codec as P\n" + code)
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -173,13 +173,13 @@ class Link:
         return 1 if d < 1 else d if d < _WAIT_MAX_MS else _WAIT_MAX_MS
 
     async def _connect(self):
-        from lockcase.cloud import mqtt
+        from lockcase.uplink import transport
 
-        raw, addr = await mqtt.open_connection(self.host, self.port, self.connect_ms)
+        raw, addr = await transport.open_connection(self.host, self.port, self.connect_ms)
         sock = raw
         if self.ca:
-            sock = mqtt.tls_wrap(raw, self.host, self.ca, self.io_timeout)
-        c = mqtt.Client(self.client_id, self.host, self.port, self.user, self.password, self.keepalive)
+            sock = transport.tls_wrap(raw, self.host, self.ca, self.io_timeout)
+        c = transport.Client(self.client_id, self.host, self.port, self.user, self.password, self.keepalive)
         c.set_callback(self._deliver)
         c.set_last_will(self.topics["presence"], b"offline", True, 1)
         self.client = c
