@@ -1,6 +1,6 @@
 """The worker past saturation and through a database outage (issue: the worker sheds, waits and
 recovers), on loopback with a real Mosquitto and one worker process (`python -m casecloud
---worker-only`), cases simulated by bench/cloud_bench.py's LightCase:
+--worker-only`), cases simulated by bench/lightcase.py's LightCase:
 
 - overload: first the worker's capacity (closed loop, as cloud_bench's throughput), then an open
   loop at 1.5x and 2.4x of it: every case sends on schedule whether or not its last request was
@@ -29,7 +29,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.cloud_bench import LightCase, _load, connect_all, light_cases, pct, worker_cloud
+from bench.cloud_bench import _load, pct, worker_cloud
+from bench.lightcase import LightCase, connect_all, light_cases
 from casecloud import registry
 from casecloud.models import Event
 from casecloud.runtime import Runtime
