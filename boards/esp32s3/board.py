@@ -10,9 +10,8 @@
 #   43, 44        UART0 TX/RX: the ROM bootloader prints here at every reset
 # The lock gate must sit on a pin that is high-Z with no pull-up from power-on until boot.py runs,
 # so the external 100k pull-down holds the MOSFET off through reset, flashing and boot.
-import time
 
-from board_mcu import CutoffTimer, McuBoard
+from board_mcu import CutoffTimer, McuBoard, pause_and_reset
 from machine import WDT, Pin, Timer
 from micropython import const
 
@@ -42,8 +41,6 @@ _HW_TIMERS = const(4)  # two timer groups x two timers on the S3
 # useful ceiling, so config.py's own limit is the cap.
 _WDT_MIN_MS = const(1_000)
 _WDT_MAX_MS = const(60_000)
-_FATAL_PAUSE_MS = const(5_000)  # slows a crash loop down so it cannot wear out the flash
-_FEED_MS = const(250)  # below the smallest watchdog timeout config.py allows
 
 _wdt = None  # the running watchdog, kept so fatal() can pause without being reset by it
 
@@ -76,15 +73,7 @@ def create(cfg):
 
 
 def fatal(exc):
-    # main.py has made the lock safe already; doing it again costs nothing.
-    import machine
-
-    lock_safe()
-    for _ in range(_FATAL_PAUSE_MS // _FEED_MS):
-        if _wdt is not None:
-            _wdt.feed()
-        time.sleep_ms(_FEED_MS)
-    machine.reset()
+    pause_and_reset(lock_safe, _wdt)
 
 
 class Board(McuBoard):

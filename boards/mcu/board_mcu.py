@@ -12,6 +12,21 @@ from micropython import const, schedule
 _LOCK_PWM_HZ = const(20_000)  # above hearing, so the hold duty does not whine
 _BUZZER_HZ = const(2_700)  # typical piezo resonance
 _I2C_TIMEOUT_US = const(50_000)  # also the longest a device may stretch SCL
+_FATAL_PAUSE_MS = const(5_000)  # slows a crash loop down so it cannot wear out the flash
+_FEED_MS = const(250)  # below the smallest watchdog timeout config.py allows
+
+
+def pause_and_reset(lock_safe, wdt):
+    """A board's fatal(): main.py has made the lock safe already (doing it again costs nothing);
+    wait a moment with the watchdog fed, so a crash loop cannot hammer the flash, then reset."""
+    import machine
+
+    lock_safe()
+    for _ in range(_FATAL_PAUSE_MS // _FEED_MS):
+        if wdt is not None:
+            wdt.feed()
+        time.sleep_ms(_FEED_MS)
+    machine.reset()
 
 
 class McuBoard:

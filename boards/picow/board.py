@@ -8,9 +8,8 @@
 # PWM: a slice (GPIO // 2 % 8) has one frequency for both its channels. The lock (GP15, slice 7)
 # and the buzzer (GP18, slice 1) must stay on different slices; keep GP14 off PWM.
 import sys
-import time
 
-from board_mcu import CutoffTimer, McuBoard
+from board_mcu import CutoffTimer, McuBoard, pause_and_reset
 from machine import WDT, Pin, Timer
 from micropython import const
 
@@ -37,8 +36,6 @@ PINS = {"lock": LOCK_PIN, "door": DOOR_PIN, "tamper": TAMPER_PIN, "rows": ROW_PI
 
 _WDT_MIN_MS = const(1)
 _WDT_MAX_MS = const(8_388)  # RP2040: 24-bit counter at 2 ticks/us; larger values raise
-_FATAL_PAUSE_MS = const(5_000)  # slows a crash loop down so it cannot wear out the flash
-_FEED_MS = const(250)  # below the smallest watchdog timeout config.py allows
 
 # RP2040 watchdog SCRATCH4. The SDK's watchdog_enable() (machine.WDT) writes the magic there and
 # watchdog_reboot() (machine.reset(), picotool, the UF2 bootloader) overwrites it, so it tells a
@@ -86,15 +83,7 @@ def create(cfg):
 
 
 def fatal(exc):
-    # main.py has made the lock safe already; doing it again costs nothing.
-    import machine
-
-    lock_safe()
-    for _ in range(_FATAL_PAUSE_MS // _FEED_MS):
-        if _wdt is not None:
-            _wdt.feed()
-        time.sleep_ms(_FEED_MS)
-    machine.reset()
+    pause_and_reset(lock_safe, _wdt)
 
 
 class Board(McuBoard):
