@@ -14,6 +14,9 @@ command -v setarch >/dev/null 2>&1 || need+=(util-linux)
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+# Chromium and its WebDriver for the store console's tests in a real browser (tests/web).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # A 32-bit C compiler and openssl for tools/tls_peak (mbedTLS's own heap use, issue 10): the
 # driver would install gcc-multilib on demand too, but a test run should not stop half-way for it.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

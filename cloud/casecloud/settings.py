@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # the store console's sessions and logins (accounts/, docs/accounts.md)
     # Secure cookies: sent over HTTPS only. Off only for plain-HTTP local development and the sim.
     cookie_secure: bool = True
+    # The console's third-party browser files (htmx, Swagger UI), fetched by exact version and
+    # integrity at build time (tools/webassets.py, `make deps`) and served under /static/vendor/:
+    # never from a CDN. Default: the checkout's build/web.
+    web_assets_dir: Path = Field(default_factory=lambda: Path(__file__).resolve().parents[2] / "build" / "web")
     cookie_samesite: Literal["lax", "strict"] = "lax"
     session_idle_s: int = 7200  # a session unused this long ends
     session_absolute_s: int = 43200  # and any session after this, however busy (a shift)

@@ -8,6 +8,9 @@
 - dev.py: /v1/dev/sms, the dev SMS outbox, only while the outbox backend is in use. hq only.
 - ops.py: /healthz.
 
+The store console's pages (casecloud.console) are installed on the same app, and /docs serves
+Swagger UI from the pinned, locally served files (no CDN).
+
 schemas.py holds the bodies, deps.py the guards and the bootstrap token, services.py what the
 routes share (kept in app.state, so two apps in one process stay apart). Who may do what:
 casecloud.accounts.access.
@@ -28,6 +31,8 @@ from casecloud.api.deps import bounded_json, plain_url
 from casecloud.api.services import Services
 from casecloud.brokersync import BrokerSync
 from casecloud.commands import Commander
+from casecloud.console import install as install_console
+from casecloud.console import running as console_running
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 
@@ -50,14 +55,15 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
         if follower:
             tasks.append(asyncio.create_task(follower.run(), name=follower.name))
         try:
-            yield
+            async with console_running(_app):
+                yield
         finally:
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="LockCase cloud", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="LockCase cloud", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Reference cloud for LockCase merchandise cases (docs/cloud.md).",
                   dependencies=[Depends(plain_url), Depends(bounded_json)])
     app.state.rt = rt
@@ -66,4 +72,5 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
     for router in (ops.router, auth.router, accounts.router, admin.router, admin_records.router, app_api.router,
                    dev.router):
         app.include_router(router)
+    install_console(app)
     return app

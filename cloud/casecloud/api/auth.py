@@ -6,6 +6,7 @@ account (docs/accounts.md)."""
 import asyncio
 import json
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -109,12 +110,16 @@ async def login_route(request: Request, rt: Rt) -> Response:
             return user, users.stores_of(s, user), started
 
     got = await asyncio.to_thread(run)
+    nxt = _next_path(body.next) if is_form else None
+    if isinstance(got, Exception) and nxt:  # the console's login form: its page says why
+        why = "limited" if isinstance(got, login.RateLimited) else "refused"
+        return RedirectResponse(f"/console/login?error={why}&next={quote(nxt, safe='/')}",
+                                status_code=status.HTTP_303_SEE_OTHER)
     if isinstance(got, login.RateLimited):
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(got))
     if isinstance(got, Exception):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(got))
     user, stores, started = got
-    nxt = _next_path(body.next) if is_form else None
     response: Response
     if nxt:
         response = RedirectResponse(nxt, status_code=status.HTTP_303_SEE_OTHER)
