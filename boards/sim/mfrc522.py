@@ -5,7 +5,7 @@
 # code, so the firmware's MFRC522 driver runs against it unmodified.
 import time
 
-from boards.sim.pn532 import Phone
+from boards.sim.pn532 import Phone, SimChip
 
 _SEL = (0x93, 0x95, 0x97)
 _FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
@@ -21,7 +21,7 @@ def _crc(data):
     return bytes((crc & 0xFF, crc >> 8))
 
 
-class SimMFRC522:
+class SimMFRC522(SimChip):
     def __init__(self, clock, version=0x92):
         self.clock = clock
         self.version = version
@@ -66,17 +66,6 @@ class SimMFRC522:
     def remove(self):
         self.card = None
         self._card_reset()
-
-    def reset_line(self, level):
-        if not level:
-            self.in_reset = True
-        elif self.in_reset:
-            self._power_on()
-            if self.fault == "hang":
-                self.fault = "ok"
-
-    def silent(self):
-        return self.in_reset or self.fault in ("dead", "hang")
 
     # -- registers ------------------------------------------------------------------------------
     def read(self, reg):

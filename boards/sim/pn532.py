@@ -149,7 +149,33 @@ class Phone(UidCard):
 
 
 # -- the chip ---------------------------------------------------------------------------------
-class SimPN532:
+class SimChip:
+    """What the emulated readers share: the reset line (low holds the chip in reset, the rising
+    edge boots it again and ends a "hang") and the faults that keep it silent."""
+
+    in_reset = False
+    fault = "ok"
+
+    def reset_line(self, level):
+        if not level:
+            self.in_reset = True
+            self._reset_held()
+        elif self.in_reset:
+            self._power_on()
+            if self.fault == "hang":
+                self.fault = "ok"
+
+    def _reset_held(self):
+        pass
+
+    def _power_on(self):
+        raise NotImplementedError
+
+    def silent(self):
+        return self.in_reset or self.fault in ("dead", "hang")
+
+
+class SimPN532(SimChip):
     def __init__(self, clock, ic=0x32, ver=1, rev=6, support=7):
         self.clock = clock  # ticks_ms() of the board
         self.version = bytes((ic, ver, rev, support))
@@ -193,18 +219,9 @@ class SimPN532:
         self.card = None
         self.target = None
 
-    def reset_line(self, level):
-        # RSTPDN: low holds the chip in reset; the rising edge boots it again.
-        if not level:
-            self.in_reset = True
-            self._out = self._resp = self._listen = None
-        elif self.in_reset:
-            self._power_on()
-            if self.fault == "hang":
-                self.fault = "ok"
-
-    def silent(self):
-        return self.in_reset or self.fault in ("dead", "hang")
+    def _reset_held(self):
+        # RSTPDN low: whatever the chip was saying or waiting for is gone.
+        self._out = self._resp = self._listen = None
 
     # -- the host side -------------------------------------------------------------------------
     def host_frame(self, buf):

@@ -29,7 +29,7 @@ from sim.process import free_port
 from tests.cloud.conftest import FakeClock
 from tests.cloud.fakecase import FakeCase
 from tests.cloud.helpers import Loop, wait_for
-from tests.cloud.test_e2e import responder
+from tests.cloud.test_service_paths import responder
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
