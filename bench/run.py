@@ -189,6 +189,9 @@ def main() -> int:
     from bench.heap_bench import figures as heapcloud_figures
 
     figures.update(heapcloud_figures())  # the production case's heap: about 7 minutes
+    from bench.console_bench import figures as console_figures
+
+    figures.update(console_figures())  # screenshots, and a forced door to the alarm on screen
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))
