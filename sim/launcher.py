@@ -125,7 +125,7 @@ class View:
             fixed.append(Panel(Group(*texts), title="SMS outbox (texts land here, not on a phone)", height=SMS_LINES + 2))
         tail: list[RenderableType] = []
         if self.cloud is not None:
-            tail.append(Text(f"API {self.cloud.api_url}  token: {self.cloud.token_file} (Authorization: Bearer)",
+            tail.append(Text(f"console {self.cloud.api_url}/console  API token: {self.cloud.token_file}",
                              style="cyan"))
         tail.append(Text(keys_help(self.cloud is not None, console.width), style="dim"))
         tail.append(Text(note or self.default_note(), style="yellow", no_wrap=True, overflow="ellipsis"))
@@ -226,6 +226,11 @@ def _run(no_cloud: bool, work: Path, stack: contextlib.ExitStack) -> int:
         cloud.start()
         cfg["cloud"] = cloud.case_cloud_config()
         info = CloudInfo(cloud.api_url, _rel(cloud.token_file), _rel(cloud_log))
+        # Printed before the screen takes over (they stay in the terminal's scrollback), and kept in
+        # the logins file: one account a role, to watch a forced door raise an alarm on the console.
+        print(f"Store console: {cloud.api_url}/console  (logins also in {_rel(cloud.login_file)})")
+        for role, email, password in cloud.logins:
+            print(f"  {role:<9} {email:<32} password {password}")
     # Provisioned anew every run (the cloud rotated the case's key), so start from a blank flash.
     shutil.rmtree(work / "case1", ignore_errors=True)
     case = SimCase(work / "case1", cfg, heap="512k")

@@ -57,6 +57,9 @@ class SpecBroker(Broker):
 
 
 HQ_EMAIL = "hq@demo-store.example"  # the demo's HQ account, where the cloud has accounts
+# One demo account a role below HQ, of the demo store, so a newcomer can watch the console as an
+# associate or a manager would (docs/accounts.md).
+STAFF_ACCOUNTS = (("associate", "associate@demo-store.example"), ("manager", "manager@demo-store.example"))
 
 
 class DemoCloud:
@@ -70,7 +73,9 @@ class DemoCloud:
         # The bearer token for the API, in a file of its own, so that `casectl status` and curl can
         # take it from there (CASECTL_TOKEN_FILE, `-H "Authorization: Bearer $(cat ...)"`).
         self.token_file = workdir / "api-token"
-        self.login_file = workdir / "hq-login"  # the HQ user's email and password, for the console
+        # The demo accounts' logins (role, email, password a line), for the console.
+        self.login_file = workdir / "console-logins"
+        self.logins: list[tuple[str, str, str]] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.rt: Runtime | None = None
@@ -86,7 +91,8 @@ class DemoCloud:
         self.thread.start()
         self._run(self._start_broker(), wait=True)
         settings = Settings(data_dir=self.workdir / "cloud", mqtt_host="127.0.0.1", mqtt_port=self.broker_port,
-                            api_host="127.0.0.1", api_port=self.api_port, log_level="WARNING")
+                            api_host="127.0.0.1", api_port=self.api_port, log_level="WARNING",
+                            cookie_secure=False)  # plain HTTP on loopback: a Secure cookie would never come back
         self.rt = rt = build(settings)
         self._seed(rt)
         # The tasks `python -m casecloud` runs (worker, retention, offline alerts), supervised the
@@ -185,7 +191,8 @@ class DemoCloud:
     def _api_access(self) -> str:
         """The bearer token a newcomer calls the admin API with, got as an operator gets one: the
         cloud's admin token only creates the first HQ account, here with an hq API token
-        (docs/accounts.md). The account's password goes to `login_file`, for the console."""
+        (docs/accounts.md). Its login, and those of an associate and a manager of the demo store, go to
+        `login_file` and `logins`, for the console."""
         assert self.rt is not None
         admin = self.rt.settings.admin_bearer()
         password = secrets.token_urlsafe(16)
@@ -194,9 +201,18 @@ class DemoCloud:
                              "token_name": "make sim"}, timeout=15)
         if r.status_code != 201:
             raise RuntimeError(f"the demo cloud's HQ account: HTTP {r.status_code} {r.text[:200]}")
+        self.logins = [("hq", HQ_EMAIL, password)]
+        from casecloud.accounts import users
+
+        with self.rt.sessions.begin() as s:
+            for role, email in STAFF_ACCOUNTS:
+                pw = secrets.token_urlsafe(16)
+                users.create(s, self.rt.now(), email=email, password=pw, role=role, display_name=f"Demo {role}",
+                             stores=(STORE,))
+                self.logins.append((role, email, pw))
         self.login_file.unlink(missing_ok=True)
         self.login_file.touch(0o600)
-        self.login_file.write_text(f"{HQ_EMAIL}\n{password}\n")
+        self.login_file.write_text("".join(f"{role} {email} {pw}\n" for role, email, pw in self.logins))
         return r.json()["token"]["token"]
 
     def app_unlock(self, card: str) -> str:

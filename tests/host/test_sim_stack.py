@@ -68,3 +68,20 @@ def test_app_unlock_is_said_in_words(stack: tuple[DemoCloud, SimCase]) -> None:
     said = cloud.app_unlock(MEMBERS[0][1])
     assert said.startswith("app unlock: the case opened"), said
     assert "{" not in said
+
+
+def test_one_console_login_a_role_signs_in_over_plain_http(stack: tuple[DemoCloud, SimCase]) -> None:
+    # make sim prints these and keeps them in console-logins: a newcomer signs in as each role and
+    # sees the demo store (the cookie must not be Secure, or a browser drops it on plain HTTP).
+    cloud, _ = stack
+    lines = [line.split() for line in Path(cloud.login_file).read_text().splitlines()]
+    assert [role for role, _, _ in lines] == ["hq", "associate", "manager"]
+    for role, email, password in lines:
+        with httpx.Client(base_url=cloud.api_url, timeout=10) as c:
+            r = c.post("/v1/auth/login", json={"email": email, "password": password})
+            assert r.status_code == 200, (role, r.text)
+            assert "secure" not in r.headers["set-cookie"].lower(), r.headers["set-cookie"]
+            me = c.get("/v1/me").json()
+            assert me["role"] == role, me
+            page = c.get("/console/stores/demo-store", follow_redirects=True)
+            assert page.status_code == 200 and CASE in page.text, (role, page.status_code)
