@@ -125,7 +125,7 @@ class View:
             fixed.append(Panel(Group(*texts), title="SMS outbox (texts land here, not on a phone)", height=SMS_LINES + 2))
         tail: list[RenderableType] = []
         if self.cloud is not None:
-            tail.append(Text(f"console {self.cloud.api_url}/console  API token: {self.cloud.token_file}",
+            tail.append(Text(f"console {self.cloud.api_url}/console · API Bearer token: {self.cloud.token_file}",
                              style="cyan"))
         tail.append(Text(keys_help(self.cloud is not None, console.width), style="dim"))
         tail.append(Text(note or self.default_note(), style="yellow", no_wrap=True, overflow="ellipsis"))

@@ -51,6 +51,7 @@ def test_everything_fits_and_the_texted_code_shows_in_full(size: tuple[int, int]
 def test_the_screen_says_how_to_call_the_api() -> None:
     shown = "\n".join(screen(busy_view(INFO), []))
     assert "http://127.0.0.1:40123" in shown and "build/sim/api-token" in shown and "Bearer" in shown
+    assert "http://127.0.0.1:40123/console" in shown  # the store console, where make sim's logins go
     assert "build/sim/cloud.log" in shown  # where the cloud's log lines go instead
 
 
