@@ -201,14 +201,20 @@ def require(role: Role = "associate", *, store_param: str | None = None
     id in that path parameter must be one of the caller's (404 `no store X` otherwise)."""
 
     async def dependency(request: Request, p: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not p.at_least(role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role or above")
-        if store_param is not None:
-            p.check_store(str(request.path_params.get(store_param, "")))
-        return p
+        return permit(request, p, role, store_param)
 
     dependency.__name__ = f"require_{role}"
     return dependency
+
+
+def permit(request: Request, p: Principal, role: Role, store_param: str | None) -> Principal:
+    """`require`'s checks, for a dependency that finds its caller another way (the console's pages):
+    the role first (403, before any lookup), then the path's store (404 when not the caller's)."""
+    if not p.at_least(role):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role or above")
+    if store_param is not None:
+        p.check_store(str(request.path_params.get(store_param, "")))
+    return p
 
 
 def visible_case(s: Session, p: Principal, case_id: str) -> Case:

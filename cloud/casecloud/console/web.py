@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
-from casecloud.accounts.access import Principal, optional_principal
+from casecloud.accounts.access import Principal, optional_principal, permit
 from casecloud.accounts.roles import Role
 
 HERE = Path(__file__).resolve().parent
@@ -69,11 +69,7 @@ def page(role: Role = "associate", *, store_param: str | None = None) -> Callabl
                          p: Annotated[Principal | None, Depends(optional_principal)]) -> Principal:
         if p is None:
             raise LoginNeeded(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        if not p.at_least(role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role or above")
-        if store_param is not None:
-            p.check_store(str(request.path_params.get(store_param, "")))
-        return p
+        return permit(request, p, role, store_param)
 
     dependency.__name__ = f"page_{role}"
     return dependency
