@@ -16,11 +16,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
-VERSION: Final = 1
-PREFIX: Final = "lockcase/v1"
-MAX_BYTES: Final = 1024
-TTL: Final = 30
-WINDOW: Final = 16
+from lockcase.uplink import codec as _case
+
+VERSION: Final[int] = _case.VERSION
+PREFIX: Final[str] = _case.PREFIX
+MAX_BYTES: Final[int] = _case.MAX_BYTES
+TTL: Final[int] = _case.TTL
+WINDOW: Final[int] = _case.WINDOW
 _MASK: Final = (1 << WINDOW) - 1
 # How far one accepted message may move a replay window ahead. A case skips at most 63 seqs per
 # reboot (it reserves them 64 at a time) and signs a few messages a minute that may never arrive
@@ -37,35 +39,11 @@ UP_KINDS: Final = ("req", "evt", "status", "ack")
 DOWN_KINDS: Final = ("rep", "cmd", "evtack")
 PRESENCE: Final = "presence"
 
-# kind -> type -> required (field, code); codes: s str, i int, b bool, l list, d dict.
-SCHEMA: Final[dict[str, dict[str, tuple[tuple[str, str], ...]]]] = {
-    "req": {
-        "phone": (("num", "s"),),
-        "otp": (("sid", "s"), ("code", "s")),
-        "token": (("tok", "s"), ("src", "s")),
-        "help": (),
-    },
-    "evt": {"evts": (("evts", "l"),)},
-    "status": {"hello": (("fw", "s"),), "beat": (("up", "i"),)},
-    "ack": {"ack": (("re", "s"), ("ok", "b"))},
-    "rep": {
-        "allow": (("re", "s"), ("grant", "s")),
-        "challenge": (("re", "s"), ("sid", "s"), ("need", "s"), ("ttl", "i")),
-        "deny": (("re", "s"), ("why", "s")),
-        "ok": (("re", "s"),),
-    },
-    "cmd": {
-        "unlock": (("grant", "s"),),
-        "relock": (),
-        "reset_tamper": (),
-        "staff": (("op", "s"), ("kind", "s"), ("sid", "s")),
-        "config": (("set", "d"),),
-        "state": (("sv", "i"), ("i", "i"), ("n", "i"), ("staff", "l")),
-        "time": (("re", "s"), ("now", "i"), ("rx", "i")),
-    },
-    "evtack": {"evtack": (("re", "s"), ("ids", "l"))},
-}
-_HEAD: Final = (("v", "i"), ("case", "s"), ("id", "s"), ("seq", "i"), ("exp", "i"), ("t", "s"))
+# kind -> type -> required (field, code), and the header every body has; codes: s str, i int,
+# b bool, l list, d dict. One source for both sides: the firmware's codec, which imports under
+# CPython (it is written once, where RAM is scarce, and read here).
+SCHEMA: Final[dict[str, dict[str, tuple[tuple[str, str], ...]]]] = _case.SCHEMA
+_HEAD: Final[tuple[tuple[str, str], ...]] = _case.HEAD
 _TYPES: Final[dict[str, type]] = {"s": str, "i": int, "b": bool, "l": list, "d": dict}
 
 # Store and case ids become topic levels: no '/', '+', '#', nothing a shell or URL would mangle.

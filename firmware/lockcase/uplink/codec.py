@@ -19,7 +19,9 @@ _MASK = (1 << WINDOW) - 1  # fits a small int on 32-bit ports: no heap allocatio
 _TX_BLOCK = 64  # outgoing seqs are reserved in blocks so flash is written once per 64 sends
 
 # kind -> type -> required fields (name, code): s str, i int, b bool, l list, d dict.
-# Every body also has the header fields of _HEAD. Extra fields are allowed (forward compatible).
+# Every body also has the header fields of HEAD. Extra fields are allowed (forward compatible).
+# The one source of the message schema: the cloud's codec (cloud/casecloud/codec.py) imports it
+# from here, so the two sides cannot disagree on a message's shape.
 SCHEMA = {
     # case -> cloud
     "req": {
@@ -49,7 +51,7 @@ SCHEMA = {
     },
     "evtack": {"evtack": (("re", "s"), ("ids", "l"))},
 }
-_HEAD = (("v", "i"), ("case", "s"), ("id", "s"), ("seq", "i"), ("exp", "i"), ("t", "s"))
+HEAD = (("v", "i"), ("case", "s"), ("id", "s"), ("seq", "i"), ("exp", "i"), ("t", "s"))
 
 
 class Rejected(Exception):
@@ -127,7 +129,7 @@ def verify(key, topic, payload):
         raise Rejected("bad_json")
     if body.get("v") != VERSION or type(body.get("v")) is not int:
         raise Rejected("bad_version")
-    _check_fields(body, _HEAD)
+    _check_fields(body, HEAD)
     if body["case"] != parts[3]:
         raise Rejected("wrong_case")
     kind = parts[4]
