@@ -5,7 +5,7 @@ provision, label, cloudapi, monitor. Every command takes --json for scripts: one
 stdout (monitor: one per line), nothing on stderr, and the exit status of the error's class
 (docs/provisioning.md lists them).
 
-One module of ~540 lines on purpose: typer's command table, where each command is a thin wrapper
+One module of ~600 lines on purpose: typer's command table, where each command is a thin wrapper
 (its options, each with its help, and its human or JSON output) over the module that does the
 work; the option declarations are most of its length, and one table is what a reader of
 `casectl --help` wants to find in one place.
