@@ -23,12 +23,15 @@ def api(env: Env) -> Iterator[str]:
     seed_hq(env.rt, "t0ken")  # an hq API token (the settings' admin token only bootstraps)
     server = uvicorn.Server(uvicorn.Config(create_app(env.rt, Commander(env.rt)), host="127.0.0.1",
                                            port=port, log_level="warning", lifespan="on"))
-    env.loop.start(server.serve())
+    served = env.loop.start(server.serve())
     wait_for(lambda: server.started, timeout=10)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(base + "/healthz").status_code == 200)
     yield base
+    # Waited for: the app's command sender then closes its MQTT client on a live loop, instead of
+    # being collected after the loop has gone (an unraisable-exception warning per test).
     server.should_exit = True
+    served.result(10)
 
 
 
