@@ -3,8 +3,9 @@ enhancement and live alarms over Server-Sent Events. One router per audience:
 
 - home.py: `/`, login and logout, the start page; associates.py: a store's case grid, a case and
   its timeline with relock, alarms with acknowledge and resolve (associate and up);
-- managers.py: staff credentials, members, the event log; hq.py: stores, cases, users, API
-  tokens, the audit log; shopper.py: `/app/unlock`, the QR label's page;
+- managers.py: staff credentials, members, the event log; reports.py: a store's reports (page
+  and CSV, small counts suppressed); hq.py: stores, cases, users, API tokens, the audit log;
+  shopper.py: `/app/unlock`, the QR label's page;
 - live.py: `/console/live`, the alarm stream; web.py: templates, the page guard, redirects.
 
 Our CSS and JS are in static/ (/static/console/); htmx and Swagger UI are fetched by exact version
@@ -23,7 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from casecloud.console import associates, home, hq, live, managers, shopper
+from casecloud.console import associates, home, hq, live, managers, reports, shopper
 from casecloud.console.web import HERE, LoginNeeded, error_page, login_redirect
 
 PAGES = ("/console", "/app/")
@@ -35,7 +36,8 @@ def install(app: FastAPI) -> None:
     app.mount("/static/console", StaticFiles(directory=HERE / "static"), name="console-static")
     # check_dir off: a cloud started before `make deps` still serves its API (the pages say so)
     app.mount("/static/vendor", StaticFiles(directory=vendor, check_dir=False), name="vendor")
-    for r in (home.router, associates.router, managers.router, hq.router, shopper.router, live.router):
+    for r in (home.router, associates.router, managers.router, reports.router, hq.router, shopper.router,
+              live.router):
         app.include_router(r)
 
     @app.exception_handler(LoginNeeded)
