@@ -60,9 +60,15 @@ def build():
                 # Never silent, never a boot loop: the case runs offline (staff PIN and badge
                 # open it on the device) and says why; a reset tries the cloud again.
                 app.cloud = app.link = app.entry.cloud = None
+                for name in ("lockcase.uplink.client", "lockcase.uplink.link", "lockcase.uplink.codec",
+                             "lockcase.uplink", "lockcase.drivers.wifi"):
+                    forget(name)  # their code is most of what was just loaded
                 gc.collect()
-                print("cloud: out of memory at boot: running offline")
-                app.bus.emit("fault", part="cloud", error="no memory: boot")
+                try:
+                    print("cloud: out of memory at boot: running offline")
+                    app.bus.emit("fault", part="cloud", error="no memory: boot")
+                except MemoryError:
+                    pass
         if cfg.get("nfc"):
             _attach_nfc(app, cfg)
     return app

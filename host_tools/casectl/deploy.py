@@ -27,7 +27,10 @@ from casectl.errors import BoardMismatch, DeviceError, Disconnected
 
 STAGE = ".lc-stage"
 MARKER = STAGE + "/READY"
-LAST = ("boot.py", "main.py")  # the entry points change last: the modules they import are in place
+# What changes last, in this order: the board module once the modules it imports are in place
+# (board.mpy imports board_mcu; boot.py imports board before lock_safe()), then the entry points
+# once everything they import is. A swap cut short anywhere leaves each file's imports in place.
+LAST = ("board.mpy", "board.py", "boot.py", "main.py")
 
 # Which chip each board's build is for: sys.platform, and a piece of sys.implementation._machine.
 CHIPS: dict[str, tuple[str, str]] = {"sim": ("linux", ""), "esp32s3": ("esp32", "ESP32S3"),

@@ -280,3 +280,14 @@ def test_update_of_a_provisioned_case_keeps_its_config(deployed: SimDevice, clou
         assert ctl.state()["entry"] == "idle"  # still provisioned: config.json was left alone
     finally:
         ctl.close()
+
+
+def test_the_board_module_is_swapped_after_what_it_imports_and_before_the_entry_points() -> None:
+    # board.mpy imports board_mcu; boot.py imports board before it makes the lock safe: a swap cut
+    # short between two renames must never leave a file whose imports are not in place yet.
+    from casectl.deploy import _order
+
+    got = _order(["main.py", "board.mpy", "lockcase/app.mpy", "boot.py", "board_mcu.mpy", "umqtt/simple.mpy"])
+    assert got.index("board_mcu.mpy") < got.index("board.mpy") < got.index("boot.py") < got.index("main.py")
+    assert got.index("lockcase/app.mpy") < got.index("board.mpy")
+    assert got[-3:] == ["board.mpy", "boot.py", "main.py"]

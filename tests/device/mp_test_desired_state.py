@@ -168,3 +168,17 @@ def test_the_config_code_is_unloaded_between_commands_but_kept_while_a_state_arr
     c.cloud_says("cmd", {"t": "staff", "op": "del", "kind": "pin", "sid": "s_n"})  # loaded again
     assert c.entry.staff.check_pin("4444") is None and "lockcase.config" not in sys.modules
     assert [ok for ok, _ in _acks(c)] == [True, True, True]
+
+
+def test_a_staff_or_config_command_between_a_states_parts_keeps_the_parts_received():
+    # The config code is unloaded after a command only when no state is being received: a
+    # `config` arriving between two parts must not drop part 0 (and its `set`) with the module.
+    c = _setup()
+    c.cloud_says("cmd", {"t": "state", "sv": 8, "i": 0, "n": 2, "set": {"unlock_ms": 4000},
+                         "staff": [["pin", "s_a", _h("5555")]]})
+    c.cloud_says("cmd", {"t": "config", "set": {"held_open_s": 25}})
+    c.cloud_says("cmd", {"t": "state", "sv": 8, "i": 1, "n": 2, "staff": [["pin", "s_b", _h("6666")]]})
+    stored = _stored()
+    assert stored["staff"]["v"] == 8 and stored["unlock_ms"] == 4000, stored
+    assert c.entry.staff.check_pin("5555") == "s_a" and c.entry.staff.check_pin("6666") == "s_b"
+    assert [ok for ok, _ in _acks(c)] == [True, True, True]

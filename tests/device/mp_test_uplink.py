@@ -508,3 +508,19 @@ def test_a_message_that_cannot_be_handled_for_memory_keeps_the_link_up():
     link.up = True
     link._deliver(b"lockcase/v1/s1/c1/cmd", b"{}")
     assert link.up and bus.events == [("fault", {"part": "cloud", "error": "no memory: receive"})]
+
+
+def test_saying_it_is_out_of_memory_may_fail_too_without_ending_the_loop():
+    # The report itself allocates (a line, an event, a journal write): when that fails as well,
+    # the guard still holds, and the fault is journaled once memory is back.
+    c, logs = _starving_case()
+    c.connect()
+    c.answer_hello()
+    c.codec.sign = Starving(c.codec.sign)
+    real_emit = c.bus.emit
+    c.client.link._real.emit = Starving(real_emit)  # the bus cannot take the event either
+    c.run(60000, 65000, step=1000)  # must not raise
+    assert not [e for e in c.bus.events if e[0] == "fault"]
+    c.client.link._real.emit = real_emit
+    c.run(66000, 125000, step=1000)  # the next beat tries to sign again
+    assert [e for e in c.bus.events if e[0] == "fault"] == [("fault", {"part": "cloud", "error": "no memory: send"})]

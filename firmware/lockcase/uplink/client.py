@@ -232,7 +232,7 @@ class CloudClient:
                     self._insync = body["sv"] == self._sv()
             except ValueError as exc:
                 ok, err = False, "bad_config: %s" % exc
-            if t != "state" or remote_config.idle():
+            if remote_config.idle():  # never while a state's parts are arriving, whatever came
                 # Rare (a staff change, a new state version): its code and the config validator's
                 # (about 9 KB of a chip's heap) are loaded again when the next one comes.
                 forget("lockcase.remote_config")

@@ -132,7 +132,10 @@ class Link:
                 self._close()  # first: what the attempt holds is garbage before anything is said
                 if isinstance(exc, MemoryError):
                     self.nomem("connect")
-                self.log("cloud: connect failed (%r), retry in %d ms" % (exc, delay))
+                try:
+                    self.log("cloud: connect failed (%r), retry in %d ms" % (exc, delay))
+                except MemoryError:  # the link must go on retrying whatever the heap says
+                    pass
                 await asyncio.sleep_ms(delay)
                 continue
             self.connecting = False
@@ -246,19 +249,31 @@ class Link:
         never silent. Said on the console every time and journaled as a fault once until the link
         works again; the case goes on offline (staff PIN and badge open it on the device)."""
         self.nomem_count += 1
-        self.log("cloud: out of memory (%s)" % where)
-        if not self._starved:
-            self._starved = True
-            self.emit("fault", part="cloud", error="no memory: " + where)
+        # Saying so allocates too (the line, the event, the journal's write): if that fails as
+        # well, the caller's guard must still hold, so nothing here may raise MemoryError.
+        try:
+            self.log("cloud: out of memory (" + where + ")")
+            if not self._starved:
+                self.emit("fault", part="cloud", error="no memory: " + where)
+                self._starved = True  # only once it is said: a failed say is tried again
+        except MemoryError:
+            pass
 
     def _failed(self, where, exc):
         if isinstance(exc, MemoryError):
             self.nomem(where)
-        self._down("%s: %r" % (where, exc))
+        try:
+            why = "%s: %r" % (where, exc)
+        except MemoryError:  # the link still goes down, said or not
+            why = where
+        self._down(why)
 
     def _down(self, why):
         if self.up:
-            self.log("cloud: link down: " + why)
+            try:
+                self.log("cloud: link down: " + why)
+            except MemoryError:
+                pass
         self.up = False
         self._close()
 
