@@ -626,3 +626,50 @@ def test_retention_drops_sessions_past_their_end(rt0: Runtime, clock: FakeClock)
         retention(s, rt0.now(), rt0.settings.retention_days)
     with rt0.sessions() as s:
         assert [r.created_at for r in s.scalars(select(LoginSession))] == [rt0.now() - 2]
+
+
+def test_a_password_reset_lifts_the_accounts_login_limit(rt0: Runtime, clock: FakeClock) -> None:
+    # Anyone may type wrong passwords for a named account; after HQ resets it, its owner signs in
+    # with the new password at once instead of waiting out the window the attacker keeps full.
+    st = rt0.settings
+    st.login_lockout_after = 1000  # the rate limit alone here
+    hq_token = bootstrap(client(rt0))
+    uid = add_user(rt0, "victim@example.com", "associate")
+    for i in range(st.login_rate_account):
+        assert login(client(rt0, f"203.0.113.{i}"), "victim@example.com", WRONG).status_code == 401
+    assert login(client(rt0, "198.51.100.50"), "victim@example.com").status_code == 429
+    new = "a brand new passphrase 2"
+    r = client(rt0).post(f"/v1/users/{uid}/password", headers=bearer(hq_token), json={"password": new})
+    assert r.status_code == 200, r.text
+    assert login(client(rt0, "198.51.100.50"), "victim@example.com", new).status_code == 200
+
+
+def test_a_long_lived_response_sees_the_caller_as_they_are_now(rt0: Runtime) -> None:
+    # The console's live alarms re-check their caller (accounts/access.reauthenticate): a session
+    # that ended, a user moved to other stores or disabled, is seen at once.
+    from starlette.requests import Request
+
+    from casecloud.accounts.access import reauthenticate
+
+    bootstrap(client(rt0))
+    with rt0.sessions.begin() as s:
+        for sid in ("s1", "s2"):
+            registry.create_store(s, sid, rt0.now(), name=sid)
+    uid = add_user(rt0, "ann@example.com", "associate", ("s1",))
+    api = client(rt0)
+    assert login(api, "ann@example.com").status_code == 200
+    cookie = "; ".join(f"{k}={v}" for k, v in api.cookies.items())
+    app = create_app(rt0)
+
+    def now() -> Any:
+        scope = {"type": "http", "method": "GET", "path": "/console/live", "query_string": b"",
+                 "headers": [(b"cookie", cookie.encode())], "client": ("198.51.100.7", 1), "app": app,
+                 "server": ("testserver", 443), "scheme": "https"}
+        return reauthenticate(Request(scope))
+
+    assert now().stores == frozenset({"s1"})
+    with rt0.sessions.begin() as s:
+        users.update(s, users.get(s, uid), stores=("s2",))  # type: ignore[arg-type]
+    assert now().stores == frozenset({"s2"})
+    api.post("/v1/auth/logout", headers=csrf(api))
+    assert now() is None

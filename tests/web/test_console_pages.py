@@ -375,3 +375,12 @@ def test_feed_reports_new_acknowledged_and_resolved_alerts(rt: Runtime) -> None:
         alerting.resolve(s, aid, "someone", rt.now())
     got = asyncio.run(feed.poll_once())
     assert [(c["id"], c["state"]) for c in got] == [(aid, "resolved")]
+
+
+def test_a_huge_paging_cursor_is_refused_not_a_server_error(mgr: tuple[TestClient, str],
+                                                            hq: tuple[TestClient, str]) -> None:
+    huge = "9" * 30
+    for api, path in ((mgr[0], "/console/stores/s1/events"), (mgr[0], "/console/audit"), (hq[0], "/console/audit")):
+        for v in (huge, "-" + huge):
+            r = api.get(f"{path}?before={v}")
+            assert r.status_code == 422, (path, v, r.status_code)

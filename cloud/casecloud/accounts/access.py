@@ -126,6 +126,21 @@ def _authenticate(request: Request, cred: Annotated[HTTPAuthorizationCredentials
     return p
 
 
+def reauthenticate(request: Request) -> Principal | None:
+    """The caller as the request's credentials say now, for a response that lasts (the console's
+    live alarms): None once the session has ended or expired, the token was revoked, or the user
+    was disabled; their current role and stores otherwise. Read only: an open stream is not
+    activity, so the session's idle clock is not moved (the transaction is never committed)."""
+    rt = runtime(request)
+    now, ip = rt.now(), audit.truncate_ip(client_address(request))
+    auth = request.headers.get("authorization", "")
+    with rt.sessions() as s:
+        if auth[:7].lower() == "bearer ":
+            return _from_token(s, auth[7:].strip(), now, ip)
+        raw = _cookie_scheme(request)
+        return _from_session(s, rt, raw, now, ip) if raw else None
+
+
 def _from_token(s: Session, raw: str, now: int, ip: str) -> Principal | None:
     found = tokens.find(s, raw, now)
     if found is None:

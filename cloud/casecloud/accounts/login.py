@@ -19,7 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.orm import Session
 
 from casecloud import db
@@ -73,6 +73,13 @@ def _failures(s: Session, scope: str, key: str, since: int) -> int:
 def _count_failure(s: Session, keys: list[tuple[str, str]], now: int) -> None:
     db.upsert_add(s, _RATES, [{"scope": sc, "key": k, "at": now, "n": 1} for sc, k in sorted(keys)],
                   ("scope", "key", "at"), "n")
+
+
+def lift_account_limit(s: Session, hasher: Hasher, email: str) -> None:
+    """Forget the failed logins counted against this account (a password reset): otherwise anyone
+    who keeps typing wrong passwords for it keeps its owner out after the reset as well."""
+    s.execute(delete(RateCount).where(RateCount.scope == SCOPE_ACCOUNT,
+                                      RateCount.key == account_key(hasher, email)))
 
 
 def authenticate(s: Session, attempt: Attempt, settings: Settings, hasher: Hasher) -> User:

@@ -6,7 +6,7 @@ read their stores' audit entries (docs/accounts.md)."""
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
-from casecloud.accounts import audit, tokens, users
+from casecloud.accounts import audit, login, tokens, users
 from casecloud.accounts.access import Hq, Manager
 from casecloud.api.admin import bad
 from casecloud.api.deps import DB, Rt
@@ -89,6 +89,7 @@ def reset_password(user_id: str, body: PasswordIn, s: DB, rt: Rt, p: Hq) -> User
     now = rt.now()
     try:
         users.set_password(s, u, body.password, now)
+        login.lift_account_limit(s, rt.hasher, u.email)
     except Invalid as e:
         raise bad(e) from None
     audit.record(s, p.actor, "user.password_reset", now, target=("user", u.id))

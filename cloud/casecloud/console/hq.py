@@ -5,7 +5,7 @@ log (managers read their stores' entries there too). A case's secrets and a new 
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -14,6 +14,7 @@ from casecloud.accounts import audit, users
 from casecloud.api import accounts, admin
 from casecloud.api.deps import DB, Rt, Svc
 from casecloud.api.schemas import CaseIn, StoreIn, TokenIn, UserIn, UserPatch, user_out
+from casecloud.codec import INT_MAX, INT_MIN
 from casecloud.console.web import Form, HqPage, ManagerPage, back, render
 from casecloud.models import ApiToken, AuditEntry, Case, Store, User
 
@@ -153,7 +154,8 @@ def revoke_token(token_id: str, s: DB, rt: Rt, p: HqPage) -> RedirectResponse:
 
 
 @router.get("/console/audit", response_class=HTMLResponse)
-def audit_page(request: Request, s: DB, p: ManagerPage, action: str | None = None, before: int | None = None) -> HTMLResponse:
+def audit_page(request: Request, s: DB, p: ManagerPage, action: str | None = None,
+               before: int | None = Query(None, ge=INT_MIN, le=INT_MAX)) -> HTMLResponse:
     q = audit.query(p.stores, action=action or None)
     if before is not None:
         q = q.where(AuditEntry.id < before)

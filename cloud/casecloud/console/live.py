@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from casecloud.accounts.access import Principal
+from casecloud.accounts.access import Principal, reauthenticate
 from casecloud.console.web import AssociatePage, templates
 from casecloud.models import Alert
 from casecloud.runtime import Runtime
@@ -126,8 +126,20 @@ async def live(request: Request, p: AssociatePage) -> StreamingResponse:
     row) for every alert of the caller's stores raised, repeated, acknowledged or resolved."""
     f = feed(request)
     w = f.watch(p.stores)
+    loop = asyncio.get_running_loop()
+
+    async def still(caller: Principal) -> Principal | None:
+        # The stream outlives the request that opened it: a signed-out, expired or disabled caller,
+        # or one moved to other stores, must not go on receiving this store's alarms.
+        now = await asyncio.to_thread(reauthenticate, request)
+        if now is None or now.user_id != caller.user_id or not now.at_least("associate"):
+            return None
+        w.stores = now.stores
+        return now
 
     async def stream() -> AsyncIterator[str]:
+        caller: Principal | None = p
+        checked = loop.time()
         try:
             yield "retry: 1000\n: live\n\n"
             while True:
@@ -136,11 +148,19 @@ async def live(request: Request, p: AssociatePage) -> StreamingResponse:
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
-                    yield ": ping\n\n"
-                    continue
+                    change = False
+                if loop.time() - checked >= KEEPALIVE_S:
+                    checked = loop.time()
+                    if (caller := await still(caller)) is None:
+                        return
                 if change is None:
                     return
-                yield _event(request, p, change)
+                if change is False:
+                    yield ": ping\n\n"
+                    continue
+                if w.stores is not None and change["store"] not in w.stores:
+                    continue  # queued before the caller lost that store
+                yield _event(request, caller, change)
         finally:
             f.unwatch(w)
 

@@ -9,7 +9,7 @@ and never shown, put in a URL or logged: the results page is the POST's answer."
 import re
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from casecloud import desired
 from casecloud.api import admin, admin_records
 from casecloud.api.deps import DB, Rt, Svc
 from casecloud.api.schemas import PhoneQuery, StaffIn
+from casecloud.codec import INT_MAX, INT_MIN
 from casecloud.console.associates import store_or_404
 from casecloud.console.web import Form, ManagerPage, StoreManagerPage, back, render
 from casecloud.models import Case, Event, Member, Staff
@@ -102,7 +103,7 @@ def change_member(member_id: str, action: MemberAction, s: DB, rt: Rt, p: Manage
 
 @router.get("/console/stores/{store_id}/events", response_class=HTMLResponse)
 def events_page(store_id: str, request: Request, s: DB, p: StoreManagerPage, case: str | None = None,
-                before: int | None = None) -> HTMLResponse:
+                before: int | None = Query(None, ge=INT_MIN, le=INT_MAX)) -> HTMLResponse:
     st = store_or_404(s, store_id)
     q = select(Event).where(Event.store_id == store_id)
     if case:
