@@ -75,11 +75,13 @@ def _count_failure(s: Session, keys: list[tuple[str, str]], now: int) -> None:
                   ("scope", "key", "at"), "n")
 
 
-def lift_account_limit(s: Session, hasher: Hasher, email: str) -> None:
-    """Forget the failed logins counted against this account (a password reset): otherwise anyone
-    who keeps typing wrong passwords for it keeps its owner out after the reset as well."""
+def new_password(s: Session, hasher: Hasher, user: User, password: str, now: int) -> None:
+    """Give the user a new password (users.set_password: rules, sessions ended, lockout lifted)
+    and forget the failed logins counted against the account: otherwise anyone who keeps typing
+    wrong passwords for it keeps its owner out after the reset as well. Raises users.Invalid."""
+    users.set_password(s, user, password, now)
     s.execute(delete(RateCount).where(RateCount.scope == SCOPE_ACCOUNT,
-                                      RateCount.key == account_key(hasher, email)))
+                                      RateCount.key == account_key(hasher, user.email)))
 
 
 def authenticate(s: Session, attempt: Attempt, settings: Settings, hasher: Hasher) -> User:

@@ -88,8 +88,7 @@ def reset_password(user_id: str, body: PasswordIn, s: DB, rt: Rt, p: Hq) -> User
     u = _user(s, user_id)
     now = rt.now()
     try:
-        users.set_password(s, u, body.password, now)
-        login.lift_account_limit(s, rt.hasher, u.email)
+        login.new_password(s, rt.hasher, u, body.password, now)
     except Invalid as e:
         raise bad(e) from None
     audit.record(s, p.actor, "user.password_reset", now, target=("user", u.id))

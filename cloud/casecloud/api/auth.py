@@ -171,8 +171,7 @@ def change_my_password(body: MyPasswordIn, request: Request, s: DB, rt: Rt,
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
     now = rt.now()
     try:
-        users.set_password(s, u, body.new, now)
-        login.lift_account_limit(s, rt.hasher, u.email)
+        login.new_password(s, rt.hasher, u, body.new, now)
     except Invalid as e:
         raise bad(e) from None
     started = sessions.start(s, u, now, rt.settings, user_agent=request.headers.get("user-agent", ""), ip=p.ip)
