@@ -111,11 +111,7 @@ def _authenticate(request: Request, cred: Annotated[HTTPAuthorizationCredentials
     rt = runtime(request)
     now, ip = rt.now(), audit.truncate_ip(client_address(request))
     with rt.sessions() as s:
-        if cred is not None:  # a bearer header decides alone, even beside a cookie
-            p = _from_token(s, cred.credentials, now, ip)
-        else:
-            raw = _cookie_scheme(request)
-            p = _from_session(s, rt, raw, now, ip) if raw else None
+        p = _caller(s, rt, request, cred.credentials if cred is not None else None, now, ip)
         _save_bookkeeping(s)
     if p is None and cred is not None:
         admin = rt.settings.admin_bearer()
@@ -135,10 +131,14 @@ def reauthenticate(request: Request) -> Principal | None:
     now, ip = rt.now(), audit.truncate_ip(client_address(request))
     auth = request.headers.get("authorization", "")
     with rt.sessions() as s:
-        if auth[:7].lower() == "bearer ":
-            return _from_token(s, auth[7:].strip(), now, ip)
-        raw = _cookie_scheme(request)
-        return _from_session(s, rt, raw, now, ip) if raw else None
+        return _caller(s, rt, request, auth[7:].strip() if auth[:7].lower() == "bearer " else None, now, ip)
+
+
+def _caller(s: Session, rt: Runtime, request: Request, bearer: str | None, now: int, ip: str) -> Principal | None:
+    if bearer is not None:  # a bearer header decides alone, even beside a cookie
+        return _from_token(s, bearer, now, ip)
+    raw = _cookie_scheme(request)
+    return _from_session(s, rt, raw, now, ip) if raw else None
 
 
 def _from_token(s: Session, raw: str, now: int, ip: str) -> Principal | None:
