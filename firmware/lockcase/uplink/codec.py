@@ -29,6 +29,8 @@ SCHEMA = {
         "otp": (("sid", "s"), ("code", "s")),
         "token": (("tok", "s"), ("src", "s")),
         "help": (),
+        # a chunk of a release (docs/ota.md): f = -1 the manifest, else its index in the files
+        "fwget": (("rel", "s"), ("f", "i"), ("off", "i")),
     },
     "evt": {"evts": (("evts", "l"),)},
     "status": {"hello": (("fw", "s"),), "beat": (("up", "i"),)},
@@ -39,6 +41,7 @@ SCHEMA = {
         "challenge": (("re", "s"), ("sid", "s"), ("need", "s"), ("ttl", "i")),
         "deny": (("re", "s"), ("why", "s")),
         "ok": (("re", "s"),),
+        "fwdata": (("re", "s"), ("d", "s")),
     },
     "cmd": {
         "unlock": (("grant", "s"),),
@@ -48,6 +51,7 @@ SCHEMA = {
         "config": (("set", "d"),),
         "state": (("sv", "i"), ("i", "i"), ("n", "i"), ("staff", "l")),
         "time": (("re", "s"), ("now", "i"), ("rx", "i")),
+        "fw": (("rel", "s"), ("size", "i"), ("sig", "s")),
     },
     "evtack": {"evtack": (("re", "s"), ("ids", "l"))},
 }
