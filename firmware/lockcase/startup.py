@@ -54,12 +54,14 @@ def build():
     forget("lockcase.recover")
     if cfg.get("provisioned") and not error:
         if cfg.get("cloud"):
+            subs = len(app.bus._subs)
             try:
                 _attach_cloud(app, cfg, cause)
             except MemoryError:
                 # Never silent, never a boot loop: the case runs offline (staff PIN and badge
                 # open it on the device) and says why; a reset tries the cloud again.
                 app.cloud = app.link = app.entry.cloud = None
+                del app.bus._subs[subs:]  # the half-built client's (it would still hear grants)
                 for name in ("lockcase.uplink.client", "lockcase.uplink.link", "lockcase.uplink.codec",
                              "lockcase.uplink", "lockcase.drivers.wifi"):
                     forget(name)  # their code is most of what was just loaded
