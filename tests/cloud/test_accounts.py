@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -304,6 +306,48 @@ def test_login_rate_limits_per_account_and_per_address(rt0: Runtime, clock: Fake
         assert login(far, f"guess{i}@example.com", WRONG).status_code == 401
     assert login(far, "bob@example.com").status_code == 429
     assert login(client(rt0, "192.0.2.10"), "bob@example.com").status_code == 200
+
+
+def test_parallel_wrong_logins_check_no_more_passwords_than_the_limit(rt0: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 wrong logins for one account at once, each from its own address: at most the account's
+    limit of them get a password check (401); the others are refused unchecked (429). The count
+    was read before the argon2 check and written after it, and 24 of 40 got through a limit of 10."""
+    st = rt0.settings
+    add_user(rt0, "ann@example.com", "associate")
+    st.login_lockout_after = 1000  # the limit alone here
+    checked: list[int] = []
+    real = passwords.verify
+
+    def slow(stored: str, password: str) -> bool:  # widen the window a race needs, as argon2 does
+        checked.append(1)
+        time.sleep(0.05)
+        return real(stored, password)
+
+    monkeypatch.setattr(passwords, "verify", slow)
+    start = threading.Barrier(40)
+    codes: list[int] = []
+
+    def one(i: int) -> None:
+        api = client(rt0, f"203.0.113.{i}")
+        start.wait()
+        codes.append(login(api, "ann@example.com", WRONG).status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(codes)) == [401, 429] and len(codes) == 40
+    assert codes.count(401) == len(checked) <= st.login_rate_account
+    # and a right password afterwards, from elsewhere, is still limited while the window lasts
+    assert login(client(rt0, "198.51.100.99"), "ann@example.com").status_code == 429
+
+
+def test_a_right_password_does_not_count_against_the_limit(rt0: Runtime) -> None:
+    st = rt0.settings
+    add_user(rt0, "ann@example.com", "associate")
+    for i in range(st.login_rate_account + 3):
+        assert login(client(rt0, f"203.0.113.{i % 200}"), "ann@example.com").status_code == 200, i
 
 
 def test_unknown_disabled_and_wrong_answer_alike_and_cost_a_verify(rt0: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,9 @@
 """Password login: rate limits, lockout with backoff, and answers that do not tell whether an
 account exists.
 
+- Every login is counted before its password is checked (`reserve`, a short transaction of its
+  own), and the count is taken back when the password was right: a count read before the argon2
+  check and written after it let 24 of 40 parallel wrong logins through a limit of 10.
 - Failed logins are counted per account (by the HMAC of the typed email, whether an account has
   it or not) and per client address (an IPv6 client's /64) in `rate_counts` over
   `login_window_s`; past `login_rate_account` or `login_rate_client` a login is refused
@@ -84,27 +87,41 @@ def new_password(s: Session, hasher: Hasher, user: User, password: str, now: int
                                       RateCount.key == account_key(hasher, user.email)))
 
 
-def authenticate(s: Session, attempt: Attempt, settings: Settings, hasher: Hasher) -> User:
-    """The user whose email and password these are. Raises RateLimited or Refused; the failure
-    is counted in `s`, so the caller commits `s` either way."""
-    st, now = settings, attempt.now
-    keys = [(SCOPE_ACCOUNT, account_key(hasher, attempt.email)), (SCOPE_CLIENT, client_key(attempt.client))]
-    since = now - st.login_window_s
+def _keys(hasher: Hasher, attempt: Attempt) -> list[tuple[str, str]]:
+    return [(SCOPE_ACCOUNT, account_key(hasher, attempt.email)), (SCOPE_CLIENT, client_key(attempt.client))]
+
+
+def reserve(s: Session, attempt: Attempt, settings: Settings, hasher: Hasher) -> None:
+    """Count the attempt as a failure before its password is checked, in `s`, which the caller
+    commits at once (before `authenticate`): parallel attempts then each see the others' counts,
+    and at most the limit's number of passwords are checked in a window, however many arrive at
+    once. Raises RateLimited past a limit: the caller rolls `s` back, so a refused attempt, which
+    checks nothing, does not count."""
+    st = settings
+    keys = _keys(hasher, attempt)
+    _count_failure(s, keys, attempt.now)
+    since = attempt.now - st.login_window_s
     limits = {SCOPE_ACCOUNT: st.login_rate_account, SCOPE_CLIENT: st.login_rate_client}
-    if any(_failures(s, sc, k, since) >= limits[sc] for sc, k in keys):
+    if any(_failures(s, sc, k, since) > limits[sc] for sc, k in keys):
         raise RateLimited("too many failed logins: try again later")
+
+
+def authenticate(s: Session, attempt: Attempt, settings: Settings, hasher: Hasher) -> User:
+    """The user whose email and password these are, for an attempt already `reserve`d (counted as
+    a failure; a right password takes the count back, in `s`). Raises Refused; the caller commits
+    `s` either way (a lockout and the audit are written on refusal too)."""
+    st, now = settings, attempt.now
+    keys = _keys(hasher, attempt)
     user = users.by_email(s, attempt.email) if len(attempt.email) <= 254 else None
     ip = audit.truncate_ip(attempt.client)
     if user is None or user.disabled or (user.locked_until is not None and now < user.locked_until):
         passwords.verify_dummy(attempt.password)
-        _count_failure(s, keys, now)
         if user is not None:  # a known account: audited (an unknown email goes only into the keyed count)
             why = "disabled" if user.disabled else "locked"
             audit.record(s, audit.Actor("anonymous", user.id, ip), "auth.login", now, target=("user", user.id),
                          result="refused", detail={"why": why})
         raise Refused("wrong email or password, or the account cannot sign in now")
     if not passwords.verify(user.password_hash, attempt.password):
-        _count_failure(s, keys, now)
         user.failed_logins += 1
         audit.record(s, audit.Actor("anonymous", user.id, ip), "auth.login", now, target=("user", user.id),
                      result="failed")
@@ -115,6 +132,8 @@ def authenticate(s: Session, attempt: Attempt, settings: Settings, hasher: Hashe
             audit.record(s, audit.Actor("anonymous", user.id, ip), "auth.lockout", now, target=("user", user.id),
                          result="locked", detail={"failures": user.failed_logins, "seconds": lock_s})
         raise Refused("wrong email or password, or the account cannot sign in now")
+    db.upsert_add(s, _RATES, [{"scope": sc, "key": k, "at": now, "n": -1} for sc, k in sorted(keys)],
+                  ("scope", "key", "at"), "n")  # a right password is not a failure: the reservation back
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(attempt.password)
     user.failed_logins, user.locked_until, user.last_login_at = 0, None, now

@@ -98,10 +98,15 @@ async def login_route(request: Request, rt: Rt) -> Response:
     agent = request.headers.get("user-agent", "")
 
     def run() -> tuple[User, frozenset[str] | None, sessions.Started] | Exception:
-        with rt.sessions.begin() as s:  # committed on refusal too: the failure counts
+        try:  # counted first, committed alone: parallel attempts see each other (login.reserve)
+            with rt.sessions.begin() as s:
+                login.reserve(s, attempt, st, rt.hasher)
+        except login.RateLimited as e:
+            return e
+        with rt.sessions.begin() as s:  # committed on refusal too: the lockout and the audit
             try:
                 user = login.authenticate(s, attempt, st, rt.hasher)
-            except (login.Refused, login.RateLimited) as e:
+            except login.Refused as e:
                 return e
             started = sessions.start(s, user, attempt.now, st, user_agent=agent,
                                      ip=audit.truncate_ip(client), replacing=old)
