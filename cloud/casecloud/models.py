@@ -274,3 +274,56 @@ class AuditEntry(Base):
     ip: Mapped[str] = mapped_column(String(48), default="")  # truncated like the sessions'
     result: Mapped[str] = mapped_column(String(12), default="ok")  # ok | failed | refused | locked
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- store analytics (analytics/, docs/analytics.md) ---------------------------------------------
+# Counts computed from the events, kept after the events' retention. By construction these tables
+# hold no member, phone, card, token or staff reference: a row is (case, period, metric, count).
+
+class AnalyticsHour(Base):
+    """One count per case, UTC hour and metric (analytics/metrics.py names them; a duration
+    histogram's bins are metrics too: `tto_open:3`). Rows with a zero count are not kept."""
+
+    __tablename__ = "analytics_hours"
+    __table_args__ = (Index("ix_analytics_hours_store_hour", "store_id", "hour"),)
+
+    case_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hour: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # epoch s, whole UTC hour
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(32))
+    n: Mapped[int] = mapped_column(default=0)
+
+
+class AnalyticsDay(Base):
+    """AnalyticsHour summed per UTC day: what pages and exports read (analytics/publish.py)."""
+
+    __tablename__ = "analytics_days"
+    __table_args__ = (Index("ix_analytics_days_store_day", "store_id", "day"),)
+
+    case_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # epoch s, 00:00 UTC
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(32))
+    n: Mapped[int] = mapped_column(default=0)
+
+
+class AnalyticsState(Base):
+    """The aggregation's bookmarks (analytics/aggregate.py): the events' id and the alerts' time
+    folded in so far."""
+
+    __tablename__ = "analytics_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
+
+
+class StoreHours(Base):
+    """A store's opening hours, for after-hours opens: its IANA time zone and, per weekday
+    (Monday first), [open, close] in minutes after local midnight, or None when closed all day."""
+
+    __tablename__ = "store_hours"
+
+    store_id: Mapped[str] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True)
+    tz: Mapped[str] = mapped_column(String(64), default="UTC")
+    week: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[int]
