@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid alias), not a BIGINT one.
@@ -326,4 +326,85 @@ class StoreHours(Base):
     store_id: Mapped[str] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True)
     tz: Mapped[str] = mapped_column(String(64), default="UTC")
     week: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[int]
+
+
+# --- over-the-air releases and their rollouts (releases/, docs/ota.md) -----------------------------
+
+class Release(Base):
+    """A signed firmware release as uploaded: the manifest's bytes exactly as signed, the
+    signature, and what the manifest says (copied out for lists and checks). `ready` once every
+    file is in and matched its sha256."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the manifest's rel
+    version: Mapped[str] = mapped_column(String(16))
+    board: Mapped[str] = mapped_column(String(16))
+    mpy: Mapped[int]
+    min_version: Mapped[str] = mapped_column(String(16))
+    floor: Mapped[str] = mapped_column(String(16))
+    manifest: Mapped[bytes] = mapped_column(LargeBinary)
+    sig: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(64))  # the release public key that verified it
+    files: Mapped[int]
+    size: Mapped[int]  # the files' bytes, together
+    ready: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[str] = mapped_column(String(40), default="")
+    created_at: Mapped[int]
+
+
+class ReleaseFile(Base):
+    """One file of a release: its manifest entry, and its bytes once uploaded (None before)."""
+
+    __tablename__ = "release_files"
+
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    path: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+
+
+class Rollout(Base):
+    """A release sent to a set of cases in waves (releases/rollout.py). state: active | halted |
+    done; `wave` the last wave opened (0 = the first); halted by hand or by itself when more than
+    max_fail_pct of the cases told to update failed to confirm."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # ro_<hex>
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    state: Mapped[str] = mapped_column(String(8), default="active")
+    target: Mapped[dict[str, Any]] = mapped_column(default=dict)  # how the cases were chosen
+    waves: Mapped[list[int]] = mapped_column(JSON, default=list)  # cumulative % of the cases per wave
+    wave: Mapped[int] = mapped_column(default=0)
+    wave_at: Mapped[int]  # when the last wave opened
+    wave_after_s: Mapped[int | None] = mapped_column(default=None)  # next wave after this, confirmed or not
+    max_fail_pct: Mapped[int] = mapped_column(default=20)
+    halt_reason: Mapped[str] = mapped_column(String(200), default="")
+    halted_at: Mapped[int | None] = mapped_column(default=None)
+    created_by: Mapped[str] = mapped_column(String(40), default="")
+    created_at: Mapped[int]
+
+
+class RolloutCase(Base):
+    """One case of a rollout: its wave and its state as the case reports it (fw events, acks,
+    hello). state: pending | downloading | staged | switching | confirmed | rolled_back | failed |
+    refused | cancelled."""
+
+    __tablename__ = "rollout_cases"
+
+    rollout_id: Mapped[str] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    wave: Mapped[int]
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    pct: Mapped[int] = mapped_column(default=0)
+    why: Mapped[str] = mapped_column(String(120), default="")
+    running: Mapped[str | None] = mapped_column(String(32), default=None)  # the rel its hello/beat names
+    cmd_id: Mapped[str | None] = mapped_column(String(16), default=None)  # the last cmd fw sent
+    sent_at: Mapped[int | None] = mapped_column(default=None)
+    sends: Mapped[int] = mapped_column(default=0)
+    event_ts: Mapped[int] = mapped_column(default=0)  # the ts of the last fw event applied
     updated_at: Mapped[int]

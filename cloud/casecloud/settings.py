@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     retention_every_s: int = 3600
     log_level: str = "INFO"
 
+    # over-the-air releases (releases/, docs/ota.md)
+    # The fleet's release public keys (Ed25519, 64 hex digits each, newest first): an upload must be
+    # signed by one of them, and casectl provision writes the first into a case's config (ota_key).
+    # Set here by the operator, never through the API: an API token must not make the cloud trust a key.
+    release_keys: list[str] = Field(default_factory=list)
+    rollout_check_every_s: float = 10.0  # how often rollouts open waves and halt themselves
+
     @classmethod
     def settings_customise_sources(
         cls,
