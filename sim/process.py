@@ -43,6 +43,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (keys, passwords), created so from the start: never
+    world-readable, not even between a write and a chmod."""
+    path.unlink(missing_ok=True)
+    path.touch(0o600)
+    path.write_text(text)
+
+
 # The live sim runs the firmware from source on the 64-bit port with every emulated part (PN532,
 # LCD, key matrix, control socket) in the same heap: far more than a chip spends. A chip's heap is
 # checked where it is modelled, on the 32-bit port with .mpy (tests/host/test_heap.py).
@@ -81,6 +89,9 @@ class SimCase:
             raise ValueError("fw_dir (a source tree) or compiled (a build), not both")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # The flash image and provision.json hold the case key and the staff hashes: the case's
+        # directory is its owner's alone, as a chip's flash is nobody else's.
+        self.workdir.chmod(0o700)
         self.flash = self.workdir / "flash.img"
         self.port = free_port()
         self.heap = heap
@@ -93,7 +104,7 @@ class SimCase:
         self.config_file: Path | None = None
         if config is not None:
             self.config_file = self.workdir / "provision.json"
-            self.config_file.write_text(json.dumps(config))
+            write_private(self.config_file, json.dumps(config))
         self.log_path = log or (self.workdir / "console.log")
         self.boots = 0
         self.proc: subprocess.Popen[bytes] | None = None

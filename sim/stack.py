@@ -34,7 +34,7 @@ from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 from casecloud.tasks import supervised
 from sim.demo import CASE, MEMBERS, STORE
-from sim.process import free_port
+from sim.process import free_port, write_private
 
 
 class SpecBroker(Broker):
@@ -111,9 +111,7 @@ class DemoCloud:
             if time.monotonic() > deadline:
                 raise RuntimeError("the demo cloud did not start")
             time.sleep(0.05)
-        self.token_file.unlink(missing_ok=True)
-        self.token_file.touch(0o600)
-        self.token_file.write_text(self._api_access() + "\n")
+        write_private(self.token_file, self._api_access() + "\n")
         return self
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -210,9 +208,7 @@ class DemoCloud:
                 users.create(s, self.rt.now(), email=email, password=pw, role=role, display_name=f"Demo {role}",
                              stores=(STORE,))
                 self.logins.append((role, email, pw))
-        self.login_file.unlink(missing_ok=True)
-        self.login_file.touch(0o600)
-        self.login_file.write_text("".join(f"{role} {email} {pw}\n" for role, email, pw in self.logins))
+        write_private(self.login_file, "".join(f"{role} {email} {pw}\n" for role, email, pw in self.logins))
         return r.json()["token"]["token"]
 
     def app_unlock(self, card: str) -> str:

@@ -85,3 +85,14 @@ def test_one_console_login_a_role_signs_in_over_plain_http(stack: tuple[DemoClou
             assert me["role"] == role, me
             page = c.get("/console/stores/demo-store", follow_redirects=True)
             assert page.status_code == 200 and CASE in page.text, (role, page.status_code)
+
+
+def test_the_sims_secrets_are_their_owners_alone(stack: tuple[DemoCloud, SimCase]) -> None:
+    """The case key (provision.json, the flash image), the admin token and the demo logins: none
+    readable by another user of the machine."""
+    cloud, case = stack
+    assert case.config_file is not None
+    for f in (case.config_file, cloud.token_file, cloud.login_file):
+        assert f.stat().st_mode & 0o077 == 0, (f, oct(f.stat().st_mode))
+    assert case.workdir.stat().st_mode & 0o077 == 0, oct(case.workdir.stat().st_mode)
+    assert case.flash.exists()  # inside the private directory
