@@ -73,7 +73,8 @@ micropython32: $(MP32)
 sysdeps:
 	@tools/sysdeps.sh
 
-sim: deps
+# The console's assets only when the sim runs its cloud (`ARGS=--no-cloud`: the case alone).
+sim: $(DEVLIB) $(if $(findstring --no-cloud,$(ARGS)),,$(WEB))
 	$(PY) -m sim $(ARGS)
 
 $(STUBS): $(STAMP) Makefile
