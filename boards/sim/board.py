@@ -137,8 +137,13 @@ class Board:
             # harnesses measure it (start.py --heap-report; tests/host/heapcloud.py reads it).
             import gc
 
+            import micropython
+
             gc.collect()
             print("HEAP boot live=%d free=%d" % (gc.mem_alloc(), gc.mem_free()))
+            # The interned names: their pools grow in doublings, the last one a block of its own
+            # (about 9 KB for the 7th, past 1,260 names; docs/memory.md).
+            micropython.qstr_info()
         if OPTIONS.get("ctl"):
             from boards.sim.control import serve
 

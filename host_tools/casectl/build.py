@@ -210,7 +210,11 @@ def compile_board(
             if copy:
                 shutil.copyfile(src, target)
             else:
-                cmd = [mpy_cross(), "-o", str(target), "-s", dev[:-4] + ".py"]
+                # The name tracebacks show: the module's own (lockcase.app), which the import
+                # interns anyway as its __name__, so it costs a chip no name of its own (a path,
+                # lockcase/app.py, was one more interned string a module: docs/memory.md).
+                name = dev[:-4].removesuffix("/__init__").replace("/", ".")
+                cmd = [mpy_cross(), "-o", str(target), "-s", name]
                 if arch:
                     cmd.insert(1, f"-march={arch}")
                 if not lines:

@@ -99,6 +99,37 @@ class StepFailed(Exception):
 
 
 @cache
+def sim_rom() -> Path:
+    """The sim's own parts (the compiled build's boards/ package: emulated PN532, I2C bus, LCD,
+    keypad matrix, control socket) as a ROMFS image, which boards/sim/start.py maps outside the
+    GC heap (LOCKCASE_SIM_ROM): a chip has none of them, so their bytecode must not be counted in
+    the heap measured. The sim's board module itself (board.mpy) stays in the heap, as a chip's
+    board.mpy does. Made once per process."""
+    from mpremote.romfs import VfsRomWriter
+
+    root = Path(_short_paths()[0]).resolve() / "boards"
+    rom = VfsRomWriter()
+
+    def add(d: Path) -> None:
+        for p in sorted(d.iterdir()):
+            if p.is_dir():
+                rom.opendir(p.name)
+                add(p)
+                rom.closedir()
+            elif p.suffix == ".mpy":
+                rom.mkfile(p.name, p.read_bytes())
+
+    rom.opendir("boards")
+    add(root)
+    rom.closedir()
+    d = Path(tempfile.mkdtemp(prefix="heapcloud-rom-"))
+    atexit.register(shutil.rmtree, d, True)
+    out = d / "sim.rom"
+    out.write_bytes(rom.finalise())
+    return out
+
+
+@cache
 def _tls_files() -> Path:
     """A CA and a server certificate for localhost, made once per process."""
     d = Path(tempfile.mkdtemp(prefix="heapcloud-ca-"))
@@ -294,7 +325,7 @@ def run(config: str, heap_kib: int) -> HeapRun:
         with _cloud(config, workdir) as (env, tls_port):
             case = SimCase(workdir / "case", case_config(config, env, tls_port), heap=f"{heap_kib}k",
                            restart=False, interpreter=micropython32_binary(), compiled=_short_paths()[0],
-                           no_aslr=True, heap_report=True)
+                           no_aslr=True, heap_report=True, extra_env={"LOCKCASE_SIM_ROM": str(sim_rom())})
             try:  # the case stops before its cloud does: the link's logs stay its own
                 _start_and_play(case, config, env)
                 res.ok = True
