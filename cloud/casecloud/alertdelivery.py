@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from casecloud import metrics
 from casecloud.adapters.notify import Notifier
 from casecloud.alerts import message as alert_message
 from casecloud.background import PerKeyPool
@@ -72,6 +73,8 @@ class AlertDelivery:
                     return
                 msg, url = alert_message(a), store.notify_url
             d = self.notifier.notify(url, msg)
+            metrics.WEBHOOKS.labels("ok" if d.ok else "failed").inc()
+            metrics.WEBHOOK_TRIES.inc(d.attempts)
             with sessions.begin() as s:
                 a = s.get(Alert, alert_id, with_for_update=True)
                 if a is not None:

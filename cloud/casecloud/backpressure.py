@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from casecloud import codec
+from casecloud import codec, metrics
 
 log = logging.getLogger("casecloud.worker")
 
@@ -78,6 +78,7 @@ class Load:
                     why = "no_time"
             if why is not None:
                 self.shed[why] += 1
+                metrics.SHED.labels(why).inc()
             out.append(why)
         return out
 

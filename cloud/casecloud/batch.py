@@ -34,7 +34,7 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from casecloud import channel, codec, db, keyring
+from casecloud import channel, codec, db, keyring, logs, metrics
 from casecloud.backpressure import Load, deadline
 from casecloud.dispatch import Dispatch, Later
 from casecloud.models import Case, Event, Store
@@ -89,7 +89,9 @@ class Decided:
         for w in self.later:
             try:
                 r = rt.policy.after_commit(rt.sessions, w.reply)
-                log.info("case %s %s -> %s %s", w.case_id, w.req["t"], r.t, r.why or "")
+                log.info("case %s %s -> %s %s", w.case_id, w.req["t"], r.t, r.why or "",
+                         extra=logs.ids(case=w.case_id, req=w.req.get("id")))
+                metrics.decided(w.req["t"], r.t, r.why)
                 outs[w.index].append(h.sign(w.case_id, "rep", {"t": r.t, "re": w.req["id"], **r.fields}))
             except Exception:
                 log.exception("failed to finish a request of case %s", w.case_id)
@@ -212,6 +214,7 @@ class Handler:
         if len(msgs) > 1:
             return self._one_by_one(msgs, dl)
         self.rejected["replay"] += 1  # lost the race every time: treat as not accepted
+        metrics.REJECTED.labels("replay").inc()
         log.warning("rejected replay on %s (window contended)", msgs[0][0])
         return Decided(self, [[]])
 
@@ -293,13 +296,18 @@ class Handler:
                 raise _Late(overdue)
             s.commit()
         self.load.late += late_now
+        metrics.LATE.inc(late_now)
         next_seq = {m.case_id: m.tx + 1 for m in moves}
         # Committed: from here on nothing may send the batch back (it would be refused as replays).
         for reason, topic in rejected:
             self.rejected[reason] += 1
+            metrics.REJECTED.labels(reason).inc()
             log.warning("rejected %s on %s", reason, topic)  # never the payload: it may hold a number
         for note in fx.notes:
             log.info(*note)
+        for store_id, cid, rid, t, outcome, why in fx.decided:
+            log.info("case %s %s -> %s %s", cid, t, outcome, why or "", extra=logs.ids(cid, store_id, rid))
+            metrics.decided(t, outcome, why)
         d = Decided(self, [[] for _ in msgs], fx.later)
         st = rt.settings
         for i, cid, kind, body in fx.replies:

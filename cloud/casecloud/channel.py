@@ -123,3 +123,10 @@ def resync(s: Session, case_id: str, now: int) -> bool:
     done = s.execute(update(Case).where(Case.id == case_id)
                      .values(rx_mask=codec.resync_mask(now), tx_seq=Case.tx_seq + RESYNC_TX_JUMP))
     return getattr(done, "rowcount", 0) == 1
+
+
+def resync_all(s: Session, now: int) -> int:
+    """`resync` for every case at once (after the database was restored from a backup: `python -m
+    casecloud after-restore`, docs/operations.md). Returns how many cases."""
+    done = s.execute(update(Case).values(rx_mask=codec.resync_mask(now), tx_seq=Case.tx_seq + RESYNC_TX_JUMP))
+    return int(getattr(done, "rowcount", 0))

@@ -49,6 +49,8 @@ class Dispatch:
     replies: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     notes: list[tuple[Any, ...]] = field(default_factory=list)  # log lines, written once committed
+    # requests answered now: (store, case, request id, kind, outcome, why), logged and counted once committed
+    decided: list[tuple[str, str, Any, str, str, str | None]] = field(default_factory=list)
     later: list[Later] = field(default_factory=list)
 
     def message(self, i: int, store: Store, case: Case, rx: int, kind: str, body: dict[str, Any]) -> int:
@@ -67,7 +69,7 @@ class Dispatch:
                 self.later.append(Later(i, case.id, body, r))
                 return
             replies.append((i, case.id, "rep", {"t": r.t, "re": body["id"], **r.fields}))
-            self.notes.append(("case %s %s -> %s %s", case.id, t, r.t, r.why or ""))
+            self.decided.append((store.id, case.id, body["id"], t, r.t, r.why))
         elif t == "hello":
             case.fw = db.case_text(body["fw"], 40)
             case.online = True

@@ -10,9 +10,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from casecloud.alerts import Alerts
+from casecloud import metrics
+from casecloud.alerts import SEVERITY, Alerts
+from casecloud.models import Alert, Case
 from casecloud.privacy import retention
 from casecloud.runtime import Runtime
 
@@ -51,3 +54,28 @@ def _scan(alerts: Alerts, sessions: sessionmaker[Session]) -> None:
         alerts.scan_offline(s)
     with sessions.begin() as s:
         alerts.redeliver(s)
+
+
+async def gauge_loop(rt: Runtime) -> None:
+    """The fleet's gauges (metrics.py) read from the database every `metrics_every_s`: a scrape
+    never waits on the database. A failed read is logged and the gauges keep their last values."""
+    while True:
+        try:
+            await asyncio.to_thread(read_gauges, rt.sessions)
+        except Exception:
+            _retention_log.exception("metrics gauges not read")
+        await asyncio.sleep(rt.settings.metrics_every_s)
+
+
+def read_gauges(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s:
+        total, online, synced = s.execute(select(
+            func.count(), func.count().filter(Case.online.is_(True)), func.count().filter(Case.synced.is_(True))
+        ).select_from(Case)).one()
+        open_by_kind = dict(s.execute(select(Alert.kind, func.count()).where(Alert.state != "resolved")
+                                      .group_by(Alert.kind)).tuples().all())
+    metrics.CASES.labels("registered").set(total)
+    metrics.CASES.labels("online").set(online)
+    metrics.CASES.labels("synced").set(synced)
+    for kind in {*SEVERITY, *open_by_kind}:
+        metrics.OPEN_ALERTS.labels(kind).set(open_by_kind.get(kind, 0))

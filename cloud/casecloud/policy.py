@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
-from casecloud import db
+from casecloud import db, metrics
 from casecloud.adapters.loyalty import Loyalty, LoyaltyError
 from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
@@ -175,7 +175,9 @@ class Policy:
             (e164, text), r.text = r.text, None
             try:
                 self.sms.send(e164, text)
+                metrics.SMS.labels("sent").inc()
             except SmsError as e:
+                metrics.SMS.labels("failed").inc()
                 log.warning("code to %s not sent: %s", mask(e164), e)
                 with sessions.begin() as s:
                     ch = s.get(Challenge, r.fields["sid"])
@@ -255,6 +257,7 @@ class Policy:
                 member = self.loyalty.by_phone(s, e164)
             except LoyaltyError as e:
                 log.warning("loyalty lookup failed: %s", e)
+                metrics.LOYALTY_FAILURES.inc()
                 return self._refuse(s, case, deny("unavailable"), via="phone")
             if member is not None and member.status == "flagged":
                 r = deny("flagged")
@@ -329,6 +332,7 @@ class Policy:
             member = self.loyalty.by_token(s, tok, src)
         except LoyaltyError as e:
             log.warning("loyalty lookup failed: %s", e)
+            metrics.LOYALTY_FAILURES.inc()
             return self._refuse(s, case, deny("unavailable"), via=src)
         if member is None:
             return self._refuse(s, case, deny("unknown"), via=src)
@@ -372,6 +376,7 @@ class Policy:
             member = self.loyalty.by_token(s, token, "app")
         except LoyaltyError as e:
             log.warning("loyalty lookup failed: %s", e)
+            metrics.LOYALTY_FAILURES.inc()
             return deny("unavailable")
         if member is None or case is None or store is None:
             return self._junk(s, client)

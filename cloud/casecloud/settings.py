@@ -140,6 +140,17 @@ class Settings(BaseSettings):
     retention_every_s: int = 3600
     log_level: str = "INFO"
 
+    # The operator's side (docs/operations.md): /metrics, /livez, /readyz (api/ops.py).
+    # The scrape token: Prometheus sends it as a bearer token (it opens /metrics and nothing else).
+    # Default: generated into <data_dir>/metrics_token.
+    metrics_token: SecretStr | None = None
+    # Where a --worker-only process serves its /livez, /readyz and /metrics (it has no API);
+    # None: it serves no HTTP. A private address: the probes and the scraper are inside.
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = None
+    metrics_every_s: float = 15.0  # how often the worker side reads the fleet's gauges (cases, alerts)
+    ready_timeout_s: float = 2.0  # a readiness probe's database check gives up after this
+
     # over-the-air releases (releases/, docs/ota.md)
     # The fleet's release public keys (Ed25519, 64 hex digits each, newest first): an upload must be
     # signed by one of them, and casectl provision writes the first into a case's config (ota_key).
@@ -200,6 +211,11 @@ class Settings(BaseSettings):
         if self.admin_token is not None:
             return self.admin_token.get_secret_value()
         return _file_secret(self.data_dir / "admin_token")
+
+    def metrics_bearer(self) -> str:
+        if self.metrics_token is not None:
+            return self.metrics_token.get_secret_value()
+        return _file_secret(self.data_dir / "metrics_token")
 
 
 def sqlite_path(url: str) -> Path | None:

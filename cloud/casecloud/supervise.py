@@ -17,6 +17,8 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from casecloud import metrics
+
 log = logging.getLogger("casecloud.supervise")
 
 
@@ -39,14 +41,19 @@ class Supervised:
         self.since = clock()
         self.restarts = 0
         self.last_error: str | None = None
+        self.supervising = False  # run() is looping
 
     async def run(self) -> None:
         """Until cancelled."""
-        while True:
-            # A new backoff sequence each time the task failed after running well.
-            async for attempt in AsyncRetrying(wait=self._wait, retry=retry_if_exception_type(Exception)):
-                with attempt:
-                    await self._once()
+        self.supervising = True  # /livez: this loop is alive (the task may be in its backoff)
+        try:
+            while True:
+                # A new backoff sequence each time the task failed after running well.
+                async for attempt in AsyncRetrying(wait=self._wait, retry=retry_if_exception_type(Exception)):
+                    with attempt:
+                        await self._once()
+        finally:
+            self.supervising = False
 
     async def _once(self) -> None:
         start = time.monotonic()
@@ -62,6 +69,7 @@ class Supervised:
             self.last_error = f"{type(e).__name__}: {e}"[:300]
             self._set(False)
             log.exception("%s failed (restart %d)", self.name, self.restarts)
+            metrics.TASK_RESTARTS.labels(self.name).inc()
             if time.monotonic() - start < self._healthy_s:
                 raise  # tenacity waits, longer each time
 

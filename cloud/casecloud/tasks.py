@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from casecloud.jobs import offline_loop, retention_loop
+from casecloud.jobs import gauge_loop, offline_loop, retention_loop
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 from casecloud.worker import Worker
@@ -17,4 +17,5 @@ def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
     p = rt.policy
     return [Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
             Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
-                                                       lambda: p.flush_alerts(rt.sessions, wait=False)))]
+                                                       lambda: p.flush_alerts(rt.sessions, wait=False))),
+            Supervised("gauges", lambda: gauge_loop(rt))]

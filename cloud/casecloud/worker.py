@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 
-from casecloud import codec
+from casecloud import codec, metrics
 from casecloud.backpressure import Load
 from casecloud.batch import Decided, Handler, Out, PartlyDecided
 from casecloud.mqtt import client as mqtt_client
@@ -100,6 +100,8 @@ class Worker:
         (the database went away: after it is back, the held messages are tried again)."""
         self._linked(client)
         items = [(str(m.topic), payload_bytes(m.payload)) for m in batch]
+        metrics.taken(t for t, _ in items)
+        metrics.QUEUE.set(queued())
         dl = self.handler.deadlines(items)
         shed = self.load.sift(dl, self.rt.clock())
         self._ack(client, [m for m, why in zip(batch, shed, strict=True) if why is not None])
@@ -117,11 +119,15 @@ class Worker:
             held = batch[e.done:]
             self.load.outages += 1
             self.load.held = len(held) + queued()
+            metrics.OUTAGES.inc()
+            metrics.HELD.set(self.load.held)
             await wait_until_back(self.rt.engine, lambda: len(held) + queued())
             self.load.held = 0
+            metrics.HELD.set(0)
             return held  # tried again by the next _take, only if the broker link survived the wait
         self.load.timed(time.monotonic() - t0, len(batch))
         self._answer(client, batch, d)
+        metrics.batch(len(batch), time.monotonic() - t0)
         return []
 
     @staticmethod
@@ -149,7 +155,8 @@ class Worker:
                 paho.ack(m.mid, m.qos)
 
     async def _finish(self, client: aiomqtt.Client, d: Decided) -> None:
-        self._publish(client, await asyncio.to_thread(d.finish))
+        with metrics.FINISH.time():
+            self._publish(client, await asyncio.to_thread(d.finish))
 
     def _publish(self, client: aiomqtt.Client, outs: list[list[Out]]) -> None:
         # One task per reply, created in order: each hands its packet to the client at once, in

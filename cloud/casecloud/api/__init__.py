@@ -6,7 +6,7 @@
   one use); accounts.py: /v1/users, /v1/tokens, /v1/audit (docs/accounts.md).
 - app.py: /v1/app/unlock, the store app's unlock button (member token in the body).
 - dev.py: /v1/dev/sms, the dev SMS outbox, only while the outbox backend is in use. hq only.
-- ops.py: /healthz.
+- ops.py: /livez, /readyz, /healthz, /metrics (the operator's: docs/operations.md).
 
 The store console's pages (casecloud.console) are installed on the same app, and /docs serves
 Swagger UI from the pinned, locally served files (no CDN).
@@ -33,6 +33,7 @@ from casecloud.brokersync import BrokerSync
 from casecloud.commands import Commander
 from casecloud.console import install as install_console
 from casecloud.console import running as console_running
+from casecloud.logs import RequestIds
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 
@@ -73,4 +74,5 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
                    dev.router):
         app.include_router(router)
     install_console(app)
+    app.add_middleware(RequestIds)  # each request's id in its log lines and its answer (logs.py)
     return app

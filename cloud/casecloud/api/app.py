@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
+from casecloud import metrics
 from casecloud.api.deps import Svc
 from casecloud.api.schemas import UnlockIn, UnlockOut
 from casecloud.codec import ID_RE
@@ -33,6 +34,7 @@ async def app_unlock(body: UnlockIn, request: Request, svc: Svc) -> UnlockOut:
 
     r = await asyncio.to_thread(decide)
     r = await asyncio.to_thread(p.after_commit, rt.sessions, r)
+    metrics.decided("app", r.t, r.why)
     if r.t != "allow":
         raise HTTPException(429 if r.why == "rate_limited" else 403, r.why)
     grant = r.fields["grant"]
