@@ -17,6 +17,7 @@ from casecloud import db, desired, status
 from casecloud.models import Case, Store
 from casecloud.policy import Reply
 from casecloud.privacy import scrub
+from casecloud.releases import chunks, rollout
 from casecloud.runtime import Runtime
 
 log = logging.getLogger("casecloud.worker")  # the worker's log, as before the split
@@ -64,6 +65,10 @@ class Dispatch:
         s, now, replies = self.s, self.now, self.replies
         t = body["t"]
         if kind == "req":
+            if t == "fwget":  # a release's chunk (releases/chunks.py): not a shopper request, no policy
+                typ, fields = chunks.serve(s, case.id, body)
+                replies.append((i, case.id, "rep", {"t": typ, "re": body["id"], **fields}))
+                return
             r = self.decide(s, store, case, body)
             if r.text is not None or t == "help":  # answered once the code is sent / staff told
                 self.later.append(Later(i, case.id, body, r))
@@ -77,6 +82,7 @@ class Dispatch:
             replies.append((i, case.id, "cmd", {"t": "time", "re": body["id"], "now": now, "rx": rx,
                                                  "sv": case.desired_v}))
             self._state(i, case, desired.on_hello(s, case, body.get("sv"), now))  # after the time
+            self._state(i, case, rollout.on_status(s, case.id, body, now, hello=True))  # a release to fetch
         elif t == "beat":
             case.online = True
             # Only an explicit false says unsynced: a beat without the field passed the clock
@@ -86,6 +92,7 @@ class Dispatch:
                 case.last_status, {k: body[k] for k in _BEAT_FIELDS if k in body}, now)
             if case.synced:  # an unsynced case refuses commands (no_clock); its hello gets the state
                 self._state(i, case, desired.on_beat(s, case, body.get("sv"), now))
+                self._state(i, case, rollout.on_status(s, case.id, body, now, hello=False))
         elif t == "evts":
             start = len(self.events)
             replies.append((i, case.id, "evtack", {"t": "evtack", "re": body["id"],
@@ -96,8 +103,10 @@ class Dispatch:
             if shown is not None:
                 case.last_status, case.status_at = shown
             self.rt.policy.alerts.from_events(s, case, new, now)
+            rollout.on_events(s, case.id, new, now)  # a release's progress (kind fw)
         elif t == "ack":
             self.rt.policy.journal(s, case, "cmd_ack", re=body["re"], ok=body["ok"], err=str(body.get("err", ""))[:60])
+            rollout.on_ack(s, case.id, body, now)  # a cmd fw's answer moves the case's rollout state
             if body["ok"] is False and "sv" in body:  # a refused state: the next one goes out at once
                 self._state(i, case, desired.on_refused(s, case, body["sv"], now))
 

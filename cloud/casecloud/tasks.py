@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from casecloud.jobs import gauge_loop, offline_loop, retention_loop
+from casecloud.releases.jobs import rollout_loop
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 from casecloud.worker import Worker
@@ -15,7 +16,8 @@ def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
         return []
     w = Worker(rt)
     p = rt.policy
-    return [Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
+    return [Supervised("rollouts", lambda: rollout_loop(rt)),
+            Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
             Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
                                                        lambda: p.flush_alerts(rt.sessions, wait=False))),
             Supervised("gauges", lambda: gauge_loop(rt))]

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import Depends, FastAPI
 
 from casecloud import __version__
-from casecloud.api import accounts, admin, admin_records, auth, dev, ops
+from casecloud.api import accounts, admin, admin_records, auth, dev, ops, releases
 from casecloud.api import app as app_api
 from casecloud.api.deps import bounded_json, plain_url
 from casecloud.api.services import Services
@@ -73,6 +73,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
     for router in (ops.router, auth.router, accounts.router, admin.router, admin_records.router, app_api.router,
                    dev.router):
         app.include_router(router)
+    app.include_router(releases.router)  # over-the-air releases and rollouts (docs/ota.md)
     install_console(app)
     app.add_middleware(RequestIds)  # each request's id in its log lines and its answer (logs.py)
     return app
