@@ -4,9 +4,10 @@
 import asyncio
 import json
 
+from lockcase.compat import const
 from lockcase.events import JOURNALED
 
-_QUEUE_MAX = 256
+_QUEUE_MAX = const(256)
 
 
 class _Watcher:

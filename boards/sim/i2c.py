@@ -2,7 +2,9 @@
 # to the device attached at that address (write(buf) / read(n)), so emulators see the same byte
 # stream a real peripheral would, framed the same way.
 
-_ENODEV = 19  # what ESP32 and the Unix port's errno use for a missing device
+from lockcase.compat import const
+
+_ENODEV = const(19)  # what ESP32 and the Unix port's errno use for a missing device
 
 
 class SimI2C:

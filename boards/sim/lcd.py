@@ -5,10 +5,12 @@
 # Backpack wiring: P0=RS P1=RW P2=E P3=backlight P4..P7=D4..D7 (D0..D3 are not connected, so in
 # 8-bit mode the low half of every instruction reads as 0).
 
-_RS = 0x01
-_RW = 0x02
-_E = 0x04
-_BL = 0x08
+from lockcase.compat import const
+
+_RS = const(0x01)
+_RW = const(0x02)
+_E = const(0x04)
+_BL = const(0x08)
 
 
 class SimLcd:

@@ -18,16 +18,18 @@
 import os
 import time
 
+from lockcase.compat import const
+
 _ACK = b"\x00\x00\xff\x00\xff\x00"
 _NACK = b"\x00\x00\xff\xff\x00\x00"
 _SYNTAX_ERROR = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
-_ENODEV = 19
+_ENODEV = const(19)
 
 # Response time (ms) per command, roughly what a PN532 with a card in the field takes.
 _LATENCY = {0x02: 1, 0x14: 1, 0x32: 1, 0x52: 1, 0x4A: 4, 0x40: 3}
-_HCE_MS = 25  # a phone app answering an APDU
-_NO_CARD_MS = 6  # InListPassiveTarget giving up after MxRtyPassiveActivation retries
-_RETRY_MS = 2  # one passive activation attempt that no card answered (_NO_CARD_MS / 3 attempts)
+_HCE_MS = const(25)  # a phone app answering an APDU
+_NO_CARD_MS = const(6)  # InListPassiveTarget giving up after MxRtyPassiveActivation retries
+_RETRY_MS = const(2)  # one passive activation attempt that no card answered (_NO_CARD_MS / 3 attempts)
 
 
 def _frame(data):

@@ -7,9 +7,10 @@
 import struct
 from binascii import crc32
 
+from lockcase.compat import const
 from lockcase.safestate import FILE, FMT, MS, SIZE, SOURCES, SRC, G, J, N, SafeState
 
-_ENOENT = 2
+_ENOENT = const(2)
 
 
 def load(path=FILE, worst=None):

@@ -3,6 +3,8 @@
 
 import asyncio
 
+from lockcase.compat import const
+
 TONES = {
     "key": ((2400, 15),),
     "success": ((1300, 90), (0, 25), (2000, 150)),
@@ -13,7 +15,7 @@ TONES = {
     "reminder": ((2600, 120), (0, 880)),
 }
 
-_HALF = 32768  # 50 % duty: loudest on a piezo
+_HALF = const(32768)  # 50 % duty: loudest on a piezo
 
 
 class Buzzer:

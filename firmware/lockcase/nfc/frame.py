@@ -5,7 +5,7 @@
 from lockcase.compat import const
 
 HOST = const(0xD4)  # TFI, host controller -> PN532
-CHIP = const(0xD5)  # TFI, PN532 -> host controller
+_CHIP = const(0xD5)  # TFI, PN532 -> host controller
 _ERR_TFI = const(0x7F)  # the syntax error frame's "TFI"
 
 ACK = b"\x00\x00\xff\x00\xff\x00"
@@ -146,7 +146,7 @@ def decode(buf, n, cmd):
     tfi = buf[ds]
     if tfi == _ERR_TFI and ln == 1:
         raise ChipError(_ERR_TFI, "syntax")
-    if tfi != CHIP:
+    if tfi != _CHIP:
         raise FrameError("bad TFI")
     if ln < 2 or buf[ds + 1] != cmd + 1:
         raise FrameError("response to another command")

@@ -22,14 +22,14 @@
 from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.nfc import frame as F
 
-GET_FIRMWARE_VERSION = const(0x02)
-SAM_CONFIGURATION = const(0x14)
-RF_CONFIGURATION = const(0x32)
-IN_DATA_EXCHANGE = const(0x40)
-IN_LIST_PASSIVE_TARGET = const(0x4A)
-IN_RELEASE = const(0x52)
+_GET_FIRMWARE_VERSION = const(0x02)
+_SAM_CONFIGURATION = const(0x14)
+_RF_CONFIGURATION = const(0x32)
+_IN_DATA_EXCHANGE = const(0x40)
+_IN_LIST_PASSIVE_TARGET = const(0x4A)
+_IN_RELEASE = const(0x52)
 
-PN532_IC = const(0x32)
+_PN532_IC = const(0x32)
 
 _ACK_MS = const(30)
 _POLL_MS = const(2)
@@ -204,34 +204,34 @@ class PN532:
         except OSError as exc:
             raise _bus_error(exc)
         try:
-            p = await self.call(GET_FIRMWARE_VERSION)
+            p = await self.call(_GET_FIRMWARE_VERSION)
         except F.NfcError:
             # The first command after a wake-up may be lost while the chip starts: one retry.
             await self._sleep(_RESET_MS)
             try:
-                p = await self.call(GET_FIRMWARE_VERSION)
+                p = await self.call(_GET_FIRMWARE_VERSION)
             except F.Timeout:
                 raise F.NoChip("no answer from the PN532")
         if len(p) < 4:
             raise F.FrameError("short firmware version")
-        if p[0] != PN532_IC:
+        if p[0] != _PN532_IC:
             raise F.WrongChip("IC 0x%02x answered, not a PN532" % p[0])
         self.fw = "%d.%d" % (p[1], p[2])
-        await self.call(SAM_CONFIGURATION, _SAM_NORMAL)
-        await self.call(RF_CONFIGURATION, _RETRIES)
+        await self.call(_SAM_CONFIGURATION, _SAM_NORMAL)
+        await self.call(_RF_CONFIGURATION, _RETRIES)
         self._forever = False
         await self.field_off()
         return self.fw
 
     async def field_off(self):
-        await self.call(RF_CONFIGURATION, _FIELD_OFF)
+        await self.call(_RF_CONFIGURATION, _FIELD_OFF)
 
     async def detect(self):
         """Switch the field on and look for one type A card: a Target, or None."""
         if self._forever:
-            await self.call(RF_CONFIGURATION, _RETRIES)
+            await self.call(_RF_CONFIGURATION, _RETRIES)
             self._forever = False
-        p = await self.call(IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, _LIST_MS)
+        p = await self.call(_IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, _LIST_MS)
         return parse_target(p)
 
     async def listen(self, ms):
@@ -239,9 +239,9 @@ class PN532:
         meanwhile; a Target, or None when no card came (the command is then aborted). The field
         stays on while it listens."""
         if not self._forever:
-            await self.call(RF_CONFIGURATION, _RETRIES_FOREVER)
+            await self.call(_RF_CONFIGURATION, _RETRIES_FOREVER)
             self._forever = True
-        p = await self.call(IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, ms, True)
+        p = await self.call(_IN_LIST_PASSIVE_TARGET, _LIST_ONE_A, ms, True)
         return parse_target(p) if len(p) else None  # an answer always has NbTg
 
     async def exchange(self, data, timeout_ms=_EXCHANGE_MS):
@@ -253,7 +253,7 @@ class PN532:
             raise ValueError("card command too long")
         x[0] = 1  # Tg
         x[1 : n + 1] = data
-        p = await self.call(IN_DATA_EXCHANGE, memoryview(x)[: n + 1], timeout_ms)
+        p = await self.call(_IN_DATA_EXCHANGE, memoryview(x)[: n + 1], timeout_ms)
         if len(p) < 1:
             raise F.FrameError("no status byte")
         st = p[0] & 0x3F  # bit 6 MI, bit 7 NAD: not errors
@@ -262,4 +262,4 @@ class PN532:
         return p[1:]
 
     async def release(self):
-        await self.call(IN_RELEASE, _RELEASE_ALL)
+        await self.call(_IN_RELEASE, _RELEASE_ALL)

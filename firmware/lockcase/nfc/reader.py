@@ -6,7 +6,7 @@
 #
 # How it waits for a card, fastest first:
 # - P70_IRQ wired (a PN532 whose chip.can_listen): the chip looks for cards itself and the reader
-#   waits on the IRQ line (chip.listen), re-issuing the command every REARM_MS so a chip that died
+#   waits on the IRQ line (chip.listen), re-issuing the command every _REARM_MS so a chip that died
 #   is noticed. No bus traffic while nobody taps.
 # - otherwise it polls, adaptively: every fast_ms while idle (a tap waits at most one short
 #   period), every poll_ms while a card is held on the antenna, after a failure, and while the loop
@@ -31,9 +31,9 @@ _ABSENT = const(2)  # empty polls in a row before a card counts as removed
 _MISREADS = const(3)  # RF errors on one card before the shopper is told to tap again
 BACKOFF_MIN_MS = const(500)
 BACKOFF_MAX_MS = const(30000)
-FAST_MS = const(20)  # the idle poll period without IRQ, when the loop can spare it
+_FAST_MS = const(20)  # the idle poll period without IRQ, when the loop can spare it
 SHARE_PCT = const(25)  # most of the loop's time the reader holds it for, on the bus
-REARM_MS = const(1000)  # a listen (IRQ wired) is aborted and re-issued after this long
+_REARM_MS = const(1000)  # a listen (IRQ wired) is aborted and re-issued after this long
 _LAG_MS = const(15)  # a sleep this late means the loop is busy: poll slowly for a while
 _CALM_MS = const(1000)  # ... this long after the last late sleep
 
@@ -44,7 +44,7 @@ def _text(exc):
 
 class Reader:
     def __init__(self, chip, deliver, emit, ticks_ms, sleep_ms=None, poll_ms=100, case_id="",
-                 fast_ms=FAST_MS):
+                 fast_ms=_FAST_MS):
         self.chip = chip  # begin(), detect(), exchange(), release(), field_off(), name, fw
         self.deliver = deliver  # fn(src, value): src "nfc", "card", "app"; or None and a reason
         self.emit = emit  # the app bus's emit
@@ -129,8 +129,8 @@ class Reader:
         chip = self.chip
         try:
             if self.state == IDLE and self.listens:
-                tgt = await chip.listen(REARM_MS)
-                if tgt is None:  # nobody tapped for REARM_MS, and the chip took the command
+                tgt = await chip.listen(_REARM_MS)
+                if tgt is None:  # nobody tapped for _REARM_MS, and the chip took the command
                     self._fails = 0
                     self._misreads = 0
                     return

@@ -12,10 +12,10 @@ from lockcase.nfc.frame import FrameError
 AID = b"\xf0LOCKCASE\x01"
 SELECT = b"\x00\xa4\x04\x00" + bytes((len(AID),)) + AID + b"\x00"
 _GET_TOKEN = b"\x80\x10\x00\x00"
-SW_OK = const(0x9000)
-SW_NOT_READY = const(0x6985)  # the app is there but has no token to give (signed out, locked)
+_SW_OK = const(0x9000)
+_SW_NOT_READY = const(0x6985)  # the app is there but has no token to give (signed out, locked)
 
-TOKEN_MAX = const(64)
+_TOKEN_MAX = const(64)
 _PREFIX = b"lockcase:"
 _NTAG_READ = const(0x30)
 _CC_PAGE = const(3)
@@ -41,7 +41,7 @@ def sw(r):
 def token(b):
     """A token as text, if b is one: 1..64 bytes of A-Z a-z 0-9 and - _ . ~ :"""
     n = len(b)
-    if not 0 < n <= TOKEN_MAX:
+    if not 0 < n <= _TOKEN_MAX:
         return None
     for c in b:
         if not (48 <= c <= 58 or 65 <= c <= 90 or 97 <= c <= 122 or c in (45, 95, 46, 126)):
@@ -155,13 +155,13 @@ async def read(chip, target, case_id, buf):
     ISO-DEP but does not know our AID (a DESFire badge) is known by its UID."""
     if target.sak & 0x20:  # ISO-DEP: a phone with the store app answers on our AID
         s = sw(await chip.exchange(SELECT))
-        if s == SW_OK:
+        if s == _SW_OK:
             r = await chip.exchange(get_token_apdu(case_id))
             s = sw(r)
-            if s == SW_OK:
+            if s == _SW_OK:
                 tok = token(r[: len(r) - 2])
                 return ("app", tok) if tok is not None else (None, UNREADABLE)
-            return None, APP_NOT_READY if s == SW_NOT_READY else UNREADABLE
+            return None, APP_NOT_READY if s == _SW_NOT_READY else UNREADABLE
         if random_uid(target.uid):
             return None, NO_APP
     elif target.sak & 0x7F == 0x00 and target.atqa == 0x0044:  # Type 2: NTAG21x, Ultralight

@@ -7,7 +7,7 @@ import binascii
 import json
 import os
 
-from lockcase.compat import json_whole
+from lockcase.compat import const, json_whole
 from lockcase.creds import equal, hmac_sha256
 
 VERSION = 1
@@ -16,7 +16,7 @@ MAX_BYTES = 1024  # whole MQTT payload; both sides refuse bigger ones before par
 TTL = 30  # seconds a message stays valid after it is signed
 WINDOW = 16  # seqs below the highest still accepted once, for the cloud's several connections
 _MASK = (1 << WINDOW) - 1  # fits a small int on 32-bit ports: no heap allocation per check
-_TX_BLOCK = 64  # outgoing seqs are reserved in blocks so flash is written once per 64 sends
+_TX_BLOCK = const(64)  # outgoing seqs are reserved in blocks so flash is written once per 64 sends
 
 # kind -> type -> required fields (name, code): s str, i int, b bool, l list, d dict.
 # Every body also has the header fields of HEAD. Extra fields are allowed (forward compatible).
