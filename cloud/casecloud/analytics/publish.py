@@ -1,0 +1,288 @@
+"""The counts as they may be shown: a store's period (per day, per hour of day, totals, durations),
+its cases ranked, the fleet; and their CSV. Every count passes suppress.py's rule here, for the
+API, the console and the CSV alike; nothing else reads the analytics tables for showing.
+
+Periods are whole UTC days ending with yesterday (`days` 1..90): today is never shown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from casecloud.analytics.metrics import (
+    ALARMS,
+    DAY,
+    EDGES,
+    HOUR,
+    METHODS,
+    REASONS,
+    SHOPPER,
+    percentile,
+)
+from casecloud.analytics.suppress import Figure, K, cell, hidden_parts, plain, total
+from casecloud.models import AnalyticsDay, AnalyticsHour, Case, Store
+
+MAX_DAYS = 90
+DEFAULT_DAYS = 7
+
+LABELS: dict[str, str] = {
+    **{f"req.{m}": f"Requests: {m}" for m in SHOPPER},
+    "req.other": "Requests: other",
+    **{f"grant.{m}": f"Grants: {m}" for m in METHODS},
+    **{f"deny.{r}": f"Denials: {r}" for r in REASONS},
+    "abandon_code": "Abandoned: code texted, never entered",
+    "abandon_phone": "Abandoned: number asked for, never submitted",
+    "help": "Help calls", "help_acked": "Help calls acknowledged",
+    "opened": "Door opens", "after_hours": "After-hours opens",
+    **{a: a.replace("_", " ").capitalize() for a in ALARMS},
+    "code_burst": "Wrong-code bursts",
+    "allow": "Grants decided by the cloud", "trusted": "Trusted fast-path grants",
+}
+# Counted as they are (machine states, not people): docs/analytics.md
+HEALTH_PREFIXES = ("offline_s", "boot", "fw:", "fault")
+DURATIONS = {"h_grant": "Time to unlock (s)", "h_open": "Time to door open (s)",
+             "h_dwell": "Door-open dwell (s)", "h_ack": "Help call to acknowledgment (s)"}
+
+
+def is_health(metric: str) -> bool:
+    return metric.startswith(HEALTH_PREFIXES)
+
+
+def is_duration(metric: str) -> bool:
+    return metric.split(":", 1)[0] in EDGES
+
+
+def period(now: int, days: int) -> tuple[int, int]:
+    """[start, end) of the last `days` whole UTC days before today."""
+    today = now - now % DAY
+    return today - days * DAY, today
+
+
+def day_label(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day))
+
+
+@dataclass
+class StoreView:
+    store_id: str
+    start: int
+    end: int
+    days: list[int]
+    daily: dict[str, list[Figure]] = field(default_factory=dict)  # metric -> a figure per day
+    totals: dict[str, Figure] = field(default_factory=dict)
+    health: dict[str, Figure] = field(default_factory=dict)
+    durations: dict[str, tuple[Figure, Figure]] = field(default_factory=dict)  # p50, p90
+    by_hour: list[Figure] = field(default_factory=list)  # door opens per hour of day (UTC), 24
+    cases: list[tuple[str, dict[str, Figure]]] = field(default_factory=list)  # ranked
+    trusted_share: Figure = field(default_factory=lambda: Figure(None, "–"))
+
+    @property
+    def labels(self) -> list[str]:
+        return [day_label(d) for d in self.days]
+
+
+def _day_rows(s: Session, store_ids: Sequence[str], start: int, end: int) -> list[tuple[str, str, int, str, int]]:
+    return [tuple(r) for r in s.execute(  # type: ignore[misc]
+        select(AnalyticsDay.store_id, AnalyticsDay.case_id, AnalyticsDay.day, AnalyticsDay.metric, AnalyticsDay.n)
+        .where(AnalyticsDay.store_id.in_(list(store_ids)), AnalyticsDay.day >= start, AnalyticsDay.day < end))]
+
+
+def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bool = True) -> StoreView:
+    start, end = period(now, days)
+    v = StoreView(store_id, start, end, [start + i * DAY for i in range(days)])
+    case_day: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)  # (day, metric) -> case -> n
+    hist: dict[str, Counter[int]] = defaultdict(Counter)
+    health: Counter[str] = Counter()
+    cases: set[str] = set(s.scalars(select(Case.id).where(Case.store_id == store_id)))
+    for _sid, case_id, day, metric, n in _day_rows(s, [store_id], start, end):
+        cases.add(case_id)
+        if is_duration(metric):
+            name, b = metric.split(":", 1)
+            hist[name][int(b)] += n
+        elif is_health(metric):
+            health[metric] += n
+        else:
+            case_day[(day, metric)][case_id] = n
+    metrics = sorted({m for _, m in case_day}, key=_order)
+    case_tot: dict[str, dict[str, list[Figure]]] = defaultdict(lambda: defaultdict(list))
+    for m in metrics:
+        figs: list[Figure] = []
+        for d in v.days:
+            parts = case_day.get((d, m), {})
+            p = sum(parts.values())
+            figs.append(cell(p))
+            hide = hidden_parts(p, parts)
+            for c, n in parts.items():
+                case_tot[c][m].append(cell(n, c in hide))
+        v.daily[m] = figs
+        v.totals[m] = total(figs)
+    v.trusted_share = share(v.totals.get("trusted"), v.totals.get("allow"))
+    for name in DURATIONS:
+        h = hist.get(name, Counter())
+        if sum(h.values()) >= K:
+            v.durations[name] = (plain(percentile(h, name, 0.5) or 0), plain(percentile(h, name, 0.9) or 0))
+        else:
+            v.durations[name] = (Figure(None, "–"), Figure(None, "–"))
+    v.health = {"offline_min": plain(health.pop("offline_s", 0) // 60)}
+    v.health.update({m: plain(n) for m, n in sorted(health.items())})
+    for c in sorted(cases):
+        figs_of = case_tot.get(c, {})
+        row = {m: total(figs_of.get(m, [])) for m in RANKED}
+        row["abandons"] = total([row["abandon_code"], row["abandon_phone"]])
+        v.cases.append((c, row))
+    v.cases.sort(key=lambda cr: (-(cr[1]["abandons"].value or 0), -(cr[1]["forced"].value or 0), cr[0]))
+    if with_hours:
+        v.by_hour = _by_hour(s, store_id, start, end, "opened")
+    return v
+
+
+RANKED = ("abandon_code", "abandon_phone", "forced", "held_open", "tamper", "code_burst", "after_hours")
+
+
+def _by_hour(s: Session, store_id: str, start: int, end: int, metric: str) -> list[Figure]:
+    """A metric per hour of day (UTC) over the period: each store-hour a cell, protected within its
+    store-day (suppress rule 3), then summed shown cells per hour of day."""
+    per: dict[int, dict[int, int]] = defaultdict(dict)  # day -> hour -> n
+    for hour, n in s.execute(select(AnalyticsHour.hour, func.sum(AnalyticsHour.n)).where(
+            AnalyticsHour.store_id == store_id, AnalyticsHour.metric == metric, AnalyticsHour.hour >= start,
+            AnalyticsHour.hour < end).group_by(AnalyticsHour.hour)):
+        per[hour - hour % DAY][hour] = int(n)
+    by: list[list[Figure]] = [[] for _ in range(24)]
+    for parts in per.values():
+        hide = hidden_parts(sum(parts.values()), parts)
+        for h, n in parts.items():
+            by[(h % DAY) // HOUR].append(cell(n, h in hide))
+    return [total(f) for f in by]
+
+
+def share(part: Figure | None, whole: Figure | None) -> Figure:
+    """part / whole of two sums of shown cells, as a percentage; only over K or more."""
+    if part is None or whole is None or part.value is None or not whole.value or whole.value < K:
+        return Figure(None, "–")
+    pct = round(100 * part.value / whole.value)
+    return Figure(pct, f"{pct} %", part.partial or whole.partial)
+
+
+def _order(metric: str) -> tuple[int, str]:
+    keys = list(LABELS)
+    return (keys.index(metric) if metric in keys else len(keys), metric)
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+# --- the fleet -----------------------------------------------------------------------------------
+
+FLEET = ("grants", "requests", "abandons", "forced", "help", "after_hours")
+
+
+@dataclass
+class FleetView:
+    start: int
+    end: int
+    stores: list[tuple[str, str, dict[str, Figure]]] = field(default_factory=list)  # id, name, figures
+    totals: dict[str, Figure] = field(default_factory=dict)
+    firmware: list[tuple[str, int]] = field(default_factory=list)  # current versions, cases on each
+
+
+def fleet_view(s: Session, now: int, days: int, store_ids: Iterable[str] | None = None) -> FleetView:
+    """Per store the sums of its shown store-day cells (so nothing below a store's rule shows)."""
+    q = select(Store.id, Store.name).order_by(Store.id)
+    if store_ids is not None:
+        q = q.where(Store.id.in_(list(store_ids)))
+    stores = list(s.execute(q))
+    start, end = period(now, days)
+    fv = FleetView(start, end)
+    for sid, name in stores:
+        v = store_view(s, sid, now, days, with_hours=False)
+        t = v.totals
+        pick = {
+            "grants": total([t[f"grant.{m}"] for m in SHOPPER if f"grant.{m}" in t]),
+            "requests": total([t[m] for m in t if m.startswith("req.")]),
+            "abandons": total([t[m] for m in ("abandon_code", "abandon_phone") if m in t]),
+            "forced": t.get("forced", cell(0)), "help": t.get("help", cell(0)),
+            "after_hours": t.get("after_hours", cell(0)),
+            "trusted_share": v.trusted_share, "offline_min": v.health["offline_min"],
+        }
+        fv.stores.append((sid, name, pick))
+    for k in FLEET:
+        fv.totals[k] = total([f[k] for _, _, f in fv.stores])
+    fw: Counter[str] = Counter()
+    cq = select(Case.fw)
+    if store_ids is not None:
+        cq = cq.where(Case.store_id.in_([sid for sid, _ in stores]))
+    for v_ in s.scalars(cq):
+        fw[v_ or "unknown"] += 1
+    fv.firmware = sorted(fw.items(), key=lambda kv: (-kv[1], kv[0]))
+    return fv
+
+
+# --- JSON and CSV ---------------------------------------------------------------------------------
+
+def fig_json(f: Figure) -> dict[str, Any]:
+    return {"value": f.value, "text": f.text, "partial": f.partial}
+
+
+def store_json(v: StoreView) -> dict[str, Any]:
+    return {
+        "store": v.store_id, "from": day_label(v.start), "to": day_label(v.end - DAY), "k": K,
+        "days": v.labels,
+        "daily": {m: [fig_json(f) for f in figs] for m, figs in v.daily.items()},
+        "totals": {m: fig_json(f) for m, f in v.totals.items()},
+        "durations": {m: {"p50": fig_json(a), "p90": fig_json(b)} for m, (a, b) in v.durations.items()},
+        "trusted_share_pct": fig_json(v.trusted_share),
+        "health": {m: fig_json(f) for m, f in v.health.items()},
+        "opens_by_hour_utc": [fig_json(f) for f in v.by_hour],
+        "cases": [{"case": c, **{m: fig_json(f) for m, f in row.items()}} for c, row in v.cases],
+    }
+
+
+def fleet_json(fv: FleetView) -> dict[str, Any]:
+    return {"from": day_label(fv.start), "to": day_label(fv.end - DAY), "k": K,
+            "stores": [{"store": sid, "name": name, **{k: fig_json(f) for k, f in figs.items()}}
+                       for sid, name, figs in fv.stores],
+            "totals": {k: fig_json(f) for k, f in fv.totals.items()},
+            "firmware": [{"version": v, "cases": n} for v, n in fv.firmware]}
+
+
+def _csv_safe(v: str) -> str:
+    return "'" + v if v[:1] in ("=", "+", "-", "@") else v
+
+
+def store_csv(v: StoreView) -> str:
+    """One line per figure as shown: section, row, column, value (text as shown), partial."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["store", "from", "to", "section", "row", "column", "value", "partial"])
+    head = [v.store_id, day_label(v.start), day_label(v.end - DAY)]
+
+    def line(section: str, row: str, col: str, f: Figure) -> None:
+        w.writerow([*map(_csv_safe, head), section, _csv_safe(row), _csv_safe(col), f.text,
+                    "yes" if f.partial else "no"])
+
+    for m, figs in v.daily.items():
+        for lab, f in zip(v.labels, figs, strict=True):
+            line("daily", lab, m, f)
+        line("daily", "total", m, v.totals[m])
+    for m, (a, b) in v.durations.items():
+        line("durations", m, "p50", a)
+        line("durations", m, "p90", b)
+    line("shares", "trusted_share_pct", "value", v.trusted_share)
+    for m, f in v.health.items():
+        line("health", m, "value", f)
+    for h, f in enumerate(v.by_hour):
+        line("opens_by_hour_utc", f"{h:02d}", "opened", f)
+    for c, row in v.cases:
+        for m, f in row.items():
+            line("cases", c, m, f)
+    return out.getvalue()

@@ -1,0 +1,237 @@
+"""Store analytics (issue 14): the counts, the incremental job against the rebuild on a generated
+month, privacy of the aggregate tables and exports, and the small-count rule (suppress.py)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import delete, insert, inspect, select
+from sqlalchemy.orm import Session
+
+from casecloud.analytics import metrics
+from casecloud.analytics.aggregate import fold, rebuild
+from casecloud.analytics.hours import after_hours_rule, validate
+from casecloud.analytics.publish import fleet_json, fleet_view, store_csv, store_json, store_view
+from casecloud.analytics.suppress import K, hidden_parts
+from casecloud.models import (
+    Alert,
+    AnalyticsDay,
+    AnalyticsHour,
+    AnalyticsState,
+    Case,
+    Event,
+    Store,
+    StoreHours,
+)
+from casecloud.runtime import Runtime
+from tests.cloud.analytics_gen import MEMBER_IDS, STAFF_IDS, Gen, month_rows, seed
+
+DAY = 86_400
+START = 1_790_035_200  # a UTC midnight, Tuesday 2026-09-22
+
+
+def _snapshot(s: Session) -> tuple[list[Any], list[Any]]:
+    hours = sorted(tuple(r) for r in s.execute(select(AnalyticsHour.case_id, AnalyticsHour.hour, AnalyticsHour.metric,
+                                                      AnalyticsHour.store_id, AnalyticsHour.n)))
+    days = sorted(tuple(r) for r in s.execute(select(AnalyticsDay.case_id, AnalyticsDay.day, AnalyticsDay.metric,
+                                                     AnalyticsDay.store_id, AnalyticsDay.n)))
+    return hours, days
+
+
+def test_incremental_equals_rebuild_on_a_generated_month(rt: Runtime) -> None:
+    """A month of events arriving day by day (some a day or two late, as a case offline sends its
+    journal), folded in after each day, gives exactly the counts a rebuild computes from scratch."""
+    with rt.sessions.begin() as s:
+        gens = list(month_rows(s, START, 30, stores=2, cases=2, per_case_day=30))
+    rows = [r for g in gens for r in g.rows]
+    alerts = [a for g in gens for a in g.alerts]
+    late = 0
+    for r in rows:  # case c0-1 is offline on days 10 and 11: its events arrive on day 12
+        if r["case_id"] == "c0-1" and START + 10 * DAY <= r["ts"] < START + 12 * DAY:
+            r["received_at"] = START + 12 * DAY + 600
+            late += 1
+    assert late > 20
+    for d in range(31):
+        end = START + (d + 1) * DAY
+        todays = [r for r in rows if end - DAY <= r["received_at"] < end]
+        with rt.sessions.begin() as s:
+            if todays:
+                s.execute(insert(Event), todays)
+            for a in alerts:
+                if end - DAY <= a["created_at"] < end:
+                    s.add(Alert(**a))
+        with rt.sessions.begin() as s:
+            fold(s, end, rt.settings.otp_ttl_s)
+    with rt.sessions.begin() as s:
+        folded = _snapshot(s)
+        n = s.scalar(select(AnalyticsState.value).where(AnalyticsState.name == "events"))
+        assert n == s.scalar(select(Event.id).order_by(Event.id.desc()).limit(1))
+    with rt.sessions.begin() as s:
+        rebuild(s, START + 31 * DAY, rt.settings.otp_ttl_s)
+    with rt.sessions.begin() as s:
+        rebuilt = _snapshot(s)
+    assert folded == rebuilt
+    metrics_seen = {m for _, _, m, _, _ in rebuilt[0]}
+    for m in ("req.phone", "req.card", "req.nfc", "req.app", "grant.phone", "grant.pin", "grant.badge",
+              "deny.bad_code", "deny.offline", "abandon_code", "abandon_phone", "code_burst", "forced",
+              "held_open", "lockout", "help", "help_acked", "offline_s", "trusted", "allow", "opened",
+              "fault:nfc", "fw:1.4.2"):
+        assert m in metrics_seen, m
+    assert any(m.startswith("h_open:") for m in metrics_seen)
+    # the daily table is the hourly one summed
+    by_day: dict[tuple[str, int, str], int] = {}
+    for c, h, m, _, v in rebuilt[0]:
+        by_day[(c, h - h % DAY, m)] = by_day.get((c, h - h % DAY, m), 0) + v
+    assert by_day == {(c, d, m): v for c, d, m, _, v in rebuilt[1]}
+
+
+def test_a_fold_with_nothing_new_changes_nothing_and_a_rebuild_keeps_counts_whose_events_are_gone(
+        rt: Runtime) -> None:
+    with rt.sessions.begin() as s:
+        seed(s, 1, 1, START)
+        g = Gen(random.Random(1), "st0", "c0-0")
+        for i in range(6):
+            g.ev("case", "forced", START + i * 60)
+            g.ev("case", "forced", START + 2 * DAY + i * 60)
+        s.execute(insert(Event), g.rows)
+    with rt.sessions.begin() as s:
+        fold(s, START + 3 * DAY, 120)
+        before = _snapshot(s)
+    with rt.sessions.begin() as s:
+        assert fold(s, START + 3 * DAY, 120).events == 6 * 2  # read again once: the run before last's mark
+    with rt.sessions.begin() as s:
+        assert fold(s, START + 3 * DAY, 120).events == 0
+        assert _snapshot(s) == before
+    with rt.sessions.begin() as s:  # the first day's events leave (past a retention that deletes)
+        s.execute(delete(Event).where(Event.ts < START + DAY))
+    with rt.sessions.begin() as s:
+        rebuild(s, START + 3 * DAY, 120)
+        assert _snapshot(s) == before
+
+
+def _cell_store(rt: Runtime, forced: dict[tuple[str, int], int]) -> None:
+    """Store st0 with cases c0-0..c0-2 and `forced[(case, day)]` forced entries, folded."""
+    with rt.sessions.begin() as s:
+        seed(s, 1, 3, START)
+        rows: list[dict[str, Any]] = []
+        for (case, day), n in forced.items():
+            g = Gen(random.Random(0), "st0", case)
+            for i in range(n):
+                g.ev("case", "forced", START + day * DAY + 3600 + i * 600)
+            rows += g.rows
+        s.execute(insert(Event), rows)
+    with rt.sessions.begin() as s:
+        fold(s, START + 10 * DAY + 5, 120)
+
+
+def test_small_counts_are_hidden_and_no_total_or_period_gives_one_back(rt: Runtime) -> None:
+    # day 0: 3 + 4 (store 7 shown; both cases hidden: 7 >= 5 hidden in all);
+    # day 1: 6 + 2 (store 8 shown; 2 hidden alone could be 8 - 6: so the 6 is hidden too);
+    # day 2: 2 (store hidden); day 3: 9 + 5 (all shown)
+    forced = {("c0-0", 0): 3, ("c0-1", 0): 4, ("c0-0", 1): 6, ("c0-1", 1): 2, ("c0-2", 2): 2,
+              ("c0-0", 3): 9, ("c0-1", 3): 5}
+    _cell_store(rt, forced)
+    now = START + 4 * DAY + 10  # day 4 is today: the last whole day is day 3
+    with rt.sessions.begin() as s:
+        v = store_view(s, "st0", now, 4)
+        days = [f.text for f in v.daily["forced"]]
+        assert days == ["7", "8", "< 5", "14"]
+        assert v.totals["forced"].text == "≥ 29" and v.totals["forced"].partial
+        cases = {c: row["forced"] for c, row in v.cases}
+        assert cases["c0-0"].value == 9 and cases["c0-0"].partial  # only day 3's 9 is a shown cell
+        assert cases["c0-1"].value == 5 and cases["c0-2"].value == 0 and cases["c0-2"].partial
+        # differencing periods: each figure of days=N minus days=N-1 is the added day's shown cell
+        totals = [store_view(s, "st0", now, n).totals["forced"].value for n in range(1, 5)]
+        assert totals == [14, 14, 22, 29]  # + hidden day 2 adds 0, day 1 adds 8, day 0 adds 7
+        per_case = [{c: row["forced"].value for c, row in store_view(s, "st0", now, n).cases} for n in range(1, 5)]
+        assert [p["c0-0"] for p in per_case] == [9, 9, 9, 9]  # c0-0's hidden 3 and 6 never surface
+        # the row (cases) and column (days) totals do not give a hidden cell back either
+        assert sum(f.value or 0 for f in cases.values()) <= (v.totals["forced"].value or 0)
+        # the CSV says exactly what the page says
+        csv_text = store_csv(v)
+        assert "st0,2026-09-22,2026-09-25,daily,2026-09-24,forced,< 5,no" in csv_text
+        assert "daily,total,forced,≥ 29,yes" in csv_text
+
+
+def test_today_is_never_shown(rt: Runtime) -> None:
+    _cell_store(rt, {("c0-0", 5): 7})
+    with rt.sessions.begin() as s:
+        today = store_view(s, "st0", START + 5 * DAY + 7200, 3)
+        assert "forced" not in today.daily or today.totals["forced"].value == 0
+        tomorrow = store_view(s, "st0", START + 6 * DAY + 1, 3)
+        assert tomorrow.totals["forced"].text == "7"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=8))
+def test_hidden_parts_never_leave_a_small_remainder(parts: list[int]) -> None:
+    cells = dict(enumerate(parts))
+    parent = sum(parts)
+    hide = hidden_parts(parent, cells)
+    assert all(i in hide for i, n in cells.items() if 0 < n < K)  # every small cell
+    hidden_sum = sum(cells[i] for i in hide)
+    if parent == 0 or parent >= K:  # a shown parent minus the shown parts is 0 or K and more
+        assert hidden_sum == 0 or hidden_sum >= K
+    else:
+        assert hidden_sum == parent
+
+
+def test_no_identifier_reaches_the_aggregates_or_an_export(rt: Runtime) -> None:
+    with rt.sessions.begin() as s:
+        gens = list(month_rows(s, START, 7, stores=1, cases=2, per_case_day=40))
+        for g in gens:
+            s.execute(insert(Event), g.rows)
+            for a in g.alerts:
+                s.add(Alert(**a))
+        event_ids = {r["event_id"] for g in gens for r in g.rows}
+        grants = {str(r["data"].get("grant")) for g in gens for r in g.rows if r["data"].get("grant")}
+    with rt.sessions.begin() as s:
+        fold(s, START + 8 * DAY, 120)
+    forbidden = set(MEMBER_IDS) | set(STAFF_IDS) | event_ids | grants | {"Staff Person"}
+    forbidden.discard("g_x")  # the generator's fixed grant ids are not secrets, but still checked below
+    forbidden |= {"g_x", "g_y", "g_z"}
+    # the tables have no column that could hold one
+    insp = inspect(rt.engine)
+    for table in ("analytics_hours", "analytics_days", "analytics_state", "store_hours"):
+        cols = {c["name"] for c in insp.get_columns(table)}
+        assert not cols & {"member_id", "phone_hash", "phone_last2", "card_hash", "staff_id", "who", "acked_by",
+                           "event_id", "data"}, table
+    with rt.sessions.begin() as s:
+        dumped = [str(v) for t in (AnalyticsHour, AnalyticsDay, AnalyticsState) for row in s.execute(select(t))
+                  for v in row[0].__dict__.values()]
+        v = store_view(s, "st0", START + 8 * DAY, 7)
+        exported = [store_csv(v), str(store_json(v)), str(fleet_json(fleet_view(s, START + 8 * DAY, 7)))]
+    for text in dumped + exported:
+        for f in forbidden:
+            assert f not in text, f
+    # metric names come from a closed vocabulary, plus checked tokens (versions, fault parts)
+    assert all(metrics.token(m.split(":", 1)[1]) for m in {t.split("'")[0] for t in dumped} if m.startswith("fw:"))
+
+
+def test_a_case_cannot_smuggle_text_into_a_metric_name() -> None:
+    assert metrics.token("1.5.0") == "1.5.0"
+    assert metrics.token("+15551234567") is None  # a phone number in a version field
+    assert metrics.token("a b") is None and metrics.token("x" * 25) is None and metrics.token(7) is None
+
+
+def test_after_hours_follows_the_store_hours_and_its_time_zone(rt: Runtime) -> None:
+    week = validate("Europe/Berlin", [[540, 1200]] * 6 + [None])  # 09:00-20:00, closed Sundays
+    rule = after_hours_rule("Europe/Berlin", week)
+    monday_0830_utc = START + 6 * DAY + 8 * 3600 + 1800  # START is Tuesday 2026-09-22: Monday the 28th
+    assert not rule(monday_0830_utc)  # 10:30 in Berlin (CEST)
+    assert rule(monday_0830_utc - 3 * 3600)  # 07:30 in Berlin
+    assert rule(monday_0830_utc - DAY)  # a Sunday, 10:30
+    with rt.sessions.begin() as s:
+        seed(s, 1, 1, START)
+        s.add(StoreHours(store_id="st0", tz="Europe/Berlin", week=week, updated_at=START))
+        g = Gen(random.Random(0), "st0", "c0-0")
+        for ts in (monday_0830_utc, monday_0830_utc - 3 * 3600, monday_0830_utc - DAY):
+            g.ev("case", "opened", ts, source="card")
+        s.execute(insert(Event), g.rows)
+    with rt.sessions.begin() as s:
+        fold(s, START + 10 * DAY, 120)
+        n = s.scalars(select(AnalyticsDay.n).where(AnalyticsDay.metric == "after_hours")).all()
+        assert sum(n) == 2
+        assert s.get(Store, "st0") is not None and s.get(Case, "c0-0") is not None
