@@ -234,3 +234,17 @@ def rebuild(s: Session, now: int, ttl: int, since: int | None = None) -> Folded:
     _set_marks(s, {"events_prev": top, "events": top, "alerts_at": now})
     return Folded(n, len(cells))
 
+
+
+def recount_store(s: Session, store_id: str, now: int, ttl: int, since: int) -> int:
+    """Recompute the hours of a store's door opens from `since` (its hours changed: which opens
+    were after hours). Returns the (case, hour) cells recomputed."""
+    dirty: dict[str, set[int]] = defaultdict(set)
+    for case_id, ts in s.execute(select(Event.case_id, Event.ts).where(
+            Event.store_id == store_id, Event.kind == "opened", Event.ts >= since, *_plausible())):
+        dirty[case_id].add(hour_of(ts))
+    staff_kind = _staff_kinds(s)
+    rules = store_hours.rules(s)
+    for case_id, hours in dirty.items():
+        _replace(s, case_id, store_id, hours, _recount(s, case_id, store_id, hours, now, ttl, staff_kind, rules))
+    return sum(len(h) for h in dirty.values())

@@ -6,6 +6,8 @@
   one use); accounts.py: /v1/users, /v1/tokens, /v1/audit (docs/accounts.md).
 - app.py: /v1/app/unlock, the store app's unlock button (member token in the body).
 - dev.py: /v1/dev/sms, the dev SMS outbox, only while the outbox backend is in use. hq only.
+- analytics.py: /v1/admin/stores/{id}/analytics (and .csv) and /hours for a store's manager, the fleet and a
+  rebuild for hq (docs/analytics.md).
 - ops.py: /livez, /readyz, /healthz, /metrics (the operator's: docs/operations.md).
 
 The store console's pages (casecloud.console) are installed on the same app, and /docs serves
@@ -25,7 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import Depends, FastAPI
 
 from casecloud import __version__
-from casecloud.api import accounts, admin, admin_records, auth, dev, ops, releases
+from casecloud.api import accounts, admin, admin_records, analytics, auth, dev, ops, releases
 from casecloud.api import app as app_api
 from casecloud.api.deps import bounded_json, plain_url
 from casecloud.api.services import Services
@@ -74,6 +76,7 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
                    dev.router):
         app.include_router(router)
     app.include_router(releases.router)  # over-the-air releases and rollouts (docs/ota.md)
+    app.include_router(analytics.router)  # store analytics (docs/analytics.md)
     install_console(app)
     app.add_middleware(RequestIds)  # each request's id in its log lines and its answer (logs.py)
     return app
