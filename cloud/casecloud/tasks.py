@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from casecloud.analytics.job import analytics_loop
 from casecloud.jobs import gauge_loop, offline_loop, retention_loop
 from casecloud.releases.jobs import rollout_loop
 from casecloud.runtime import Runtime
@@ -20,4 +21,5 @@ def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
             Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
             Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
                                                        lambda: p.flush_alerts(rt.sessions, wait=False))),
-            Supervised("gauges", lambda: gauge_loop(rt))]
+            Supervised("gauges", lambda: gauge_loop(rt)),
+            Supervised("analytics", lambda: analytics_loop(rt))]

@@ -235,3 +235,18 @@ def test_after_hours_follows_the_store_hours_and_its_time_zone(rt: Runtime) -> N
         n = s.scalars(select(AnalyticsDay.n).where(AnalyticsDay.metric == "after_hours")).all()
         assert sum(n) == 2
         assert s.get(Store, "st0") is not None and s.get(Case, "c0-0") is not None
+
+
+def test_the_worker_runs_the_fold_as_a_supervised_job(rt: Runtime) -> None:
+    from casecloud.analytics.job import fold_once
+    from casecloud.tasks import supervised
+
+    assert "analytics" in [t.name for t in supervised(rt, worker=True)]
+    with rt.sessions.begin() as s:
+        seed(s, 1, 1, START)
+        g = Gen(random.Random(0), "st0", "c0-0")
+        g.ev("case", "forced", int(rt.now()) - 7200)
+        s.execute(insert(Event), g.rows)
+    fold_once(rt)
+    with rt.sessions.begin() as s:
+        assert s.scalars(select(AnalyticsHour.n).where(AnalyticsHour.metric == "forced")).all() == [1]
