@@ -605,5 +605,13 @@ def sim_device(
         dev.stop()
 
 
+
+# -- release: over-the-air releases and rollouts (release_cli.py), registered last: it uses the
+# helpers above
+from casectl.release_cli import app as _release_app  # noqa: E402
+
+app.add_typer(_release_app, name="release")
+
+
 if __name__ == "__main__":
     app()

@@ -119,6 +119,9 @@ class Options:
     online_timeout_s: float = 90.0
     label_dir: Path = Path("labels")
     link_template: str = DEFAULT_LINK
+    # The fleet's release public key (64 hex), written as the case's ota_key so it takes signed
+    # releases over the air (docs/ota.md). None: the cloud's (GET /v1/admin/releases/key), if any.
+    ota_key: str | None = None
 
     def __repr__(self) -> str:
         return f"Options(store={self.store!r}, case={self.case!r}, <secrets hidden>)"
@@ -188,6 +191,8 @@ def build_config(opts: Options, board: str, sec: CaseSecrets) -> dict[str, Any]:
         except (OSError, ValueError) as e:
             raise Usage(f"cannot read the CA certificate {opts.ca}: {e}") from None
     cfg["cloud"] = cloud
+    if opts.ota_key:
+        cfg["ota_key"] = opts.ota_key
     if opts.wifi_ssid:
         cfg["wifi"] = {"ssid": opts.wifi_ssid, "password": opts.wifi_password or ""}
     try:
@@ -307,6 +312,10 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
     check_id("case", opts.case)
     say("checking the cloud")
     cloud.stores()  # reachable, and the token works, before anything changes anywhere
+    if opts.ota_key is None:  # the fleet's release key, as the cloud checks uploads with it
+        from casectl.release_cloud import release_key
+
+        opts.ota_key = release_key(cloud)
     mark("cloud_checked")
 
     say("checking the device")
