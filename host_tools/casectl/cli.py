@@ -293,6 +293,8 @@ def provision(
     wifi_ssid: Annotated[str | None, typer.Option(
         "--wifi-ssid", help="Wi-Fi network (password from CASECTL_WIFI_PASSWORD, or asked for).")] = None,
     ca: Annotated[Path | None, typer.Option("--ca", help="Broker CA certificate (PEM or DER) for TLS.")] = None,
+    ota_key: Annotated[Path | None, typer.Option(
+        "--ota-key", help="The fleet's release public key file (.pub) for over-the-air updates (default: the cloud's).")] = None,
     cloud: CloudUrl = DEFAULT_CLOUD,
     token_file: TokenFile = None,
     create_store: Annotated[bool, typer.Option("--create-store", help="Create the store if missing.")] = False,
@@ -337,6 +339,10 @@ def provision(
                       timings=timings, staff=st, wifi_ssid=wifi_ssid, wifi_password=wifi_password, ca=ca,
                       force=force, create_store=create_store, selftest=not no_selftest, key_wait_s=key_wait,
                       online_timeout_s=online_timeout, label_dir=labels, link_template=link or DEFAULT_LINK)
+    if ota_key is not None:
+        from casectl.release import read_public
+
+        opts.ota_key = read_public(ota_key)
     steps: list[str] = []
     with out.progress() as p, _cloud(cloud, token_file) as cl:
         task = p.add_task("connecting to the device", total=None)

@@ -105,6 +105,16 @@ def load_public(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(bytes.fromhex(t))
 
 
+def read_public(path: Path) -> str:
+    """A .pub file's key, checked: 64 lowercase hex digits."""
+    try:
+        text = path.read_text().strip().lower()
+    except OSError as e:
+        raise Usage(f"cannot read the release public key {path}: {e.strerror}") from None
+    load_public(text)
+    return text
+
+
 def verify(public: str, manifest: bytes, sig_hex: str) -> bool:
     """Whether sig_hex (128 hex) is the release key's signature of these manifest bytes."""
     if not re.fullmatch(r"[0-9a-f]{128}", sig_hex):

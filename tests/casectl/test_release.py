@@ -158,3 +158,17 @@ def test_provision_writes_the_fleets_release_key_as_ota_key(deployed: SimDevice,
     assert r.code == 0, r.all
     deployed.wait_firmware()
     assert device_config(deployed)["ota_key"] == keys[2]
+
+
+def test_provision_takes_the_key_from_a_pub_file_too(keys: tuple[Path, Path, str], tmp_path: Path) -> None:
+    from casectl import provision as pv
+    from casectl.errors import Usage
+
+    assert release.read_public(keys[1]) == keys[2]
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key\n")
+    with pytest.raises(Usage, match="64 hex digits"):
+        release.read_public(bad)
+    cfg = pv.build_config(pv.Options(store="s1", case="c1", ota_key=keys[2]), "sim", pv._STAND_IN)
+    assert cfg["ota_key"] == keys[2]  # and the firmware's own validator took it
+    assert "ota_key" not in pv.build_config(pv.Options(store="s1", case="c1"), "sim", pv._STAND_IN)
