@@ -28,4 +28,17 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.path[0][:3] == "fw_":
+        # boot.py switched to a release (docs/ota.md): its own main.py, first on the path, runs.
+        # One that does not import ends here as any failure does, in a reset: the release is then
+        # on trial and goes back to the previous firmware when its boots run out.
+        try:
+            import main as _release
+        except Exception as exc:
+            board.lock_safe()
+            sys.print_exception(exc)
+            board.fatal(exc)
+        else:
+            _release.main()
+    else:
+        main()

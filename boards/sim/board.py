@@ -88,32 +88,21 @@ class Board:
         self.nfc_bus_hz = None
         if not ncfg:
             return
+        if ncfg.get("driver") == "mfrc522" or ncfg.get("bus", "i2c") != "i2c":
+            from boards.sim import nfcbus
+
+            nfcbus.attach(self, hw, ncfg)
+            return
         from boards.sim import pn532
 
-        if ncfg.get("driver") == "mfrc522":
-            from boards.sim.mfrc522 import SimMFRC522, SimMfrcSPI
-
-            chip = self.nfc_chip = SimMFRC522(hw.ticks_ms)
-            self.nfc_reset = pn532.ResetPin(chip)
-            self.nfc_bus = SimMfrcSPI(chip)
-            self.nfc_cs = pn532.SimCS(self.nfc_bus)
-            self.nfc_bus_hz = 1_000_000
-            return
         chip = self.nfc_chip = pn532.SimPN532(hw.ticks_ms)
         self.nfc_irq = pn532.IrqPin(chip)
         self.nfc_reset = pn532.ResetPin(chip)
-        bus = ncfg.get("bus", "i2c")
         # The clock the reference boards run the reader's bus at: the reader budgets its share of
         # the loop by the bus time a real board would spend (the emulated buses take none).
-        self.nfc_bus_hz = 100_000 if bus == "i2c" else 1_000_000
-        if bus == "spi":
-            self.nfc_bus = pn532.SimSPI(chip)  # MSB first, as machine.SPI defaults to
-            self.nfc_cs = pn532.SimCS(self.nfc_bus)
-        elif bus == "uart":
-            self.nfc_bus = pn532.SimUART(chip)
-        else:
-            self.i2c.attach(0x24, pn532.I2CPort(chip))  # fixed in the PN532's silicon
-            self.nfc_bus = self.i2c
+        self.nfc_bus_hz = 100_000
+        self.i2c.attach(0x24, pn532.I2CPort(chip))  # fixed in the PN532's silicon
+        self.nfc_bus = self.i2c
 
     def door_open(self):
         return bool(self._door.value())
@@ -159,3 +148,16 @@ def fatal(exc):
     HW.reset("crash")
     if HW.on_reset is None:
         raise exc
+
+
+def reset(why):
+    """A deliberate reset (the over-the-air update's switch, docs/ota.md): as fatal, with its cause."""
+    HW.reset(why)
+
+
+def adopt(first):
+    """boot.py switched to a release, whose own copy of this module it imported (docs/ota.md): the
+    chip, its pins and what the launcher set are those the first copy made."""
+    global HW
+    HW = first.HW
+    OPTIONS.update(first.OPTIONS)

@@ -100,8 +100,12 @@ def validate(raw):
         raise ConfigError("config: country must be a two-letter ISO code")
     cfg["staff"] = _staff(raw.get("staff", {}))
     for k in raw:
-        if k not in cfg and k not in ("cloud", "nfc", "version", "wifi"):
+        if k not in cfg and k not in ("cloud", "nfc", "version", "wifi", "ota_key", "ota"):
             raise ConfigError("config: unknown key " + k)
+    if "ota_key" in raw:
+        cfg["ota_key"] = _ota_key(raw["ota_key"])
+    if "ota" in raw:
+        cfg["ota"] = _ota(raw["ota"])
     if "cloud" in raw:
         cfg["cloud"] = _cloud(raw["cloud"])
     if "wifi" in raw:
@@ -166,6 +170,32 @@ def _nfc(v):
     p = out["poll_ms"]
     if isinstance(p, bool) or not isinstance(p, int) or not 20 <= p <= 1000:
         raise ConfigError("config: nfc.poll_ms must be a whole number in 20..1000")
+    return out
+
+
+# Over-the-air updates (docs/ota.md): the release key's public half, and how updates are paced and
+# confirmed: key -> (default, low, high).
+_OTA = {"pace_ms": (250, 20, 10000), "boots": (3, 1, 10), "confirm_s": (600, 60, 86400)}
+
+
+def _ota_key(k):
+    if not isinstance(k, str) or len(k) != 64 or any(c not in "0123456789abcdef" for c in k):
+        raise ConfigError("config: ota_key must be the release key's public half, 64 lowercase hex digits")
+    return k
+
+
+def _ota(o):
+    if not isinstance(o, dict):
+        raise ConfigError("config: ota must be an object")
+    out = {}
+    for k in o:
+        if k not in _OTA:
+            raise ConfigError("config: unknown key ota." + k)
+    for k, (dflt, lo, hi) in _OTA.items():
+        v = o.get(k, dflt)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError("config: ota.%s must be a whole number in %d..%d" % (k, lo, hi))
+        out[k] = v
     return out
 
 

@@ -23,6 +23,7 @@ JOURNALED = (
     "fault_cleared",
     "help",
     "staff_unconfirmed",  # a staff credential used while the cloud could not confirm the set
+    "fw",  # an over-the-air update's progress: d.rel, d.st, d.pct, d.why (docs/ota.md)
 )
 
 

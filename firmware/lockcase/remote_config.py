@@ -42,6 +42,10 @@ def _override(raw, changes):
     for k, v in changes.items():
         if k in _FIXED:
             raise ValueError("%s cannot be changed remotely" % k)
+        if k == "ota_key" and raw.get(k) and v != raw[k]:
+            # The release key is what keeps a cloud from forging firmware (docs/ota.md): the
+            # cloud may give a case its first one, never replace it.
+            raise ValueError("ota_key cannot be replaced remotely")
         raw[k] = v
 
 

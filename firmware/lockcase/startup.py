@@ -93,6 +93,8 @@ def _attach_cloud(app, cfg, reset_cause):
     subs = P.subscriptions(cc.get("prefix", P.PREFIX), cfg["store_id"], cfg["case_id"])
     codec = P.Codec(cfg["case_id"], binascii.unhexlify(cc["key"]), P.FileSeqs("seq.json"))
     cc["fw"] = VERSION
+    ota = _ota_state()
+    cc["rel"] = ota[0]
     cc["boot"] = reset_cause
     hw = app.board
     net = None
@@ -108,9 +110,46 @@ def _attach_cloud(app, cfg, reset_cause):
                         lambda: ticks_diff(hw.ticks_ms(), t0))
     link.bind(lambda t, m: cloud.on_message(t, m, hw.ticks_ms()), cloud.on_up)
     cloud.entry = app.entry
+    cloud.app = app
+    if ota[1]:
+        # An update under way (resumed after the reset), a release on trial, or one rolled back to
+        # report: its code loads now (lockcase.ota.update) and goes when it is done.
+        try:
+            from lockcase.ota.update import Ota
+
+            cloud.ota = Ota(cloud)
+        except Exception as exc:  # never a boot loop over it: the lock works without
+            print("ota: cannot resume:", repr(exc))
     app.entry.cloud = cloud
     app.cloud = cloud
     app.link = link
+
+
+def _ota_state():
+    # (the running release's id, whether an update needs its code now), from the OTA's small files
+    # (docs/ota.md) without loading it: most boots have neither.
+    import os
+
+    rel, busy = "", False
+    try:
+        os.stat("ota_dl.json")
+        busy = True
+    except OSError:
+        pass
+    try:
+        with open("ota.json") as f:
+            text = f.read()
+    except OSError:
+        return rel, busy
+    import json
+
+    try:
+        p = json.loads(text)
+        rel = p.get("rel") or ""
+        busy = busy or "try" in p or "rb" in p
+    except (ValueError, AttributeError):
+        pass
+    return rel, busy
 
 
 def _attach_nfc(app, cfg):

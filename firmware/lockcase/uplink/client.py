@@ -47,6 +47,9 @@ class CloudClient:
         self.entry = None  # set by the app: results go to entry.cloud_result()
         self.timeout_ms = cfg.get("request_timeout_s", 8) * 1000
         self.fw = cfg.get("fw", "")
+        self.rel = cfg.get("rel", "")  # the running release's id (docs/ota.md), "" if deployed
+        self.ota = None  # lockcase.ota.update.Ota while an update is in progress or on trial
+        self.app = None  # set by startup: the OTA self-test looks at it
         self.boot = cfg.get("boot", "")
         self._pending = None  # (id, kind, deadline) of the one request in flight
         self._sid = None  # challenge session from the last "challenge" reply
@@ -175,6 +178,9 @@ class CloudClient:
             self._beat_at = now  # a beat at once tells the cloud we are synced
 
     def _reply(self, body, now):
+        o = self.ota
+        if o is not None and o.reply(body, now):  # a chunk of a release (fwdata, deny)
+            return
         p = self._pending
         if p is None or body["re"] != p[0]:
             self.log("cloud: reply to no request in flight")
@@ -218,6 +224,8 @@ class CloudClient:
             # the enclosure switch is still open.
             if not self.lock.clear_tamper(body.get("by") or "cloud") and self.lock.tamper_alarm:
                 ok, err = False, "tamper_open"
+        elif t == "fw":
+            ok, err = self._fw(body, now)
         elif t in ("staff", "config", "state"):
             try:
                 from lockcase import remote_config
@@ -243,6 +251,19 @@ class CloudClient:
         if t == "state":
             ack["sv"] = body["sv"]  # so that the cloud knows which version was refused
         self.link.publish(self.topics["ack"], self.codec.sign(self.topics["ack"], ack))
+
+    def _fw(self, body, now):
+        # An over-the-air update (docs/ota.md): its code loads now and goes once it is done.
+        try:
+            o = self.ota
+            if o is None:
+                from lockcase.ota.update import Ota
+
+                o = self.ota = Ota(self)
+            return o.command(body, now)
+        except (OSError, MemoryError) as exc:  # the flash or the heap: the cloud asks again later
+            self.log("ota: %r" % (exc,))
+            return False, "busy"
 
     def _evtack(self, body):
         ids = self._evt_ids
@@ -281,6 +302,10 @@ class CloudClient:
         if p is not None and ticks_diff(now, p[2]) >= 0:
             self._pending = None
             self._result("timeout", now)
+        o = self.ota
+        if o is not None and not o.step(now):  # also offline: a release on trial may roll back
+            self.ota = None
+            o.unload()
         h = self._held
         if h is not None:
             if self.available():
@@ -328,14 +353,14 @@ class CloudClient:
 
     def _hello(self):
         self.hellos += 1
-        body = {"t": "hello", "fw": self.fw, "boot": self.boot, "sv": self._sv()}
+        body = {"t": "hello", "fw": self.fw, "rel": self.rel, "boot": self.boot, "sv": self._sv()}
         self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
 
     def _beat(self):
         st = self.lock.state
         # "synced": false tells the cloud this beat's exp is from an unset clock (protocol.md).
         body = {"t": "beat", "up": self.uptime() // 1000, "lock": st, "synced": self.codec.synced, "sv": self._sv(),
-                "door": "open" if self.lock.door_open() else "closed"}
+                "rel": self.rel, "door": "open" if self.lock.door_open() else "closed"}
         self.link.publish(self.topics["status"], self.codec.sign(self.topics["status"], body))
 
     def _send_events(self, now):

@@ -1,0 +1,84 @@
+# Where firmwares live on the flash and which one runs (docs/ota.md, "Slots"): the root's, deployed
+# by casectl, and a release's directory, fw_a or fw_b. ota.json, the pointer boot.py reads, is only
+# ever replaced whole (written beside, then renamed: LittleFS's rename is atomic).
+import json
+import os
+
+from lockcase.compat import json_whole
+
+POINTER = "ota.json"
+DOWNLOAD = "ota_dl.json"  # the release being downloaded or staged (update.py)
+SLOTS = ("fw_a", "fw_b")
+
+
+def read(path=POINTER):
+    """The pointer (or another of these small JSON files) as a dict; {} when missing or unreadable."""
+    try:
+        with open(path) as f:
+            p = json_whole(f.read())
+        return p if type(p) is dict else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save(p, path=POINTER):
+    tmp = path[:-5] + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(p))
+    os.rename(tmp, path)
+
+
+def remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def staging(p):
+    """The directory a new release goes into: neither the running firmware's nor the one kept to
+    roll back to."""
+    keep = (p.get("run"), p.get("prev"))
+    for s in SLOTS:
+        if s not in keep:
+            return s
+    return None
+
+
+def rmtree(path):
+    """Remove a directory and everything under it (a release's slot); missing is fine."""
+    try:
+        entries = list(os.ilistdir(path))
+    except OSError:
+        return
+    for e in entries:
+        sub = path + "/" + e[0]
+        if e[1] == 0x4000:
+            rmtree(sub)
+        else:
+            remove(sub)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def makedirs(path):
+    # os.makedirs is not in MicroPython: one level at a time
+    at = ""
+    for part in path.split("/"):
+        at = at + "/" + part if at else part
+        try:
+            os.mkdir(at)
+        except OSError:
+            pass
+
+
+def space():
+    """(block size, free bytes) of the filesystem the firmware lives on; free None if unknown."""
+    try:
+        st = os.statvfs(".")
+        free = st[3] if st[3] <= st[2] else 0  # a full littlefs can report more free than it has
+        return st[0] or 4096, st[0] * free
+    except (OSError, AttributeError):
+        return 4096, None

@@ -1,0 +1,499 @@
+# heap: 1m
+# The case's over-the-air update under MicroPython (docs/ota.md): the Ed25519 verifier against
+# RFC 8032's vectors, the manifest's checks, a signed release downloaded, staged, switched to by
+# boot.py, confirmed or rolled back; refusals with their `fw` events. The releases are signed on
+# the host (tests/vectors/make_ota_v1.py, cryptography's Ed25519). The heap is raised for the RAM
+# flash image; the update's own peak is measured by bench/ota_bench.py.
+import binascii
+import json
+import sys
+
+from otakit import Client, Cloud, Flash, V, boot, provision, release, run
+
+from lockcase.ota import ed25519, manifest, slots
+from lockcase.ota.update import Ota
+
+u = binascii.unhexlify
+
+# RFC 8032, 7.1: TEST 1, TEST 2, TEST 3 and TEST SHA(abc): (public key, message, signature)
+RFC8032 = (
+    ("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
+     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
+    ("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
+     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
+    ("fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "af82",
+     "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
+    ("ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf",
+     "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+     "dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b58909351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"),
+)
+
+
+# -- the verifier ---------------------------------------------------------------------------
+def test_rfc8032_vectors_verify():
+    for pub, msg, sig in RFC8032:
+        assert ed25519.verify(u(pub), u(sig), u(msg)) is True, pub
+
+
+def test_rfc8032_vectors_fail_when_anything_changes():
+    for pub, msg, sig in RFC8032:
+        m = u(msg)
+        assert ed25519.verify(u(pub), u(sig), m + b"\x00") is False
+        s = bytearray(u(sig))
+        s[5] ^= 1  # in R
+        assert ed25519.verify(u(pub), bytes(s), m) is False
+        s = bytearray(u(sig))
+        s[40] ^= 1  # in S
+        assert ed25519.verify(u(pub), bytes(s), m) is False
+        p = bytearray(u(pub))
+        p[0] ^= 1
+        assert ed25519.verify(bytes(p), u(sig), m) is False
+
+
+def test_a_non_canonical_s_is_refused():
+    # S + L verifies the same equation; RFC 8032 requires S < L (no malleable second signature)
+    pub, msg, sig = RFC8032[0]
+    s = int.from_bytes(u(sig)[32:], "little") + ed25519.L
+    forged = u(sig)[:32] + s.to_bytes(32, "little")
+    assert ed25519.verify(u(pub), forged, u(msg)) is False
+
+
+def test_sha512_matches_fips_180_vectors():
+    h = ed25519.Sha512()
+    h.update(b"abc")
+    assert binascii.hexlify(h.digest()).decode() == RFC8032[3][1]
+    h = ed25519.Sha512()
+    for _ in range(10):
+        h.update(b"a" * 100)  # across block boundaries, in uneven pieces
+    h2 = ed25519.Sha512()
+    h2.update(b"a" * 1000)
+    assert h.digest() == h2.digest()
+    h = ed25519.Sha512()
+    h.update(b"")
+    assert binascii.hexlify(h.digest()).decode().startswith("cf83e1357eefb8bdf1542850d66d8007")
+
+
+def test_the_verifier_works_in_slices():
+    pub, msg, sig = RFC8032[3]
+    g = ed25519.verify_steps(u(pub), u(sig), (u(msg)[:10], u(msg)[10:]), every=4)
+    slices = 0
+    try:
+        while True:
+            next(g)
+            slices += 1
+    except StopIteration as e:
+        assert e.value is True
+    assert slices >= 60, slices  # the app loop runs between them
+
+
+def test_the_test_releases_signatures_check():
+    for r in V["releases"]:
+        ok = ed25519.verify(u(V["key"]), u(r["sig"]), r["manifest"].encode())
+        assert ok is (r["name"] != "wrong_key"), r["name"]
+
+
+# -- the manifest ---------------------------------------------------------------------------
+def test_manifest_versions_and_release_ids():
+    assert manifest.version("1.20.3") == (1, 20, 3)
+    for bad in ("1.2", "1.2.3.4", "1.a.3", "", "1..3", None, 3, "01234567.1.1"):
+        assert manifest.version(bad) is None, bad
+    assert manifest.rel_ok("r2") and manifest.rel_ok("2026.12-a_1")
+    for bad in ("", "R2", "-r", ".r", "a" * 33, "r/2", None):
+        assert not manifest.rel_ok(bad), bad
+
+
+def test_manifest_refuses_paths_out_of_the_slot_and_boot_py():
+    m = json.loads(release("good")["manifest"])
+    for path in ("../x.mpy", "/x.mpy", "a//b.mpy", "a/./b", "boot.py", "a\\b", ""):
+        bad = dict(m)
+        bad["files"] = m["files"] + [[path, 1, "0" * 64]]
+        try:
+            manifest.parse(json.dumps(bad))
+        except ValueError:
+            continue
+        raise AssertionError("took " + repr(path))
+
+
+def test_manifest_check_reasons():
+    m = manifest.parse(release("good")["manifest"])
+    assert manifest.check(m, "r2", "sim", "0.1.0", "") is None
+    assert manifest.check(m, "r3", "sim", "0.1.0", "") == "manifest is for r2"
+    assert manifest.check(m, "r2", "picow", "0.1.0", "") == "board sim"
+    assert manifest.check(m, "r2", "sim", "0.0.9", "") == "below min 0.1.0"
+    assert manifest.check(m, "r2", "sim", "0.1.0", "0.3.0") == "below floor 0.3.0"
+    mpy = dict(m)
+    mpy["mpy"] = (sys.implementation._mpy & 0xFF) + 1
+    assert manifest.check(mpy, "r2", "sim", "0.1.0", "").startswith("mpy ")
+
+
+# -- download, stage, switch, confirm -------------------------------------------------------
+def _start(flash, name="good", **kw):
+    provision(flash, **kw)
+    c = Client()
+    from otakit import Board
+
+    ota = Ota(c, Board())
+    cloud = Cloud(release(name))
+    ok, err = ota.command(cloud.cmd(), 0)
+    assert (ok, err) == (True, None), err
+    return c, ota, cloud
+
+
+def _files_of(name, slot):
+    r = release(name)
+    for path, b64 in r["files"].items():
+        with open(slot + "/" + path, "rb") as f:
+            assert f.read() == binascii.a2b_base64(b64), path
+
+
+def test_a_signed_release_downloads_stages_switches_and_confirms():
+    fl = Flash()
+    try:
+        c, ota, cloud = _start(fl)
+        run(ota, c, cloud)
+        assert ota.dl["st"] == "staged", c.bus.events
+        _files_of("good", "fw_a")
+        sts = [d["st"] for d in c.fw()]
+        assert sts[0] == "downloading" and sts[-1] == "staged", sts
+        pcts = [d["pct"] for d in c.fw("downloading")]
+        assert pcts == sorted(pcts) and len(pcts) == len(set(pcts)) and pcts[0] == 0, pcts
+        assert not slots.read(slots.POINTER)  # nothing switched yet
+        ota.step(1)  # quiet: the switch
+        assert ota.board.resets == ["ota"]
+        p = slots.read(slots.POINTER)
+        assert p["run"] == "fw_a" and p["rel"] == "r2" and p["prev"] == "" and p["try"] == 3, p
+        assert [d["st"] for d in c.fw()][-1] == "switching"
+        # the reset: boot.py puts the release first and imports its board module
+        root, now, first = boot()
+        assert first == "fw_a" and root.safe == 1 and now is not root and now.SAFE == [1], (first, root.safe)
+        assert now.FIRST == [root]
+        assert slots.read(slots.POINTER)["try"] == 2
+        # the release runs, reaches the cloud and passes its self-test: confirmed
+        c2 = Client()
+        from otakit import Board
+
+        ota2 = Ota(c2, Board())
+        assert ota2.step(0) is True  # on trial: not confirmed before the cloud answered
+        c2.greeted = True
+        ota2.step(10)
+        p = slots.read(slots.POINTER)
+        assert p == {"run": "fw_a", "rel": "r2", "ver": "0.2.0", "floor": "0.1.0"}, p
+        assert [d["st"] for d in c2.fw()] == ["confirmed"]
+        assert ota2.step(20) is False  # nothing left: the client drops the module
+    finally:
+        fl.close()
+
+
+def test_the_next_release_goes_to_the_other_slot_and_the_old_one_is_removed_on_confirm():
+    fl = Flash()
+    try:
+        slots.makedirs("fw_a/lockcase")
+        fl.write("fw_a/main.py", "x")
+        slots.save({"run": "fw_a", "rel": "r2", "ver": "0.2.0", "floor": "0.1.0"})
+        c, ota, cloud = _start(fl, "good3")
+        run(ota, c, cloud)
+        assert ota.dl["slot"] == "fw_b" and ota.dl["st"] == "staged"
+        ota.step(1)
+        p = slots.read(slots.POINTER)
+        assert (p["run"], p["prev"], p["prel"], p["nfloor"]) == ("fw_b", "fw_a", "r2", "0.3.0"), p
+        boot()
+        c2 = Client()
+        c2.greeted = True
+        from otakit import Board
+
+        Ota(c2, Board()).step(0)
+        assert slots.read(slots.POINTER)["floor"] == "0.3.0"  # anti-rollback from now on
+        assert not fl.exists("fw_a") and fl.exists("fw_b/main.py")
+    finally:
+        fl.close()
+
+
+def test_the_switch_waits_for_a_quiet_case():
+    fl = Flash()
+    try:
+        c, ota, cloud = _start(fl)
+        run(ota, c, cloud)
+        for what in ("door", "grant", "alarm", "entry", "request"):
+            c.lock.door = what == "door"
+            c.lock.state = "released" if what == "grant" else "locked"
+            c.lock.alarm = what == "alarm"
+            c.entry.state = "phone" if what == "entry" else "idle"
+            c._pending = ("x", "phone", 0) if what == "request" else None
+            ota.step(1)
+            assert ota.board.resets == [], what
+            assert not slots.read(slots.POINTER), what
+        c.lock.state, c._pending = "locked", None
+        ota.step(2)
+        assert ota.board.resets == ["ota"]
+    finally:
+        fl.close()
+
+
+def test_no_chunk_is_asked_for_beside_a_shopper():
+    fl = Flash()
+    try:
+        c, ota, cloud = _start(fl)
+        c.entry.state = "code"
+        for t in range(50):
+            ota.step(t * 100)
+        assert c.link.sent == []
+        c.entry.state = "idle"
+        ota.step(6000)
+        assert len(c.link.sent) == 1  # one in flight at a time
+        ota.step(6100)
+        assert len(c.link.sent) == 1
+    finally:
+        fl.close()
+
+
+# -- refusals -------------------------------------------------------------------------------
+def test_bad_releases_are_refused_with_a_clear_event_and_leave_nothing():
+    for r in V["releases"]:
+        if not r["st"]:
+            continue
+        fl = Flash()
+        try:
+            if r["name"] == "below_floor":
+                slots.save({"run": "", "rel": "", "floor": "0.2.0"})
+            before = slots.read(slots.POINTER)
+            c, ota, cloud = _start(fl, r["name"])
+            run(ota, c, cloud)
+            ev = c.fw()[-1]
+            assert (ev["st"], ev["why"], ev["rel"]) == (r["st"], r["why"], r["rel"]), (r["name"], ev)
+            assert ota.board.resets == [] and ota.dl == {}
+            assert slots.read(slots.POINTER) == before
+            for name in ("fw_a", "fw_b", "ota_dl.json", "ota_man.bin", "ota_idx.txt"):
+                assert not fl.exists(name), (r["name"], name)
+            assert ota.step(0) is False
+        finally:
+            fl.close()
+
+
+def test_a_wrong_size_in_the_command_fails_the_download():
+    fl = Flash()
+    try:
+        provision(fl)
+        c = Client()
+        from otakit import Board
+
+        ota = Ota(c, Board())
+        cloud = Cloud(release("good"))
+        cmd = cloud.cmd()
+        cmd["size"] -= 1  # the manifest is longer than the case was told
+        ota.command(cmd, 0)
+        run(ota, c, cloud)
+        ev = c.fw()[-1]
+        assert ev["st"] in ("failed", "refused"), ev
+        assert not fl.exists("fw_a")
+    finally:
+        fl.close()
+
+
+def test_fw_command_answers():
+    fl = Flash()
+    try:
+        provision(fl, key="")
+        c = Client()
+        from otakit import Board
+
+        cmd = Cloud(release("good")).cmd()
+        # no release key: nothing can be checked, so nothing is taken
+        with open("config.json", "w") as f:
+            f.write(json.dumps({"board": "sim", "case_id": "c1"}))
+        assert Ota(c, Board()).command(cmd, 0) == (False, "bad_key")
+        provision(fl)
+        ota = Ota(c, Board())
+        bad = dict(cmd)
+        bad["sig"] = "AB" * 64
+        assert ota.command(bad, 0) == (False, "refused: bad fw command")
+        assert ota.command(cmd, 0) == (True, None)
+        assert ota.command(cmd, 0) == (True, None)  # the same again: idempotent
+        assert fl.exists("ota_dl.json")
+        assert ota.command({"rel": "", "size": 0, "sig": ""}, 0) == (True, None)  # cancel
+        assert not fl.exists("ota_dl.json") and not fl.exists("fw_a")
+        assert ota.command({"rel": "", "size": 0, "sig": ""}, 0) == (True, None)  # nothing to cancel
+        slots.save({"run": "fw_a", "rel": "r2", "prev": "", "try": 2})
+        assert Ota(c, Board()).command(cmd, 0) == (True, None)  # running it (on trial) already
+        slots.save({"run": "fw_b", "rel": "r1", "prev": "", "try": 2})
+        assert Ota(c, Board()).command(cmd, 0) == (False, "busy")  # one change at a time
+        slots.save({"run": "", "rel": "", "bad": ["r2"]})
+        assert Ota(c, Board()).command(cmd, 0) == (False, "refused: rolled back")
+    finally:
+        fl.close()
+
+
+def test_no_release_denial_waits_and_asks_again():
+    fl = Flash()
+    try:
+        c, ota, cloud = _start(fl)
+        cloud.deny = "no_release"
+        now = run(ota, c, cloud, steps=20)
+        assert ota.dl["st"] == "dl" and c.fw("failed") == []
+        asked = cloud.served
+        cloud.deny = None
+        run(ota, c, cloud, now=now + 61000)
+        assert ota.dl["st"] == "staged" and cloud.served > asked
+    finally:
+        fl.close()
+
+
+# -- trial and roll back ----------------------------------------------------------------------
+def _switched(fl, boots=3, confirm_s=600):
+    c, ota, cloud = _start(fl, boots=boots, confirm_s=confirm_s)
+    run(ota, c, cloud)
+    ota.step(1)
+    assert ota.board.resets == ["ota"]
+
+
+def test_a_release_that_never_confirms_rolls_back_after_its_boots():
+    fl = Flash()
+    try:
+        _switched(fl, boots=3)
+        for n in range(3):  # it crashes (or hangs for the watchdog) before it can confirm
+            _, _, first = boot()
+            assert first == "fw_a", n
+        _, now, first = boot()
+        assert first != "fw_a" and now.safe == 1  # the previous firmware: the root's
+        p = slots.read(slots.POINTER)
+        assert p["run"] == "" and p["rb"]["rel"] == "r2" and p["rb"]["why"] == "not confirmed in 3 boots", p
+        # the previous firmware reports it, drops the slot and refuses the release from now on
+        c = Client()
+        from otakit import Board
+
+        ota = Ota(c, Board())
+        ev = c.fw()
+        assert [(d["st"], d["rel"], d["why"]) for d in ev] == [("rolled_back", "r2", "not confirmed in 3 boots")]
+        assert not fl.exists("fw_a")
+        assert slots.read(slots.POINTER) == {"run": "", "rel": "", "floor": "", "bad": ["r2"]}
+        assert ota.command(Cloud(release("good")).cmd(), 0) == (False, "refused: rolled back")
+    finally:
+        fl.close()
+
+
+def test_a_release_that_cannot_reach_the_cloud_rolls_back_by_its_deadline():
+    fl = Flash()
+    try:
+        _switched(fl, confirm_s=60)
+        boot()
+        c = Client()
+        c.link.up = False
+        from otakit import Board
+
+        ota = Ota(c, Board())
+        c.up_ms = 59000
+        ota.step(0)
+        assert ota.board.resets == []
+        c.up_ms = 60000
+        ota.step(1)
+        assert ota.board.resets == ["ota"]
+        p = slots.read(slots.POINTER)
+        assert p["run"] == "" and p["rb"]["why"] == "not confirmed in 60 s", p
+        _, _, first = boot()
+        assert first != "fw_a"
+    finally:
+        fl.close()
+
+
+def test_a_release_that_fails_its_self_test_is_not_confirmed():
+    fl = Flash()
+    try:
+        _switched(fl)
+        boot()
+        c = Client()
+        c.greeted = True
+
+        class App:
+            ready = True
+            journal = object()
+            faults = [("display", "no ack")]
+            lock = c.lock
+
+        c.app = App()
+        from otakit import Board
+
+        ota = Ota(c, Board())
+        ota.step(0)
+        assert "try" in slots.read(slots.POINTER) and c.fw("confirmed") == []
+        App.faults = []
+        ota.step(1)
+        assert "try" not in slots.read(slots.POINTER) and len(c.fw("confirmed")) == 1
+    finally:
+        fl.close()
+
+
+def test_a_release_whose_board_module_fails_goes_back_at_once():
+    fl = Flash()
+    try:
+        _switched(fl)
+        fl.write("fw_a/board.py", "raise ImportError('broken board')\n")
+        root, now, first = boot()
+        assert root.safe == 1  # the root's board made the lock safe before anything else
+        assert now is root and first != "fw_a" and len(root.fatals) == 1  # a reset
+        p = slots.read(slots.POINTER)
+        assert p["run"] == "" and p["rb"]["why"].startswith("board: "), p
+    finally:
+        fl.close()
+
+
+def test_an_incomplete_slot_is_never_run():
+    fl = Flash()
+    try:
+        _switched(fl)
+        import os
+
+        os.remove("fw_a/main.py")
+        _, _, first = boot()
+        assert first != "fw_a"
+        assert slots.read(slots.POINTER)["rb"]["why"] == "incomplete"
+    finally:
+        fl.close()
+
+
+def test_boot_without_a_pointer_or_with_a_corrupt_one_runs_the_root_firmware():
+    fl = Flash()
+    try:
+        root, now, first = boot()
+        assert now is root and root.safe == 1 and first != "fw_a"
+        fl.write("ota.json", '{"run": "fw_a", "tr')
+        root, now, first = boot()
+        assert now is root and root.safe == 1 and first != "fw_a"
+    finally:
+        fl.close()
+
+
+# -- config -----------------------------------------------------------------------------------
+def test_config_takes_the_release_key_and_ota_settings_and_refuses_bad_ones():
+    from lockcase import config
+
+    cfg = config.validate({"ota_key": V["key"], "ota": {"pace_ms": 100}})
+    assert cfg["ota_key"] == V["key"] and cfg["ota"] == {"pace_ms": 100, "boots": 3, "confirm_s": 600}
+    for bad, word in (({"ota_key": V["key"].upper()}, "ota_key"), ({"ota_key": "ab"}, "ota_key"),
+                      ({"ota": {"boots": 0}}, "ota.boots"), ({"ota": {"pace_ms": True}}, "ota.pace_ms"),
+                      ({"ota": {"confirm_s": 10}}, "ota.confirm_s"), ({"ota": {"x": 1}}, "ota.x"),
+                      ({"ota": []}, "ota")):
+        try:
+            config.validate(bad)
+        except config.ConfigError as exc:
+            assert word in str(exc), (bad, exc)
+            continue
+        raise AssertionError("took %r" % (bad,))
+
+
+def test_the_cloud_may_give_a_release_key_but_never_replace_one():
+    from lockcase import remote_config
+
+    fl = Flash()
+    try:
+        fl.write("config.json", json.dumps({"board": "sim", "case_id": "c1"}))
+        remote_config.apply("config", {"set": {"ota_key": V["key"]}})
+        assert json.loads(fl.read("config.json"))["ota_key"] == V["key"]
+        remote_config.apply("config", {"set": {"ota_key": V["key"]}})  # the same again
+        try:
+            remote_config.apply("config", {"set": {"ota_key": V["other_key"]}})
+        except ValueError as exc:
+            assert "ota_key" in str(exc)
+        else:
+            raise AssertionError("replaced the release key")
+        assert json.loads(fl.read("config.json"))["ota_key"] == V["key"]
+    finally:
+        fl.close()

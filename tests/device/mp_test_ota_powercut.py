@@ -1,0 +1,174 @@
+# heap: 1m
+# Power cuts at random points of an over-the-air update (docs/ota.md, "Power cuts"), on littlefs
+# over a RAM block device whose writes fail from the cut on (ramblock.py), sometimes tearing the
+# write in progress: download, manifest check, staging, the switch, the trial boots and the
+# confirmation. After every cut the case boots again (boot.py as a chip runs it) and the update
+# goes on. Each boot must make the lock safe first and run a complete firmware (the root's, or the
+# release with every file as signed), and every run must end with the release confirmed (or,
+# never here with one cut, rolled back).
+import binascii
+import json
+
+from otakit import Board, Client, Cloud, Flash, boot, provision, release, run
+
+from lockcase.ota import slots
+from lockcase.ota.update import Ota
+
+GOOD = release("good")
+FILES = {p: binascii.a2b_base64(b) for p, b in GOOD["files"].items()}
+
+
+def _complete(slot):
+    for path, data in FILES.items():
+        try:
+            with open(slot + "/" + path, "rb") as f:
+                if f.read() != data:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _update(fl, log):
+    """One boot of the case through the update; returns 'confirmed', 'rolled_back' or None
+    (the power went, or the case reset to switch)."""
+    root, now, first = boot()
+    assert root.safe == 1, "the lock was not made safe first"
+    if first == "fw_a":
+        assert _complete("fw_a"), "booted an incomplete release"
+    p = slots.read(slots.POINTER)
+    log.append((first, p.get("run"), p.get("try")))
+    if p.get("bad"):
+        return "rolled_back"
+    if p.get("run") == "fw_a" and "try" not in p and first == "fw_a":
+        return "confirmed"
+    c = Client()
+    c.greeted = True
+    ota = Ota(c, Board())
+    if "try" not in p and not ota.dl:
+        ok, err = ota.command(Cloud(GOOD).cmd(), 0)
+        assert ok, err
+    cloud = Cloud(GOOD)
+    now = run(ota, c, cloud)
+    for i in range(3):
+        if ota.board.resets or not ota.step(now + i):
+            break
+    if ota.board.resets:
+        return None
+    p = slots.read(slots.POINTER)
+    if p.get("run") == "fw_a" and "try" not in p:
+        return None  # confirmed: the next boot says so
+    return None
+
+
+def _one(seed, within, torn):
+    fl = Flash()
+    try:
+        provision(fl)
+        fl.dev.cut_random(seed, within, torn)
+        log = []
+        for _ in range(12):
+            try:
+                end = _update(fl, log)
+            except OSError:
+                end = None  # the power went in the middle of it
+            if end:
+                return end, fl.dev.ops, log
+            fl.reboot()
+        raise AssertionError("seed %d: no end in 12 boots: %r" % (seed, log))
+    finally:
+        fl.close()
+
+
+def _clean_ops():
+    end, ops, _ = _one(1, 1 << 30, False)  # a cut that never comes
+    assert end == "confirmed"
+    return ops
+
+
+def test_an_update_without_a_cut_confirms():
+    assert _clean_ops() > 100
+
+
+def test_power_cuts_anywhere_in_an_update_end_confirmed_with_a_complete_firmware_on_every_boot():
+    within = _clean_ops()
+    ends = {}
+    for seed in range(1, 61):
+        end, _, log = _one(seed, within, torn=seed % 2 == 0)
+        assert end == "confirmed", (seed, log)
+        ends[end] = ends.get(end, 0) + 1
+    assert ends == {"confirmed": 60}, ends
+
+
+def test_a_cut_while_the_pointer_is_replaced_leaves_the_old_or_the_new_one():
+    # every write of the switch, one by one: the pointer reads as before or after, never torn
+    within = _clean_ops()
+    for n in range(1, 40):
+        fl = Flash()
+        try:
+            provision(fl)
+            c = Client()
+            ota = Ota(c, Board())
+            cloud = Cloud(GOOD)
+            ota.command(cloud.cmd(), 0)
+            run(ota, c, cloud)
+            assert ota.dl["st"] == "staged"
+            fl.dev.cut_after(n, torn=n % 2 == 1)
+            try:
+                ota.step(1)
+            except OSError:
+                pass
+            fl.reboot()
+            p = slots.read(slots.POINTER)
+            assert p == {} or (p["run"] == "fw_a" and p["try"] == 3), (n, p)
+            root, now, first = boot()
+            assert root.safe == 1
+            assert first != "fw_a" or _complete("fw_a"), n
+            if p == {}:
+                # not switched: the staged release is still there, and switches at the next chance
+                c2 = Client()
+                ota2 = Ota(c2, Board())
+                assert ota2.dl.get("st") == "staged", (n, ota2.dl)
+                ota2.step(2)
+                assert ota2.board.resets == ["ota"]
+        finally:
+            fl.close()
+    assert within > 0
+
+
+def test_events_of_an_interrupted_update_are_in_order_and_say_where_it_was():
+    # a reset mid-download resumes from the bytes on flash: progress goes on, never back to 0
+    fl = Flash()
+    try:
+        provision(fl)
+        c = Client()
+        ota = Ota(c, Board())
+        cloud = Cloud(GOOD)
+        ota.command(cloud.cmd(), 0)
+        for i in range(40):
+            ota.step(i * 30)
+            cloud.answer(c, ota, i * 30)
+        served = cloud.served
+        assert ota.dl["st"] == "dl" and served > 0
+        ota._close()  # the reset (what the file had is on flash: each chunk was flushed)
+        c2 = Client()
+        ota2 = Ota(c2, Board())
+        cloud2 = Cloud(GOOD)
+        run(ota2, c2, cloud2)
+        assert ota2.dl["st"] == "staged"
+        total = len(GOOD["manifest"]) + sum(len(b) for b in FILES.values())
+        assert served + cloud2.served < total + 512 * 2, (served, cloud2.served, total)  # resumed
+        pcts = [d["pct"] for d in c2.fw("downloading")]
+        assert pcts and pcts[0] > 0, pcts
+    finally:
+        fl.close()
+
+
+def test_the_pointer_file_is_small_json():
+    fl = Flash()
+    try:
+        slots.save({"run": "fw_a", "rel": "r2", "try": 3})
+        with open(slots.POINTER) as f:
+            assert json.loads(f.read())["try"] == 3
+    finally:
+        fl.close()
