@@ -90,7 +90,7 @@ class StoreView:
         return [day_label(d) for d in self.days]
 
 
-def _day_rows(s: Session, store_ids: Sequence[str], start: int, end: int) -> list[tuple[str, str, int, str, int]]:
+def day_rows(s: Session, store_ids: Sequence[str], start: int, end: int) -> list[tuple[str, str, int, str, int]]:
     return [tuple(r) for r in s.execute(  # type: ignore[misc]
         select(AnalyticsDay.store_id, AnalyticsDay.case_id, AnalyticsDay.day, AnalyticsDay.metric, AnalyticsDay.n)
         .where(AnalyticsDay.store_id.in_(list(store_ids)), AnalyticsDay.day >= start, AnalyticsDay.day < end))]
@@ -103,7 +103,7 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
     hist: dict[str, Counter[int]] = defaultdict(Counter)
     health: Counter[str] = Counter()
     cases: set[str] = set(s.scalars(select(Case.id).where(Case.store_id == store_id)))
-    for _sid, case_id, day, metric, n in _day_rows(s, [store_id], start, end):
+    for _sid, case_id, day, metric, n in day_rows(s, [store_id], start, end):
         cases.add(case_id)
         if is_duration(metric):
             name, b = metric.split(":", 1)
