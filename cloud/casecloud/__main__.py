@@ -20,7 +20,7 @@ import logging
 
 import uvicorn
 
-from casecloud import channel, logs
+from casecloud import channel, logs, restore
 from casecloud.accounts import audit
 from casecloud.api import create_app
 from casecloud.api.ops import ops_app
@@ -61,16 +61,19 @@ async def _uvicorn(app: object, host: str, port: int, level: str) -> None:
 
 
 def after_restore(settings: Settings) -> int:
-    """Every case resynchronized (channel.resync_all), audited; returns how many."""
+    """Every case's seqs and desired state set right after a restore (restore.py), audited;
+    returns how many cases."""
     rt = build(settings)
     try:
         with rt.sessions.begin() as s:
-            n = channel.resync_all(s, rt.now())
-            audit.record(s, audit.Actor("cli"), "fleet.resync", rt.now(), detail={"cases": n, "why": "restore"})
+            n, managed = restore.after_restore(s, rt.now())
+            audit.record(s, audit.Actor("cli"), "fleet.resync", rt.now(),
+                         detail={"cases": n, "desired_moved": managed, "why": "restore"})
     finally:
         rt.engine.dispose()
     log.info("after restore: %d cases resynchronized (their next message re-establishes the replay window; "
-             "the cloud's outgoing seq moved %d ahead)", n, channel.RESYNC_TX_JUMP)
+             "the cloud's outgoing seq moved %d ahead); %d cases will be sent the restored staff set and config",
+             n, channel.RESYNC_TX_JUMP, managed)
     return n
 
 

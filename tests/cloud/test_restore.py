@@ -21,10 +21,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from casecloud import channel, registry
+from casecloud import channel, desired, registry
 from casecloud.accounts.audit import AuditEntry
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.models import Case
+from casecloud.restore import DESIRED_JUMP
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings, sqlite_path
 from casecloud.worker import Worker
@@ -113,6 +114,7 @@ def test_after_restore_the_cases_take_the_clouds_answers_again(
     with rt.sessions.begin() as s:
         registry.create_store(s, "s1", rt.now())
         _, sec = registry.register_case(s, "s1", "c1", rt.now())
+        desired.bump_store(s, "s1")  # a staff change: the case's desired state is managed (v1)
     case = FakeCase(*broker, "s1", "c1", bytes.fromhex(sec.key_hex))
     try:
         case.hello()
@@ -140,6 +142,8 @@ def test_after_restore_the_cases_take_the_clouds_answers_again(
             c = s.get(Case, "c1")
             assert c is not None and c.tx_seq > channel.RESYNC_TX_JUMP and c.rx_mask >= 0  # the window is back
             entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "fleet.resync")).one()
-            assert entry.actor == "cli" and entry.detail == {"cases": 1, "why": "restore"}
+            assert entry.actor == "cli" and entry.detail == {"cases": 1, "desired_moved": 1, "why": "restore"}
+            # no version the case applied since the backup can name the restored staff set
+            assert c.desired_v == 1 + DESIRED_JUMP
     finally:
         case.close()
