@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from casecloud.console import associates, home, hq, live, managers, reports, shopper
+from casecloud.console import associates, home, hq, live, managers, releases, reports, shopper
 from casecloud.console.web import HERE, LoginNeeded, error_page, login_redirect
 
 PAGES = ("/console", "/app/")
@@ -36,8 +36,8 @@ def install(app: FastAPI) -> None:
     app.mount("/static/console", StaticFiles(directory=HERE / "static"), name="console-static")
     # check_dir off: a cloud started before `make deps` still serves its API (the pages say so)
     app.mount("/static/vendor", StaticFiles(directory=vendor, check_dir=False), name="vendor")
-    for r in (home.router, associates.router, managers.router, reports.router, hq.router, shopper.router,
-              live.router):
+    for r in (home.router, associates.router, managers.router, reports.router, hq.router, releases.router,
+              shopper.router, live.router):
         app.include_router(r)
 
     @app.exception_handler(LoginNeeded)
