@@ -12,9 +12,10 @@
 # Faults for tests and the control socket: "corrupt" (the next responses carry a bad DCS),
 # "garbage" (random bytes instead of every frame), "timeout" (ACK, then no response), "dead" (no
 # answer at all, not even to the I2C address), "hang" (dead until the reset line is pulsed), "ok".
-# One module of ~570 lines on purpose: one chip as its datasheet describes it (frames, commands,
-# the cards in its field, its three host interfaces and its IRQ and reset lines), read side by
-# side with UM0701-02 and the firmware's driver.
+# One module on purpose: one chip as its datasheet describes it (frames, commands, the cards in
+# its field, its I2C interface and its IRQ and reset lines), read side by side with UM0701-02 and
+# the firmware's driver. Its SPI and HSU links are boards/sim/nfcbus.py: a case reads on I2C, and
+# the heap harness's every loaded name is interned for good (docs/memory.md).
 import os
 import time
 
@@ -374,7 +375,7 @@ class SimPN532(SimChip):
         return _frame(b"\xd5\x41\x01"), ms  # the card did not answer: RF timeout
 
 
-# -- the three host interfaces ----------------------------------------------------------------
+# -- the host interface on I2C (SPI and HSU: boards/sim/nfcbus.py) ---------------------------
 class I2CPort:
     """The chip at its I2C address: SimI2C hands each transaction over whole."""
 
@@ -397,169 +398,6 @@ class I2CPort:
         f = chip.take()
         out = b"\x01" + f
         return (out + bytes(n))[:n] if len(out) < n else out[:n]
-
-
-def _rev(b):
-    r = 0
-    for i in range(8):
-        if b & (1 << i):
-            r |= 0x80 >> i
-    return r
-
-
-class SimSPI:
-    """machine.SPI subset wired to the PN532 (SPI mode 0). The chip shifts LSB first; a host set
-    to firstbit=MSB (the default, and all an RP2040 can do) sees every byte bit-reversed."""
-
-    MSB = 0
-    LSB = 1
-
-    def __init__(self, chip, firstbit=MSB):
-        self.chip = chip
-        self.firstbit = firstbit
-        self._sel = False
-        self._op = None
-        self._rx = bytearray()
-        self._tx = b""
-
-    def init(self, baudrate=1000000, polarity=0, phase=0, firstbit=MSB, **kw):
-        self.firstbit = firstbit
-
-    def _wire(self, b):
-        return b if self.firstbit == self.LSB else _rev(b)
-
-    def select(self, on):
-        if on and not self._sel:
-            self._op = None
-            self._rx = bytearray()
-            self._tx = b""
-        elif not on and self._sel:
-            if self._op == 0x01 and self._rx:
-                self.chip.host_frame(bytes(self._rx))
-        self._sel = on
-
-    def _byte(self, out_b):
-        # One byte each way: host -> chip (out_b, host order), chip -> host (return, host order).
-        v = self._wire(out_b)
-        chip = self.chip
-        if chip.silent():
-            return 0xFF  # MISO floats high with nobody driving it
-        if self._op is None:
-            self._op = v
-            if v == 0x03:
-                self._tx = chip.take() or b""
-            return 0
-        if self._op == 0x01:
-            self._rx.append(v)
-            return 0
-        if self._op == 0x02:
-            return self._wire(1 if chip.ready() else 0)
-        if self._op == 0x03:
-            if self._tx:
-                r, self._tx = self._tx[0], self._tx[1:]
-                return self._wire(r)
-            return 0
-        return 0
-
-    def write(self, buf):
-        if not self._sel:
-            return
-        for b in buf:
-            self._byte(b)
-
-    def readinto(self, buf, write=0):
-        for i in range(len(buf)):
-            buf[i] = self._byte(write) if self._sel else 0xFF
-
-    def write_readinto(self, wbuf, rbuf):
-        for i in range(len(wbuf)):
-            rbuf[i] = self._byte(wbuf[i]) if self._sel else 0xFF
-
-
-class SimCS:
-    """The PN532's chip select (active low) as a machine.Pin output."""
-
-    def __init__(self, spi):
-        self.spi = spi
-        self.v = 1
-
-    def value(self, v=None):
-        if v is None:
-            return self.v
-        self.v = 1 if v else 0
-        self.spi.select(self.v == 0)
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-
-class SimUART:
-    """machine.UART subset wired to the PN532's HSU. After power-up the chip sleeps (LowVbat)
-    and ignores frames until the host sends the 0x55 wake-up."""
-
-    def __init__(self, chip):
-        self.chip = chip
-        self._in = bytearray()  # host -> chip, not yet a whole frame
-        self._rx = bytearray()  # chip -> host
-        self.baudrate = 115200
-
-    def init(self, baudrate=115200, **kw):
-        self.baudrate = baudrate
-
-    def write(self, buf):
-        chip = self.chip
-        if chip.silent():
-            return len(buf)
-        data = bytes(buf)
-        if chip.asleep:
-            i = data.find(b"\x55")
-            if i < 0:
-                return len(buf)
-            chip.asleep = False
-            data = data[i:].lstrip(b"\x55")
-        self._in += data
-        # A frame ends at the postamble after LEN + DCS; ACK/NACK are 6 bytes.
-        while True:
-            b = bytes(self._in)
-            s = b.find(b"\x00\xff")
-            if s < 0 or len(b) < s + 4:
-                if s < 0:
-                    self._in = bytearray(b[-1:]) if b.endswith(b"\x00") else bytearray()
-                return len(buf)
-            a, c = b[s + 2], b[s + 3]
-            if (a, c) in ((0x00, 0xFF), (0xFF, 0x00)):
-                end = s + 5
-            else:
-                end = s + 4 + a + 2
-            if len(b) < end:
-                return len(buf)
-            chip.host_frame(b[max(0, s - 1) : end])
-            self._in = bytearray(b[end:])
-
-    def any(self):
-        f = self.chip.take()
-        if f:
-            self._rx += f
-        return len(self._rx)
-
-    def read(self, n=None):
-        self.any()
-        if not self._rx:
-            return None
-        n = len(self._rx) if n is None else n
-        out = bytes(self._rx[:n])
-        self._rx = self._rx[n:]
-        return out
-
-    def readinto(self, buf, nbytes=None):
-        self.any()
-        n = len(buf) if nbytes is None else nbytes
-        n = min(n, len(self._rx))
-        if not n:
-            return None
-        buf[:n] = self._rx[:n]
-        self._rx = self._rx[n:]
-        return n
 
 
 class IrqPin:

@@ -7,6 +7,7 @@ import time
 
 from mpassert import raises_async as _raises
 
+from boards.sim import nfcbus as B
 from boards.sim import pn532 as E
 from boards.sim.mfrc522 import SimMFRC522, SimMfrcSPI
 from lockcase.nfc import frame as F
@@ -36,7 +37,7 @@ def rig(version=0x92):
     chip = SimMFRC522(c.ticks, version)
     spi = SimMfrcSPI(chip)
     rst = E.ResetPin(chip)
-    return c, chip, MFRC522(spi, E.SimCS(spi), c.sleep, c.ticks, rst), rst
+    return c, chip, MFRC522(spi, B.SimCS(spi), c.sleep, c.ticks, rst), rst
 
 
 def run(coro):

@@ -7,6 +7,7 @@ import time
 
 from mpassert import raises_async as _raises
 
+from boards.sim import nfcbus as B
 from boards.sim import pn532 as E
 from boards.sim.i2c import SimI2C
 from lockcase.nfc import frame as F
@@ -62,11 +63,11 @@ def rig(bus="i2c", irq=False, ic=0x32, attach=True, lsb_bus=False, lsb_driver=No
             b.attach(0x24, port)
         t = I2CTransport(b, 0x24, E.IrqPin(chip) if irq else None, c.sleep, c.ticks)
     elif bus == "spi":
-        spi = E.SimSPI(chip, E.SimSPI.LSB if lsb_bus else E.SimSPI.MSB)
+        spi = B.SimSPI(chip, B.SimSPI.LSB if lsb_bus else B.SimSPI.MSB)
         lsb = lsb_bus if lsb_driver is None else lsb_driver
-        t = SPITransport(spi, E.SimCS(spi), E.IrqPin(chip) if irq else None, lsb)
+        t = SPITransport(spi, B.SimCS(spi), E.IrqPin(chip) if irq else None, lsb)
     else:
-        t = UARTTransport(E.SimUART(chip), c.sleep, c.ticks)
+        t = UARTTransport(B.SimUART(chip), c.sleep, c.ticks)
     rst = E.ResetPin(chip) if reset else None
     drv = PN532(t, c.sleep, c.ticks, rst)
     return c, chip, drv, port, rst
