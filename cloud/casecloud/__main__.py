@@ -4,6 +4,7 @@
 can be scaled out on its own (docs/cloud.md); a --worker-only process serves its liveness,
 readiness and metrics on `ops_host:ops_port` when that is set (api/ops.py).
 
+`python -m casecloud migrate`: the database migrations, and nothing else (an upgrade's first step).
 `python -m casecloud after-restore`: after the database was restored from a backup, every case's
 replay window is re-established by its next message and the cloud's outgoing seq moves past what
 the cases may have seen (docs/operations.md, docs/protocol.md "Replay window").
@@ -19,8 +20,9 @@ import contextlib
 import logging
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
-from casecloud import channel, logs, restore
+from casecloud import channel, db, logs, restore
 from casecloud.accounts import audit
 from casecloud.api import create_app
 from casecloud.api.ops import ops_app
@@ -85,11 +87,18 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("after-restore", help="after restoring the database from a backup: resynchronize every "
                    "case's seqs (docs/operations.md)")
+    sub.add_parser("migrate", help="apply the database migrations and exit (an upgrade's first step: "
+                   "docs/operations.md)")
     args = ap.parse_args(argv)
     settings = Settings()
     logs.setup(settings.log_level)
     if args.command == "after-restore":
         after_restore(settings)
+        return
+    if args.command == "migrate":
+        settings.prepare()
+        db.migrate(settings.db_url)
+        log.info("database migrated to the head: %s", make_url(settings.db_url).render_as_string(hide_password=True))
         return
     rt = build(settings)
     if settings.admin_token is None:

@@ -1,4 +1,5 @@
-"""A database restored from a backup, and `python -m casecloud after-restore`.
+"""The operator's commands: `python -m casecloud after-restore` after a database restored from a
+backup, and `migrate` (an upgrade's first step).
 
 After a restore the cloud's outgoing seq is back where it was at the backup, below what the cases
 have seen since: each case refuses the cloud's answers as replays. The command moves every case's
@@ -147,3 +148,28 @@ def test_after_restore_the_cases_take_the_clouds_answers_again(
             assert c.desired_v == 1 + DESIRED_JUMP
     finally:
         case.close()
+
+
+def test_migrate_brings_the_database_to_the_head_and_nothing_else(settings: Settings) -> None:
+    """An upgrade's first step (docs/operations.md): `python -m casecloud migrate`, alone, twice."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, text
+
+    from casecloud import db
+
+    env = dict(os.environ, CASECLOUD_DATA_DIR=str(settings.data_dir), CASECLOUD_ADMIN_TOKEN="unused")
+    if is_postgres(settings.db_url):
+        env["CASECLOUD_DATABASE_URL"] = settings.db_url
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-m", "casecloud", "migrate"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+    head = ScriptDirectory.from_config(db.alembic_config(settings.db_url)).get_current_head()
+    engine = create_engine(settings.db_url)
+    try:
+        with engine.connect() as c:
+            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
+            assert c.execute(text("SELECT count(*) FROM cases")).scalar_one() == 0
+    finally:
+        engine.dispose()
+    assert not (settings.data_dir / "admin_token").exists()  # nothing else was set up or started
