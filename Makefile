@@ -29,6 +29,7 @@ help:
 	@echo "make lint    ruff + pyright (firmware against the esp32 and rp2 stubs)"
 	@echo "make bench   heap, boot-to-ready time and .mpy size figures"
 	@echo "make soak    the safety property test on 10,000 random scripts"
+	@echo "make fleet   10,000 simulated cases against the cloud at scale (ARGS=--help)"
 	@echo "make lock    write requirements.lock from pyproject.toml (ARGS=--upgrade: newest versions)"
 
 $(STAMP): pyproject.toml $(LOCK) tools/lockcheck.py
@@ -102,6 +103,14 @@ bench: deps $(MP32)
 soak: deps sysdeps $(MP32)
 	HYPOTHESIS_PROFILE=soak $(BIN)/pytest -p no:cacheprovider --hypothesis-show-statistics \
 		tests/host/test_safety_props.py -k any_script
+
+# The fleet simulator (issue 15, bench/fleet.py): PostgreSQL, Mosquitto, two workers, the API and
+# 10,000 virtual cases sending 500 shopper requests/s, then a whole-fleet reconnect; both cores for
+# about five minutes. ARGS: e.g. --cases 2000 --workers 1 --rate 200 (--help lists them).
+# Writes build/fleet.json.
+.PHONY: fleet
+fleet: deps sysdeps
+	$(PY) -m bench.fleet $(ARGS)
 
 # Single-line mutants the device tests must kill (tools/mutants.py); under a second, on a copy.
 .PHONY: mutants

@@ -351,13 +351,7 @@ async def main_async(spec: dict[str, Any], lines: LineReader) -> None:
     for line in lines.drain():
         commands.put_nowait(line)
     loop.add_reader(0, readable)
-    tasks = []
-    # Connect in a ramp (a fleet powering up over a minute, not in one instant): spec["ramp_per_s"].
-    ramp = float(spec.get("ramp_per_s", 2000))
-    for n, c in enumerate(sh.cases):
-        tasks.append(asyncio.create_task(c.live(host, port)))
-        if (n + 1) % 50 == 0:
-            await asyncio.sleep(50 / ramp)
+    tasks: list[asyncio.Task[None]] = []
 
     def say(obj: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -417,6 +411,12 @@ async def main_async(spec: dict[str, Any], lines: LineReader) -> None:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     tasks.append(asyncio.create_task(ticker()))
+    # Connect in a ramp (a fleet powering up, not in one instant): spec["ramp_per_s"].
+    ramp = float(spec.get("ramp_per_s", 250))
+    for n, c in enumerate(sh.cases):
+        tasks.append(asyncio.create_task(c.live(host, port)))
+        if (n + 1) % 10 == 0:
+            await asyncio.sleep(10 / ramp)
     rate = spec.get("rate", 0)
     if isinstance(rate, dict):
         tasks.append(asyncio.create_task(closed(int(rate["closed"]))))

@@ -25,7 +25,9 @@
   (bench/guess_bench.py);
 - the event journal per board's filesystem: capacity (records, hours offline at one event per
   10 s), flash bytes per record on littlefs, append time, erases per append, open and drain time,
-  its RAM (bench/journal_bench.py).
+  its RAM (bench/journal_bench.py);
+- the fleet at 2,000 cases (bench/fleet.py, `make fleet` runs it at 10,000): latency per message
+  kind, throughput, CPU and memory per component, a whole-fleet reconnect.
 
 Figures are printed and written to build/bench.json. Nothing here asserts a time.
 """
@@ -192,6 +194,13 @@ def main() -> int:
     from bench.console_bench import figures as console_figures
 
     figures.update(console_figures())  # screenshots, and a forced door to the alarm on screen
+    from bench.fleet import FleetConfig
+    from bench.fleet import figures as fleet_figures
+    from bench.fleet import run as fleet_run
+
+    # The fleet at a fifth of `make fleet`'s size: 2,000 cases, 100 requests/s, two workers on
+    # PostgreSQL, then a whole-fleet reconnect (about two minutes).
+    figures.update(fleet_figures(fleet_run(FleetConfig(cases=2000, workers=2, rate=100, steady_s=20), log=con.print)))
     t = Table("figure", "value", title="LockCase bench")
     for k, v in figures.items():
         t.add_row(k, str(v))

@@ -27,17 +27,20 @@ def test_fleet_accounting(tmp_path: Path) -> None:
     assert set(rep["outcomes"]) <= {"token->allow", "token->deny:unknown", "phone->challenge"}, rep["outcomes"]
     assert rep["outcomes"].get("token->allow", 0) > 0
     # Every event journaled was acknowledged (after the reconnect too), none refused by a case.
-    assert rep["errors"]["events_unacked"] == 0
+    assert rep["errors"]["events_unacked"] == 0, rep["errors"]
     assert rep["events_made"] > 0
     assert rep["errors"]["requests_answered_late"] == 0
-    assert not {k: v for k, v in rep["errors"]["rejected_by_cases"].items() if k != "rejected:replay"}
-    assert rep["counts"]["cmd:unlock"] == rep["counts"]["sent:ack"] >= 1
+    # Only what the protocol expects a case to refuse: a `time` answering an earlier hello than its
+    # last (replay), an app unlock reaching a case reconnected but not synced yet (no_clock).
+    refused = rep["errors"]["rejected_by_cases"]
+    assert set(refused) <= {"rejected:replay", "rejected:no_clock"}, refused
+    assert rep["counts"]["cmd:unlock"] == rep["counts"]["sent:ack"] >= 1, rep["counts"]
     # Heartbeats every 2 s: more status messages than the greetings and the beats at connect.
-    assert rep["counts"]["sent:status"] > 4 * cfg.cases
+    assert rep["counts"]["sent:status"] > 4 * cfg.cases, rep["counts"]
     # The whole fleet reconnected after the broker restart and synced again.
     rc = rep["reconnect"]
     assert rc["cases_resynced"] == cfg.cases and rc["all_synced_after_s"] < cfg.reconnect_limit_s
-    assert rep["counts"]["dropped"] == cfg.cases
+    assert rep["counts"]["dropped"] == cfg.cases, rep["counts"]
     # Every component's CPU and memory are there, the simulator's own included.
     for part in ("broker", "worker1", "worker2", "api", "postgresql", "simulator"):
         assert st["cpu_s"][part] >= 0 and rep["peak_memory_kib"][part] > 0, part
