@@ -46,7 +46,7 @@ def deadline(topic: str, payload: bytes, wait_s: float, margin_s: float) -> floa
 
 @dataclass
 class Load:
-    """What the worker did to keep up, for its logs (and metrics later): one per worker."""
+    """What the worker did to keep up, for its logs (metrics.py counts the same): one per worker."""
 
     shed: Counter[str] = field(default_factory=Counter)  # requests dropped unread, by reason
     late: int = 0  # requests whose deadline passed while deciding them: journaled `late`
