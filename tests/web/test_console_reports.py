@@ -332,3 +332,29 @@ def test_no_other_period_gives_a_hidden_count_back(mgr: TestClient) -> None:
             for col in ("Forced entries", "Denials"):
                 diff = _value(cell(longer, "cases", case, col)) - _value(cell(shorter, "cases", case, col))
                 assert diff >= 0 and (diff == 0 or diff >= 5), (n, case, col, diff)
+
+
+def test_the_analytics_pages_scoped_and_naming_no_one(world: tuple[Runtime, list[str]], mgr: TestClient) -> None:
+    rt, members = world
+    page = mgr.get("/console/stores/s1/analytics")
+    assert page.status_code == 200
+    assert '<a href="/console/stores/s1/analytics">Analytics</a>' in page.text
+    t = tables_of(page.text)
+    assert cell(t, "daily", "Grants: phone", "05-08") == "6" and cell(t, "daily", "Grants: app", "05-03") == "< 5"
+    assert cell(t, "daily", "Forced", "Total") == "7"  # today's 9 not yet
+    assert [r[0] for r in t["ranking"][1:]] == ["c1", "c2", "c3"]
+    html = re.sub(r"[0-9a-f]{64}", "", page.text)
+    html = re.sub(r'\s(x|y|x1|x2|y1|y2|width|height)="[0-9.]+"', "", html)
+    for needle in (*members, LAST2, PIN_ID, BADGE_ID, GONE_ID, "g_a", "g_p", "g_c", "g_rec", "Ann"):
+        assert needle not in html, needle
+    for path in ("/console/stores/s2/analytics", "/console/stores/zz/analytics"):
+        assert mgr.get(path).status_code == 404, path
+    assert mgr.get("/console/stores/s1/analytics?days=91").status_code == 422
+    assert mgr.get("/console/analytics").status_code == 403
+    assert signed_in(rt, "assoc@example.com").get("/console/stores/s1/analytics").status_code == 403
+    hq = signed_in(rt, "hq@example.com")
+    fleet = hq.get("/console/analytics")
+    assert fleet.status_code == 200
+    ft = tables_of(fleet.text)
+    assert [r[0] for r in ft["fleet"][1:]] == ["Store s1", "Store s2", "All stores"]
+    assert cell(ft, "fleet", "Store s2", "Forced entries") == "10"

@@ -32,14 +32,13 @@ the reasons only it decides; alarms the cases' `forced`, `held_open`, `tamper`; 
 
 import csv
 import io
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -49,16 +48,17 @@ from casecloud.analytics.metrics import percentile
 from casecloud.analytics.suppress import Figure, K, cell, hidden_parts, total
 from casecloud.api.deps import DB, Rt
 from casecloud.console.associates import store_or_404
+from casecloud.console.reports_analytics import parse_days
+from casecloud.console.reports_analytics import router as analytics_router
 from casecloud.console.web import StoreManagerPage, render
 from casecloud.models import Case, Store
 
 router = APIRouter(include_in_schema=False)
+router.include_router(analytics_router)  # the analytics pages, installed with the reports
 
 DAY = 86_400
-DEFAULT_DAYS = 7
 MAX_DAYS = publish.MAX_DAYS
 SMALL = K  # counts below this (and above 0) are not shown
-_DAYS_RE = re.compile(r"[0-9]{1,3}")  # before int(): no 5,000-digit strings, no other scripts' digits
 
 # A grant's source (firmware lock.grant) -> column; staff is split by the credential's kind.
 METHODS: tuple[tuple[str, str], ...] = (
@@ -113,15 +113,6 @@ class Report:
     day_labels: list[str]
     tables: list[Table] = field(default_factory=list)
     unlocks_per_day: list[Figure] = field(default_factory=list)
-
-
-def parse_days(raw: str | None) -> int:
-    """The `days` query parameter: 1..90 whole days, else a 422 that says so."""
-    if raw is None or raw == "":
-        return DEFAULT_DAYS
-    if not _DAYS_RE.fullmatch(raw) or not 1 <= int(raw) <= MAX_DAYS:
-        raise HTTPException(422, f"days: a whole number from 1 to {MAX_DAYS}")
-    return int(raw)
 
 
 Cells = dict[tuple[int, str], Figure]  # (day index, column key) -> the cell as shown

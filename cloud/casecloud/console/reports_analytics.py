@@ -1,0 +1,124 @@
+"""The console's analytics pages (issue 14): a store's week at a glance
+(`/console/stores/{id}/analytics`, a manager of the store or hq) and the fleet (`/console/analytics`,
+hq). Figures come from analytics/publish.py, every count under its small-count rule; charts are our
+own server-rendered SVG (no chart library). The CSV is the API's
+(`/v1/admin/stores/{id}/analytics.csv`, which the session cookie opens too)."""
+
+# No `from __future__ import annotations`: FastAPI resolves the Annotated aliases at run time.
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from casecloud.analytics import publish
+from casecloud.analytics.metrics import SHOPPER
+from casecloud.analytics.suppress import HIDDEN, Figure, K, total
+from casecloud.api.deps import DB, Rt
+from casecloud.console.associates import store_or_404
+from casecloud.console.web import HqPage, StoreManagerPage, render
+from casecloud.models import StoreHours
+
+router = APIRouter(include_in_schema=False)
+
+_DAYS_RE = re.compile(r"[0-9]{1,3}")  # before int(): no 5,000-digit strings, no other scripts' digits
+
+METHOD_NAMES = {"phone": "Phone (texted code)", "card": "Card", "nfc": "NFC phone", "app": "App"}
+# Series colours: told apart by pattern-free fills that keep AA contrast on white, and named in
+# the legend and each segment's title, so colour is never the only cue.
+COLOURS = {"phone": "#1f5fa8", "card": "#8a4b00", "nfc": "#2f7d32", "app": "#6b3fa0"}
+THEFT = ("forced", "held_open", "tamper", "code_burst", "lockout", "key_flood", "after_hours")
+ROWS = ("req.phone", "req.card", "req.nfc", "req.app", "grant.phone", "grant.card", "grant.nfc", "grant.app",
+        "allow", "trusted", "abandon_code", "abandon_phone", "help", "help_acked", "opened", *THEFT)
+
+
+def parse_days(raw: str | None) -> int:
+    """The `days` query parameter of the reports and analytics pages: 1..90 whole days, else a 422
+    that says so."""
+    if raw is None or raw == "":
+        return publish.DEFAULT_DAYS
+    if not _DAYS_RE.fullmatch(raw) or not 1 <= int(raw) <= publish.MAX_DAYS:
+        raise HTTPException(422, f"days: a whole number from 1 to {publish.MAX_DAYS}")
+    return int(raw)
+
+
+def stacked_chart(v: publish.StoreView) -> dict[str, Any]:
+    """Grants per day stacked by method: each shown cell a segment; a hidden one is not drawn,
+    and the day's label says the stack is a lower bound."""
+    w, h = 640, 180
+    days = len(v.days)
+    zero = Figure(0, "0")
+    per_day = [[v.daily.get(f"grant.{m}", [zero] * days)[i] for m in SHOPPER] for i in range(days)]
+    tops = [sum(f.value or 0 for f in day) for day in per_day]
+    top = max(tops, default=0) or 1
+    bw = w / max(days, 1)
+    bars = []
+    for i, day in enumerate(per_day):
+        y = float(h)
+        segs = []
+        for m, f in zip(SHOPPER, day, strict=True):
+            if not f.value:
+                continue
+            sh = h * f.value / top
+            y -= sh
+            segs.append({"y": round(y, 2), "h": round(sh, 2), "fill": COLOURS[m],
+                         "title": f"{v.labels[i]}: {f.text} by {METHOD_NAMES[m]}"})
+        t = total(day)
+        bars.append({"x": round(i * bw + 1, 2), "w": round(max(bw - 2, 1), 2), "segs": segs, "partial": t.partial,
+                     "title": f"{v.labels[i]}: {t.text} shoppers served"})
+    return {"w": w, "h": h, "bars": bars, "top": int(top),
+            "legend": [(COLOURS[m], METHOD_NAMES[m]) for m in SHOPPER]}
+
+
+def hour_chart(v: publish.StoreView) -> dict[str, Any]:
+    """Door opens per hour of day (UTC) over the period."""
+    w, h = 640, 120
+    top = max((f.value or 0 for f in v.by_hour), default=0) or 1
+    bw = w / 24
+    bars = []
+    for hr, f in enumerate(v.by_hour):
+        bh = h * (f.value or 0) / top
+        bars.append({"x": round(hr * bw + 1, 2), "w": round(bw - 2, 2), "y": round(h - bh, 2), "h": round(bh, 2),
+                     "partial": f.partial, "title": f"{hr:02d}:00-{hr:02d}:59 UTC: {f.text} door opens"})
+    return {"w": w, "h": h, "bars": bars, "top": int(top)}
+
+
+def tiles(v: publish.StoreView) -> list[tuple[str, Figure]]:
+    t = v.totals
+    zero = Figure(0, "0")
+    served = total([t.get(f"grant.{m}", zero) for m in SHOPPER])
+    asked = total([t[m] for m in t if m.startswith("req.")])
+    abandons = total([t.get("abandon_code", zero), t.get("abandon_phone", zero)])
+    p50, p90 = v.durations["h_open"]
+    return [("Shoppers served", served), ("Unlock requests", asked), ("Trusted fast path", v.trusted_share),
+            ("Abandoned flows", abandons), ("Forced entries", t.get("forced", zero)),
+            ("Help calls", t.get("help", zero)),
+            ("Time to door open, p50 / p90 (s)", Figure(p50.value, f"{p50.text} / {p90.text}")),
+            ("Minutes offline", v.health["offline_min"])]
+
+
+@router.get("/console/stores/{store_id}/analytics", response_class=HTMLResponse)
+def store_analytics_page(store_id: str, request: Request, s: DB, rt: Rt, p: StoreManagerPage,
+                         days: str | None = None) -> HTMLResponse:
+    n = parse_days(days)  # after the page's guard: a caller of another store learns nothing here
+    st = store_or_404(s, store_id)
+    v = publish.store_view(s, store_id, rt.now(), n)
+    hours = s.get(StoreHours, store_id)
+    rows = [m for m in ROWS if m in v.daily]
+    return render(request, "analytics_store.html", p, store=st, v=v, days=n, max_days=publish.MAX_DAYS, k=K,
+                  hidden=HIDDEN, tiles=tiles(v), chart=stacked_chart(v), hours_chart=hour_chart(v), rows=rows,
+                  label=publish.label, durations=publish.DURATIONS, hours=hours,
+                  health=[(m, f) for m, f in v.health.items() if m != "offline_min"])
+
+
+@router.get("/console/analytics", response_class=HTMLResponse)
+def fleet_page(request: Request, s: DB, rt: Rt, p: HqPage, days: str | None = None) -> HTMLResponse:
+    n = parse_days(days)
+    fv = publish.fleet_view(s, rt.now(), n)
+    top = max((f["grants"].value or 0 for _, _, f in fv.stores), default=0) or 1
+    bars = [{"y": i * 26, "w": round(480 * (f["grants"].value or 0) / top, 2), "label": name or sid,
+             "title": f"{name or sid}: {f['grants'].text} shoppers served"} for i, (sid, name, f) in enumerate(fv.stores)]
+    return render(request, "analytics_fleet.html", p, fv=fv, days=n, max_days=publish.MAX_DAYS, k=K,
+                  start=publish.day_label(fv.start), end=publish.day_label(fv.end - 86_400),
+                  chart={"bars": bars, "h": max(len(bars) * 26, 26), "top": int(top)})
