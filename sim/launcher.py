@@ -157,8 +157,11 @@ def logging_to(path: Path) -> Iterator[None]:
     """Everything logged in this process meanwhile (the cloud, its web server, the broker,
     warnings, a thread's crash) goes to `path`, this run's alone: the terminal is the case's
     screen. Python's own last-resort handler would print a warning there."""
+    # the cloud's own JSON lines (docs/operations.md), redacted alike
+    from casecloud.logs import formatter
+
     handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter())
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, threading.excepthook)
 
