@@ -83,6 +83,7 @@ def _sim_rom(vfs):
         f.readinto(buf)
     vfs.mount(vfs.VfsRom(buf), "/r")
     sys.path.insert(0, "/r")
+    print("HEAP sim parts from ROM: %d bytes outside the GC heap" % n)
 
 
 def _firmware_on_flash(flash):
