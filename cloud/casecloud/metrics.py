@@ -80,14 +80,31 @@ def exposition() -> bytes:
 
 # --- hooks -----------------------------------------------------------------------------------------
 
+# Label children looked up once: `labels()` takes a lock and builds a key each call, several times
+# the cost of the add itself on the worker's hot path.
+_requests: dict[tuple[str, str, str], Counter] = {}
+_messages: dict[str, Counter] = {}
+
+
 def decided(kind: str, outcome: str, reason: str | None = None) -> None:
-    REQUESTS.labels(kind, outcome, reason or "").inc()
+    key = (kind, outcome, reason or "")
+    c = _requests.get(key)
+    if c is None:
+        c = _requests[key] = REQUESTS.labels(*key)
+    c.inc()
 
 
 def taken(topics: Iterable[str]) -> None:
     """A batch's messages, by topic kind (the last level: the worker subscribes to five)."""
+    counts: dict[str, int] = {}
     for t in topics:
-        MESSAGES.labels(t[t.rfind("/") + 1:]).inc()
+        k = t[t.rfind("/") + 1:]
+        counts[k] = counts.get(k, 0) + 1
+    for k, n in counts.items():
+        c = _messages.get(k)
+        if c is None:
+            c = _messages[k] = MESSAGES.labels(k)
+        c.inc(n)
 
 
 def batch(n: int, seconds: float) -> None:
