@@ -73,7 +73,25 @@ def build():
                     pass
         if cfg.get("nfc"):
             _attach_nfc(app, cfg)
+    if app.cloud is None:
+        _ota_without_cloud()
     return app
+
+
+def _ota_without_cloud():
+    # A release on trial that cannot attach its cloud link (a config its own validator refuses, no
+    # memory for the link) can never confirm: it goes back to the previous firmware now.
+    import os
+
+    try:
+        os.stat("ota.json")
+    except OSError:
+        return
+    from lockcase.ota import update
+
+    update.no_cloud(board)
+    for name in ("lockcase.ota.update", "lockcase.ota.slots", "lockcase.ota"):
+        forget(name)
 
 
 def _attach_cloud(app, cfg, reset_cause):

@@ -497,3 +497,24 @@ def test_the_cloud_may_give_a_release_key_but_never_replace_one():
         assert json.loads(fl.read("config.json"))["ota_key"] == V["key"]
     finally:
         fl.close()
+
+
+def test_a_release_on_trial_without_a_cloud_link_goes_back_at_once():
+    from lockcase.ota import update
+
+    fl = Flash()
+    try:
+        _switched(fl)
+        boot()
+        from otakit import Board
+
+        b = Board()
+        update.no_cloud(b)
+        assert b.resets == ["ota"]
+        p = slots.read(slots.POINTER)
+        assert p["run"] == "" and p["rb"]["why"] == "no cloud link", p
+        b2 = Board()
+        update.no_cloud(b2)  # the previous firmware, not on trial: nothing happens
+        assert b2.resets == []
+    finally:
+        fl.close()

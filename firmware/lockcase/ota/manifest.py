@@ -40,8 +40,15 @@ def _path_ok(p):
 
 
 def parse(data):
-    """Manifest bytes -> dict; ValueError with the reason for a malformed one."""
-    m = json_whole(data)
+    """Manifest bytes (or a file of them, read as a stream) -> dict; ValueError with the reason for
+    a malformed one. Only a manifest whose signature checked out is parsed: its size is the signed
+    one, so a file cannot be a truncated manifest."""
+    if isinstance(data, (bytes, str)):
+        m = json_whole(data)
+    else:
+        import json
+
+        m = json.load(data)
     if type(m) is not dict or m.get("v") != 1:
         raise ValueError("manifest version")
     if not rel_ok(m.get("rel")):

@@ -304,18 +304,17 @@ class Ota:
         ok = yield from ed25519.verify_steps(binascii.unhexlify(self.key), binascii.unhexlify(dl["sig"]),
                                              _chunks(_MANIFEST))
         forget("lockcase.ota.ed25519")
+        del ed25519  # this frame's reference was the last: its code and constants go now
         if not ok:
             return ("refused", "bad signature")
         from lockcase import VERSION
         from lockcase.ota import manifest
 
-        with open(_MANIFEST, "rb") as f:
-            data = f.read()
         try:
-            m = manifest.parse(data)
+            with open(_MANIFEST) as f:  # parsed from the file: its bytes never all in RAM at once
+                m = manifest.parse(f)
         except ValueError as exc:
             return ("refused", "manifest: %s" % exc)
-        del data
         why = manifest.check(m, dl["rel"], self._board().NAME, VERSION, self.ptr.get("floor", ""))
         if why:
             return ("refused", why)
@@ -459,6 +458,19 @@ class Ota:
         for name in ("lockcase.ota.update", "lockcase.ota.manifest", "lockcase.ota.ed25519",
                      "lockcase.ota.slots", "lockcase.ota"):
             forget(name)
+
+
+def no_cloud(board):
+    """At boot, with no cloud link: a release on trial rolls back at once (it could never confirm)."""
+    p = slots.read(POINTER)
+    if "try" in p:
+        slots.save(_back(p, "no cloud link"), POINTER)
+        print("ota: a release on trial without its cloud link: back to the previous firmware")
+        reset = getattr(board, "reset", None)
+        if reset is not None:
+            reset("ota")
+        else:
+            board.fatal(RuntimeError("ota: no cloud link"))
 
 
 def _back(p, why):
