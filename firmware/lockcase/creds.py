@@ -40,9 +40,28 @@ def _hmac(ipad, opad, msg):
     return outer.digest()
 
 
-def hmac_sha256(key, msg):
-    ipad, opad = _pads(key)
-    return _hmac(ipad, opad, _bytes(msg))
+# The pads of the last key hmac_sha256 was given: the case signs and checks every cloud message
+# with its one key, whose pads (three 64-byte copies) were made again for each. Never a PIN's
+# (pbkdf2_sha256 keeps its own), so no PIN outlives its check in RAM.
+_last = [None, None]
+
+
+def hmac_sha256(key, *msg):
+    """HMAC-SHA-256 of msg, given whole or in parts (hashed in turn: no joined copy is made)."""
+    c = _last
+    if c[0] is not key:
+        c[1] = _pads(key)
+        c[0] = key
+    ipad, opad = c[1]
+    inner = hashlib.sha256(ipad)
+    for m in msg:
+        try:
+            inner.update(m)  # MicroPython hashes a str's UTF-8 bytes where they are
+        except TypeError:  # CPython wants bytes (and an int is refused by _bytes)
+            inner.update(_bytes(m))
+    outer = hashlib.sha256(opad)
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def pbkdf2_sha256(password, salt, iterations, dklen=32):
