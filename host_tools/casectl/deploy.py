@@ -31,6 +31,7 @@ MARKER = STAGE + "/READY"
 # (board.mpy imports board_mcu; boot.py imports board before lock_safe()), then the entry points
 # once everything they import is. A swap cut short anywhere leaves each file's imports in place.
 LAST = ("board.mpy", "board.py", "boot.py", "main.py")
+OTA_POINTER = "ota.json"  # firmware/lockcase/ota/slots.py: which release boot.py runs, if any
 
 # Which chip each board's build is for: sys.platform, and a piece of sys.implementation._machine.
 CHIPS: dict[str, tuple[str, str]] = {"sim": ("linux", ""), "esp32s3": ("esp32", "ESP32S3"),
@@ -206,6 +207,9 @@ def deploy(
         raise DeviceError(f"after the update {', '.join(bad[:5])} differ from the build",
                           "run deploy again; if it repeats, the flash may be full or failing")
     report.verified = True
+    # A deploy says what runs: a release the case switched to over the air (its slot pointer,
+    # docs/ota.md) would otherwise still boot instead of the files just written.
+    dev.exec(f"_lc_rmtree({OTA_POINTER!r})", what="dropping the over-the-air release pointer")
     if reset:
         pr.phase("resetting the device")
         dev.soft_reset()

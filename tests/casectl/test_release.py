@@ -172,3 +172,14 @@ def test_provision_takes_the_key_from_a_pub_file_too(keys: tuple[Path, Path, str
     cfg = pv.build_config(pv.Options(store="s1", case="c1", ota_key=keys[2]), "sim", pv._STAND_IN)
     assert cfg["ota_key"] == keys[2]  # and the firmware's own validator took it
     assert "ota_key" not in pv.build_config(pv.Options(store="s1", case="c1"), "sim", pv._STAND_IN)
+
+
+def test_a_deploy_drops_the_over_the_air_pointer(deployed: SimDevice, sim_build: Path) -> None:
+    """What casectl deploys is what boots: a release the case had switched to over the air
+    (ota.json names its slot) no longer wins over the files just written."""
+    from tests.casectl.conftest import deploy_now, mpremote
+
+    put = mpremote(deployed.port, "exec", "f=open('ota.json','w'); f.write('{\"run\": \"fw_a\"}'); f.close()")
+    assert put.returncode == 0, put.stderr
+    deploy_now(deployed, sim_build)
+    assert "ota.json" not in mpremote(deployed.port, "fs", "ls", ":").stdout
