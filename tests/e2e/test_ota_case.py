@@ -110,3 +110,28 @@ def test_a_release_that_cannot_import_rolls_back_by_itself(env: Env, tmp_path: P
         assert _fw(env) == "0.1.0"
         # switch, two failed boots of the release, then boot.py goes back: 1 + 1 + 2 + 1 boots
         assert case.boots >= 4, case.boots
+
+
+def test_kill_9_at_moments_spread_over_an_update_still_ends_confirmed(env: Env, tmp_path: Path) -> None:
+    # kills at fixed pseudo-random moments from the rollout on: they land in the download, the
+    # checks, the switch or the trial boot, wherever the update is by then
+    import random
+
+    rng = random.Random(13)
+    r = crel.build("sim", KEY, version="0.2.0", rel="sim-0.2.0", firmware=REPO / "firmware")
+    with SimCase(tmp_path / "case", env.case_config(ota_key=PUB, ota=OTA), heap="512k") as case:
+        case.client().wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=30, what="synced")
+        _publish(env, r)
+        hit = []
+        for _ in range(5):
+            time.sleep(rng.uniform(0.5, 3.0))
+            st = _state(env)
+            if st["state"] == "confirmed":
+                break
+            hit.append(st["state"])
+            assert case.proc is not None
+            case.proc.kill()
+            case.wait_ready(30)
+        _until(lambda: _state(env)["state"] == "confirmed", 180, "confirmed release", case)
+        assert _fw(env) == "0.2.0", hit
+        assert hit, "no kill landed before the release was confirmed"
