@@ -43,16 +43,17 @@ def _hmac(ipad, opad, msg):
 # The pads of the last key hmac_sha256 was given: the case signs and checks every cloud message
 # with its one key, whose pads (three 64-byte copies) were made again for each. Never a PIN's
 # (pbkdf2_sha256 keeps its own), so no PIN outlives its check in RAM.
-_last = [None, None]
+_key = None
+_key_pads = (b"", b"")
 
 
 def hmac_sha256(key, *msg):
     """HMAC-SHA-256 of msg, given whole or in parts (hashed in turn: no joined copy is made)."""
-    c = _last
-    if c[0] is not key:
-        c[1] = _pads(key)
-        c[0] = key
-    ipad, opad = c[1]
+    global _key, _key_pads
+    if key is not _key:
+        _key_pads = _pads(key)
+        _key = key
+    ipad, opad = _key_pads
     inner = hashlib.sha256(ipad)
     for m in msg:
         try:
