@@ -26,6 +26,9 @@
 - the event journal per board's filesystem: capacity (records, hours offline at one event per
   10 s), flash bytes per record on littlefs, append time, erases per append, open and drain time,
   its RAM (bench/journal_bench.py);
+- store analytics: the full rebuild of the counts from 1,000,000 events on SQLite and on
+  PostgreSQL, one day's incremental fold, the store-week page's response time
+  (bench/analytics_bench.py);
 - the fleet at 2,000 cases (bench/fleet.py, `make fleet` runs it at 10,000): latency per message
   kind, throughput, CPU and memory per component, a whole-fleet reconnect.
 
@@ -194,6 +197,10 @@ def main() -> int:
     from bench.console_bench import figures as console_figures
 
     figures.update(console_figures())  # screenshots, and a forced door to the alarm on screen
+    from bench.analytics_bench import figures as analytics_figures
+
+    # store analytics: rebuild of 1,000,000 events on SQLite and PostgreSQL, the store-week page
+    figures.update(analytics_figures())
     from bench.fleet import FleetConfig
     from bench.fleet import figures as fleet_figures
     from bench.fleet import run as fleet_run

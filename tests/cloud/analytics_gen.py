@@ -143,11 +143,14 @@ class Gen:
         return t + 30
 
 
-def month_rows(s: Session, start: int, days: int, *, stores: int = 2, cases: int = 3, per_case_day: int = 40,
-               seed_: int = 7) -> Iterator[Gen]:
-    """Seed the stores and cases, then yield each case's generated `days` from `start` (not written)."""
+def month_rows(s: Session | None, start: int, days: int, *, stores: int = 2, cases: int = 3,
+               per_case_day: int = 40, seed_: int = 7) -> Iterator[Gen]:
+    """Seed the stores and cases (unless `s` is None: seeded already), then yield each case's
+    generated `days` from `start` (not written)."""
     rng = random.Random(seed_)
-    for sid, cid in seed(s, stores, cases, start):
+    ids = seed(s, stores, cases, start) if s is not None else [
+        (f"st{i}", f"c{i}-{j}") for i in range(stores) for j in range(cases)]
+    for sid, cid in ids:
         gen = Gen(rng, sid, cid)
         for d in range(days):
             t = start + d * 86_400 + rng.randint(0, 3600)
