@@ -374,3 +374,9 @@ def test_an_incomplete_release_cannot_be_rolled_out(rt: Runtime, api: TestClient
     api.post("/v1/admin/releases", json={"manifest": base64.b64encode(m).decode(), "sig": sig}, headers=H)
     r = api.post("/v1/admin/rollouts", json={"release": "sim-1.1.0", "case": "c1"}, headers=H)
     assert r.status_code == 409 and "not complete" in r.json()["detail"]
+
+
+def test_the_rollout_step_runs_with_the_worker_sides_tasks(rt: Runtime) -> None:
+    from casecloud.tasks import supervised
+
+    assert "rollouts" in [t.name for t in supervised(rt, worker=True)]
