@@ -518,3 +518,20 @@ def test_a_release_on_trial_without_a_cloud_link_goes_back_at_once():
         assert b2.resets == []
     finally:
         fl.close()
+
+
+def test_a_flash_that_refuses_writes_fails_the_download_without_raising():
+    fl = Flash()
+    try:
+        c, ota, cloud = _start(fl)
+        for i in range(10):  # the manifest is under way
+            ota.step(i * 30)
+            cloud.answer(c, ota, i * 30)
+        fl.dev.cut_after(1)  # from now on every write fails, as on a worn or full flash
+        run(ota, c, cloud)  # nothing raises out of step() or reply(): the app loop goes on
+        ev = c.fw()[-1]
+        assert ev["st"] == "failed" and ev["why"].startswith("flash: "), ev
+        assert ota.dl == {} and ota.step(0) is False
+    finally:
+        fl.dev.revive()
+        fl.close()

@@ -105,23 +105,42 @@ class Ota:
         if r is None or body["re"] != r[0]:
             return False
         self._req = None
+        try:
+            self._reply(body, now)
+        except OSError as exc:
+            self._flash_failed(exc)
+        return True
+
+    def _reply(self, body, now):
         if body["t"] == "fwdata":
             try:
                 data = binascii.a2b_base64(body["d"])
             except ValueError:
                 self._fail("failed", "bad chunk")
-                return True
+                return
             self._data(data)
         elif body["t"] == "deny":
             if body["why"] == "no_release":  # not (or no longer) offered to us: ask again later
                 self._due = ticks_add(now, _DENIED_MS)
             else:
                 self._fail("failed", "cloud: " + body["why"])
-        return True
+
+    def _flash_failed(self, exc):
+        # The flash refused (full, worn): a download is given up and said so, never a crash of
+        # the app loop over it (main.py would reset, and the resumed download fail again).
+        if self.dl:
+            self._fail("failed", "flash: %r" % (exc,))
 
     # -- stepping -------------------------------------------------------------------------------
     def step(self, now):
         """Called by the client's step; False once there is nothing left to do."""
+        try:
+            return self._step(now)
+        except OSError as exc:
+            self._flash_failed(exc)
+            return bool(self.dl) or "try" in self.ptr  # a trial tries again at the next step
+
+    def _step(self, now):
         if "try" in self.ptr:
             self._trial(now)
             return True
