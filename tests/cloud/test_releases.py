@@ -138,6 +138,8 @@ def test_an_upload_is_refused_with_the_reason(api: TestClient, shop: dict[str, A
     assert r.status_code == 422, what
     assert says in r.json()["detail"], (what, r.json())
     assert api.get("/v1/admin/releases", headers=H).json() == []
+    audit = api.get("/v1/audit", headers=H).json()
+    assert any(e["action"] == "release.upload" and e["result"] == "refused" for e in audit), audit
 
 
 def test_a_signature_over_other_bytes_is_refused(api: TestClient, shop: dict[str, Any]) -> None:
@@ -249,7 +251,12 @@ def test_a_hello_gets_the_release_after_the_time_and_acks_and_events_move_the_ca
     fw_events(h, dev, clock, {"rel": "sim-1.1.0", "st": "downloading", "pct": 40})
     assert states(rt, rid)["c1"] == ("downloading", 40, "")
     clock.advance(5)
-    fw_events(h, dev, clock, {"rel": "sim-1.1.0", "st": "staged"}, {"rel": "sim-1.1.0", "st": "switching"})
+    fw_events(h, dev, clock, {"rel": "sim-1.1.0", "st": "staged"})
+    # the release on trial greets before its journal says it switched: that is not a confirmation
+    assert [x["t"] for x in hello(h, dev, rel="sim-1.1.0")] == ["time"]
+    assert states(rt, rid)["c1"][0] == "staged"
+    assert jobs.step_all(rt) == []  # nor is the rollout done
+    fw_events(h, dev, clock, {"rel": "sim-1.1.0", "st": "switching"})
     assert states(rt, rid)["c1"][0] == "switching"
     fw_events(h, dev, clock, {"rel": "sim-1.1.0", "st": "downloading", "pct": 90})  # resent, same second
     assert states(rt, rid)["c1"][0] == "switching"
@@ -374,6 +381,14 @@ def test_an_incomplete_release_cannot_be_rolled_out(rt: Runtime, api: TestClient
     api.post("/v1/admin/releases", json={"manifest": base64.b64encode(m).decode(), "sig": sig}, headers=H)
     r = api.post("/v1/admin/rollouts", json={"release": "sim-1.1.0", "case": "c1"}, headers=H)
     assert r.status_code == 409 and "not complete" in r.json()["detail"]
+
+
+def test_a_case_running_the_release_before_it_was_told_is_confirmed(
+        rt: Runtime, api: TestClient, shop: dict[str, Any], ready: dict[str, Any], clock: FakeClock) -> None:
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    rid = api.post("/v1/admin/rollouts", json={"release": "sim-1.1.0", "case": "c1"}, headers=H).json()["id"]
+    assert [x["t"] for x in hello(h, dev, rel="sim-1.1.0")] == ["time"]  # nothing to send
+    assert states(rt, rid)["c1"] == ("confirmed", 100, "already running")
 
 
 def test_the_rollout_step_runs_with_the_worker_sides_tasks(rt: Runtime) -> None:

@@ -10,7 +10,8 @@
 - Each case's state follows what it reports: the ack (refused: bad_key, refused: <why>; busy is
   tried again), its `fw` journal events (downloading %, staged, switching, confirmed, rolled_back,
   failed, refused: they survive resets and outages, so a late one still lands), and its hello's
-  `rel` (a case already running the release is confirmed at once).
+  `rel` (a case running the release before it was ever told is confirmed at once; one that was
+  told says the same while the release is on trial, so only its events decide).
 - `step` (the periodic job, and at once after a reported failure): more than max_fail_pct of the
   opened waves' cases (those refused aside: they never changed) failed to confirm (failed or
   rolled_back) -> the rollout halts itself; otherwise the next wave opens once every case of the
@@ -180,8 +181,10 @@ def on_status(s: Session, case_id: str, body: dict[str, Any], now: int, *, hello
             if row.state in CANCELLABLE:
                 row.state, row.why, row.updated_at = "cancelled", "rollout halted", now
             continue
-        if running == r.release_id and row.state in ("pending", "downloading", "staged"):
-            # already running it (updated by hand, or an earlier rollout): nothing to send
+        if running == r.release_id and row.state == "pending" and not row.sends:
+            # running it before it was ever told (an earlier rollout, by hand): nothing to send. A
+            # case that was told says the same while the release is on trial: only its events
+            # (confirmed, rolled_back) say how that ended.
             row.state, row.pct, row.why, row.updated_at = "confirmed", 100, "already running", now
             continue
         if row.state == "pending":
