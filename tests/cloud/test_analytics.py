@@ -45,7 +45,7 @@ def test_incremental_equals_rebuild_on_a_generated_month(rt: Runtime) -> None:
     """A month of events arriving day by day (some a day or two late, as a case offline sends its
     journal), folded in after each day, gives exactly the counts a rebuild computes from scratch."""
     with rt.sessions.begin() as s:
-        gens = list(month_rows(s, START, 30, stores=2, cases=2, per_case_day=30))
+        gens = list(month_rows(s, START, 30, stores=2, cases=2, per_case_day=20))
     rows = [r for g in gens for r in g.rows]
     alerts = [a for g in gens for a in g.alerts]
     late = 0
@@ -250,3 +250,33 @@ def test_the_worker_runs_the_fold_as_a_supervised_job(rt: Runtime) -> None:
     fold_once(rt)
     with rt.sessions.begin() as s:
         assert s.scalars(select(AnalyticsHour.n).where(AnalyticsHour.metric == "forced")).all() == [1]
+
+
+def test_two_workers_never_fold_at_once_on_postgresql(pg_server: Any, tmp_path: Any) -> None:
+    """Two worker processes each run the job: on PostgreSQL the second finds the first's lock and
+    leaves the run to it (both replacing the same rows would fail one); SQLite serializes writers
+    itself."""
+    from pydantic import SecretStr
+
+    from casecloud.runtime import build
+    from casecloud.settings import Settings
+
+    url = pg_server.url(pg_server.create_database())
+    rt = build(Settings(data_dir=tmp_path / "data", admin_token=SecretStr("x"), database_url=url),
+               clock=lambda: float(START + 3 * DAY))
+    try:
+        with rt.sessions.begin() as s:
+            seed(s, 1, 1, START)
+            g = Gen(random.Random(0), "st0", "c0-0")
+            for i in range(6):
+                g.ev("case", "forced", START + i * 60)
+            s.execute(insert(Event), g.rows)
+        with rt.sessions.begin() as first:
+            assert fold(first, START + 3 * DAY, 120).events == 6
+            with rt.sessions.begin() as second:
+                assert fold(second, START + 3 * DAY, 120).events == 0  # the first holds the lock
+        with rt.sessions.begin() as s:
+            assert fold(s, START + 3 * DAY, 120).events == 6  # the run before last's mark: read again
+            assert s.scalars(select(AnalyticsDay.n).where(AnalyticsDay.metric == "forced")).all() == [6]
+    finally:
+        rt.engine.dispose()

@@ -35,7 +35,7 @@ def _token(rt: Runtime, value: str, role: str, store: str | None) -> dict[str, s
 @pytest.fixture
 def api(rt: Runtime, clock: FakeClock) -> Iterator[TestClient]:
     with rt.sessions.begin() as s:
-        for g in month_rows(s, START, 14, stores=2, cases=2, per_case_day=40):
+        for g in month_rows(s, START, 14, stores=2, cases=2, per_case_day=24):
             s.execute(insert(Event), g.rows)
     clock.t = START + 14 * DAY + 3600
     with rt.sessions.begin() as s:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_
+from sqlalchemy import and_, delete, func, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -78,8 +78,26 @@ def _hours_around(ts: int) -> Iterable[int]:
     return range(hour_of(ts - REACH_S), hour_of(ts + REACH_S) + 1, HOUR)
 
 
+# PostgreSQL advisory lock key: one fold or rebuild at a time across worker processes (two would
+# replace the same rows). SQLite serializes writers by itself.
+_LOCK_KEY = 0x4C434131  # "LCA1"
+
+
+def _lock(s: Session, wait: bool) -> bool:
+    """Hold the analytics lock for this transaction; False when another process has it (wait=False)."""
+    if s.get_bind().dialect.name != "postgresql":
+        return True
+    if wait:
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        return True
+    return bool(s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}))
+
+
 def fold(s: Session, now: int, ttl: int) -> Folded:
-    """Fold in the events and alert changes since the last run (the first run folds in all)."""
+    """Fold in the events and alert changes since the last run (the first run folds in all). Another
+    worker folding at the same moment: nothing is done (it folds these too)."""
+    if not _lock(s, wait=False):
+        return Folded(0, 0)
     marks = _marks(s)
     low = marks.get("events_prev", 0)
     top = marks.get("events", 0)
@@ -169,6 +187,7 @@ def _redo_days(s: Session, keys: list[tuple[str, int]]) -> None:
 def rebuild(s: Session, now: int, ttl: int, since: int | None = None) -> Folded:
     """Recompute every count from `since` (default: the hour of the oldest stored event) from the
     stored events and alerts; counts before it are kept (their events may be gone)."""
+    _lock(s, wait=True)
     if since is None:
         first = s.scalar(select(func.min(Event.ts)).where(*_plausible()))
         first_alert = s.scalar(select(func.min(Alert.first_at)).where(Alert.kind.in_(("help", "offline"))))
@@ -241,6 +260,7 @@ def rebuild(s: Session, now: int, ttl: int, since: int | None = None) -> Folded:
 def recount_store(s: Session, store_id: str, now: int, ttl: int, since: int) -> int:
     """Recompute the hours of a store's door opens from `since` (its hours changed: which opens
     were after hours). Returns the (case, hour) cells recomputed."""
+    _lock(s, wait=True)
     dirty: dict[str, set[int]] = defaultdict(set)
     for case_id, ts in s.execute(select(Event.case_id, Event.ts).where(
             Event.store_id == store_id, Event.kind == "opened", Event.ts >= since, *_plausible())):
