@@ -5,6 +5,9 @@ scenario on the 32-bit MicroPython, and the live heap after boot.
 
 The TLS figure leaves out mbedTLS's own buffers: Debian's 32-bit MicroPython links the system
 mbedTLS, which allocates with libc's malloc, outside the GC heap (tools/tls_peak.py measures them).
+The sim's emulated parts run from a ROM image outside the heap measured, as a chip has none of
+them (heapcloud.sim_rom, docs/memory.md); the sim's board module and the parts' objects and names
+are still counted.
 
 Run: `.venv/bin/python -m bench.heap_bench` (from the repository root), about ten minutes.
 """
