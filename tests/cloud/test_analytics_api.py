@@ -92,7 +92,7 @@ def test_the_csv_is_the_figures_as_shown(api: TestClient) -> None:
             assert row["value"] == js["daily"][row["column"]][i]["text"]
         # every count in the export is 0, 5 or more, or says it is hidden or a lower bound
         v = row["value"]
-        if v.isdigit() and row["section"] in ("daily", "cases"):
+        if v.isdigit() and row["section"] in ("daily", "cases", "case_daily"):
             assert int(v) == 0 or int(v) >= 5, row
     assert any(row["value"] == "< 5" for row in rows)
     for m in MEMBER_IDS:
@@ -121,3 +121,34 @@ def test_store_hours_are_checked_audited_and_recount_after_hours_opens(rt: Runti
     before = api.get("/v1/admin/stores/st0/analytics?days=14", headers=HQ).json()
     api.post("/v1/admin/analytics/rebuild", headers=HQ)
     assert api.get("/v1/admin/stores/st0/analytics?days=14", headers=HQ).json() == before
+
+
+def test_per_case_per_day_and_per_hour_figures_keep_the_rule(rt: Runtime, api: TestClient) -> None:
+    mgr0 = _token(rt, "manager-of-st0-token", "manager", "st0")
+    store = api.get("/v1/admin/stores/st0/analytics?days=7", headers=mgr0).json()
+    cases = {c: api.get(f"/v1/admin/stores/st0/analytics/cases/{c}?days=7", headers=mgr0).json()
+             for c in ("c0-0", "c0-1")}
+    for m, figs in store["daily"].items():
+        for i, f in enumerate(figs):
+            if f["value"] is None:
+                continue
+            parts = [cases[c]["daily"][m][i] for c in cases]
+            assert all(p["value"] is None or p["value"] == 0 or p["value"] >= 5 for p in parts), (m, i)
+            # what the store-day's shown parts leave over is 0, or 5 and more: no one case's count
+            left = f["value"] - sum(p["value"] or 0 for p in parts)
+            assert left == 0 or left >= 5, (m, i, left)
+    day = store["days"][-1]
+    hours = api.get(f"/v1/admin/stores/st0/analytics/hours?day={day}", headers=mgr0).json()
+    assert hours["day"] == day and len(hours["hours_utc"]) == 24
+    assert any(f["text"] == "< 5" for figs in hours["hourly"].values() for f in figs)
+    for m, figs in hours["hourly"].items():
+        whole = store["daily"].get(m, [{"value": None}] * 7)[-1]["value"]
+        if whole is not None:
+            left = whole - sum(f["value"] or 0 for f in figs)
+            assert left == 0 or left >= 5, (m, left)
+    # scope: another store's case, a case of no store, today, and no date at all
+    assert api.get("/v1/admin/stores/st0/analytics/cases/c1-0", headers=mgr0).json()["detail"] == "no case c1-0"
+    assert api.get("/v1/admin/stores/st1/analytics/cases/c1-0", headers=mgr0).status_code == 404
+    assert api.get("/v1/admin/stores/st1/analytics/hours?day=" + day, headers=mgr0).status_code == 404
+    for bad in ("2026-10-06", "2025-01-01", "2026-13-01", "yesterday", ""):
+        assert api.get(f"/v1/admin/stores/st0/analytics/hours?day={bad}", headers=mgr0).status_code == 422, bad

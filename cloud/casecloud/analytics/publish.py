@@ -83,6 +83,8 @@ class StoreView:
     durations: dict[str, tuple[Figure, Figure]] = field(default_factory=dict)  # p50, p90
     by_hour: list[Figure] = field(default_factory=list)  # door opens per hour of day (UTC), 24
     cases: list[tuple[str, dict[str, Figure]]] = field(default_factory=list)  # ranked
+    # case -> metric -> a figure per day: the case-day cells, protected within their store-day
+    case_daily: dict[str, dict[str, list[Figure]]] = field(default_factory=dict)
     trusted_share: Figure = field(default_factory=lambda: Figure(None, "–"))
 
     @property
@@ -113,7 +115,6 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
         else:
             case_day[(day, metric)][case_id] = n
     metrics = sorted({m for _, m in case_day}, key=_order)
-    case_tot: dict[str, dict[str, list[Figure]]] = defaultdict(lambda: defaultdict(list))
     for m in metrics:
         figs: list[Figure] = []
         for d in v.days:
@@ -121,8 +122,8 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
             p = sum(parts.values())
             figs.append(cell(p))
             hide = hidden_parts(p, parts)
-            for c, n in parts.items():
-                case_tot[c][m].append(cell(n, c in hide))
+            for c in cases:
+                v.case_daily.setdefault(c, {}).setdefault(m, []).append(cell(parts.get(c, 0), c in hide))
         v.daily[m] = figs
         v.totals[m] = total(figs)
     v.trusted_share = share(v.totals.get("trusted"), v.totals.get("allow"))
@@ -135,7 +136,7 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
     v.health = {"offline_min": plain(health.pop("offline_s", 0) // 60)}
     v.health.update({m: plain(n) for m, n in sorted(health.items())})
     for c in sorted(cases):
-        figs_of = case_tot.get(c, {})
+        figs_of = v.case_daily.get(c, {})
         row = {m: total(figs_of.get(m, [])) for m in RANKED}
         row["abandons"] = total([row["abandon_code"], row["abandon_phone"]])
         v.cases.append((c, row))
@@ -143,6 +144,25 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
     if with_hours:
         v.by_hour = _by_hour(s, store_id, start, end, "opened")
     return v
+
+
+def store_hours(s: Session, store_id: str, day: int) -> dict[str, list[Figure]]:
+    """One whole UTC day of a store hour by hour: per metric 24 store-hour cells, protected within
+    their store-day (suppress rule 3). Health and duration metrics are left out (the day's view
+    has them)."""
+    per: dict[str, dict[int, int]] = defaultdict(dict)
+    for hour, metric, n in s.execute(
+            select(AnalyticsHour.hour, AnalyticsHour.metric, func.sum(AnalyticsHour.n)).where(
+                AnalyticsHour.store_id == store_id, AnalyticsHour.hour >= day, AnalyticsHour.hour < day + DAY)
+            .group_by(AnalyticsHour.hour, AnalyticsHour.metric)):
+        if not is_health(metric) and not is_duration(metric):
+            per[metric][(hour - day) // HOUR] = int(n)
+    out: dict[str, list[Figure]] = {}
+    for m in sorted(per, key=_order):
+        parts = per[m]
+        hide = hidden_parts(sum(parts.values()), parts)
+        out[m] = [cell(parts.get(h, 0), h in hide) for h in range(24)]
+    return out
 
 
 RANKED = ("abandon_code", "abandon_phone", "forced", "held_open", "tamper", "code_burst", "after_hours")
@@ -247,6 +267,19 @@ def store_json(v: StoreView) -> dict[str, Any]:
     }
 
 
+def case_json(v: StoreView, case_id: str) -> dict[str, Any]:
+    daily = v.case_daily.get(case_id, {})
+    return {"store": v.store_id, "case": case_id, "from": day_label(v.start), "to": day_label(v.end - DAY), "k": K,
+            "days": v.labels, "daily": {m: [fig_json(f) for f in figs] for m, figs in daily.items()},
+            "totals": {m: fig_json(total(figs)) for m, figs in daily.items()}}
+
+
+def hours_json(store_id: str, day: int, hours: dict[str, list[Figure]]) -> dict[str, Any]:
+    return {"store": store_id, "day": day_label(day), "k": K, "hours_utc": [f"{h:02d}" for h in range(24)],
+            "hourly": {m: [fig_json(f) for f in figs] for m, figs in hours.items()},
+            "totals": {m: fig_json(total(figs)) for m, figs in hours.items()}}
+
+
 def fleet_json(fv: FleetView) -> dict[str, Any]:
     return {"from": day_label(fv.start), "to": day_label(fv.end - DAY), "k": K,
             "stores": [{"store": sid, "name": name, **{k: fig_json(f) for k, f in figs.items()}}
@@ -285,4 +318,9 @@ def store_csv(v: StoreView) -> str:
     for c, row in v.cases:
         for m, f in row.items():
             line("cases", c, m, f)
+    for c in sorted(v.case_daily):
+        for m, figs in v.case_daily[c].items():
+            for lab, f in zip(v.labels, figs, strict=True):
+                if f.value != 0:  # a zero cell adds a line for nothing
+                    line("case_daily", f"{c} {lab}", m, f)
     return out.getvalue()

@@ -1,11 +1,13 @@
 """/v1/admin/.../analytics: store analytics (issue 14, docs/analytics.md), scoped as the rest of
-the admin API (accounts/access.py): a store's figures, its CSV and its opening hours for a manager
-of that store (or hq), another store's answered as one that does not exist; the fleet and a full
-rebuild for hq. Every count is shown through analytics/suppress.py's rule (publish.py); periods
+the admin API (accounts/access.py): a store's figures (per day, per case and day, per hour of a
+day), its CSV and its opening hours for a manager of that store (or hq), another store's (or case's)
+answered as one that does not exist; the fleet and a full rebuild for hq. Every count is shown through analytics/suppress.py's rule (publish.py); periods
 are whole UTC days before today, `days` 1..90."""
 
 # No `from __future__ import annotations`: FastAPI resolves the Annotated aliases at run time.
 
+import calendar
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -16,7 +18,7 @@ from casecloud.accounts import audit
 from casecloud.accounts.access import Hq, StoreManager
 from casecloud.analytics import aggregate, hours, publish
 from casecloud.api.deps import DB, Rt
-from casecloud.models import Store, StoreHours
+from casecloud.models import Case, Store, StoreHours
 
 router = APIRouter(tags=["analytics"])
 
@@ -51,6 +53,35 @@ def store_analytics(store_id: str, s: DB, rt: Rt, _p: StoreManager, days: Days =
     """A store's figures per day and in total, per hour of day, durations, health, its cases ranked."""
     _store(s, store_id)
     return publish.store_json(publish.store_view(s, store_id, rt.now(), days))
+
+
+@router.get("/v1/admin/stores/{store_id}/analytics/cases/{case_id}")
+def case_analytics(store_id: str, case_id: str, s: DB, rt: Rt, _p: StoreManager,
+                   days: Days = publish.DEFAULT_DAYS) -> dict[str, Any]:
+    """One case's figures per day: its case-day cells, protected within their store-day."""
+    _store(s, store_id)
+    c = s.get(Case, case_id)
+    if c is None or c.store_id != store_id:
+        raise HTTPException(404, f"no case {case_id}")
+    return publish.case_json(publish.store_view(s, store_id, rt.now(), days, with_hours=False), case_id)
+
+
+@router.get("/v1/admin/stores/{store_id}/analytics/hours")
+def hourly_analytics(store_id: str, s: DB, rt: Rt, _p: StoreManager,
+                     day: Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                                               description="a whole UTC day before today, YYYY-MM-DD")]
+                     ) -> dict[str, Any]:
+    """One whole UTC day of the store hour by hour (the last 90 days before today)."""
+    _store(s, store_id)
+    try:
+        start = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+    except ValueError:
+        raise HTTPException(422, "day: a date YYYY-MM-DD") from None
+    first, end = publish.period(rt.now(), publish.MAX_DAYS)
+    if not first <= start < end:
+        raise HTTPException(422, f"day: a whole UTC day from {publish.day_label(first)} to "
+                                 f"{publish.day_label(end - 86_400)} (today is shown once it is over)")
+    return publish.hours_json(store_id, start, publish.store_hours(s, store_id, start))
 
 
 @router.get("/v1/admin/stores/{store_id}/analytics.csv")
