@@ -102,7 +102,8 @@ def test_the_csv_is_the_figures_as_shown(api: TestClient) -> None:
 def test_store_hours_are_checked_audited_and_recount_after_hours_opens(rt: Runtime, api: TestClient) -> None:
     mgr0 = _token(rt, "manager-of-st0-token", "manager", "st0")
     assert api.get("/v1/admin/stores/st0/hours", headers=mgr0).json()["week"] == [None] * 7
-    for bad in ({"tz": "Mars/Olympus", "week": [None] * 7}, {"tz": "UTC", "week": [[600, 500]] + [None] * 6},
+    for bad in ({"tz": "Mars/Olympus", "week": [None] * 7}, {"tz": "localtime", "week": [None] * 7},
+                {"tz": "UTC", "week": [[600, 500]] + [None] * 6},
                 {"tz": "UTC", "week": [None] * 6}, {"tz": "UTC", "week": [[0, 1441]] + [None] * 6}):
         assert api.put("/v1/admin/stores/st0/hours", json=bad, headers=mgr0).status_code == 422, bad
     with rt.sessions.begin() as s:

@@ -9,9 +9,10 @@ included (zoneinfo).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,10 +26,18 @@ class BadHours(ValueError):
     pass
 
 
+@functools.cache
+def _zones() -> frozenset[str]:
+    # the zone directory's own links to the server's zone are not a store's
+    return frozenset(available_timezones()) - {"localtime", "posixrules", "Factory"}
+
+
 def validate(tz: str, week: Any) -> list[list[int] | None]:
     """The hours as stored, or BadHours saying what is wrong."""
     if not isinstance(tz, str) or len(tz) > 64:
         raise BadHours("tz: an IANA time zone name such as Europe/Berlin")
+    if tz not in _zones():  # not any file under the zone directory: "localtime" is the server's
+        raise BadHours(f"tz: unknown time zone {tz[:64]!r}")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
