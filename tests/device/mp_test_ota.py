@@ -405,7 +405,7 @@ def test_a_release_that_fails_its_self_test_is_not_confirmed():
         class App:
             ready = True
             journal = object()
-            faults = [("display", "no ack")]
+            faults = [("safety_state", "unreadable")]
             lock = c.lock
 
         c.app = App()
@@ -414,9 +414,35 @@ def test_a_release_that_fails_its_self_test_is_not_confirmed():
         ota = Ota(c, Board())
         ota.step(0)
         assert "try" in slots.read(slots.POINTER) and c.fw("confirmed") == []
-        App.faults = []
+        App.faults = [("display", "no ack")]  # the hardware's, which the previous firmware has too
         ota.step(1)
         assert "try" not in slots.read(slots.POINTER) and len(c.fw("confirmed")) == 1
+    finally:
+        fl.close()
+
+
+def test_a_release_that_reaches_the_cloud_but_fails_its_self_test_rolls_back_saying_so():
+    fl = Flash()
+    try:
+        _switched(fl, confirm_s=60)
+        boot()
+        c = Client()
+        c.greeted = True
+
+        class App:
+            ready = True
+            journal = None
+            faults = []
+            lock = c.lock
+
+        c.app = App()
+        from otakit import Board
+
+        ota = Ota(c, Board())
+        c.up_ms = 60000
+        ota.step(0)
+        assert ota.board.resets == ["ota"]
+        assert slots.read(slots.POINTER)["rb"]["why"] == "self-test: no journal"
     finally:
         fl.close()
 

@@ -414,7 +414,8 @@ class Ota:
     def _trial(self, now):
         p = self.ptr
         c = self.c
-        if c.greeted and self._selftest():
+        failed = self._selftest()
+        if c.greeted and failed is None:
             done = {"run": p["run"], "rel": p["rel"], "ver": p.get("ver", ""),
                     "floor": p.get("nfloor") or p.get("floor", "")}
             if p.get("bad"):
@@ -427,16 +428,30 @@ class Ota:
                 slots.rmtree(prev)  # kept until now, to go back to
             return
         if c.uptime() >= p.get("t", self.confirm_ms // 1000) * 1000:
-            slots.save(_back(p, "not confirmed in %d s" % p.get("t", 0)), POINTER)
+            why = "not confirmed in %d s" % p.get("t", 0)
+            if c.greeted:  # it reached the cloud: the self-test is what failed
+                why = "self-test: %s" % failed
+            slots.save(_back(p, why), POINTER)
             self._reset()
 
     def _selftest(self):
-        # What the release must show before it is kept: it booted into a running app that has its
-        # journal, a lock it can drive and no fault at boot, and (the caller) it reached the cloud.
+        # What the release must show before it is kept, besides reaching the cloud (the caller):
+        # it booted into a running app with its journal, its safety state and a lock it can drive.
+        # None when it passes, else what failed. A dead display is the hardware's, not the
+        # release's: the previous firmware has it too, and it must not keep a case from updating.
         app = self.c.app
         if app is None:
-            return True
-        return bool(app.ready and app.journal is not None and not app.faults and app.lock.state == "locked")
+            return None
+        if not app.ready:
+            return "app not running"
+        if app.journal is None:
+            return "no journal"
+        for f in app.faults:
+            if f[0] != "display":
+                return "fault %s" % f[0]
+        if app.lock.state != "locked":
+            return "lock " + app.lock.state
+        return None
 
     def _rolled_back(self, rb):
         # The previous firmware runs again: report why, and never take that release again.
