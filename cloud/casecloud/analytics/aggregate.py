@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, tuple_
+from sqlalchemy import and_, delete, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -168,18 +168,20 @@ def _replace(s: Session, case_id: str, store_id: str, hours: set[int], counts: C
             for (h, m), n in counts.items() if n]
     for i in range(0, len(rows), _CHUNK):
         s.connection().execute(insert(AnalyticsHour), rows[i:i + _CHUNK])
-    _redo_days(s, [(case_id, d) for d in sorted({h - h % DAY for h in hours})])
+    _redo_days(s, case_id, sorted({h - h % DAY for h in hours}))
 
 
-def _redo_days(s: Session, keys: list[tuple[str, int]]) -> None:
-    """analytics_days of these (case, day) from analytics_hours."""
-    day = (AnalyticsHour.hour - AnalyticsHour.hour % DAY).label("day")
-    for i in range(0, len(keys), 200):
-        part = keys[i:i + 200]
-        s.execute(delete(AnalyticsDay).where(tuple_(AnalyticsDay.case_id, AnalyticsDay.day).in_(part)))
+def _redo_days(s: Session, case_id: str, days: list[int]) -> None:
+    """analytics_days of the case's days from analytics_hours: per day a range of the hours' primary
+    key (case, hour), not an expression on hour that no index serves."""
+    ranges = [and_(AnalyticsHour.hour >= d, AnalyticsHour.hour < d + DAY) for d in days]
+    for i in range(0, len(days), 100):
+        part = days[i:i + 100]
+        s.execute(delete(AnalyticsDay).where(AnalyticsDay.case_id == case_id, AnalyticsDay.day.in_(part)))
+        day = (AnalyticsHour.hour - AnalyticsHour.hour % DAY)
         q = (select(AnalyticsHour.case_id, day, AnalyticsHour.metric, AnalyticsHour.store_id,
                     func.sum(AnalyticsHour.n))
-             .where(tuple_(AnalyticsHour.case_id, day).in_(part))
+             .where(AnalyticsHour.case_id == case_id, or_(*ranges[i:i + 100]))
              .group_by(AnalyticsHour.case_id, day, AnalyticsHour.metric, AnalyticsHour.store_id))
         s.execute(insert(AnalyticsDay).from_select(["case_id", "day", "metric", "store_id", "n"], q))
 
