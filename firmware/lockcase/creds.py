@@ -50,9 +50,9 @@ _key_pads = (b"", b"")
 def hmac_sha256(key, *msg):
     """HMAC-SHA-256 of msg, given whole or in parts (hashed in turn: no joined copy is made)."""
     global _key, _key_pads
-    if key is not _key:
+    if key is not _key or type(key) is not bytes:  # a bytearray could change under the cache
         _key_pads = _pads(key)
-        _key = key
+        _key = key if type(key) is bytes else None
     ipad, opad = _key_pads
     inner = hashlib.sha256(ipad)
     for m in msg:

@@ -216,3 +216,18 @@ def test_every_entry_is_compared():
         assert len(calls) == 5
     finally:
         creds.equal = real
+
+
+def test_hmac_in_parts_and_its_cached_pads():
+    # The codec hashes topic, newline and body in turn, with the cloud key's pads kept between
+    # messages (issue 10): the parts give the whole message's MAC, and a key changed in place (a
+    # bytearray) or another key is never signed with the pads of the one before.
+    key = bytes(range(32))
+    whole = creds.hmac_sha256(key, b"lockcase/v1/s1/c1/req\n{}")
+    assert creds.hmac_sha256(key, "lockcase/v1/s1/c1/req", "\n", "{}") == whole
+    assert creds.hmac_sha256(bytes(range(1, 33)), "lockcase/v1/s1/c1/req\n{}") != whole
+    assert creds.hmac_sha256(key, "lockcase/v1/s1/c1/req\n{}") == whole
+    k = bytearray(key)
+    assert creds.hmac_sha256(k, b"m") == creds.hmac_sha256(key, b"m")
+    k[0] ^= 1
+    assert creds.hmac_sha256(k, b"m") != creds.hmac_sha256(key, b"m")
