@@ -30,10 +30,28 @@ def _ota():
 
     try:
         with open("ota.json") as f:
-            p = json.loads(f.read())
-        run = p["run"]
-    except Exception:  # no pointer (no update ever switched), or unreadable: the root's firmware
+            text = f.read()
+    except OSError:  # no pointer: no update ever switched, the root's firmware runs
         return
+    try:
+        p = json.loads(text)
+        run = p["run"]
+    except Exception:  # unreadable: the root's firmware, or, where a confirmed release made room
+        p = {}  # by removing it, the release that said so (its "confirmed" mark)
+        p["run"] = run = ""
+        try:
+            os.stat("lockcase")
+            return
+        except OSError:
+            for s in ("fw_a", "fw_b"):
+                try:
+                    os.stat(s + "/confirmed")
+                    p["run"] = run = s
+                    break
+                except OSError:
+                    pass
+        if not run:
+            return
     why = None
     if run:
         try:

@@ -561,3 +561,30 @@ def test_a_flash_that_refuses_writes_fails_the_download_without_raising():
     finally:
         fl.dev.revive()
         fl.close()
+
+
+def test_confirming_the_first_release_removes_the_roots_firmware_but_not_the_boot_kit():
+    fl = Flash()
+    try:
+        for path in ("boot.py", "main.py", "board.mpy", "lockcase/__init__.mpy", "lockcase/app.mpy",
+                     "umqtt/simple.mpy"):
+            slots.makedirs(path.rsplit("/", 1)[0]) if "/" in path else None
+            fl.write(path, "deployed")
+        _switched(fl)
+        boot()
+        c = Client()
+        c.greeted = True
+        from otakit import Board
+
+        Ota(c, Board()).step(0)
+        assert slots.read(slots.POINTER)["run"] == "fw_a"
+        assert not fl.exists("lockcase")  # the blocks the next release needs
+        for kit in ("boot.py", "main.py", "board.mpy", "umqtt/simple.mpy", "config.json"):
+            assert fl.exists(kit), kit
+        # with the root's firmware gone, a pointer that cannot be read boots the release, not a
+        # root that would fail to import
+        fl.write("ota.json", "{")
+        _, _, first = boot()
+        assert first == "fw_a"
+    finally:
+        fl.close()

@@ -82,3 +82,17 @@ def space():
         return st[0] or 4096, st[0] * free
     except (OSError, AttributeError):
         return 4096, None
+
+
+def prune_root():
+    """The firmware casectl deployed at the root, once a release replaced it for good: its
+    lockcase/ (most of its blocks) goes, so that the next release fits beside the running one on
+    a small filesystem (a Pico W's: docs/ota.md, "Flash space"). boot.py, main.py and the board
+    module stay: they are the boot kit. Only where the root holds a deployed firmware."""
+    try:
+        os.stat("boot.py")
+        os.stat("lockcase/__init__.mpy")
+    except OSError:
+        return False
+    rmtree("lockcase")
+    return True

@@ -423,9 +423,15 @@ class Ota:
             slots.save(done, POINTER)
             self.ptr = done
             self._emit("confirmed")
+            # the mark boot.py looks for should the pointer ever be unreadable with the root's
+            # firmware gone
+            with open(p["run"] + "/confirmed", "w"):
+                pass
             prev = p.get("prev")
             if prev in slots.SLOTS:
                 slots.rmtree(prev)  # kept until now, to go back to
+            elif prev == "":
+                slots.prune_root()
             return
         if c.uptime() >= p.get("t", self.confirm_ms // 1000) * 1000:
             why = "not confirmed in %d s" % p.get("t", 0)
