@@ -29,6 +29,9 @@
 - store analytics: the full rebuild of the counts from 1,000,000 events on SQLite and on
   PostgreSQL, one day's incremental fold, the store-week page's response time
   (bench/analytics_bench.py);
+- an over-the-air update of one sim case over loopback through the cloud (time, bytes on the
+  wire), the release signature check's time and heap and a download's heap on the 32-bit port
+  (bench/ota_bench.py);
 - the fleet at 2,000 cases (bench/fleet.py, `make fleet` runs it at 10,000): latency per message
   kind, throughput, CPU and memory per component, a whole-fleet reconnect.
 
@@ -197,6 +200,10 @@ def main() -> int:
     from bench.console_bench import figures as console_figures
 
     figures.update(console_figures())  # screenshots, and a forced door to the alarm on screen
+    from bench.ota_bench import figures as ota_figures
+
+    # over-the-air update: one sim case over loopback at two paces, the verifier on 32 bits (~4 min)
+    figures.update(ota_figures())
     from bench.analytics_bench import figures as analytics_figures
 
     # store analytics: rebuild of 1,000,000 events on SQLite and PostgreSQL, the store-week page
