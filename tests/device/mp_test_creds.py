@@ -228,6 +228,7 @@ def test_hmac_in_parts_and_its_cached_pads():
     assert creds.hmac_sha256(bytes(range(1, 33)), "lockcase/v1/s1/c1/req\n{}") != whole
     assert creds.hmac_sha256(key, "lockcase/v1/s1/c1/req\n{}") == whole
     k = bytearray(key)
-    assert creds.hmac_sha256(k, b"m") == creds.hmac_sha256(key, b"m")
+    before = creds.hmac_sha256(k, b"m")
     k[0] ^= 1
-    assert creds.hmac_sha256(k, b"m") != creds.hmac_sha256(key, b"m")
+    after = creds.hmac_sha256(k, b"m")  # the same object, straight after: no other key between
+    assert before == creds.hmac_sha256(key, b"m") and after != before
