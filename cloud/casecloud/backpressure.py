@@ -16,13 +16,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from casecloud import codec, metrics
 
 log = logging.getLogger("casecloud.worker")
 
 _REQ = "/req"
+T = TypeVar("T")
 
 
 def deadline(topic: str, payload: bytes, wait_s: float, margin_s: float) -> float | None:
@@ -54,8 +57,26 @@ class Load:
     outages: int = 0
     batch_s: float = 0.0  # recent time to decide a batch (moving average)
     per_msg_s: float = 0.0  # ... per message: a full batch takes longer than the average one
+    # monotonic: when the batch now in the database thread went there (None: none is); a batch
+    # still there minutes later is a hung thread (a query on a dead connection), which /livez reports
+    deciding_since: float | None = None
     _reported: tuple[int, int] = (0, 0)
     _report_at: float = 0.0
+
+    async def deciding(self, work: Awaitable[T]) -> T:
+        """Await a batch's decision, marked as under way meanwhile."""
+        self.deciding_since = time.monotonic()
+        try:
+            return await work
+        finally:
+            self.deciding_since = None
+
+    def stalled(self, after_s: float) -> str | None:
+        """Why the worker makes no progress, or None: a batch deciding for longer than `after_s`."""
+        since = self.deciding_since
+        if since is not None and (took := time.monotonic() - since) > after_s:
+            return f"a batch has been deciding for {took:.0f} s"
+        return None
 
     def timed(self, seconds: float, n: int) -> None:
         self.batch_s = seconds if not self.batch_s else 0.8 * self.batch_s + 0.2 * seconds

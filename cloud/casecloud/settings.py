@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     ops_port: int | None = None
     metrics_every_s: float = 15.0  # how often the worker side reads the fleet's gauges (cases, alerts)
     ready_timeout_s: float = 2.0  # a readiness probe's database check gives up after this
+    stall_s: float = 300.0  # a worker's batch deciding this long makes the process not live (/livez)
 
     # over-the-air releases (releases/, docs/ota.md)
     # The fleet's release public keys (Ed25519, 64 hex digits each, newest first): an upload must be

@@ -29,8 +29,10 @@ class Stopped(Exception):
 class Supervised:
     def __init__(self, name: str, task: Callable[[], Coroutine[Any, Any, None]], *,
                  link: asyncio.Event | None = None, first_wait_s: float = 0.5, max_wait_s: float = 30.0,
-                 healthy_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
-        """link: set while the task's broker connection is up (reported, and down is unhealthy)."""
+                 healthy_s: float = 60.0, clock: Callable[[], float] = time.time,
+                 stalled: Callable[[], str | None] | None = None) -> None:
+        """link: set while the task's broker connection is up (reported, and down is unhealthy).
+        stalled: why the task is hung though running (a thread that never returns), or None."""
         self.name = name
         self._task = task
         self.link = link
@@ -42,6 +44,7 @@ class Supervised:
         self.restarts = 0
         self.last_error: str | None = None
         self.supervising = False  # run() is looping
+        self._stalled = stalled
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -80,6 +83,14 @@ class Supervised:
     @property
     def ok(self) -> bool:
         return self.running and (self.link is None or self.link.is_set())
+
+    def dead(self) -> str | None:
+        """Why this task makes the process not live (/livez: a restart of the process is what
+        would help), or None. A task in its restart backoff is alive: its supervisor restarts it."""
+        if not self.supervising:
+            return f"{self.name}: supervisor ended"
+        why = self._stalled() if self._stalled is not None else None
+        return f"{self.name}: {why}" if why else None
 
     def problem(self) -> str | None:
         """Why this task makes the process unhealthy, or None."""

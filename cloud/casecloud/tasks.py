@@ -18,7 +18,9 @@ def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
     w = Worker(rt)
     p = rt.policy
     return [Supervised("rollouts", lambda: rollout_loop(rt)),
-            Supervised("worker", w.run, link=w.connected), Supervised("retention", lambda: retention_loop(rt)),
+            Supervised("worker", w.run, link=w.connected,
+                       stalled=lambda: w.load.stalled(rt.settings.stall_s)),
+            Supervised("retention", lambda: retention_loop(rt)),
             Supervised("offline", lambda: offline_loop(p.alerts, rt.sessions,
                                                        lambda: p.flush_alerts(rt.sessions, wait=False))),
             Supervised("gauges", lambda: gauge_loop(rt)),

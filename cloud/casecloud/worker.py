@@ -112,7 +112,7 @@ class Worker:
             return []
         t0 = time.monotonic()
         try:
-            d = await asyncio.to_thread(self.handler.decide, [items[i] for i in keep])
+            d = await self.load.deciding(asyncio.to_thread(self.handler.decide, [items[i] for i in keep]))
         except DatabaseUnavailable as e:
             if isinstance(e, PartlyDecided):
                 self._answer(client, batch[:e.done], e.decided)

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from casecloud.api.ops import ops_app
+from casecloud.batch import Handler
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
+from casecloud.worker import Worker
 from sim.process import free_port
 from tests.cloud.conftest import start_mosquitto
+from tests.cloud.fakecase import FakeCase
+from tests.cloud.helpers import Loop, wait_for
 from tests.cloud.pgserver import PgError, PgServer
 from tests.cloud.procs import casecloud, service_env, wait_status
 
@@ -108,3 +114,39 @@ def test_live_is_503_once_a_supervisor_loop_has_ended(rt: Runtime) -> None:
     with TestClient(ops_app(rt, [alive, ended])) as client:
         r = client.get("/livez")
         assert r.status_code == 503 and r.json()["detail"] == "offline: supervisor ended"
+
+
+def test_live_is_503_while_a_batch_hangs_in_the_database_thread(
+        rt: Runtime, broker: tuple[str, int], shop: dict[str, Any]) -> None:
+    """A query on a dead connection can block the worker's thread for good; only a restart frees
+    it. Here the batch's decision blocks until released: past `stall_s` /livez says so."""
+    rt.settings.mqtt_host, rt.settings.mqtt_port = broker
+    rt.settings.stall_s = 0.5
+    release = threading.Event()
+
+    class Hung(Handler):
+        def decide(self, msgs: Any, deadlines: Any = None) -> Any:
+            if any(t.endswith("/evt") for t, _ in msgs):
+                release.wait(30)
+            return super().decide(msgs, deadlines)
+
+    w = Worker(rt, Hung(rt))
+    sup = Supervised("worker", w.run, link=w.connected, stalled=lambda: w.load.stalled(rt.settings.stall_s))
+    loop = Loop()
+    loop.start(sup.run())
+    case = FakeCase(*broker, "s1", "c1", shop["key"])
+    try:
+        wait_for(w.connected.is_set)
+        with TestClient(ops_app(rt, [sup])) as client:
+            case.hello()
+            assert client.get("/livez").status_code == 200
+            body, _ = case.send("evt", {"t": "evts", "evts": []})
+            wait_for(lambda: client.get("/livez").status_code == 503)
+            assert client.get("/livez").json()["detail"].startswith("worker: a batch has been deciding for")
+            release.set()
+            assert case.expect("evtack", re=body["id"])["t"] == "evtack"
+            assert client.get("/livez").status_code == 200
+    finally:
+        release.set()
+        case.close()
+        loop.close()

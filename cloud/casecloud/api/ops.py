@@ -2,7 +2,9 @@
 
 - `GET /livez`: the process's loops are alive: every supervisor (supervise.py) is still looping
   (a task it watches may be in its restart backoff: the supervisor restarts it, a process restart
-  would not do better) and the event loop answered this request. 503 names the loop that ended.
+  would not do better), no batch has been in the worker's database thread for `stall_s` (a hung
+  query: only a restart frees that thread), and the event loop answered this request. 503 names
+  what is dead.
 - `GET /readyz`: this process can do its work now: the database answers a fresh connection
   within `ready_timeout_s`, every supervised task runs and every broker link is up. 503 with the
   reasons otherwise (`database unreachable: ...`, `worker: broker link down`); 200 again as soon
@@ -117,7 +119,7 @@ async def _readiness(svc: Services, probe: DatabaseProbe) -> tuple[list[str], st
 @router.get("/livez", responses={503: {"description": "a supervisor loop of this process ended"}})
 def livez(svc: Svc) -> JSONResponse:
     """200 while every supervisor loop runs (answering at all shows the event loop does)."""
-    dead = [f"{t.name}: supervisor ended" for t in svc.tasks if not t.supervising]
+    dead = [d for d in (t.dead() for t in svc.tasks) if d]
     body: dict[str, Any] = {"live": not dead, "version": __version__}
     if dead:
         body["detail"] = "; ".join(dead)
