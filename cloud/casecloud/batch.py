@@ -12,10 +12,13 @@ the batch in ONE database transaction:
    case events with one INSERT ... ON CONFLICT DO NOTHING;
 3. per case, one UPDATE moves the stored window by compare-and-set and reserves the seqs of the
    replies; if another worker moved a window first, the whole batch is rolled back and redone;
-4. commit (one fsync), then sign the replies with the reserved seqs (the worker publishes them).
+4. commit, then sign the replies with the reserved seqs (the worker publishes them). On SQLite the
+   commit does not wait for the disk: durability.py says when it is synced, and why that is safe.
 
 Nothing is published before the commit, so whatever a case is told (allowed, events stored) is
-on disk; a crash before the commit loses the batch's decisions and nothing else. Replies that must
+committed, and survives any process's crash (events acknowledged are on disk too, and the rest
+once the WAL is synced right after); a crash before the commit loses the batch's decisions and
+nothing else. Replies that must
 wait for something outside the database (the text with a code, the staff notified of a help call)
 are finished after the commit (`Decided.finish`) without holding up the rest of the batch.
 
@@ -31,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from casecloud import channel, codec, db, keyring, logs, metrics
@@ -40,12 +43,17 @@ from casecloud.dispatch import Dispatch, Later
 from casecloud.models import Case, Event, Store
 from casecloud.outage import DatabaseUnavailable, is_outage
 from casecloud.policy import Reply, deny
+from casecloud.ratelimit import RateLimits
 from casecloud.runtime import Runtime
 
 log = logging.getLogger("casecloud.worker")  # the worker's log, as before the split
 
 _ATTEMPTS = 10  # a batch redone this often after losing a window race goes one by one
 _EVENTS = cast(Table, Event.__table__)
+_KEYS = 50_000  # opened case keys kept (a fleet's cases: 40,000)
+# A batch's cases and stores, and the case and store rate windows its requests check (ratelimit.py)
+_CASES = (select(Case, Store, RateLimits.window_sum("case", Case.id), RateLimits.window_sum("store", Case.store_id))
+          .join(Store, Store.id == Case.store_id).where(Case.id.in_(bindparam("ids", expanding=True))))
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Decided:
     handler: Handler
     ready: list[list[Out]]
     later: list[Later] = field(default_factory=list)
+    synced: bool = True  # False: committed, not yet on disk (the worker has the WAL synced next)
 
     @property
     def pending(self) -> bool:
@@ -100,6 +109,11 @@ class Decided:
         except Exception:
             log.exception("failed to deliver alerts")
         return outs
+
+
+def _clocked(body: dict[str, Any]) -> bool:
+    """Its `exp` was checked against the clock (codec.check_env): all but a hello and an unsynced beat."""
+    return body["t"] != "hello" and not (body["t"] == "beat" and body.get("synced") is False)
 
 
 class _LostRace(Exception):
@@ -128,6 +142,7 @@ class Handler:
         self.rt = rt
         self.rejected: Counter[str] = Counter()
         self.load = Load()
+        self._keys: dict[str, bytes] = {}  # sealed case key -> the key (_key)
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -183,6 +198,7 @@ class Handler:
             except DatabaseUnavailable as e:
                 raise PartlyDecided(out) from e
             out.ready.append(d.ready[0])
+            out.synced = out.synced and d.synced
             out.later += [replace(w, index=i) for w in d.later]
         return out
 
@@ -226,18 +242,18 @@ class Handler:
         late_now = 0
         rejected: list[tuple[str, str]] = []
         ids = {p.case if isinstance(p, codec.Topic) else p.topic.case for p in pre if not isinstance(p, str)}
-        with rt.sessions() as s:
+        with rt.batch_sessions() as s:
             fx = Dispatch(rt, s, now, self._decide)
             cases: dict[str, Case] = {}
             stores: dict[str, Store] = {}
             if ids:
-                for case, store in s.execute(select(Case, Store).join(Store, Store.id == Case.store_id)
-                                             .where(Case.id.in_(ids))):
+                # with the rate windows of each case and store: one statement (docs/cloud.md)
+                rates = rt.policy.rates
+                sums: list[tuple[str, str, int]] = []
+                for case, store, n_case, n_store in s.execute(_CASES, {"ids": list(ids), "since": rates.since()}):
                     cases[case.id], stores[store.id] = case, store
-            req_cases = [cases[p.topic.case] for p in pre
-                         if isinstance(p, codec.Envelope) and p.topic.kind == "req" and p.topic.case in cases]
-            if req_cases:
-                rt.policy.rates.prefetch(s, (c.store_id for c in req_cases), (c.id for c in req_cases))
+                    sums += [("case", case.id, n_case), ("store", store.id, n_store)]
+                rates.seed(s, sums)
             windows: dict[str, _Window] = {}
             for i, ((topic, payload), p) in enumerate(zip(msgs, pre, strict=True)):
                 if isinstance(p, str):
@@ -259,13 +275,16 @@ class Handler:
                     continue
                 w = windows.get(case.id)
                 if w is None:
-                    w = windows[case.id] = _Window(case, keyring.case_key(s, case), (case.rx_seq, case.rx_mask),
+                    w = windows[case.id] = _Window(case, self._key(s, case), (case.rx_seq, case.rx_mask),
                                                    case.rx_seq, case.rx_mask)
                 try:
-                    body, w.rx, w.mask = codec.check_env(w.key, topic, p, now, w.rx, w.mask)
+                    body, rx, mask = codec.check_env(w.key, topic, p, now, w.rx, w.mask)
+                    if body["exp"] <= rt.replay_floor and _clocked(body):  # durability.recover
+                        raise codec.Rejected("replay")
                 except codec.Rejected as e:
                     rejected.append((e.reason, topic))
                     continue
+                w.rx, w.mask = rx, mask
                 w.accepted = True
                 if p.topic.kind == "req" and (due := dl[i]) is not None:
                     over = rt.clock() - due
@@ -287,7 +306,7 @@ class Handler:
             # The last moment before the decisions become final: an allow must not be committed
             # (nor counted against the limits) for a case that has stopped waiting for it. The
             # commit's own work (journal insert, rate upsert, alerts, which may wait on another
-            # worker's lock, the flush) is done first, so only the fsync comes after this check.
+            # worker's lock, the flush) is done first, so only the commit itself comes after this check.
             db.prepare_commit(s)
             t = rt.clock()
             overdue = {i for i in decided if (due := dl[i]) is not None and t > due}
@@ -295,6 +314,13 @@ class Handler:
                 s.rollback()
                 raise _Late(overdue)
             s.commit()
+        # On disk before the answers when a case will delete what they acknowledge; the rest is
+        # answered now and synced right after (worker.py), an OS crash between covered by
+        # durability.recover.
+        synced = rt.wal is None
+        if rt.wal is not None and any(kind == "evtack" for _, _, kind, _ in fx.replies):
+            rt.wal.sync()
+            synced = True
         self.load.late += late_now
         metrics.LATE.inc(late_now)
         next_seq = {m.case_id: m.tx + 1 for m in moves}
@@ -308,7 +334,7 @@ class Handler:
         for store_id, cid, rid, t, outcome, why in fx.decided:
             log.info("case %s %s -> %s %s", cid, t, outcome, why or "", extra=logs.ids(cid, store_id, rid))
             metrics.decided(t, outcome, why)
-        d = Decided(self, [[] for _ in msgs], fx.later)
+        d = Decided(self, [[] for _ in msgs], fx.later, synced)
         st = rt.settings
         for i, cid, kind, body in fx.replies:
             w = windows[cid]
@@ -321,6 +347,18 @@ class Handler:
                 continue
             d.ready[i].append(Out(topic, payload))
         return d
+
+    def _key(self, s: Session, case: Case) -> bytes:
+        """The case's key, opened once per sealed value (a tenth of a message's checks otherwise):
+        a rotated or rewrapped key is another value, so an old one is never used for it."""
+        sealed = case.key_sealed
+        key = self._keys.get(sealed) if sealed is not None else None
+        if key is None:
+            key = keyring.case_key(s, case)
+            if len(self._keys) >= _KEYS:
+                del self._keys[next(iter(self._keys))]  # the oldest
+            self._keys[cast(str, sealed)] = key
+        return key
 
     def _decide(self, s: Session, store: Store, case: Case, body: dict[str, Any]) -> Reply:
         p = self.rt.policy

@@ -28,7 +28,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _SCRATCH = "casecloud.txn"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
+    """synchronous (SQLite): NORMAL only for the worker's batches, whose WAL is synced by
+    durability.WalSync (docs/cloud.md#durability); everything else commits FULL."""
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous={synchronous!r}")
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -37,10 +41,11 @@ def make_engine(url: str) -> Engine:
             cur = conn.cursor()
             # WAL lets the API read while the worker writes; both may be separate processes.
             cur.execute("PRAGMA journal_mode=WAL")
-            # FULL (the default, stated here on purpose): a commit is on disk before the worker
-            # answers, so an acknowledged event or an accepted seq survives a power cut. The
-            # worker commits once per batch of messages, so this costs one fsync per batch.
-            cur.execute("PRAGMA synchronous=FULL")
+            # FULL (the default, stated here on purpose): a commit is on disk when it returns, so
+            # whatever the API answered survives a power cut. The worker's batches use NORMAL and
+            # sync the WAL themselves: before answering what must survive one (acknowledged
+            # events), right after answering the rest (durability.py).
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             # Deleted member data must not linger in free pages of the file.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, ScalarSelect, Table, bindparam, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from casecloud import db
 from casecloud.models import RateCount
@@ -71,6 +71,24 @@ class RateLimits:
             row = s.connection().execute(_SUM, {"scope": scope, "key": key, "since": since}).first()
             base = book.base[(scope, key)] = int(row[0]) if row else 0
         return base + book.added.get((scope, key), 0)
+
+    @staticmethod
+    def window_sum(scope: str, key: ColumnElement[str] | InstrumentedAttribute[str]) -> ScalarSelect[int]:
+        """A column for a query of cases or stores: the `scope` window's sum for the row's `key`
+        (bind `since` to `since(now)`), so a batch reads its cases and their windows in one
+        statement (batch.py); the sums are handed to `seed`."""
+        return (select(func.coalesce(func.sum(_RATES.c.n), 0))
+                .where(_RATES.c.scope == scope, _RATES.c.key == key, _RATES.c.at > bindparam("since"))
+                .scalar_subquery())
+
+    def since(self) -> int:
+        return self.now() - self.settings.rate_window_s
+
+    def seed(self, s: Session, sums: Iterable[tuple[str, str, int]]) -> None:
+        """Window sums read with `window_sum`, as (scope, key, sum), for this transaction's book."""
+        base = self.book(s).base
+        for scope, key, n in sums:
+            base.setdefault((scope, key), int(n))
 
     def prefetch(self, s: Session, stores: Iterable[str], cases: Iterable[str]) -> None:
         """Sum the store and case windows of a batch in one query instead of one per key."""

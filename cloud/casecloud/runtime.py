@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from casecloud import db, keyring
+from casecloud import db, durability, keyring
 from casecloud.adapters.loyalty import BuiltinLoyalty, Loyalty, WebhookLoyalty
 from casecloud.adapters.notify import Notifier, WebhookNotifier
 from casecloud.adapters.sms import OutboxSms, SmsSender, TwilioSms
+from casecloud.durability import WalSync
 from casecloud.keyring import Keyring
 from casecloud.policy import Policy
 from casecloud.privacy import Hasher
@@ -27,9 +28,26 @@ class Runtime:
     hasher: Hasher
     policy: Policy
     clock: Callable[[], float]
+    # The worker's batch transactions (batch.py): on SQLite their own connections, which commit
+    # without waiting for the disk and sync the WAL through `wal` (durability.py); else `sessions`.
+    batch_sessions: sessionmaker[Session]
+    wal: WalSync | None = None
+    # A message (but a hello or an unsynced beat) whose exp is at most this may have been signed
+    # before an OS crash lost the commit that accepted it: refused (durability.py).
+    replay_floor: int = 0
 
     def now(self) -> int:
         return int(self.clock())
+
+    def close(self) -> None:
+        """Close every database connection this runtime opened."""
+        if self.wal is not None:
+            self.wal.close()
+        if self.batch_sessions is not self.sessions:
+            bind = self.batch_sessions.kw.get("bind")
+            if isinstance(bind, Engine):
+                bind.dispose()
+        self.engine.dispose()
 
 
 def build(
@@ -45,11 +63,19 @@ def build(
     if migrate:
         db.migrate(settings.db_url)
     engine = db.make_engine(settings.db_url)
-    sessions = db.make_sessions(engine, Keyring(settings.kek_bytes()))
+    kr = Keyring(settings.kek_bytes())
+    sessions = db.make_sessions(engine, kr)
+    batch_sessions, wal, replay_floor = sessions, None, 0
     try:
         with sessions.begin() as s:
             keyring.seal_legacy(s)  # keys from before sealing: sealed before anything reads them
             keyring.check(s)  # the wrong key-encryption keys: said at start, not by every message
+        path, boot = durability.sqlite_path(settings.db_url), durability.boot_id()
+        if path is not None and boot is not None:
+            # before anything is served: what an OS crash may have lost is undone first
+            replay_floor = durability.recover(sessions, path, int(clock()), boot)
+            batch_sessions = db.make_sessions(db.make_engine(settings.db_url, synchronous="NORMAL"), kr)
+            wal = durability.WalSync(path)
     except BaseException:
         engine.dispose()
         raise
@@ -74,4 +100,4 @@ def build(
         notifier = WebhookNotifier(settings.notify_key(), attempts=settings.notify_attempts,
                                    backoff_s=settings.notify_backoff_s, max_s=settings.notify_max_s)
     policy = Policy(settings, hasher, sms, loyalty, notifier, clock)
-    return Runtime(settings, engine, sessions, hasher, policy, clock)
+    return Runtime(settings, engine, sessions, hasher, policy, clock, batch_sessions, wal, replay_floor)

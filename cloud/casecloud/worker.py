@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from casecloud import codec, metrics
 from casecloud.backpressure import Load
@@ -39,7 +39,8 @@ class Worker:
         self.handler = handler or Handler(rt)
         self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._publishing: set[asyncio.Task[Any]] = set()
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_again = False
 
     def subscriptions(self) -> list[str]:
         st = self.rt.settings
@@ -54,7 +55,6 @@ class Worker:
                     # A persistent session: the broker keeps what cases sent while we were away.
                     async with mqtt_client(self.rt.settings, "worker", clean_session=False,
                                            max_inflight=_INFLIGHT, manual_ack=True) as client:
-                        client.pending_calls_threshold = _INFLIGHT  # a batch's replies are in flight together
                         for sub in self.subscriptions():
                             await client.subscribe(sub, qos=1)
                         self.connected.set()
@@ -64,8 +64,6 @@ class Worker:
                         await self._serve(client)
                 except aiomqtt.MqttError as e:
                     self.connected.clear()
-                    for t in list(self._publishing):  # their connection is gone: they cannot complete
-                        t.cancel()
                     log.warning("worker: broker connection lost (%s); retrying in %.0fs", e, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
@@ -144,8 +142,26 @@ class Worker:
     def _answer(self, client: aiomqtt.Client, batch: list[aiomqtt.Message], d: Decided) -> None:
         self._publish(client, d.ready)
         self._ack(client, batch)
+        if not d.synced:
+            self._sync_soon()
         if d.pending:
             self._spawn(self._finish(client, d))
+
+    def _sync_soon(self) -> None:
+        """The WAL synced once the answers are out (durability.py): one fsync at a time, in a thread,
+        covering every commit made before it began; asked for meanwhile, it runs once more."""
+        self._sync_again = True
+        if self._syncing is None or self._syncing.done():
+            self._syncing = self._spawn(self._sync())
+
+    async def _sync(self) -> None:
+        wal = self.rt.wal
+        while self._sync_again and wal is not None:
+            self._sync_again = False
+            try:
+                await asyncio.to_thread(wal.sync)
+            except OSError as e:  # the next batch's sync tries again; the commits are in the OS's cache
+                log.error("worker: the database's WAL could not be synced: %s", e)
 
     @staticmethod
     def _ack(client: aiomqtt.Client, msgs: list[aiomqtt.Message]) -> None:
@@ -158,23 +174,27 @@ class Worker:
         with metrics.FINISH.time():
             self._publish(client, await asyncio.to_thread(d.finish))
 
-    def _publish(self, client: aiomqtt.Client, outs: list[list[Out]]) -> None:
-        # One task per reply, created in order: each hands its packet to the client at once, in
-        # that order, and then waits for the broker's PUBACK without holding up the next batch.
-        # No timeout (it costs a timer and a task per reply): if the connection drops, run()
-        # cancels what is still waiting.
+    @staticmethod
+    def _publish(client: aiomqtt.Client, outs: list[list[Out]]) -> None:
+        # Handed to paho in order, which sends them (up to max_inflight unacknowledged, the rest
+        # queued in order) and takes the broker's PUBACKs. Not aiomqtt's publish: it costs a task,
+        # an event and a scan of every pending call per reply to wait for a PUBACK nothing here
+        # uses, and was a third of the event loop's time under load (docs/cloud.md). If the
+        # connection drops, what paho still holds is lost with it, as before: the cases ask again.
+        paho = client._client
         for per_msg in outs:
             for o in per_msg:
-                self._spawn(client.publish(o.topic, o.payload, qos=1, timeout=math.inf), self._publishing)
+                rc = paho.publish(o.topic, o.payload, qos=1).rc
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    log.warning("worker: reply not published: %s", mqtt.error_string(rc))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], group: set[asyncio.Task[Any]] | None = None) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
-        for g in (self._tasks, group):
-            if g is not None:
-                g.add(task)
-                task.add_done_callback(g.discard)
+        self._tasks.add(task)  # cancelled with the worker
+        task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.warning("worker: reply not published: %s", task.exception())
+            log.warning("worker: %s failed: %s", task.get_name(), task.exception())

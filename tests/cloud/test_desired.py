@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from casecloud import codec, desired, keyring, registry
+from casecloud import codec, desired, registry
 from casecloud.api import create_app
 from casecloud.batch import Handler, Out
 from casecloud.models import Case, Staff
@@ -285,16 +285,16 @@ def test_a_revocation_committed_while_the_worker_decides_is_not_lost(
     assert row(rt).desired_v == 3
     states: State = {}
     sent_as(states, current(rt)[1])  # version 3, as sent before
-    real = keyring.case_key
+    real = Handler._key
     revoked: list[bool] = []
 
-    def api_revokes_meanwhile(s: Any, case: Case) -> bytes:  # right after the batch read its cases
+    def api_revokes_meanwhile(self: Handler, s: Any, case: Case) -> bytes:  # right after the batch read its cases
         if not revoked:
             revoked.append(True)
             revoke(rt, pin["id"], states)
-        return real(s, case)
+        return real(self, s, case)
 
-    monkeypatch.setattr(keyring, "case_key", api_revokes_meanwhile)
+    monkeypatch.setattr(Handler, "_key", api_revokes_meanwhile)
     if msg == "refusal":
         m = dev.msg("ack", {"t": "ack", "re": "abc123abc123", "ok": False, "sv": 3, "err": "bad_config: x"})
     else:
