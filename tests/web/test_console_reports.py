@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import delete
 
 from casecloud import registry
 from casecloud.accounts import users
 from casecloud.analytics.aggregate import rebuild
 from casecloud.api import create_app
-from casecloud.models import Alert, Event, Staff
+from casecloud.models import Alert, Event, Staff, StoreHours
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
 
@@ -358,3 +359,29 @@ def test_the_analytics_pages_scoped_and_naming_no_one(world: tuple[Runtime, list
     ft = tables_of(fleet.text)
     assert [r[0] for r in ft["fleet"][1:]] == ["Store s1", "Store s2", "All stores"]
     assert cell(ft, "fleet", "Store s2", "Forced entries") == "10"
+
+
+def test_store_hours_from_the_analytics_page(world: tuple[Runtime, list[str]], mgr: TestClient) -> None:
+    page = mgr.get("/console/stores/s1/analytics")
+    token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page.text)
+    assert token and "No store hours are set" in page.text
+    form = {"csrf_token": token[1], "tz": "Mars/Olympus"}
+    for i in range(7):
+        form |= {f"open{i}": "09:00", f"close{i}": "00:00"} if i < 6 else {f"closed{i}": "1"}
+    r = mgr.post("/console/stores/s1/hours", data=form)
+    assert r.status_code == 422 and "tz: unknown time zone" in r.text
+    r = mgr.post("/console/stores/s1/hours", data=form | {"tz": "Europe/Berlin", "open2": "9am"})
+    assert r.status_code == 422 and "Wed: opening and closing times as HH:MM" in r.text
+    assert mgr.post("/console/stores/s1/hours", data=form | {"csrf_token": "0" * 64}).status_code == 403
+    r = mgr.post("/console/stores/s1/hours", data=form | {"tz": "Europe/Berlin"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/stores/s1/analytics?hours=saved"
+    page = mgr.get(r.headers["location"])
+    assert "Store hours saved" in page.text and 'value="Europe/Berlin"' in page.text
+    assert 'name="close0" value="00:00"' in page.text and 'name="closed6" value="1" checked' in page.text
+    rt, _ = world
+    hours = mgr.get("/v1/admin/stores/s1/hours").json()
+    assert hours["week"] == [[540, 1440]] * 6 + [None]
+    assert mgr.post("/console/stores/s2/hours", data=form | {"tz": "UTC"}).status_code == 404
+    with rt.sessions.begin() as s:  # the world's other tests read s1 without hours
+        s.execute(delete(StoreHours))
+        rebuild(s, NOW, rt.settings.otp_ttl_s)

@@ -10,19 +10,26 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
+from casecloud.accounts.access import Principal
 from casecloud.analytics import publish
+from casecloud.analytics.hours import WEEKDAYS
 from casecloud.analytics.metrics import SHOPPER
 from casecloud.analytics.suppress import HIDDEN, Figure, K, total
+from casecloud.api.analytics import HoursIn, set_hours
 from casecloud.api.deps import DB, Rt
 from casecloud.console.associates import store_or_404
-from casecloud.console.web import HqPage, StoreManagerPage, render
+from casecloud.console.web import Form, HqPage, StoreManagerPage, back, render
 from casecloud.models import StoreHours
+from casecloud.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
 
 _DAYS_RE = re.compile(r"[0-9]{1,3}")  # before int(): no 5,000-digit strings, no other scripts' digits
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 METHOD_NAMES = {"phone": "Phone (texted code)", "card": "Card", "nfc": "NFC phone", "app": "App"}
 # Series colours: told apart by pattern-free fills that keep AA contrast on white, and named in
@@ -98,18 +105,72 @@ def tiles(v: publish.StoreView) -> list[tuple[str, Figure]]:
             ("Minutes offline", v.health["offline_min"])]
 
 
-@router.get("/console/stores/{store_id}/analytics", response_class=HTMLResponse)
-def store_analytics_page(store_id: str, request: Request, s: DB, rt: Rt, p: StoreManagerPage,
-                         days: str | None = None) -> HTMLResponse:
-    n = parse_days(days)  # after the page's guard: a caller of another store learns nothing here
+def _page(request: Request, s: Session, rt: Runtime, p: Principal, store_id: str, n: int, *,
+          error: str | None = None, saved: bool = False, status_code: int = 200) -> HTMLResponse:
     st = store_or_404(s, store_id)
     v = publish.store_view(s, store_id, rt.now(), n)
     hours = s.get(StoreHours, store_id)
     rows = [m for m in ROWS if m in v.daily]
     return render(request, "analytics_store.html", p, store=st, v=v, days=n, max_days=publish.MAX_DAYS, k=K,
                   hidden=HIDDEN, tiles=tiles(v), chart=stacked_chart(v), hours_chart=hour_chart(v), rows=rows,
-                  label=publish.label, durations=publish.DURATIONS, hours=hours,
+                  label=publish.label, durations=publish.DURATIONS, hours=hours, week=_week_fields(hours),
+                  weekdays=WEEKDAYS, error=error, saved=saved, status_code=status_code,
                   health=[(m, f) for m, f in v.health.items() if m != "offline_min"])
+
+
+@router.get("/console/stores/{store_id}/analytics", response_class=HTMLResponse)
+def store_analytics_page(store_id: str, request: Request, s: DB, rt: Rt, p: StoreManagerPage,
+                         days: str | None = None, hours: str | None = None) -> HTMLResponse:
+    n = parse_days(days)  # after the page's guard: a caller of another store learns nothing here
+    return _page(request, s, rt, p, store_id, n, saved=hours == "saved")
+
+
+def _hhmm(v: str) -> int | None:
+    m = _HHMM.fullmatch(v.strip())
+    return None if m is None else int(m[1]) * 60 + int(m[2])
+
+
+def _week_fields(row: StoreHours | None) -> list[tuple[str, str, bool]]:
+    """(open, close, closed) per weekday for the form; a close at midnight is written 00:00."""
+    week = row.week if row is not None and len(row.week) == 7 else [None] * 7
+    out = []
+    for day in week:
+        if day is None:
+            out.append(("", "", True))
+        else:
+            o, c = day[0], day[1] % 1440
+            out.append((f"{o // 60:02d}:{o % 60:02d}", f"{c // 60:02d}:{c % 60:02d}", False))
+    return out
+
+
+@router.post("/console/stores/{store_id}/hours", response_class=HTMLResponse, response_model=None)
+def store_hours_form(store_id: str, request: Request, s: DB, rt: Rt, p: StoreManagerPage, f: Form
+                     ) -> HTMLResponse | RedirectResponse:
+    """The store's hours from the analytics page's form, through the API's own route (checked,
+    audited, after-hours opens recounted). A close of 00:00 is midnight at the day's end."""
+    store_or_404(s, store_id)
+    week: list[list[int] | None] = []
+    error = None
+    for i, name in enumerate(WEEKDAYS):
+        if f(f"closed{i}"):
+            week.append(None)
+            continue
+        o, c = _hhmm(f(f"open{i}", max_length=5)), _hhmm(f(f"close{i}", max_length=5))
+        if o is None or c is None:
+            error = f"{name}: opening and closing times as HH:MM, or closed"
+            break
+        week.append([o, c or 1440])
+    if error is None:
+        try:
+            body = HoursIn(tz=f("tz", max_length=64).strip(), week=week)
+            set_hours(store_id, body, s, rt, p)
+        except HTTPException as e:
+            error = str(e.detail)
+        except ValidationError:
+            error = "tz: an IANA time zone name such as Europe/Berlin"
+    if error is not None:  # refused before anything was written
+        return _page(request, s, rt, p, store_id, publish.DEFAULT_DAYS, error=error, status_code=422)
+    return back(f"/console/stores/{store_id}/analytics?hours=saved")
 
 
 @router.get("/console/analytics", response_class=HTMLResponse)
