@@ -32,6 +32,7 @@ import os
 import random
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -334,8 +335,8 @@ def timeline(shards: list[ShardProc], t0: float, t1: float, step: float = 5.0) -
     """[s after t0, cases connected, cases synced] every `step` s from t0 to t1, from the shards'
     status lines (each shard's last line before that moment)."""
     out = []
-    t = t0
-    while t <= t1 + 1e-9:
+    times = [t0 + k * step for k in range(int((t1 - t0) // step) + 1)]
+    for t in [*times, t1] if not times or times[-1] < t1 else times:
         conn = sync = 0
         for s in shards:
             last = [x for x in s.timeline if x[0] <= t]
@@ -343,7 +344,6 @@ def timeline(shards: list[ShardProc], t0: float, t1: float, step: float = 5.0) -
                 conn += last[-1][1]
                 sync += last[-1][2]
         out.append([round(t - t0, 1), conn, sync])
-        t += step
     return out
 
 
@@ -361,6 +361,48 @@ def _wait(shards: list[ShardProc], pred: Any, timeout: float, what: str, since: 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: {sum(x['synced'] for x in st)} synced after {timeout:.0f} s")
         time.sleep(0.1)
+
+
+class PgWaits:
+    """What the database's sessions are doing, sampled every every_s (pg_stat_activity): how many
+    run a statement, how many of those wait for a lock another transaction holds (two workers
+    updating one case's row), how many sit idle inside a transaction."""
+
+    def __init__(self, pg: PgServer, every_s: float = 0.5) -> None:
+        self.pg, self.every_s = pg, every_s
+        self.samples: list[tuple[float, int, int, int]] = []  # (t, active, waiting on a lock, idle in transaction)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pg-waits")
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception), self.pg.connect() as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE state = 'active'),"
+                    " count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock'),"
+                    " count(*) FILTER (WHERE state = 'idle in transaction')"
+                    " FROM pg_stat_activity WHERE datname LIKE 'casecloud_%' AND pid <> pg_backend_pid()").fetchone()
+                if row is not None:
+                    self.samples.append((time.monotonic(), int(row[0]), int(row[1]), int(row[2])))
+                self._stop.wait(self.every_s)
+
+    def between(self, t0: float, t1: float) -> dict[str, Any]:
+        xs = [x for x in self.samples if t0 <= x[0] < t1]
+        if not xs:
+            return {"samples": 0}
+        return {"samples": len(xs), "active_mean": round(statistics.mean(x[1] for x in xs), 2),
+                "lock_waits_mean": round(statistics.mean(x[2] for x in xs), 2),
+                "lock_waits_max": max(x[2] for x in xs),
+                "share_waiting_on_locks": round(sum(x[2] for x in xs) / max(1, sum(x[1] for x in xs)), 3),
+                "idle_in_transaction_mean": round(statistics.mean(x[3] for x in xs), 2)}
+
+    def __enter__(self) -> PgWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class AppUnlocks:
@@ -441,7 +483,9 @@ def _measure(cfg: FleetConfig, sk: Stack, log: Any) -> dict[str, Any]:
         comps.append(Component("simulator", lambda: [s.proc.pid for s in shards]))
         comps.append(Component("orchestrator", lambda: [_self_pid()]))
         mon = Monitor(comps)
-        with mon:
+        assert sk.pg is not None
+        waits = PgWaits(sk.pg)
+        with mon, waits:
             try:
                 t_synced = _wait(shards, lambda c, s: s == cfg.cases, cfg.sync_limit_s or 120 + cfg.cases / 100,
                                  "initial sync")
@@ -486,6 +530,9 @@ def _measure(cfg: FleetConfig, sk: Stack, log: Any) -> dict[str, Any]:
         results = [s.result for s in shards if s.result is not None]
         rep = _report(cfg, results, app, memory, t_start, t_synced, t_a, t_b, cpu_a, cpu_b, t_kill, t_up, t_all,
                       t_c, cpu_c)
+        rep["database_sessions"] = {"initial_sync": waits.between(t_start, t_go), "steady": waits.between(t_a, t_b)}
+        if t_kill is not None:
+            rep["database_sessions"]["reconnect"] = waits.between(t_kill, t_c or time.monotonic())
         rep["initial_sync_timeline"] = timeline(shards, t_start, t_go)
         rep["initial_synced"] = rep["initial_sync_timeline"][-1][2]
         if t_kill is not None:
@@ -614,6 +661,10 @@ def summary(rep: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("reconnect: all synced after", f"{r['all_synced_after_s']} s (p50 {r['synced_after_p50_s']} s)"))
         q = r["request_reply"]
         rows.append(("reconnect: request p50/p99", f"{q['p50_ms']} / {q['p99_ms']} ms ({q['n']}, {q['unanswered']} unanswered)"))
+    for phase, w in rep.get("database_sessions", {}).items():
+        if w.get("samples"):
+            rows.append((f"database sessions ({phase})", f"{w['active_mean']} active, {w['lock_waits_mean']} waiting on "
+                         f"locks (max {w['lock_waits_max']}), {w['idle_in_transaction_mean']} idle in transaction"))
     rows.append(("errors", json.dumps(rep["errors"])))
     rows.append(("load average (1 min) at end", str(rep["load_avg_1m_at_end"])))
     return rows
