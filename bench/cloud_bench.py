@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bench import proc_cpu
 from bench.lightcase import LightCase, connect_all, light_cases
 from casecloud import registry
 from casecloud.runtime import Runtime, build
@@ -58,7 +59,7 @@ def tap_to_open(n: int = 200, fw_dir: Path | None = None, worker: str = "process
     broker and the cloud worker: its own process as deployed (worker="process"), or a thread of
     this process sharing the GIL with the bench's own threads ("thread"). fw_dir: another
     firmware tree (e.g. an older commit's) to compare."""
-    with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ("c1",), worker) as (rt, host, port, secrets):
+    with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ("c1",), worker) as (rt, host, port, secrets, _):
         with rt.sessions.begin() as s:
             registry.create_member(s, rt.hasher, rt.now(), card="04a1b2c3d4", status="trusted")
         sec = secrets["c1"]
@@ -181,14 +182,16 @@ def link_delivery(n: int = 300, fw_dir: Path | None = None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def worker_process(workdir: Path, host: str, port: int, **settings: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m casecloud --worker-only` on the database in workdir/data: one worker, as deployed."""
+def worker_process(workdir: Path, host: str, port: int, name: str = "worker", **settings: Any
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m casecloud --worker-only` on the database in workdir/data: one worker, as deployed.
+    Its log: workdir/<name>.log."""
     env = dict(os.environ, CASECLOUD_DATA_DIR=str(workdir / "data"), CASECLOUD_MQTT_HOST=host,
                CASECLOUD_MQTT_PORT=str(port), CASECLOUD_MQTT_USERNAME=WORKER_USER,
                CASECLOUD_MQTT_PASSWORD=WORKER_PASSWORD, CASECLOUD_ADMIN_TOKEN="t0ken",
                CASECLOUD_MQTT_CLIENT_ID="bench")
     env.update({f"CASECLOUD_{k.upper()}": str(v) for k, v in settings.items()})
-    log = (workdir / "worker.log").open("wb")
+    log = (workdir / f"{name}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "casecloud", "--worker-only"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
@@ -218,18 +221,27 @@ def worker_cloud(workdir: Path, ids: tuple[str, ...], *, database_url: str | Non
 
 
 @contextlib.contextmanager
-def _cloud(workdir: Path, ids: tuple[str, ...], worker: str) -> Iterator[tuple[Runtime, str, int, dict[str, Any]]]:
+def _cloud(workdir: Path, ids: tuple[str, ...], worker: str
+           ) -> Iterator[tuple[Runtime, str, int, dict[str, Any], int | None]]:
+    """Yields (runtime, broker host, port, the cases' secrets, the worker's pid or None)."""
     if worker == "thread":  # the worker in this process (shares the GIL with the simulated cases)
         with cloud_env(workdir, ids, **NO_LIMITS) as env:
-            yield env.rt, env.host, env.port, env.secrets
+            yield env.rt, env.host, env.port, env.secrets, None
         return
-    with worker_cloud(workdir, ids) as (rt, host, port, secrets, _proc):
-        yield rt, host, port, secrets
+    with worker_cloud(workdir, ids) as (rt, host, port, secrets, proc):
+        yield rt, host, port, secrets, proc.pid
 
 
-async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, rate: float | None
-                ) -> tuple[list[float], list[str], float]:
+async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, rate: float | None,
+                meter: CpuMeter | None = None, cards: list[str] | None = None) -> tuple[list[float], list[str], float]:
+    """cards: the trusted card each case taps (default: all the same, 0badge01)."""
     await connect_all(fakes, host, port)
+    with meter or contextlib.nullcontext():
+        return await _run_load(fakes, seconds, rate, cards or ["0badge01"] * len(fakes))
+
+
+async def _run_load(fakes: list[LightCase], seconds: float, rate: float | None, cards: list[str]
+                    ) -> tuple[list[float], list[str], float]:
     lat: list[float] = []
     errors: list[str] = []
     t_start = time.monotonic() + 0.2
@@ -247,7 +259,7 @@ async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, ra
             due += interval
             t0 = time.perf_counter()
             try:
-                rep = await f.request("req", {"t": "token", "tok": "0badge01", "src": "nfc"})
+                rep = await f.request("req", {"t": "token", "tok": cards[n], "src": "nfc"})
             except TimeoutError:
                 errors.append("timeout")
                 return
@@ -259,6 +271,56 @@ async def _load(fakes: list[LightCase], host: str, port: int, seconds: float, ra
     elapsed = time.monotonic() - t_start
     await asyncio.gather(*(f.close() for f in fakes))
     return lat, errors, elapsed
+
+
+class CpuMeter:
+    """CPU seconds per component over a run, from /proc (bench/proc_cpu.py): each worker process's
+    event loop (its main thread: MQTT, asyncio, shedding, publishing) apart from its other threads
+    (deciding: checks, policy, database), the broker, PostgreSQL's server tree when given, and this
+    process (the load generator)."""
+
+    def __init__(self, workers: list[int], broker: int | None, postgres: int | None = None) -> None:
+        self.workers, self.broker, self.postgres = workers, broker, postgres
+
+    def _read(self) -> dict[str, float]:
+        out: dict[str, float] = {"loadgen": time.process_time()}
+        for n, pid in enumerate(self.workers):
+            th = proc_cpu.threads(pid)
+            out[f"worker{n}_loop"] = th.pop(pid, 0.0)
+            out[f"worker{n}_decide"] = sum(th.values())
+        if self.broker:
+            out["broker"] = proc_cpu.process(self.broker)
+        if self.postgres:
+            out["postgres"] = proc_cpu.tree(self.postgres)
+        return out
+
+    def __enter__(self) -> CpuMeter:
+        self._t0, self._c0 = time.monotonic(), self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        c1 = self._read()
+        self.elapsed = time.monotonic() - self._t0
+        self.cpu = {k: round(c1[k] - self._c0[k], 2) for k in c1}
+
+    def figures(self, answered: int) -> dict[str, Any]:
+        """CPU seconds per component, and per 1,000 answered requests; the loop's share of each
+        worker's CPU."""
+        out: dict[str, Any] = {f"cpu_s_{k}": v for k, v in self.cpu.items()}
+        if answered:
+            out.update({f"cpu_s_per_1000_{k}": round(v * 1000 / answered, 3) for k, v in self.cpu.items()})
+        for n in range(len(self.workers)):
+            loop, dec = self.cpu[f"worker{n}_loop"], self.cpu[f"worker{n}_decide"]
+            out[f"worker{n}_loop_share"] = round(loop / (loop + dec), 2) if loop + dec else None
+        return out
+
+
+def broker_pid(workdir: Path) -> int | None:
+    """The benches' Mosquitto (tests/cloud/conftest.start_mosquitto writes its pid beside its log)."""
+    try:
+        return int((workdir / "broker" / "mosquitto.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def throughput(cases: int = 40, seconds: float = 10.0, *, rate: float | None = None,
@@ -274,14 +336,16 @@ def throughput(cases: int = 40, seconds: float = 10.0, *, rate: float | None = N
     "thread" runs it inside this process, where it shares the GIL with the simulated cases.
     """
     ids = tuple(f"t{i}" for i in range(cases))
-    with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ids, worker) as (rt, host, port, secrets):
+    with tempfile.TemporaryDirectory() as d, _cloud(Path(d), ids, worker) as (rt, host, port, secrets, pid):
         with rt.sessions.begin() as s:
             registry.create_member(s, rt.hasher, rt.now(), card="0badge01", status="trusted")
         fakes = light_cases(secrets, ids)
-        lat, errors, elapsed = asyncio.run(_load(fakes, host, port, seconds, rate))
+        meter = CpuMeter([pid] if pid else [], broker_pid(Path(d)))
+        lat, errors, elapsed = asyncio.run(_load(fakes, host, port, seconds, rate, meter))
     return {"cases": cases, "worker": worker, "offered_per_s": rate, "verifications": len(lat),
             "per_second": round(len(lat) / elapsed, 1), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-            "p99_ms": pct(lat, 99), "mean_ms": round(statistics.mean(lat), 1), "errors": len(errors)}
+            "p99_ms": pct(lat, 99), "mean_ms": round(statistics.mean(lat), 1), "errors": len(errors),
+            **meter.figures(len(lat))}
 
 
 if __name__ == "__main__":

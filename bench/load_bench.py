@@ -11,6 +11,8 @@ recovers), on loopback with a real Mosquitto and one worker process (`python -m 
 - outage: 40 cases on PostgreSQL each send a request and an event batch a second; the server is
   stopped for 10 s and started again. Events lost (sent and never acknowledged), requests
   answered, requests the cases gave up on, and the worker's log bytes during the outage.
+- scaling: one worker against two on a shared subscription over PostgreSQL (closed loop): the
+  throughput ratio and CPU seconds per 1,000 answered per component (`scaling`).
 
 Run: `.venv/bin/python -m bench.load_bench` (from the repository root).
 """
@@ -27,13 +29,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from bench.cloud_bench import _load, pct, worker_cloud
+from bench.cloud_bench import (
+    NO_LIMITS,
+    CpuMeter,
+    _load,
+    broker_pid,
+    pct,
+    worker_cloud,
+    worker_process,
+)
 from bench.lightcase import LightCase, connect_all, light_cases
+from casecloud import broker as brokerfiles
 from casecloud import registry
 from casecloud.models import Event
-from casecloud.runtime import Runtime
+from casecloud.runtime import Runtime, build
+from casecloud.settings import Settings
+from tests.cloud.conftest import start_mosquitto
 from tests.cloud.pgserver import PgServer
 
 TAP = {"t": "token", "tok": "0badge01", "src": "nfc"}
@@ -209,6 +223,60 @@ def db_outage(outage_s: float = 10.0, cases: int = 40, before_s: float = 3.0, af
             "tracebacks": text.count("Traceback")}
 
 
+def scaling(cases: int = 80, seconds: float = 8.0, stores: int = 10) -> dict[str, Any]:
+    """One worker against two on a shared subscription, over PostgreSQL (docs/cloud.md "Scaling
+    out"): closed-loop token verifications from `cases` LightCases spread over `stores` stores,
+    each case tapping its own trusted member's card (one store and one member for all would make
+    their rate-counter rows, which every batch updates, the bottleneck: no fleet has that), each
+    configuration on a fresh database of the same server. Per configuration: answered/s, p50/p99, and CPU seconds per 1,000
+    answered per component (each worker's event loop and deciding threads, the broker, PostgreSQL's
+    server and backends, the load generator); and the throughput ratio of two to one. The server
+    is the tests' throwaway cluster (tests/cloud/pgserver.py: fsync off), so its commits cost CPU
+    but no disk wait."""
+    out: dict[str, Any] = {}
+    where = [(f"s{i % stores}", f"t{i}") for i in range(cases)]
+    with PgServer.start() as pg:
+        postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+        for n in (1, 2):
+            with tempfile.TemporaryDirectory() as d:
+                out[f"workers_{n}"] = _shared(Path(d), pg.url(pg.create_database()), where, n, seconds, postmaster)
+    one, two = out["workers_1"]["per_second"], out["workers_2"]["per_second"]
+    out["ratio_2_to_1"] = round(two / one, 2) if one else None
+    return out
+
+
+def _shared(workdir: Path, url: str, where: list[tuple[str, str]], workers: int, seconds: float, postmaster: int
+            ) -> dict[str, Any]:
+    rt = build(Settings(data_dir=workdir / "data", admin_token=SecretStr("t0ken"), database_url=url))
+    secrets: dict[str, registry.CaseSecrets] = {}
+    try:
+        with rt.sessions.begin() as s:
+            for store in sorted({st for st, _ in where}):
+                registry.create_store(s, store, rt.now())
+            for store, case in where:
+                secrets[case] = registry.register_case(s, store, case, rt.now())[1]
+                registry.create_member(s, rt.hasher, rt.now(), card=f"c{case}", status="trusted")
+    finally:
+        rt.close()
+    logins = [(f"worker.b{n}", f"bench-worker-{n}-secret") for n in range(workers)]
+    entries = [(u, brokerfiles.password_hash(pw)) for u, pw in logins]
+    entries += [(c.mqtt_username, brokerfiles.password_hash(c.mqtt_password)) for c in secrets.values()]
+    acl = brokerfiles.acl_file(where, [u for u, _ in logins])
+    with contextlib.ExitStack() as stack:
+        host, port = stack.enter_context(start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries),
+                                                         acl=acl))
+        procs = [stack.enter_context(worker_process(workdir, host, port, name=user, database_url=url,
+                                                    mqtt_username=user, mqtt_password=pw, mqtt_client_id=user,
+                                                    mqtt_share_group="bench", **NO_LIMITS))
+                 for user, pw in logins]
+        meter = CpuMeter([p.pid for p in procs], broker_pid(workdir), postmaster)
+        fakes = [LightCase(st, c, bytes.fromhex(secrets[c].key_hex), secrets[c].mqtt_username,
+                           secrets[c].mqtt_password) for st, c in where]
+        lat, errors, elapsed = asyncio.run(_load(fakes, host, port, seconds, None, meter, [f"c{c}" for _, c in where]))
+    return {"per_second": round(len(lat) / elapsed, 1), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "errors": len(errors), **meter.figures(len(lat))}
+
+
 def main() -> dict[str, Any]:
     cap = capacity()
     capacity_per_s = cap["per_second"]
@@ -216,6 +284,9 @@ def main() -> dict[str, Any]:
     for factor in (1.5, 2.4):
         out[f"overload_{factor}x"] = overload(factor, capacity_per_s)
     out["db_outage"] = db_outage()
+    sc = scaling()
+    out["scaling"] = {"ratio_2_to_1": sc.pop("ratio_2_to_1"),
+                      **{f"{cfg}_{k}": v for cfg, res in sc.items() for k, v in res.items()}}
     return out
 
 
@@ -225,3 +296,4 @@ if __name__ == "__main__":
     for factor in (1.5, 2.4):
         print(f"overload_{factor}x", overload(factor, cap["per_second"]), flush=True)
     print("db_outage", db_outage(), flush=True)
+    print("scaling", scaling(), flush=True)
