@@ -72,8 +72,8 @@ def read_gauges(sessions: sessionmaker[Session]) -> None:
         total, online, synced = s.execute(select(
             func.count(), func.count().filter(Case.online.is_(True)), func.count().filter(Case.synced.is_(True))
         ).select_from(Case)).one()
-        open_by_kind = dict(s.execute(select(Alert.kind, func.count()).where(Alert.state != "resolved")
-                                      .group_by(Alert.kind)).tuples().all())
+        open_by_kind: dict[str, int] = {kind: n for kind, n in s.execute(
+            select(Alert.kind, func.count()).where(Alert.state != "resolved").group_by(Alert.kind))}
     metrics.CASES.labels("registered").set(total)
     metrics.CASES.labels("online").set(online)
     metrics.CASES.labels("synced").set(synced)
