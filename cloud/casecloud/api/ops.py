@@ -24,6 +24,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response
@@ -63,7 +64,7 @@ class DatabaseProbe:
     def _check(self) -> None:
         if self._sqlite is not None:
             # mode=rw: a missing file is an error here, not a new empty database
-            conn = sqlite3.connect(f"file:{self._sqlite}?mode=rw", uri=True, timeout=self._timeout)
+            conn = sqlite3.connect(f"file:{quote(str(self._sqlite))}?mode=rw", uri=True, timeout=self._timeout)
             try:
                 conn.execute("SELECT 1 FROM alembic_version").fetchall()
             finally:
