@@ -20,7 +20,9 @@ happens: worker.py, batch.py, backpressure.py, alertdelivery.py, policy.py, supe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +70,11 @@ SMS = Counter("casecloud_sms", "One-time codes texted, by outcome (sent, failed)
 LOYALTY_FAILURES = Counter("casecloud_loyalty_failures", "Loyalty lookups that failed (the retailer's "
                            "webhook down or answering nonsense): the shopper was told unavailable")
 TASK_RESTARTS = Counter("casecloud_task_restarts", "Supervised tasks restarted after an exception", ["task"])
+HTTP = Counter("casecloud_http_requests", "HTTP requests answered, by method, route (its template, "
+               "e.g. /v1/admin/cases/{case_id}) and status code", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("casecloud_http_request_seconds", "HTTP requests from arrival to the last byte "
+                         "of the answer, by route (a live stream's is its whole length)", ["route"],
+                         buckets=_LATENCY)
 TASK_UP = Gauge("casecloud_task_up", "1 while a supervised task runs (and has its broker link, if any)",
                 ["task"])
 
@@ -110,3 +117,39 @@ def taken(topics: Iterable[str]) -> None:
 def batch(n: int, seconds: float) -> None:
     BATCH_SIZE.observe(n)
     DECISION.observe(seconds)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class HttpMetrics:
+    """ASGI middleware: each HTTP request counted by method, route template and status, and timed.
+    Labels from the route's template, never the path itself (ids would make a series each), and
+    any other method is `other`: what a client sends cannot grow the number of series."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the server answers if the app raised before starting its answer
+
+        async def send_seen(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_seen)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            HTTP.labels(method if method in _METHODS else "other", route, str(status)).inc()
+            HTTP_SECONDS.labels(route).observe(time.perf_counter() - t0)

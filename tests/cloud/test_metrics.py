@@ -120,6 +120,15 @@ def test_metrics_move_during_an_end_to_end_run(tmp_path: Path, broker: tuple[str
     assert moved(after_a, before_a, "casecloud_requests_total", kind="app", outcome="allow", reason="") == 1
     assert sample(after_a, "casecloud_requests_total", kind="phone", outcome="challenge", reason="") == 0
     assert sample(after_a, "casecloud_task_up", task="command sender") == 1
+    # HTTP by route template and status, in each process
+    assert moved(after_a, before_a, "casecloud_http_requests_total", method="POST", route="/v1/app/unlock",
+                 status="200") == 1
+    assert sample(after_a, "casecloud_http_requests_total", method="GET", route="/metrics", status="401") == 4
+    assert sample(after_a, "casecloud_http_requests_total", method="POST", route="/v1/admin/cases",
+                  status="201") == 1
+    assert moved(after_a, before_a, "casecloud_http_request_seconds_count", route="/v1/app/unlock") == 1
+    assert sample(after_w, "casecloud_http_requests_total", method="GET", route="/readyz", status="200") >= 1
+    assert not [k for k in after_a if k[0] == "casecloud_http_requests_total" and "c1" in dict(k[1])["route"]]
 
 
 class BrokenSms:

@@ -36,6 +36,7 @@ from casecloud.commands import Commander
 from casecloud.console import install as install_console
 from casecloud.console import running as console_running
 from casecloud.logs import RequestIds
+from casecloud.metrics import HttpMetrics
 from casecloud.runtime import Runtime
 from casecloud.supervise import Supervised
 
@@ -78,5 +79,6 @@ def create_app(rt: Runtime, commander: Commander | None = None, watch: Sequence[
     app.include_router(releases.router)  # over-the-air releases and rollouts (docs/ota.md)
     app.include_router(analytics.router)  # store analytics (docs/analytics.md)
     install_console(app)
+    app.add_middleware(HttpMetrics)  # counted and timed by route (metrics.py)
     app.add_middleware(RequestIds)  # each request's id in its log lines and its answer (logs.py)
     return app

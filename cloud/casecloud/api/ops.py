@@ -178,5 +178,6 @@ def ops_app(rt: Runtime, tasks: Sequence[Supervised]) -> FastAPI:
     app.state.rt = rt
     app.state.services = Services(rt, None, None, list(tasks))
     app.include_router(router)
+    app.add_middleware(metrics.HttpMetrics)
     return app
 
