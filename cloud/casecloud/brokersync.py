@@ -150,10 +150,10 @@ class BrokerSync:
 
 
 def main() -> None:
-    from casecloud import db
+    from casecloud import db, logs
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(settings.log_level)  # the same JSON lines as the service's (docs/operations.md)
     if settings.broker_dir is None:
         raise SystemExit("set CASECLOUD_BROKER_DIR (and CASECLOUD_BROKER_PID_FILE) to the broker's files")
     engine = db.make_engine(settings.db_url)
