@@ -22,7 +22,7 @@ _MAX_KEYS_PER_STEP = const(4)
 _TONES = {"granted": "success", "denied": "failure", "lockout": "failure"}
 # Alarms sound a pattern of their own, repeated for at most alarm_s, until the cause ends.
 _ALARMS = {"forced": "alarm", "tamper": "alarm", "held_open": "reminder"}
-_ALARM_ENDS = ("closed", "tamper_cleared", "tamper_reset")
+_ALARM_ENDS = const(("closed", "tamper_cleared", "tamper_reset"))
 
 
 class App:

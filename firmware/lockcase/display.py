@@ -2,11 +2,13 @@
 # app asked for and what the hardware holds apart, and sends only rows that differ: on an I2C
 # LCD a full redraw is ~70 bus transactions, too slow to do on every keypress.
 
-KINDS = ("lcd1602", "lcd2004", "ssd1306", "none")
+from lockcase.compat import const
+
+_KINDS = const(("lcd1602", "lcd2004", "ssd1306", "none"))
 
 # Addresses tried in order when none is given: PCF8574T / PCF8574AT backpacks, SSD1306 SA0=0/1.
-_LCD_ADDRS = (0x27, 0x3F)
-_OLED_ADDRS = (0x3C, 0x3D)
+_LCD_ADDRS = const((0x27, 0x3F))
+_OLED_ADDRS = const((0x3C, 0x3D))
 
 
 class DisplayMissing(Exception):
@@ -113,4 +115,4 @@ def make_display(kind, i2c, addr=None):
         return _open(kind, i2c, (addr,) if addr is not None else _OLED_ADDRS)
     if kind in ("lcd1602", "lcd2004"):
         return _open(kind, i2c, (addr,) if addr is not None else _LCD_ADDRS)
-    raise ValueError("display kind must be one of " + ", ".join(KINDS))
+    raise ValueError("display kind must be one of " + ", ".join(_KINDS))

@@ -36,7 +36,7 @@ _HASH_QUIET_MS = const(3000)
 _STAFF = (SF, SL, SS, "lockout_after", "lockout_base_s")
 _SHOP = (PF, PL, PS, "phone_lockout_after", "phone_lockout_s")
 
-_STAFF_OPEN = ("Staff: open", "the door")
+_STAFF_OPEN = const(("Staff: open", "the door"))
 _ALERTS = {
     "released": ("Open the door", ""),
     "forced": ("Close the door", "Alarm sent"),

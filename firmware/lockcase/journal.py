@@ -33,7 +33,7 @@ from lockcase.compat import const, epoch
 from lockcase.events import JOURNALED
 
 _MAGIC = const(0xA55A)
-_HDR = "<HHHII"  # magic, kind, payload length, id, crc32 of header[:10] + payload
+_HDR = const("<HHHII")  # magic, kind, payload length, id, crc32 of header[:10] + payload
 _HDR_LEN = const(14)
 _EVENT = const(1)
 _OVERFLOW = const(2)

@@ -31,7 +31,7 @@ COUNTRY = "Country?"
 # NZ: 02x is mobile except 024 (Scott Base), 025 (closed) and 026 (paging).
 # MX: since 2019 every number is 10 digits, dialled with no prefix, mobile or not.
 # BR: two-digit area code (no zero digit) + 9 + 8 digits; 90x is kept for collect calls.
-_TABLE = (
+_TABLE = const(
     "\nUS 1 1 3,3,4 :10 0,1,?11,???0,???1,????11 800,833,844,855,866,877,888,900"
     "\nCA 1 1 3,3,4 :10 0,1,?11,???0,???1,????11 800,833,844,855,866,877,888,900"
     "\nGB 44 0 4,6 71,72,73,74,75,77,78,79,7624:10 0 -"

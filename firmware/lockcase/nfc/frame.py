@@ -4,7 +4,7 @@
 # a FrameError: a reader that sends garbage must never reach the credential logic.
 from lockcase.compat import const
 
-HOST = const(0xD4)  # TFI, host controller -> PN532
+_HOST = const(0xD4)  # TFI, host controller -> PN532
 _CHIP = const(0xD5)  # TFI, PN532 -> host controller
 _ERR_TFI = const(0x7F)  # the syntax error frame's "TFI"
 
@@ -60,7 +60,7 @@ class WrongChip(NfcError):
 
 # Status codes (UM0701-02 table 7-1) that describe the RF exchange with a card: the card left the
 # field or answered badly. The reader is fine when it reports these.
-_RF_CODES = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0B, 0x13, 0x14, 0x29, 0x2A, 0x2B)
+_RF_CODES = const((0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0B, 0x13, 0x14, 0x29, 0x2A, 0x2B))
 
 
 def rf_error(code):
@@ -80,9 +80,9 @@ def encode(buf, cmd, params=None):
     buf[2] = 0xFF
     buf[3] = ln
     buf[4] = (-ln) & 0xFF
-    buf[5] = HOST
+    buf[5] = _HOST
     buf[6] = cmd
-    s = HOST + cmd
+    s = _HOST + cmd
     for i in range(n):
         b = params[i]
         buf[7 + i] = b

@@ -40,15 +40,15 @@ _RESET_MS = const(20)
 _IRQ_MS = const(4)  # how often a listen looks at the IRQ line: a GPIO read, no bus traffic
 
 # Mode normal (SAM unused), virtual-card timeout 1 s, and drive P70_IRQ.
-_SAM_NORMAL = b"\x01\x14\x01"
+_SAM_NORMAL = const(b"\x01\x14\x01")
 # CfgItem 5, MaxRetries: MxRtyATR default, MxRtyPSL 1, MxRtyPassiveActivation 2. The default
 # (0xFF) makes InListPassiveTarget wait forever for a card; 2 makes it answer "none" in ms.
-_RETRIES = b"\x05\xff\x01\x02"
+_RETRIES = const(b"\x05\xff\x01\x02")
 # The same with MxRtyPassiveActivation 0xFF: InListPassiveTarget answers only when a card came.
-_RETRIES_FOREVER = b"\x05\xff\x01\xff"
-_FIELD_OFF = b"\x01\x00"  # CfgItem 1, RF field: AutoRFCA off, RF off
-_LIST_ONE_A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
-_RELEASE_ALL = b"\x00"
+_RETRIES_FOREVER = const(b"\x05\xff\x01\xff")
+_FIELD_OFF = const(b"\x01\x00")  # CfgItem 1, RF field: AutoRFCA off, RF off
+_LIST_ONE_A = const(b"\x01\x00")  # MaxTg 1, BrTy 106 kbps type A
+_RELEASE_ALL = const(b"\x00")
 
 
 def _bus_error(exc):

@@ -9,14 +9,14 @@ from lockcase.compat import const
 from lockcase.nfc.frame import FrameError
 
 # Proprietary AID (category F): F0 "LOCKCASE" 01.
-AID = b"\xf0LOCKCASE\x01"
-SELECT = b"\x00\xa4\x04\x00" + bytes((len(AID),)) + AID + b"\x00"
-_GET_TOKEN = b"\x80\x10\x00\x00"
+_AID = const(b"\xf0LOCKCASE\x01")
+SELECT = b"\x00\xa4\x04\x00" + bytes((len(_AID),)) + _AID + b"\x00"
+_GET_TOKEN = const(b"\x80\x10\x00\x00")
 _SW_OK = const(0x9000)
 _SW_NOT_READY = const(0x6985)  # the app is there but has no token to give (signed out, locked)
 
 _TOKEN_MAX = const(64)
-_PREFIX = b"lockcase:"
+_PREFIX = const(b"lockcase:")
 _NTAG_READ = const(0x30)
 _CC_PAGE = const(3)
 NDEF_MAX = const(96)  # bytes of the tag's data area read at most
