@@ -294,7 +294,9 @@ def provision(
         "--wifi-ssid", help="Wi-Fi network (password from CASECTL_WIFI_PASSWORD, or asked for).")] = None,
     ca: Annotated[Path | None, typer.Option("--ca", help="Broker CA certificate (PEM or DER) for TLS.")] = None,
     ota_key: Annotated[Path | None, typer.Option(
-        "--ota-key", help="The fleet's release public key file (.pub) for over-the-air updates (default: the cloud's).")] = None,
+        "--ota-key", help="The fleet's release public key file (.pub): the case takes releases signed with it.")] = None,
+    ota_key_fingerprint: Annotated[str | None, typer.Option(
+        "--ota-key-fingerprint", help="Or the cloud's release key, if its fingerprint starts with this (16+ hex).")] = None,
     cloud: CloudUrl = DEFAULT_CLOUD,
     token_file: TokenFile = None,
     create_store: Annotated[bool, typer.Option("--create-store", help="Create the store if missing.")] = False,
@@ -343,6 +345,7 @@ def provision(
         from casectl.release import read_public
 
         opts.ota_key = read_public(ota_key)
+    opts.ota_key_fingerprint = ota_key_fingerprint
     steps: list[str] = []
     with out.progress() as p, _cloud(cloud, token_file) as cl:
         task = p.add_task("connecting to the device", total=None)
@@ -372,6 +375,8 @@ def provision(
         t.add_row("self-test", "[green]passed[/]" if report.selftest.get("ok") else "[red]failed[/]")
     t.add_row("label", f"{report.label_png}, {report.label_svg}")
     t.add_row("app link", report.link)
+    t.add_row("updates", f"signed releases over the air (release key {report.ota_key[:16]}...)" if report.ota_key
+              else "[yellow]none over the air[/] (no --ota-key or --ota-key-fingerprint)")
     out.out.print(t)
     out.out.print(f"[green]provisioned[/] in {report.seconds:.1f} s; "
                   + ("the case is online with its new config" if report.online

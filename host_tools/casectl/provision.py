@@ -120,8 +120,11 @@ class Options:
     label_dir: Path = Path("labels")
     link_template: str = DEFAULT_LINK
     # The fleet's release public key (64 hex), written as the case's ota_key so it takes signed
-    # releases over the air (docs/ota.md). None: the cloud's (GET /v1/admin/releases/key), if any.
+    # releases over the air (docs/ota.md): given here (--ota-key FILE), or the cloud's key that
+    # matches ota_key_fingerprint (pinned on the command line). Never the cloud's key alone: a
+    # cloud that could choose the key a case trusts could sign its firmware. Neither: no ota_key.
     ota_key: str | None = None
+    ota_key_fingerprint: str | None = None
 
     def __repr__(self) -> str:
         return f"Options(store={self.store!r}, case={self.case!r}, <secrets hidden>)"
@@ -145,6 +148,7 @@ class Report:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     online: bool | None = None  # None: not waited for (--online-timeout 0)
+    ota_key: str | None = None  # the release public key written (public), None: no over-the-air updates
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,10 +316,10 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
     check_id("case", opts.case)
     say("checking the cloud")
     cloud.stores()  # reachable, and the token works, before anything changes anywhere
-    if opts.ota_key is None:  # the fleet's release key, as the cloud checks uploads with it
-        from casectl.release_cloud import release_key
+    if opts.ota_key is None and opts.ota_key_fingerprint:
+        from casectl.release_cloud import pinned_key
 
-        opts.ota_key = release_key(cloud)
+        opts.ota_key = pinned_key(cloud, opts.ota_key_fingerprint)
     mark("cloud_checked")
 
     say("checking the device")
@@ -377,7 +381,7 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
         mark("online")
     report = Report(case=opts.case, store=opts.store, board=board, firmware=str(man.get("version")),
                     cloud=cloud.url, broker=f"{sec.mqtt_host}:{sec.mqtt_port}", key_version=sec.key_version,
-                    rotated=rotated, config_bytes=n, selftest=result, label_png=str(label.png),
+                    rotated=rotated, config_bytes=n, selftest=result, label_png=str(label.png), ota_key=opts.ota_key,
                     label_svg=str(label.svg), link=link, seconds=round(time.monotonic() - t0, 3), timings=marks,
                     online=online)
     if result is not None and not result.get("ok"):

@@ -80,6 +80,11 @@ def public_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
+def fingerprint(public: str) -> str:
+    """sha256 of the raw public key, hex: what a technician pins (its first 16 digits are shown)."""
+    return hashlib.sha256(bytes.fromhex(public)).hexdigest()
+
+
 def load_private(path: Path) -> Ed25519PrivateKey:
     try:
         data = path.read_bytes()

@@ -51,11 +51,14 @@ def keygen(
     from casectl import release
 
     priv, pub_path, pub = release.keygen(out_dir, name, force=force)
+    fp = release.fingerprint(pub)[:16]
     if out.json_mode:
-        out.document({"ok": True, "private_key": str(priv), "public_key_file": str(pub_path), "public_key": pub})
+        out.document({"ok": True, "private_key": str(priv), "public_key_file": str(pub_path), "public_key": pub,
+                      "fingerprint": fp})
         return
     out.out.print(f"private key [bold]{priv}[/] (mode 0600: keep it off the cloud, back it up offline)")
     out.out.print(f"public key  [bold]{pub_path}[/]: {pub}")
+    out.out.print(f"fingerprint [bold]{fp}[/] (provision with --ota-key {pub_path} or --ota-key-fingerprint {fp})")
     out.out.print("next: put the public key in the cloud's settings, e.g. "
                   f"CASECLOUD_RELEASE_KEYS='[\"{pub}\"]', and restart it")
 

@@ -10,18 +10,30 @@ from collections.abc import Callable
 from typing import Any
 
 from casectl.cloudapi import Cloud
-from casectl.errors import CloudError
-from casectl.release import Release
+from casectl.errors import CloudError, Usage
+from casectl.release import Release, fingerprint
 
 
-def release_key(cloud: Cloud) -> str | None:
-    """The fleet's current release public key (64 hex), or None when the cloud has none (or is
-    older than releases: then the case simply takes no over-the-air updates)."""
+def release_keys(cloud: Cloud) -> list[str]:
+    """The release public keys the cloud checks uploads with (64 hex each, newest first); none
+    from a cloud that has none, or is older than releases."""
     r = cloud._req("GET", "/v1/admin/releases/key")
     if r.status_code == 404:
-        return None
-    key = cloud._ok(r, "reading the release key")["key"]
-    return str(key) if key else None
+        return []
+    return [str(k) for k in cloud._ok(r, "reading the release keys")["keys"]]
+
+
+def pinned_key(cloud: Cloud, pin: str) -> str:
+    """The cloud's release key whose fingerprint starts with `pin` (the technician's, from
+    `casectl release keygen`): the cloud may say which key, never choose it."""
+    pin = pin.strip().lower()
+    if len(pin) < 16 or any(c not in "0123456789abcdef" for c in pin):
+        raise Usage("--ota-key-fingerprint: at least 16 hex digits, as `casectl release keygen` prints them")
+    for k in release_keys(cloud):
+        if fingerprint(k).startswith(pin):
+            return k
+    raise Usage(f"the cloud has no release key with fingerprint {pin}",
+                "check the fingerprint, or pass the key itself: --ota-key release.pub")
 
 
 def publish(cloud: Cloud, rel: Release, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     doc = r.json()
     priv, pub = Path(doc["private_key"]), Path(doc["public_key_file"])
     assert "PRIVATE" not in r.all and priv.read_text() not in r.all
+    assert doc["fingerprint"] == release.fingerprint(doc["public_key"])[:16]
     return priv, pub, doc["public_key"]
 
 
@@ -151,13 +152,30 @@ def test_publish_rollout_status_halt(cloud: CloudServer, keys: tuple[Path, Path,
         assert raw.hex() not in res.all and "PRIVATE KEY" not in res.all
 
 
-def test_provision_writes_the_fleets_release_key_as_ota_key(deployed: SimDevice, cloud: CloudServer,
-                                                            keys: tuple[Path, Path, str], tmp_path: Path) -> None:
-    cloud.rt.settings.release_keys = [keys[2]]
-    r = provision(deployed, cloud, tmp_path, "--no-selftest")
+def test_provision_writes_the_cloud_key_only_when_it_matches_the_pinned_fingerprint(
+        deployed: SimDevice, cloud: CloudServer, keys: tuple[Path, Path, str], tmp_path: Path) -> None:
+    other = crypto_key()
+    cloud.rt.settings.release_keys = [other, keys[2]]
+    fp = release.fingerprint(keys[2])[:16]
+    # a cloud's key alone is never taken: without a pin or a key file, no ota_key
+    plain = provision(deployed, cloud, tmp_path, "--no-selftest", "--json")
+    assert plain.code == 0, plain.all
+    assert plain.json()["ota_key"] is None
+    deployed.wait_firmware()
+    assert "ota_key" not in device_config(deployed)
+    # a pin that matches none of the cloud's keys is refused before anything changes
+    wrong = provision(deployed, cloud, tmp_path, "--no-selftest", "--force", "--ota-key-fingerprint", "0" * 16)
+    assert wrong.code == 2 and "no release key with fingerprint" in wrong.err
+    r = provision(deployed, cloud, tmp_path, "--no-selftest", "--force", "--ota-key-fingerprint", fp)
     assert r.code == 0, r.all
     deployed.wait_firmware()
     assert device_config(deployed)["ota_key"] == keys[2]
+
+
+def crypto_key() -> str:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return release.public_hex(Ed25519PrivateKey.generate())
 
 
 def test_provision_takes_the_key_from_a_pub_file_too(keys: tuple[Path, Path, str], tmp_path: Path) -> None:
