@@ -255,19 +255,12 @@ class Handler:
                     sums += [("case", case.id, n_case), ("store", store.id, n_store)]
                 rates.seed(s, sums)
             windows: dict[str, _Window] = {}
-            for i, ((topic, payload), p) in enumerate(zip(msgs, pre, strict=True)):
+            checked: dict[int, tuple[Case, _Window, int, dict[str, Any]]] = {}  # index -> case, window, rx, body
+            for i, ((topic, _payload), p) in enumerate(zip(msgs, pre, strict=True)):  # the checks, in order
                 if isinstance(p, str):
                     rejected.append((p, topic))
                     continue
-                if isinstance(p, codec.Topic):  # presence: a hint, not signed
-                    case = cases.get(p.case)
-                    if case is not None and case.store_id == p.store:
-                        case.online = payload.strip() == b"online"
-                        if not case.online:
-                            case.synced = False  # gone: its next connection greets anew
-                        else:
-                            rt.policy.alerts.resolve(s, case.store_id, case.id, ("offline",), now, "case: online")
-                        case.last_seen = now
+                if isinstance(p, codec.Topic):  # presence: a hint, not signed (below)
                     continue
                 case = cases.get(p.topic.case)
                 if case is None or case.store_id != p.topic.store:
@@ -286,6 +279,22 @@ class Handler:
                     continue
                 w.rx, w.mask = rx, mask
                 w.accepted = True
+                checked[i] = (case, w, rx, body)
+            self._prefetch(s, checked)
+            for i, ((_topic, payload), p) in enumerate(zip(msgs, pre, strict=True)):  # the decisions, in order
+                if isinstance(p, codec.Topic):
+                    case = cases.get(p.case)
+                    if case is not None and case.store_id == p.store:
+                        case.online = payload.strip() == b"online"
+                        if not case.online:
+                            case.synced = False  # gone: its next connection greets anew
+                        else:
+                            rt.policy.alerts.resolve(s, case.store_id, case.id, ("offline",), now, "case: online")
+                        case.last_seen = now
+                    continue
+                if (got := checked.get(i)) is None or isinstance(p, str):
+                    continue
+                case, w, rx, body = got
                 if p.topic.kind == "req" and (due := dl[i]) is not None:
                     over = rt.clock() - due
                     if i in late or over + ahead > 0:  # its case has given up: no decision, no count
@@ -294,7 +303,7 @@ class Handler:
                         late_now += 1
                         continue
                     decided.append(i)
-                w.replies += fx.message(i, stores[case.store_id], case, w.rx, p.topic.kind, body)
+                w.replies += fx.message(i, stores[case.store_id], case, rx, p.topic.kind, body)
             db.insert_ignore(s, _EVENTS, fx.events, ("case_id", "event_id"))
             # one order for every worker: no deadlock between them
             # the version read (or bumped to, desired.on_refused): a change since redoes the batch
@@ -347,6 +356,18 @@ class Handler:
                 continue
             d.ready[i].append(Out(topic, payload))
         return d
+
+    def _prefetch(self, s: Session, checked: dict[int, tuple[Case, _Window, int, dict[str, Any]]]) -> None:
+        """The cards and app tokens the batch's requests name, in one query, and their members'
+        rate windows in one more, for the policy to read from the transaction's caches: a batch of
+        requests with different cards costs what one does (docs/cloud.md)."""
+        prefetch = getattr(self.rt.policy.loyalty, "prefetch", None)
+        toks = [(b["tok"][:128], b["src"]) for _, _, _, b in checked.values() if b["t"] == "token"]
+        if prefetch is None or not toks:
+            return
+        members = prefetch(s, toks)
+        if members:
+            self.rt.policy.rates.prefetch_keys(s, "member", [m.id for m in members])
 
     def _key(self, s: Session, case: Case) -> bytes:
         """The case's key, opened once per sealed value (a tenth of a message's checks otherwise):

@@ -81,6 +81,18 @@ def test_a_batch_of_card_requests_costs_what_one_does(rt: Runtime, sims: list[Si
     assert seen == ["SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"], seen
 
 
+def test_a_batch_of_requests_with_different_cards_costs_what_one_does(rt: Runtime, sims: list[Sim]) -> None:
+    with rt.sessions.begin() as s:  # each case's shopper with a card of their own, one unknown
+        for n in range(len(sims) - 1):
+            registry.create_member(s, rt.hasher, rt.now(), card=f"0c{n:06x}", status="trusted")
+    h = Handler(rt)
+    seen, d = _statements(rt, h, [sim.token(f"0c{n:06x}") for n, sim in enumerate(sims)])
+    assert [sim.open(r)[0]["t"] for sim, r in zip(sims, d.ready, strict=True)] == ["allow"] * 9 + ["deny"]
+    # the members of every card looked up at once, and their rate windows at once (before: two
+    # statements a card)
+    assert seen == ["SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"], seen
+
+
 # --- when a commit is on disk (SQLite) ------------------------------------------------------------
 
 @pytest.fixture

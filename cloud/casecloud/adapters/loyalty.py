@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 import httpx
@@ -55,15 +55,38 @@ class BuiltinLoyalty:
         app = src == "app"
         h = self._h.token(token)
         # A batch of requests often names one card many times: look it up once per transaction.
-        cache: dict[tuple[bool, str], Member] = db.scratch(s).setdefault("members_by_token", {})
-        m = cache.get((app, h))
-        if m is not None and m in s and (m.app_token_hash if app else m.card_hash) == h:
-            return m
+        cache: dict[tuple[bool, str], Member | None] = db.scratch(s).setdefault("members_by_token", {})
+        if (app, h) in cache:
+            m = cache[(app, h)]
+            if m is None:
+                return None  # looked up by `prefetch` in this transaction: no such member
+            if m in s and (m.app_token_hash if app else m.card_hash) == h:
+                return m
         col = Member.app_token_hash if app else Member.card_hash
         m = s.scalars(select(Member).where(col == h)).first()
         if m is not None:
             cache[(app, h)] = m
         return m
+
+
+    def prefetch(self, s: Session, tokens: Iterable[tuple[str, str]]) -> list[Member]:
+        """Look up a batch's (token, src) pairs in one query a kind (cards, app tokens) for
+        `by_token` to find in this transaction; returns the members found (batch.py)."""
+        cache: dict[tuple[bool, str], Member | None] = db.scratch(s).setdefault("members_by_token", {})
+        found: list[Member] = []
+        for app, col in ((False, Member.card_hash), (True, Member.app_token_hash)):
+            want = {self._h.token(t) for t, src in tokens if (src == "app") == app} - {h for a, h in cache if a == app}
+            if not want:
+                continue
+            for m in s.scalars(select(Member).where(col.in_(sorted(want)))):
+                h = m.app_token_hash if app else m.card_hash
+                if h is not None:
+                    cache[(app, h)] = m
+                    want.discard(h)
+                    found.append(m)
+            for h in want:
+                cache[(app, h)] = None
+        return found
 
 
 class WebhookLoyalty:
