@@ -31,7 +31,10 @@ MARKER = STAGE + "/READY"
 # (board.mpy imports board_mcu; boot.py imports board before lock_safe()), then the entry points
 # once everything they import is. A swap cut short anywhere leaves each file's imports in place.
 LAST = ("board.mpy", "board.py", "boot.py", "main.py")
-OTA_POINTER = "ota.json"  # firmware/lockcase/ota/slots.py: which release boot.py runs, if any
+# What over-the-air updates keep on the case (firmware/lockcase/ota/: slots.py, update.py,
+# boot.py): the pointer boot.py reads, a download or staged release and its manifest and index,
+# the release slots. A deploy removes them all, the pointer first.
+OTA_FILES = ("ota.json", "ota.tmp", "ota_dl.json", "ota_dl.tmp", "ota_man.bin", "ota_idx.txt", "fw_a", "fw_b")
 
 # Which chip each board's build is for: sys.platform, and a piece of sys.implementation._machine.
 CHIPS: dict[str, tuple[str, str]] = {"sim": ("linux", ""), "esp32s3": ("esp32", "ESP32S3"),
@@ -208,8 +211,9 @@ def deploy(
                           "run deploy again; if it repeats, the flash may be full or failing")
     report.verified = True
     # A deploy says what runs: a release the case switched to over the air (its slot pointer,
-    # docs/ota.md) would otherwise still boot instead of the files just written.
-    dev.exec(f"_lc_rmtree({OTA_POINTER!r})", what="dropping the over-the-air release pointer")
+    # docs/ota.md) would otherwise still boot instead of the files just written, and one staged
+    # could switch after it.
+    dev.exec("".join(f"_lc_rmtree({p!r})\n" for p in OTA_FILES), what="dropping the over-the-air releases")
     if reset:
         pr.phase("resetting the device")
         dev.soft_reset()

@@ -194,10 +194,17 @@ def test_provision_takes_the_key_from_a_pub_file_too(keys: tuple[Path, Path, str
 
 def test_a_deploy_drops_the_over_the_air_pointer(deployed: SimDevice, sim_build: Path) -> None:
     """What casectl deploys is what boots: a release the case had switched to over the air
-    (ota.json names its slot) no longer wins over the files just written."""
+    (ota.json names its slot) no longer wins over the files just written, and nothing staged
+    or half downloaded is left to switch after it."""
     from tests.casectl.conftest import deploy_now, mpremote
 
-    put = mpremote(deployed.port, "exec", "f=open('ota.json','w'); f.write('{\"run\": \"fw_a\"}'); f.close()")
+    put = mpremote(deployed.port, "exec", "import os\n"
+                   "for n in ('ota.json', 'ota_dl.json', 'ota_man.bin', 'ota_idx.txt'):\n"
+                   "    f = open(n, 'w'); f.write('{}'); f.close()\n"
+                   "os.mkdir('fw_a'); os.mkdir('fw_a/lockcase'); f = open('fw_a/lockcase/app.mpy', 'w'); f.close()\n"
+                   "os.mkdir('fw_b')")
     assert put.returncode == 0, put.stderr
     deploy_now(deployed, sim_build)
-    assert "ota.json" not in mpremote(deployed.port, "fs", "ls", ":").stdout
+    left = mpremote(deployed.port, "fs", "ls", ":").stdout
+    for name in ("ota.json", "ota_dl.json", "ota_man.bin", "ota_idx.txt", "fw_a", "fw_b"):
+        assert name not in left, (name, left)
