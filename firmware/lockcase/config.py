@@ -3,7 +3,7 @@
 # one is refused with a message that names the key, instead of a surprise deep in the lock code.
 import json
 
-from lockcase.compat import json_whole
+from lockcase.compat import const, json_whole
 
 PATH = "config.json"
 
@@ -38,8 +38,8 @@ _STR = {
 # Refuse shopper unlocks while the tamper switch is tripped or latched (staff PIN/badge or the
 # cloud clears it); false lets shoppers in and only reports the tamper.
 _BOOL = {"tamper_blocks_shoppers": True}
-_DISPLAYS = ("lcd1602", "lcd2004", "ssd1306", "none")
-_KEYPADS = ("4x3", "4x4")
+_DISPLAYS = const(("lcd1602", "lcd2004", "ssd1306", "none"))
+_KEYPADS = const(("4x3", "4x4"))
 
 
 class ConfigError(Exception):
@@ -142,8 +142,8 @@ def _staff(st):
 
 
 # "nfc": "none" (or absent) for a case without a reader, else an object; see docs/boards.md.
-_NFC_DRIVERS = ("pn532", "mfrc522")
-_NFC_BUSES = ("i2c", "spi", "uart")
+_NFC_DRIVERS = const(("pn532", "mfrc522"))
+_NFC_BUSES = const(("i2c", "spi", "uart"))
 
 
 def _nfc(v):

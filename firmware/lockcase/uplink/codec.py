@@ -14,8 +14,8 @@ VERSION = 1
 PREFIX = "lockcase/v1"
 MAX_BYTES = 1024  # whole MQTT payload; both sides refuse bigger ones before parsing
 TTL = 30  # seconds a message stays valid after it is signed
-WINDOW = 16  # seqs below the highest still accepted once, for the cloud's several connections
-_MASK = (1 << WINDOW) - 1  # fits a small int on 32-bit ports: no heap allocation per check
+WINDOW = const(16)  # seqs below the highest still accepted once, for the cloud's several connections
+_MASK = const((1 << WINDOW) - 1)  # fits a small int on 32-bit ports: no heap allocation per check
 _TX_BLOCK = const(64)  # outgoing seqs are reserved in blocks so flash is written once per 64 sends
 
 # kind -> type -> required fields (name, code): s str, i int, b bool, l list, d dict.

@@ -11,9 +11,9 @@ import socket
 
 from umqtt import simple as _umqtt
 
-from lockcase.compat import ticks_diff, ticks_ms
+from lockcase.compat import const, ticks_diff, ticks_ms
 
-_EINPROGRESS = (115, 119, 11)  # Linux, lwIP, EAGAIN: all mean "connect under way"
+_EINPROGRESS = const((115, 119, 11))  # Linux, lwIP, EAGAIN: all mean "connect under way"
 
 
 class _Bounded:
