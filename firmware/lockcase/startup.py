@@ -7,7 +7,9 @@ import board
 from lockcase.compat import forget  # noqa: F401  (main.py drops this module with it)
 
 
-def _config():
+def build():
+    # (The steps are inline, not functions of their own: each name a module holds is interned for
+    # good, and the production case sits near the size where the qstr pool doubles: docs/memory.md.)
     from lockcase import config
 
     error = None
@@ -21,11 +23,7 @@ def _config():
     if cfg["board"] != board.NAME and cfg["provisioned"]:
         error = "config is for board %s, this is %s" % (cfg["board"], board.NAME)
         cfg = config.defaults()
-    return cfg, error
-
-
-def build():
-    cfg, error = _config()
+    del config  # the module goes with forget() below: no reference left on this frame
     forget("lockcase.config")
     gc.collect()  # the validator's code and the raw JSON go before the app's modules load
     if error:
@@ -72,7 +70,13 @@ def build():
                 except MemoryError:
                     pass
         if cfg.get("nfc"):
-            _attach_nfc(app, cfg)
+            # Imported only when configured; a reader the board cannot host is a fault, not a crash.
+            try:
+                from lockcase import nfc
+
+                app.nfc = nfc.make(app, cfg["nfc"])  # pyright: ignore[reportAttributeAccessIssue]
+            except Exception as exc:
+                app.bus.emit("fault", part="nfc", error=str(exc))
     if app.cloud is None:
         _ota_without_cloud()
     return app
@@ -168,15 +172,3 @@ def _ota_state():
     except (ValueError, AttributeError):
         pass
     return rel, busy
-
-
-def _attach_nfc(app, cfg):
-    # Imported only when configured; a reader the board cannot host is a fault, not a crash.
-    try:
-        from lockcase import nfc
-
-        app.nfc = nfc.make(app, cfg["nfc"])
-    except Exception as exc:
-        app.bus.emit("fault", part="nfc", error=str(exc))
-
-

@@ -16,15 +16,7 @@ _FLOOR_MS = const(250)  # never retry in a tight loop, even when the dice say 0
 _WAIT_MAX_MS = const(1000)  # the reader re-checks keepalive and link state at least this often
 
 
-def _ignore2(a, b):
-    pass
-
-
-def _ignore0():
-    pass
-
-
-def _ignore_event(kind, **data):
+def _ignore(*args, **data):  # what the link calls before bind(), and emit when none is given
     pass
 
 
@@ -54,7 +46,7 @@ def _readable(sock):
 
 
 class Link:
-    def __init__(self, cfg, topics, subs, net=None, log=print, emit=_ignore_event):
+    def __init__(self, cfg, topics, subs, net=None, log=print, emit=_ignore):
         self.host = cfg["host"]
         self.port = cfg.get("port") or (8883 if cfg.get("ca") else 1883)
         self.user = cfg.get("user")
@@ -67,8 +59,8 @@ class Link:
         self.topics = topics
         self.subs = subs
         self.net = net  # lockcase.drivers.wifi.Wifi, or None where the board is always online
-        self.on_message = _ignore2
-        self.on_up = _ignore0
+        self.on_message = _ignore
+        self.on_up = _ignore
         self.log = log
         self.emit = emit  # the app's bus: what the store must see about the link (fault events)
         self.up = False
