@@ -9,7 +9,7 @@ import asyncio
 import select
 import socket
 
-from umqtt import simple as _umqtt
+from umqtt import simple
 
 from lockcase.compat import const, ticks_diff, ticks_ms
 
@@ -28,8 +28,8 @@ class _Bounded:
         self.raw = raw
         self.timeout = timeout
 
-    def setblocking(self, flag):
-        if flag:
+    def setblocking(self, value):
+        if value:
             self.s.setblocking(True)
             self.raw.settimeout(self.timeout)
         else:
@@ -53,14 +53,14 @@ class _Bounded:
 class _SocketModule:
     # What umqtt.simple sees as `socket` during connect(): hands over our connected socket.
     def __init__(self, sock, addr):
-        self._sock = sock
-        self._addr = addr
+        self.sock = sock
+        self.addr = addr
 
     def socket(self, *args):
-        return self._sock
+        return self.sock
 
     def getaddrinfo(self, host, port, *args):
-        return [(None, None, None, None, self._addr)]
+        return [(None, None, None, None, self.addr)]
 
 
 async def open_connection(host, port, timeout_ms):
@@ -96,19 +96,19 @@ async def open_connection(host, port, timeout_ms):
         await asyncio.sleep_ms(20)
 
 
-def tls_wrap(sock, host, ca_der, timeout):
+def tls_wrap(sock, host, ca, timeout):
     # The handshake is CPU-bound on a microcontroller (about a second on an ESP32-S3); it runs
     # once per connect, bounded by the socket timeout.
     import tls
 
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
-    ctx.load_verify_locations(ca_der)
+    ctx.load_verify_locations(ca)  # the CA's DER
     sock.settimeout(timeout)
     return ctx.wrap_socket(sock, server_hostname=host)  # handshakes now, bounded by the timeout
 
 
-class Client(_umqtt.MQTTClient):
+class Client(simple.MQTTClient):
     """umqtt.simple's client, connected over a socket we opened, with bounded blocking."""
 
     def attach(self, sock, raw, addr, timeout, clean_session=True):
@@ -117,16 +117,16 @@ class Client(_umqtt.MQTTClient):
         # What the link waits on for readability: the socket umqtt reads (TLS when there is one:
         # its poll also reports decrypted bytes it holds, which the TCP socket under it does not).
         self.rsock = sock
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
+        self.poll = select.poll()
+        self.poll.register(sock, select.POLLIN)
         # umqtt.simple imports its socket module under the name `socket`.
-        real = getattr(_umqtt, "socket")
-        setattr(_umqtt, "socket", _SocketModule(bounded, addr))
+        real = getattr(simple, "socket")
+        setattr(simple, "socket", _SocketModule(bounded, addr))
         try:
             return self.connect(clean_session)
         finally:
-            setattr(_umqtt, "socket", real)
+            setattr(simple, "socket", real)
 
     def pending(self):
         # True when the broker has sent something; check_msg() then reads one packet.
-        return bool(self._poll.poll(0))
+        return bool(self.poll.poll(0))
