@@ -135,3 +135,19 @@ def test_kill_9_at_moments_spread_over_an_update_still_ends_confirmed(env: Env, 
         _until(lambda: _state(env)["state"] == "confirmed", 180, "confirmed release", case)
         assert _fw(env) == "0.2.0", hit
         assert hit, "no kill landed before the release was confirmed"
+
+
+def test_a_kill_9_in_the_trial_boot_costs_one_boot_and_the_release_still_confirms(env: Env, tmp_path: Path) -> None:
+    r = crel.build("sim", KEY, version="0.2.0", rel="sim-0.2.0", firmware=REPO / "firmware")
+    _publish(env, r)
+    with SimCase(tmp_path / "case", env.case_config(ota_key=PUB, ota=OTA), heap="512k") as case:
+        _until(lambda: "ota: reset to switch firmware" in case.console(), 120, "the switch", case)
+        _until(lambda: case.boots == 2 and case.running(), 30, "the trial boot", case)
+        assert _state(env)["state"] != "confirmed"
+        assert case.proc is not None
+        case.proc.kill()  # the release on trial, before it reached the cloud
+        _until(lambda: _state(env)["state"] == "confirmed", 120, "confirmed release", case)
+        assert _fw(env) == "0.2.0" and case.boots == 3
+        # confirmed once, by the last boot: the killed one had not
+        log = case.console()
+        assert log.count("'st': 'confirmed'") == 1 and log.rfind("'st': 'confirmed'") > log.rfind("READY"), log[-2000:]
