@@ -74,16 +74,26 @@ def build(
     rel: Annotated[str | None, typer.Option("--rel", help="Release id (default: <board>-<version>).")] = None,
     fw_version: Annotated[str | None, typer.Option("--fw-version", help="Version to stamp (default: the firmware's own).")] = None,
     min_version: Annotated[str, typer.Option("--min", help="Lowest running version this release may replace.")] = "0.0.0",
-    floor: Annotated[str, typer.Option("--floor", help="Once confirmed, the case refuses releases below this version.")] = "0.0.0",
+    floor: Annotated[str | None, typer.Option(
+        "--floor", help="Once confirmed, the case refuses releases below this version (default: the highest the cloud has for the board).")] = None,
     src: Annotated[Path | None, typer.Option("--src", help="Firmware source tree (default: the firmware casectl comes with).")] = None,
+    cloud: CloudUrl = DEFAULT_CLOUD,
+    token_file: TokenFile = None,
     json_out: Json = False,
 ) -> None:
     """Build the firmware exactly as `casectl deploy` does (boot.py aside), describe every file in a
     manifest (version, board, .mpy ABI, size and sha256 each, --min, --floor) and sign it."""
-    from casectl import release
+    from casectl import release, release_cloud
 
     if (out_dir is None) == (archive is None):
         raise Usage("pass one of --out DIR or --archive FILE")
+    if floor is None:  # never below what the fleet was given: the cloud knows the highest floor
+        try:
+            with _cloud(cloud, token_file) as cl:
+                floor = release_cloud.highest_floor(cl, board) or "0.0.0"
+        except Usage:
+            raise Usage("no --floor and no cloud token to ask the cloud for the board's highest floor",
+                        "pass --floor x.y.z (at least the highest floor published for the board), or set CASECTL_TOKEN") from None
     private = release.load_private(key)
     with out.progress() as p:
         task = p.add_task(f"building {board}", total=None)

@@ -61,6 +61,13 @@ def publish(cloud: Cloud, rel: Release, progress: Callable[[int, int], None] | N
     return out
 
 
+def highest_floor(cloud: Cloud, board: str) -> str | None:
+    """The highest floor among the board's published releases (None: none published yet)."""
+    got = cloud._ok(cloud._req("GET", "/v1/admin/releases/floor", params={"board": board}),
+                    f"reading the published floor of {board}")
+    return str(got["floor"]) if got.get("floor") else None
+
+
 def releases(cloud: Cloud) -> list[dict[str, Any]]:
     return cloud._ok(cloud._req("GET", "/v1/admin/releases"), "listing releases")
 

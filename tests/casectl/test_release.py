@@ -98,7 +98,7 @@ def test_build_into_a_folder_reads_back_the_same(keys: tuple[Path, Path, str], f
 
 
 def test_publish_rollout_status_halt(cloud: CloudServer, keys: tuple[Path, Path, str], built: Path,
-                                     tmp_path: Path) -> None:
+                                     tmp_path: Path, fw_snapshot: Path) -> None:
     cloud.rt.settings.release_keys = [keys[2]]  # the operator's setting: the public half only
     with cloud.rt.sessions.begin() as s:
         registry.register_case(s, "s1", "c1", cloud.rt.now())
@@ -139,6 +139,16 @@ def test_publish_rollout_status_halt(cloud: CloudServer, keys: tuple[Path, Path,
     assert cli("release", "halt", rid, "--cloud", cloud.url).code == 7  # not active any more
     assert cli("release", "resume", rid, "--cloud", cloud.url).code == 0
     assert "sim-9.9.9" in cli("release", "list", "--cloud", cloud.url).out
+
+    # a build without --floor takes the board's highest published floor from the cloud ...
+    nxt = cli("release", "build", "--board", "sim", "--key", keys[0], "--archive", tmp_path / "next.tar",
+              "--fw-version", "9.9.10", "--src", fw_snapshot, "--cloud", cloud.url, "--json", timeout=300)
+    assert nxt.code == 0, nxt.all
+    assert release.read(tmp_path / "next.tar").doc["floor"] == "0.1.0"
+    # ... and will not guess without one
+    blind = cli("release", "build", "--board", "sim", "--key", keys[0], "--archive", tmp_path / "blind.tar",
+                env={"CASECTL_TOKEN": ""})
+    assert blind.code == 2 and "--floor" in blind.err and not (tmp_path / "blind.tar").exists()
 
     # the private key reached neither the cloud's files nor anything casectl printed
     pem = keys[0].read_bytes()

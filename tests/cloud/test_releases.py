@@ -41,10 +41,10 @@ FILES = {"lockcase/app.mpy": bytes(range(256)) * 5 + b"end", "main.py": b"import
 
 
 def make(rel: str = "sim-1.1.0", *, board: str = "sim", mpy: int = 6 | (3 << 8), key: Ed25519PrivateKey = KEY,
-         files: dict[str, bytes] = FILES, version: str = "1.1.0") -> tuple[bytes, str, list[bytes]]:
+         files: dict[str, bytes] = FILES, version: str = "1.1.0", floor: str = "1.0.0") -> tuple[bytes, str, list[bytes]]:
     entries = [(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items()]
     if board in casectl_release.BOARDS:
-        m = casectl_release.manifest_bytes(rel, version, board, mpy, "1.0.0", "1.0.0", entries)
+        m = casectl_release.manifest_bytes(rel, version, board, mpy, "1.0.0", floor, entries)
     else:  # casectl would not write it: made by hand, as a forger or a stray tool would
         m = (b'{"v":1,"rel":"%s","version":"1.1.0","board":"%s","mpy":%d,"min":"1.0.0","floor":"1.0.0","files":[%s]}'
              % (rel.encode(), board.encode(), mpy,
@@ -140,6 +140,27 @@ def test_an_upload_is_refused_with_the_reason(api: TestClient, shop: dict[str, A
     assert api.get("/v1/admin/releases", headers=H).json() == []
     audit = api.get("/v1/audit", headers=H).json()
     assert any(e["action"] == "release.upload" and e["result"] == "refused" for e in audit), audit
+
+
+def test_a_release_may_not_lower_the_boards_published_floor(api: TestClient, shop: dict[str, Any],
+                                                              ready: dict[str, Any]) -> None:
+    assert api.get("/v1/admin/releases/floor", params={"board": "sim"}, headers=H).json() == {
+        "board": "sim", "floor": "1.0.0", "release": "sim-1.1.0"}
+    assert api.get("/v1/admin/releases/floor", params={"board": "picow"}, headers=H).json()["floor"] is None
+    for rel, version, floor, says in (("sim-1.2.0", "1.2.0", "0.0.0", "floor 0.0.0 is below 1.0.0"),
+                                      ("sim-0.9.0", "0.9.0", "0.9.0", "floor 0.9.0 is below 1.0.0")):
+        m, sig, _ = make(rel, version=version, floor=floor)
+        r = api.post("/v1/admin/releases", json={"manifest": base64.b64encode(m).decode(), "sig": sig}, headers=H)
+        assert r.status_code == 422 and says in r.json()["detail"], r.json()
+    m, sig, files = make("sim-1.3.0", version="1.3.0", floor="1.3.0")  # raising it is the point
+    assert upload(api, m, sig, files)["ready"] is True
+    assert api.get("/v1/admin/releases/floor", params={"board": "sim"}, headers=H).json()["floor"] == "1.3.0"
+    m, sig, _ = make("sim-1.2.1", version="1.2.1", floor="1.2.1")  # below the floor it keeps
+    r = api.post("/v1/admin/releases", json={"manifest": base64.b64encode(m).decode(), "sig": sig}, headers=H)
+    assert r.status_code == 422 and "floor 1.2.1 is below 1.3.0" in r.json()["detail"]
+    m, sig, _ = make("picow-0.1.0", board="picow", version="0.1.0", floor="0.0.0")  # another board's floor
+    r = api.post("/v1/admin/releases", json={"manifest": base64.b64encode(m).decode(), "sig": sig}, headers=H)
+    assert r.status_code == 201, r.text
 
 
 def test_a_signature_over_other_bytes_is_refused(api: TestClient, shop: dict[str, Any]) -> None:

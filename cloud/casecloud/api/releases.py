@@ -15,9 +15,9 @@ import base64
 import binascii
 import contextlib
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import Field
 from sqlalchemy import select
 
@@ -48,12 +48,14 @@ class RolloutIn(Input):
     release: str
     case: str | None = None
     store: str | None = None
-    pct: int | None = Field(default=None, description="a percentage (1-100) of the cohort: `stores`, `fw`")
+    pct: int | None = Field(default=None, ge=1, le=100, description="a percentage (1-100) of the cohort: `stores`, `fw`")
     stores: list[str] = Field(default_factory=list, max_length=1000)
     fw: str | None = Field(default=None, max_length=40, description="only cases running this version")
-    waves: list[int] = Field(default_factory=lambda: [100], description="cumulative % of the cases per wave")
-    wave_after_s: int | None = Field(default=None, description="the next wave after this long, confirmed or not")
-    max_fail_pct: int = Field(default=20, description="halt when more than this % of the updated cases fail")
+    waves: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [100], max_length=rollout.MAX_WAVES, description="cumulative % of the cases per wave")
+    wave_after_s: int | None = Field(default=None, ge=0, le=365 * 86400,
+                                     description="the next wave after this long, confirmed or not")
+    max_fail_pct: int = Field(default=20, ge=0, le=100, description="halt when more than this % of the updated cases fail")
 
 
 class HaltIn(Input):
@@ -92,6 +94,14 @@ def release_key(rt: Rt, _p: Hq) -> dict[str, Any]:
     return {"key": keys[0] if keys else None, "keys": keys}
 
 
+@router.get("/v1/admin/releases/floor")
+def release_floor(board: str, s: DB, _p: Hq) -> dict[str, Any]:
+    """The highest anti-rollback floor among the board's published releases (and whose it is):
+    a new release may not go below it (`casectl release build` takes it as its default --floor)."""
+    top = store.highest_floor(s, board)
+    return {"board": board, "floor": top[0] if top else None, "release": top[1] if top else None}
+
+
 @router.post("/v1/admin/releases", status_code=201)
 def upload_release(body: ReleaseIn, s: DB, rt: Rt, p: Hq) -> dict[str, Any]:
     """The manifest and its signature, verified; then PUT each file it names."""
@@ -111,7 +121,8 @@ def upload_release(body: ReleaseIn, s: DB, rt: Rt, p: Hq) -> dict[str, Any]:
 
 
 @router.put("/v1/admin/releases/{rel}/files/{idx}")
-def upload_file(rel: str, idx: int, body: FileIn, s: DB, rt: Rt, p: Hq) -> dict[str, Any]:
+def upload_file(rel: str, idx: Annotated[int, Path(ge=0, lt=store.MAX_FILES)], body: FileIn, s: DB, rt: Rt, p: Hq
+                ) -> dict[str, Any]:
     data = _b64(body.data, "data")
     _release(s, rel)
     try:

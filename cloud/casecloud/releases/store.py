@@ -132,6 +132,7 @@ def create(s: Session, manifest: bytes, sig: str, release_keys: list[str], now: 
         raise Refused("the signature does not verify with any of the fleet's release keys")
     if s.get(Release, m.rel) is not None:
         raise Conflict(f"release {m.rel} exists already (a release id names one content)")
+    floor_check(s, m)
     r = Release(id=m.rel, version=m.version, board=m.board, mpy=m.mpy, min_version=m.min, floor=m.floor,
                 manifest=manifest, sig=sig, key=key, files=len(m.files), size=sum(f[1] for f in m.files),
                 ready=False, created_by=by[:40], created_at=now)
@@ -139,6 +140,25 @@ def create(s: Session, manifest: bytes, sig: str, release_keys: list[str], now: 
     s.add_all(ReleaseFile(release_id=m.rel, idx=i, path=p, size=n, sha256=h) for i, (p, n, h) in enumerate(m.files))
     s.flush()
     return r
+
+
+def highest_floor(s: Session, board: str) -> tuple[str, str] | None:
+    """(floor, release) of the board's published releases with the highest floor, or None."""
+    rows = list(s.execute(select(Release.floor, Release.id).where(Release.board == board)))
+    return max(((f, r) for f, r in rows), key=lambda x: version_key(x[0]), default=None)
+
+
+def floor_check(s: Session, m: Manifest) -> None:
+    """A release may not lower the anti-rollback floor of its board's releases (a lower floor would
+    let an old signed release back in where a case does not hold the highest itself). Its version
+    is then not below it either: parse() refuses a floor above the version."""
+    top = highest_floor(s, m.board)
+    if top is None:
+        return
+    floor, rel = top
+    if version_key(m.floor) < version_key(floor):
+        raise Refused(f"manifest: floor {m.floor} is below {floor}, the floor of {rel} already published for "
+                      f"{m.board}: build with --floor {floor} or higher")
 
 
 def put_file(s: Session, rel: str, idx: int, data: bytes) -> Release:
