@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOPIC = re.compile(r"^[^/]+/v\d+/([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64})/[a-z]+$")
 # A phone number (7+ digits, maybe with separators), or a long secret-looking word: hex of 24+,
 # or 20+ characters of base64/url-safe alphabet holding both digits and letters.
@@ -68,14 +69,23 @@ def redact(_logger: WrappedLogger, _name: str, ed: EventDict) -> EventDict:
 
 
 def _ids_from_args(_logger: WrappedLogger, _name: str, ed: EventDict) -> EventDict:
-    """`case` and `store` from a topic among a record's arguments, unless the call named them."""
+    """`case` and `store` from a record's arguments, unless the call named them: from a topic
+    among them, or the first one of a line that begins "case %s" (the code's habit for a line
+    about one case) or "store %s"."""
     args = ed.pop("positional_args", None)
-    if "case" not in ed and isinstance(args, tuple):
-        for a in args:
-            if isinstance(a, str) and (m := _TOPIC.match(a)):
-                ed.setdefault("store", m.group(1))
-                ed["case"] = m.group(2)
-                break
+    if "case" in ed or not isinstance(args, tuple) or not args:
+        return ed
+    for a in args:
+        if isinstance(a, str) and (m := _TOPIC.match(a)):
+            ed.setdefault("store", m.group(1))
+            ed["case"] = m.group(2)
+            return ed
+    record = ed.get("_record")
+    fmt = getattr(record, "msg", None)
+    if isinstance(fmt, str) and isinstance(args[0], str) and _ID.match(args[0]):
+        for prefix, key in (("case %s", "case"), ("store %s", "store")):
+            if fmt.startswith(prefix):
+                ed.setdefault(key, args[0])
     return ed
 
 

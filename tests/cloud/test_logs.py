@@ -119,3 +119,36 @@ def test_the_redaction_backs_the_code_up() -> None:
         assert scrub_text(text) == shown
     for kept in ("2026-12-02T03:00:00Z", "127.0.0.1:8080", "case c1 phone -> challenge", "lockcase/v1/s1/c1/req"):
         assert scrub_text(kept) == kept
+
+
+def test_lines_name_their_case_and_store() -> None:
+    """From the call's `extra`, a topic among the arguments, or a line that begins "case %s" or
+    "store %s"; exceptions as one field, redacted too."""
+    import io
+    import logging
+
+    from casecloud import logs
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logs.formatter())
+    lg = logging.getLogger("tests.logs.ids")
+    lg.addHandler(handler)
+    lg.propagate = False
+    try:
+        lg.warning("case %s connected (fw %s)", "c7", "0.1")
+        lg.warning("rejected %s on %s", "replay", "lockcase/v1/s2/c9/req")
+        lg.warning("store %s webhook unreachable: %d alerts left", "s3", 4)
+        lg.warning("case %s %s -> %s", "c1", "otp", "allow", extra=logs.ids("c1", "s1", "abc123"))
+        lg.warning("case %s", "not an id!")
+        try:
+            raise ValueError("+12025554567")
+        except ValueError:
+            lg.exception("failed on %s", "c1")
+    finally:
+        lg.removeHandler(handler)
+    got = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [{k: e[k] for k in ("case", "store", "req") if k in e} for e in got] == [
+        {"case": "c7"}, {"case": "c9", "store": "s2"}, {"store": "s3"}, {"case": "c1", "store": "s1", "req": "abc123"},
+        {}, {}]
+    assert "ValueError: …67" in got[-1]["exception"] and "2025554567" not in buf.getvalue()
