@@ -2,9 +2,11 @@
 # MicroPython: the chips' hashlib has no SHA-512, so it is here too (FIPS 180-4). Loaded only while
 # a release's manifest is checked, then dropped (lockcase.ota.update).
 #
-# The work is a generator that yields every few SHA-512 blocks and every few bits of the double
-# scalar multiplication, so the app loop steps the keypad and the lock between slices; run() drives
-# it to the end in one go (tests, bench). Not constant-time: it only handles public data.
+# The work is a generator that yields after every SHA-512 block (the costly part: 64-bit words
+# are big integers on a 32-bit port, 2 ms a block here, 16 ms with a collection) and every 8 bits
+# of the double scalar multiplication (0.2 ms here), so the app loop steps the keypad and the lock
+# between slices; run() drives it to the end in one go (tests, bench). Not constant-time: it only
+# handles public data.
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
 _D = -121665 * pow(121666, P - 2, P) % P
@@ -61,7 +63,7 @@ class Sha512:
         for _ in self.update_steps(data):
             pass
 
-    def update_steps(self, data, every=2):
+    def update_steps(self, data, every=1):
         self.n += len(data)
         buf = self.buf + bytes(data)
         i = 0
