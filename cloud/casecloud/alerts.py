@@ -26,7 +26,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from casecloud import db, status
+from casecloud import db, logs, status
 from casecloud.models import Alert, Case, Event, Staff, Store
 from casecloud.settings import Settings
 
@@ -274,7 +274,8 @@ class Alerts:
                 "first_at": op.at, "last_at": op.at, "late": op.late, "notified_at": now, "delivered": False,
                 "attempts": 0, "created_at": now})
             if new_id is not None:
-                log.warning("alert %s store=%s case=%s: %s", op.kind, op.store_id, op.case_id or "-", op.detail)
+                log.warning("alert %s store=%s case=%s: %s", op.kind, op.store_id, op.case_id or "-", op.detail,
+                            extra=logs.ids(op.case_id, op.store_id))
                 self._deliver_after_commit(s, op.store_id, new_id)
                 return
             # another worker opened it meanwhile: count this as a repeat of theirs
@@ -299,7 +300,8 @@ class Alerts:
             _C.case_id == op.case_id, _C.kind == op.kind, _C.state != "resolved", _C.last_at <= op.at,
         ).values(state="resolved", resolved_at=now, resolved_by=op.resolve_by))
         if getattr(res, "rowcount", 0):
-            log.info("alert %s of case %s resolved (%s)", op.kind, op.case_id, op.resolve_by)
+            log.info("alert %s of case %s resolved (%s)", op.kind, op.case_id, op.resolve_by,
+                     extra=logs.ids(op.case_id, op.store_id))
 
 
 def _open_row(s: Session, op: _Op) -> Any:
