@@ -12,13 +12,15 @@ _QUEUE_MAX = const(256)
 
 class _Watcher:
     def __init__(self):
-        self.q = []
+        # (Names that are interned anyway, here and below: each new one is heap the firmware's
+        # figure would carry, and a chip has no control socket: docs/memory.md.)
+        self.items = []
         self.dropped = 0
 
-    def put(self, item):
+    def put(self, value):
         # May run on the timer thread: append only, never block.
-        if len(self.q) < _QUEUE_MAX:
-            self.q.append(item)
+        if len(self.items) < _QUEUE_MAX:
+            self.items.append(value)
         else:
             self.dropped += 1
 
@@ -69,7 +71,7 @@ class Control:
             st["nfc"] = nfc.status()
         return st
 
-    async def do(self, req, watcher):
+    async def do(self, req, w):
         cmd = req.get("cmd")
         keys = self.board.keys
         if cmd == "key":
@@ -105,7 +107,7 @@ class Control:
             recs = list(j.records(int(req.get("after", 0)), int(req.get("limit", 50)))) if j else []
             return {"ok": True, "events": recs}
         if cmd == "watch":
-            self.watchers.append(watcher)
+            self.watchers.append(w)
             return {"ok": True, "state": self.state()}
         if cmd == "hang":
             # Stall the firmware's loop the way a driver stuck in a blocking call would.
@@ -115,10 +117,10 @@ class Control:
                 time.sleep_ms(1000)
         if cmd == "crash":
             # The next step raises in the firmware's own loop, so main.py's crash path runs.
-            def boom(now):
+            def step(now):
                 raise RuntimeError("crash requested over the control socket")
 
-            self.app.step = boom
+            self.app.step = step
             return {"ok": True}
         if cmd == "reset":
             self.hw.reset(str(req.get("cause", "hard")))
@@ -151,9 +153,9 @@ class Control:
             chip.set_fault(str(req.get("kind", "ok")), int(req.get("count", -1)))
         return {"ok": True, "t": t}
 
-    async def client(self, reader, writer):
-        watcher = _Watcher()
-        pump = asyncio.create_task(self._pump(watcher, writer))
+    async def client(self, reader, out):
+        w = _Watcher()
+        pump = asyncio.create_task(self._pump(w, out))
         try:
             while True:
                 line = await reader.readline()
@@ -164,36 +166,36 @@ class Control:
                     req = json.loads(line)
                     if not isinstance(req, dict):
                         raise ValueError("request must be a JSON object")
-                    resp = await self.do(req, watcher)
+                    resp = await self.do(req, w)
                 except Exception as exc:
                     resp = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
                 if isinstance(req, dict) and "id" in req:
                     resp["id"] = req["id"]
-                if watcher in self.watchers:
-                    watcher.put(resp)  # keep answers in order with the streamed items
+                if w in self.watchers:
+                    w.put(resp)  # keep answers in order with the streamed items
                 else:
-                    await _send(writer, resp)
+                    await _send(out, resp)
         except OSError:
             pass
         finally:
             pump.cancel()
-            if watcher in self.watchers:
-                self.watchers.remove(watcher)
-            writer.close()
+            if w in self.watchers:
+                self.watchers.remove(w)
+            out.close()
 
-    async def _pump(self, watcher, writer):
+    async def _pump(self, w, out):
         while True:
             await asyncio.sleep_ms(10)
-            if watcher.q:
-                items = watcher.q
-                watcher.q = []
-                for item in items:
-                    await _send(writer, item)
+            if w.items:
+                items = w.items
+                w.items = []
+                for m in items:
+                    await _send(out, m)
 
 
-async def _send(writer, obj):
-    writer.write(json.dumps(obj).encode() + b"\n")
-    await writer.drain()
+async def _send(out, value):
+    out.write(json.dumps(value).encode() + b"\n")
+    await out.drain()
 
 
 async def serve(board, app, addr):
