@@ -30,7 +30,6 @@ log = logging.getLogger("casecloud.worker")
 
 SUBSCRIBED = (*codec.UP_KINDS, codec.PRESENCE)
 MAX_BATCH = 256  # messages per transaction
-_INFLIGHT = 4 * MAX_BATCH  # replies published and awaiting the broker's PUBACK
 
 
 class Worker:
@@ -54,7 +53,7 @@ class Worker:
                 try:
                     # A persistent session: the broker keeps what cases sent while we were away.
                     async with mqtt_client(self.rt.settings, "worker", clean_session=False,
-                                           max_inflight=_INFLIGHT, manual_ack=True) as client:
+                                           manual_ack=True) as client:
                         for sub in self.subscriptions():
                             await client.subscribe(sub, qos=1)
                         self.connected.set()
@@ -176,15 +175,16 @@ class Worker:
 
     @staticmethod
     def _publish(client: aiomqtt.Client, outs: list[list[Out]]) -> None:
-        # Handed to paho in order, which sends them (up to max_inflight unacknowledged, the rest
-        # queued in order) and takes the broker's PUBACKs. Not aiomqtt's publish: it costs a task,
-        # an event and a scan of every pending call per reply to wait for a PUBACK nothing here
-        # uses, and was a third of the event loop's time under load (docs/cloud.md). If the
-        # connection drops, what paho still holds is lost with it, as before: the cases ask again.
+        # Handed to paho in order, at QoS 0 (docs/protocol.md): a QoS 1 PUBACK guarded nothing
+        # here, since paho's unacknowledged messages die with its connection (aiomqtt makes a new
+        # client for the next) and a case's clean session drops what the broker had not delivered
+        # when it reconnects, while reading each PUBACK was a fifth of the event loop's work.
+        # Not aiomqtt's publish: a task, an event and a scan of every pending call per reply. A
+        # reply lost with a connection is asked for again by its case, as before.
         paho = client._client
         for per_msg in outs:
             for o in per_msg:
-                rc = paho.publish(o.topic, o.payload, qos=1).rc
+                rc = paho.publish(o.topic, o.payload, qos=0).rc
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     log.warning("worker: reply not published: %s", mqtt.error_string(rc))
 
