@@ -406,18 +406,31 @@ class PgWaits:
 
 
 class AppUnlocks:
-    """POST /v1/app/unlock at a steady rate from this process, each for a random case."""
+    """POST /v1/app/unlock at a steady rate from this process, each for a random case. At most
+    POOL at a time: a shopper whose press would wait behind them is not queued (counted as
+    `not_sent_busy`), so a slow cloud cannot pile up presses that outlive the run."""
+
+    POOL = 16
 
     def __init__(self, url: str, token: str, cases: list[str], rate: float) -> None:
         self.url, self.token, self.cases, self.rate = url + "/v1/app/unlock", token, cases, rate
         self.samples: list[list[float]] = []  # [t_sent, ms] (-1: not ok)
         self.errors: dict[str, int] = {}
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(16, thread_name_prefix="app")
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.POOL, thread_name_prefix="app")
         self._client = httpx.Client(timeout=30)
         self._thread = threading.Thread(target=self._run, daemon=True, name="app-unlocks")
 
     def _one(self, case: str) -> None:
+        try:
+            self._unlock(case)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _unlock(self, case: str) -> None:
         t0 = time.monotonic()
         try:
             r = self._client.post(self.url, json={"token": self.token, "case": case})
@@ -427,13 +440,21 @@ class AppUnlocks:
             ok, why = False, type(e).__name__
         self.samples.append([t0, round((time.monotonic() - t0) * 1000, 2) if ok else -1])
         if not ok:
-            self.errors[why] = self.errors.get(why, 0) + 1
+            with self._lock:
+                self.errors[why] = self.errors.get(why, 0) + 1
 
     def _run(self) -> None:
         rng = random.Random(7)
         due = time.monotonic()
         while not self._stop.is_set():
-            self._pool.submit(self._one, rng.choice(self.cases))
+            with self._lock:
+                full = self.in_flight >= self.POOL
+                if not full:
+                    self.in_flight += 1
+            if full:
+                self.errors["not_sent_busy"] = self.errors.get("not_sent_busy", 0) + 1
+            else:
+                self._pool.submit(self._one, rng.choice(self.cases))
             due += 1 / self.rate
             self._stop.wait(max(0.0, due - time.monotonic()))
 
@@ -446,7 +467,7 @@ class AppUnlocks:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
 
 
