@@ -167,7 +167,17 @@ def manifest_bytes(rel: str, version: str, board: str, mpy: int, min_version: st
         raise ReleaseError(f"a release holds 1-{MAX_FILES} files, not {len(files)}")
     doc = {"v": 1, "rel": rel, "version": version, "board": board, "mpy": mpy, "min": min_version, "floor": floor,
            "files": [[p, n, h] for p, n, h in files]}
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    out = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    # One set of limits: what the case's own parser refuses is never signed.
+    from lockcase.ota import manifest as case_manifest
+
+    if len(out) > case_manifest.MAX_BYTES:
+        raise ReleaseError(f"the manifest is {len(out)} bytes, over the {case_manifest.MAX_BYTES} a case reads")
+    try:
+        case_manifest.parse(out)
+    except ValueError as e:
+        raise ReleaseError(f"a case would refuse this manifest: {e}") from None
+    return out
 
 
 @dataclass

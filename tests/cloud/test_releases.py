@@ -41,13 +41,14 @@ FILES = {"lockcase/app.mpy": bytes(range(256)) * 5 + b"end", "main.py": b"import
 
 
 def make(rel: str = "sim-1.1.0", *, board: str = "sim", mpy: int = 6 | (3 << 8), key: Ed25519PrivateKey = KEY,
-         files: dict[str, bytes] = FILES, version: str = "1.1.0", floor: str = "1.0.0") -> tuple[bytes, str, list[bytes]]:
+         files: dict[str, bytes] = FILES, version: str = "1.1.0", floor: str = "1.0.0", raw: bool = False
+         ) -> tuple[bytes, str, list[bytes]]:
     entries = [(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items()]
-    if board in casectl_release.BOARDS:
+    if board in casectl_release.BOARDS and not raw:
         m = casectl_release.manifest_bytes(rel, version, board, mpy, "1.0.0", floor, entries)
     else:  # casectl would not write it: made by hand, as a forger or a stray tool would
-        m = (b'{"v":1,"rel":"%s","version":"1.1.0","board":"%s","mpy":%d,"min":"1.0.0","floor":"1.0.0","files":[%s]}'
-             % (rel.encode(), board.encode(), mpy,
+        m = (b'{"v":1,"rel":"%s","version":"%s","board":"%s","mpy":%d,"min":"1.0.0","floor":"%s","files":[%s]}'
+             % (rel.encode(), version.encode(), board.encode(), mpy, floor.encode(),
                 b",".join(b'["%s",%d,"%s"]' % (p.encode(), n, h.encode()) for p, n, h in entries)))
     return m, key.sign(m).hex(), list(files.values())
 
@@ -128,8 +129,12 @@ def test_a_signed_release_is_ready_once_every_file_matches(api: TestClient, shop
     ("an unknown board", {"board": "esp8266"}, "unknown board"),
     ("an unknown .mpy ABI", {"mpy": 5}, "ABI"),
     ("native code's arch bits", {"mpy": 6 | (3 << 8) | (10 << 10)}, "ABI"),
-    ("boot.py", {"files": {"boot.py": b"x"}}, "boot.py"),
-    ("a path out of the firmware root", {"files": {"../boot.py": b"x"}}, "path"),
+    ("a floor above its version", {"floor": "1.2.0", "raw": True}, "floor is above"),
+    ("boot.py", {"files": {"boot.py": b"x", "main.py": b"y"}, "raw": True}, "bad file entry"),
+    ("a path out of the firmware root", {"files": {"../x.py": b"x", "main.py": b"y"}, "raw": True}, "bad file entry"),
+    ("no main.py", {"files": {"lockcase/app.mpy": b"x"}, "raw": True}, "no main.py"),
+    ("a path longer than a case takes", {"files": {"a/" * 48 + "x.mpy": b"x", "main.py": b"y"}, "raw": True},
+     "bad file entry"),
 ])
 def test_an_upload_is_refused_with_the_reason(api: TestClient, shop: dict[str, Any], what: str,
                                               change: dict[str, Any], says: str) -> None:

@@ -6,7 +6,6 @@ once every file is in. Nothing a case is ever sent comes from anywhere but these
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,17 +16,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from casecloud.models import Release, ReleaseFile
+from lockcase.ota import manifest as case_manifest  # one set of limits: the case's own checks
 
-REL_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
-VERSION_RE: Final = re.compile(r"(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})")
 HEX64: Final = re.compile(r"[0-9a-f]{64}")
 # The boards a case names itself by (board.NAME), and the .mpy format each runs: the cloud refuses
 # a release no case could import rather than let a whole rollout be refused case by case.
 BOARDS: Final = frozenset({"esp32s3", "picow", "sim"})
 MPY_VERSIONS: Final = frozenset({6})  # the low byte of sys.implementation._mpy (MicroPython >= 1.22)
-MAX_FILES: Final = 255
-MAX_FILE_BYTES: Final = 256 * 1024
-MAX_MANIFEST_BYTES: Final = 32 * 1024
+MAX_FILES: Final = 255  # (a manifest of the case's 16 KiB holds fewer)
 
 
 class Refused(ValueError):
@@ -39,7 +35,7 @@ class Conflict(Refused):
 
 
 def version_key(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split("."))
+    return case_manifest.version(v) or ()
 
 
 def keys(release_keys: list[str]) -> list[str]:
@@ -76,50 +72,28 @@ class Manifest:
 
 
 def parse(manifest: bytes) -> Manifest:
-    """The manifest's fields, each checked (docs/ota.md, "Protocol"); Refused says which is wrong."""
-    if len(manifest) > MAX_MANIFEST_BYTES:
-        raise Refused(f"manifest over {MAX_MANIFEST_BYTES} bytes")
+    """The manifest's fields, checked first exactly as a case checks them (the firmware's own
+    lockcase/ota/manifest.py: its size, paths, versions, entries, main.py), then for what a case
+    cannot judge alone: a known board and .mpy format, a floor not above the version. Refused says
+    which is wrong."""
+    if len(manifest) > case_manifest.MAX_BYTES:
+        raise Refused(f"manifest over {case_manifest.MAX_BYTES} bytes (what a case reads)")
     try:
-        d = json.loads(manifest.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise Refused("manifest: not UTF-8 JSON") from None
-    if not isinstance(d, dict) or d.get("v") != 1:
-        raise Refused("manifest: not a version 1 manifest (v: 1)")
-    rel, version, board, mpy = d.get("rel"), d.get("version"), d.get("board"), d.get("mpy")
-    if not isinstance(rel, str) or not REL_RE.fullmatch(rel):
-        raise Refused("manifest: rel must be 1-32 of a-z 0-9 . _ -, starting with a letter or digit")
-    for name in ("version", "min", "floor"):
-        v = d.get(name)
-        if not isinstance(v, str) or not VERSION_RE.fullmatch(v):
-            raise Refused(f"manifest: {name} must be x.y.z")
+        d = case_manifest.parse(manifest.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Refused(f"manifest: {e or 'not JSON'} (a case would refuse it)") from None
+    board, mpy = d["board"], d["mpy"]
     if board not in BOARDS:
         raise Refused(f"manifest: unknown board {board!r} (known: {', '.join(sorted(BOARDS))})")
-    if type(mpy) is not int or (mpy & 0xFF) not in MPY_VERSIONS or mpy >> 10:
+    if (mpy & 0xFF) not in MPY_VERSIONS or mpy >> 10:
         raise Refused(f"manifest: unknown .mpy ABI {mpy!r} (bytecode of .mpy version "
                       f"{', '.join(map(str, sorted(MPY_VERSIONS)))}, no arch bits)")
-    assert isinstance(version, str)
-    if version_key(d["floor"]) > version_key(version):
+    if version_key(d["floor"]) > version_key(d["version"]):
         raise Refused("manifest: floor is above the release's own version")
-    files = d.get("files")
-    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
-        raise Refused(f"manifest: files must list 1-{MAX_FILES} files")
-    out: list[tuple[str, int, str]] = []
-    seen: set[str] = set()
-    for f in files:
-        if not (isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and type(f[1]) is int
-                and isinstance(f[2], str)):
-            raise Refused("manifest: each file is [path, size, sha256]")
-        path, size, sha = f
-        if (not path or len(path) > 200 or path.startswith("/") or "\\" in path or path in seen
-                or any(part in ("", ".", "..") for part in path.split("/"))):
-            raise Refused(f"manifest: bad or repeated file path {path[:60]!r}")
-        if path == "boot.py":
-            raise Refused("manifest: boot.py is not updated over the air (docs/ota.md)")
-        if not 0 <= size <= MAX_FILE_BYTES or not HEX64.fullmatch(sha):
-            raise Refused(f"manifest: {path}: size 0-{MAX_FILE_BYTES} and a sha256 of 64 lowercase hex digits")
-        seen.add(path)
-        out.append((path, size, sha))
-    return Manifest(rel, version, board, mpy, d["min"], d["floor"], out)
+    if len(d["files"]) > MAX_FILES:
+        raise Refused(f"manifest: more than {MAX_FILES} files")
+    files = [(str(p), int(n), str(h)) for p, n, h in d["files"]]
+    return Manifest(d["rel"], d["version"], board, mpy, d["min"], d["floor"], files)
 
 
 def create(s: Session, manifest: bytes, sig: str, release_keys: list[str], now: int, by: str) -> Release:
