@@ -96,14 +96,9 @@ async def open_connection(host, port, timeout_ms):
         await asyncio.sleep_ms(20)
 
 
-def tls_wrap(sock, host, ca, timeout):
+def tls_wrap(ctx, sock, host, timeout):
     # The handshake is CPU-bound on a microcontroller (about a second on an ESP32-S3); it runs
     # once per connect, bounded by the socket timeout.
-    import tls
-
-    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
-    ctx.load_verify_locations(ca)  # the CA's DER
     sock.settimeout(timeout)
     return ctx.wrap_socket(sock, server_hostname=host)  # handshakes now, bounded by the timeout
 
