@@ -28,7 +28,7 @@ from casectl import release as crel
 from casectl import release_cloud
 from casectl.cloudapi import Cloud
 from sim.process import SimCase
-from tests.cloud.helpers import seed_hq
+from tests.cloud.helpers import seed_hq, wait_for
 from tests.e2e.conftest import Env, cloud_env
 
 with warnings.catch_warnings():
@@ -119,7 +119,8 @@ def test_a_rollout_to_three_sim_cases_halts_when_one_fails(env: Env, tmp_path: P
     # (its second boot: the first runs the firmware it came with, the third the one it goes back to)
     route = Route((env.host, env.port), lambda: "c3" in failing and failing["c3"].boots == 2)
     route.start()
-    with TestClient(create_app(env.rt, Commander(env.rt))) as api, contextlib.ExitStack() as stack:
+    sender = Commander(env.rt)
+    with TestClient(create_app(env.rt, sender)) as api, contextlib.ExitStack() as stack:
         cloud = Cloud("http://testserver", TOKEN)
         cloud._client = api  # casectl's own release client, over the real API app
         api.headers["Authorization"] = f"Bearer {TOKEN}"
@@ -135,6 +136,7 @@ def test_a_rollout_to_three_sim_cases_halts_when_one_fails(env: Env, tmp_path: P
             ctl = sims[c].client()
             ctl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=30, what=f"{c} synced")
             ctl.close()
+        wait_for(sender.connected.is_set)  # the API's command sender is on the broker: it tells them at once
         ro = release_cloud.rollout(cloud, {"release": "sim-0.2.0", "store": "s1", "waves": [100],
                                            "max_fail_pct": 20})
         rid = ro["id"]
