@@ -7,7 +7,9 @@ from lockcase.compat import const, json_whole
 
 _MAX_STAFF = const(32)  # credentials in one staff set (docs/protocol.md, `state`)
 _MAX_PARTS = const(8)
-_FIXED = ("staff", "cloud", "case_id", "store_id", "board")
+# ota_key: the release key is what keeps a cloud from running its own firmware on a case
+# (docs/ota.md): set at the case only (casectl provision), never by the cloud, not even the first.
+_FIXED = ("staff", "cloud", "case_id", "store_id", "board", "ota_key")
 _staged = None  # [sv, n, {i: staff list}, config set] of the `state` being received
 
 
@@ -42,10 +44,6 @@ def _override(raw, changes):
     for k, v in changes.items():
         if k in _FIXED:
             raise ValueError("%s cannot be changed remotely" % k)
-        if k == "ota_key" and raw.get(k) and v != raw[k]:
-            # The release key is what keeps a cloud from forging firmware (docs/ota.md): the
-            # cloud may give a case its first one, never replace it.
-            raise ValueError("ota_key cannot be replaced remotely")
         raw[k] = v
 
 

@@ -505,22 +505,23 @@ def test_config_takes_the_release_key_and_ota_settings_and_refuses_bad_ones():
         raise AssertionError("took %r" % (bad,))
 
 
-def test_the_cloud_may_give_a_release_key_but_never_replace_one():
+def test_the_cloud_can_neither_give_nor_replace_a_release_key():
+    # a cloud that could set the key (even the first one) could run its own firmware on the case
     from lockcase import remote_config
 
     fl = Flash()
     try:
         fl.write("config.json", json.dumps({"board": "sim", "case_id": "c1"}))
-        remote_config.apply("config", {"set": {"ota_key": V["key"]}})
-        assert json.loads(fl.read("config.json"))["ota_key"] == V["key"]
-        remote_config.apply("config", {"set": {"ota_key": V["key"]}})  # the same again
-        try:
-            remote_config.apply("config", {"set": {"ota_key": V["other_key"]}})
-        except ValueError as exc:
-            assert "ota_key" in str(exc)
-        else:
-            raise AssertionError("replaced the release key")
-        assert json.loads(fl.read("config.json"))["ota_key"] == V["key"]
+        for cfg in ({"board": "sim", "case_id": "c1"}, {"board": "sim", "case_id": "c1", "ota_key": V["key"]}):
+            fl.write("config.json", json.dumps(cfg))
+            for key in (V["key"], V["other_key"]):
+                try:
+                    remote_config.apply("config", {"set": {"ota_key": key}})
+                except ValueError as exc:
+                    assert "ota_key" in str(exc)
+                else:
+                    raise AssertionError("the cloud set the release key")
+                assert json.loads(fl.read("config.json")) == cfg
     finally:
         fl.close()
 
@@ -586,5 +587,132 @@ def test_confirming_the_first_release_removes_the_roots_firmware_but_not_the_boo
         fl.write("ota.json", "{")
         _, _, first = boot()
         assert first == "fw_a"
+    finally:
+        fl.close()
+
+
+
+# -- review fixes: the floor, the refused list, a confirmed release, a quiet roll back ------------
+def _confirm(fl):
+    boot()
+    c = Client()
+    c.greeted = True
+    from otakit import Board
+
+    Ota(c, Board()).step(0)
+    return slots.read(slots.POINTER)
+
+
+def test_the_anti_rollback_floor_never_goes_down():
+    fl = Flash()
+    try:
+        # running r3 (floor 0.3.0); r2's manifest says floor 0.1.0 and version 0.2.0: refused
+        slots.save({"run": "fw_a", "rel": "r3", "ver": "0.3.0", "floor": "0.3.0"})
+        c, ota, cloud = _start(fl, "good")
+        run(ota, c, cloud)
+        assert (c.fw()[-1]["st"], c.fw()[-1]["why"]) == ("refused", "below floor 0.3.0")
+        # a release with a lower floor than the running one's is taken, but keeps the higher floor
+        slots.save({"run": "", "rel": "", "floor": "0.1.5"})
+        c, ota, cloud = _start(fl, "good")  # version 0.2.0, floor 0.1.0
+        run(ota, c, cloud)
+        ota.step(1)
+        assert _confirm(fl)["floor"] == "0.1.5"
+    finally:
+        fl.close()
+
+
+def test_the_built_in_floor_applies_without_a_pointer():
+    import lockcase
+
+    fl = Flash()
+    try:
+        real = lockcase.FLOOR
+        lockcase.FLOOR = "0.2.1"
+        try:
+            c, ota, cloud = _start(fl, "good")  # version 0.2.0
+            run(ota, c, cloud)
+        finally:
+            lockcase.FLOOR = real
+        assert (c.fw()[-1]["st"], c.fw()[-1]["why"]) == ("refused", "below floor 0.2.1")
+    finally:
+        fl.close()
+
+
+def test_a_roll_back_keeps_the_refused_list_and_the_floor():
+    fl = Flash()
+    try:
+        slots.save({"run": "", "rel": "", "floor": "0.1.0", "bad": ["r9"]})
+        _switched(fl, boots=1)
+        boot()
+        boot()  # its one boot used: back
+        p = slots.read(slots.POINTER)
+        assert p["bad"] == ["r9"] and p["floor"] == "0.1.0", p
+        c = Client()
+        from otakit import Board
+
+        Ota(c, Board())
+        p = slots.read(slots.POINTER)
+        assert p["bad"] == ["r9", "r2"] and p["floor"] == "0.1.0", p
+    finally:
+        fl.close()
+
+
+def test_a_confirmed_release_whose_board_fails_is_tried_again_then_given_up_without_a_ban():
+    fl = Flash()
+    try:
+        for path in ("lockcase/__init__.mpy",):  # the root's firmware is still there
+            slots.makedirs("lockcase")
+            fl.write(path, "deployed")
+        _switched(fl)
+        p = _confirm(fl)
+        assert "try" not in p and p["run"] == "fw_a"
+        fl.write("lockcase/__init__.mpy", "deployed")  # (confirming removed it: put it back)
+        fl.write("fw_a/board.py", "raise ImportError('flash went bad')\n")
+        for n in (1, 2):
+            root, now, first = boot()
+            assert now is root and len(root.fatals) == 1  # a reset, and the same release again
+            assert slots.read(slots.POINTER)["run"] == "fw_a" and slots.read(slots.POINTER)["fail"] == n
+        boot()
+        p = slots.read(slots.POINTER)
+        assert p["run"] == "" and p["floor"] == "0.1.0" and p["rb"]["trial"] is False, p
+        c = Client()
+        from otakit import Board
+
+        Ota(c, Board())
+        assert "r2" not in (slots.read(slots.POINTER).get("bad") or [])  # it may be offered again
+    finally:
+        fl.close()
+
+
+def test_a_confirmed_release_without_a_root_to_go_back_to_stays():
+    fl = Flash()
+    try:
+        _switched(fl)
+        _confirm(fl)
+        import os
+
+        os.remove("fw_a/main.py")  # the flash lost a file of it: nothing better to run
+        _, _, first = boot()
+        assert first == "fw_a" and slots.read(slots.POINTER)["run"] == "fw_a"
+    finally:
+        fl.close()
+
+
+def test_the_trial_deadline_waits_for_a_quiet_case_before_it_resets():
+    fl = Flash()
+    try:
+        _switched(fl, confirm_s=60)
+        boot()
+        c = Client()
+        from otakit import Board
+
+        ota = Ota(c, Board())
+        c.up_ms = 61000
+        c.lock.state, c.lock.door = "open", True  # a shopper at the open case
+        ota.step(0)
+        assert ota.board.resets == [] and "try" in slots.read(slots.POINTER)
+        c.lock.state, c.lock.door = "locked", False
+        ota.step(1)
+        assert ota.board.resets == ["ota"]
     finally:
         fl.close()

@@ -92,3 +92,13 @@ def check(m, rel, board_name, running, floor):
     if f is not None and (version(m["version"]) or ()) < f:
         return "below floor " + floor
     return None
+
+
+def highest(a, b):
+    """The higher of two 'x.y.z' versions ("" or malformed counts as none)."""
+    va, vb = version(a), version(b)
+    if va is None:
+        return b if vb is not None else ""
+    if vb is None or va >= vb:
+        return a
+    return b

@@ -326,7 +326,7 @@ class Ota:
         del ed25519  # this frame's reference was the last: its code and constants go now
         if not ok:
             return ("refused", "bad signature")
-        from lockcase import VERSION
+        from lockcase import FLOOR, VERSION
         from lockcase.ota import manifest
 
         try:
@@ -334,7 +334,8 @@ class Ota:
                 m = manifest.parse(f)
         except ValueError as exc:
             return ("refused", "manifest: %s" % exc)
-        why = manifest.check(m, dl["rel"], self._board().NAME, VERSION, self.ptr.get("floor", ""))
+        floor = manifest.highest(self.ptr.get("floor", ""), FLOOR)
+        why = manifest.check(m, dl["rel"], self._board().NAME, VERSION, floor)
         if why:
             return ("refused", why)
         bs, free = slots.space()
@@ -343,12 +344,12 @@ class Ota:
             need += (f[1] + bs - 1) // bs * bs
         if free is not None and free < need:
             return ("failed", "no space: %d KB needed, %d free" % (need // 1024, free // 1024))
+        dl["ver"], dl["floor"] = m["version"], m["floor"]
+        slots.save(dl, DOWNLOAD)  # before the index: a resumed download always has them
         with open(_INDEX + ".tmp", "w") as f:
             for e in m["files"]:
                 f.write("%s %d %s\n" % (e[0], e[1], e[2]))
         os.rename(_INDEX + ".tmp", _INDEX)
-        dl["ver"], dl["floor"] = m["version"], m["floor"]
-        slots.save(dl, DOWNLOAD)
         forget("lockcase.ota.manifest")
         self._resume()
         return None
@@ -416,8 +417,11 @@ class Ota:
         c = self.c
         failed = self._selftest()
         if c.greeted and failed is None:
+            # the floor only ever rises: a release with a lower floor (or none) keeps the old one
+            from lockcase.ota.manifest import highest
+
             done = {"run": p["run"], "rel": p["rel"], "ver": p.get("ver", ""),
-                    "floor": p.get("nfloor") or p.get("floor", "")}
+                    "floor": highest(p.get("floor", ""), p.get("nfloor", ""))}
             if p.get("bad"):
                 done["bad"] = p["bad"]
             slots.save(done, POINTER)
@@ -433,7 +437,8 @@ class Ota:
             elif prev == "":
                 slots.prune_root()
             return
-        if c.uptime() >= p.get("t", self.confirm_ms // 1000) * 1000:
+        if c.uptime() >= p.get("t", self.confirm_ms // 1000) * 1000 and self._quiet():
+            # (never a reset beside a shopper, an open door, a grant or an alarm: as the switch)
             why = "not confirmed in %d s" % p.get("t", 0)
             if c.greeted:  # it reached the cloud: the self-test is what failed
                 why = "self-test: %s" % failed
@@ -463,9 +468,10 @@ class Ota:
         # The previous firmware runs again: report why, and never take that release again.
         p = self.ptr
         self._emit("rolled_back", rel=rb.get("rel", ""), why=rb.get("why", ""))
-        bad = [b for b in (p.get("bad") or []) if b != rb.get("rel")]
-        bad.append(rb.get("rel", ""))
-        p["bad"] = bad[-_MAX_BAD:]
+        if rb.get("trial", True):  # a confirmed release that failed later (the flash) may come again
+            bad = [b for b in (p.get("bad") or []) if b != rb.get("rel")]
+            bad.append(rb.get("rel", ""))
+            p["bad"] = bad[-_MAX_BAD:]
         del p["rb"]
         slots.save(p, POINTER)
         d = rb.get("dir")
@@ -514,9 +520,13 @@ def no_cloud(board):
 
 
 def _back(p, why):
-    # As boot.py's: the previous firmware again, with a note of why for it to report.
-    return {"run": p.get("prev") or "", "rel": p.get("prel", ""), "floor": p.get("pfloor", ""),
-            "rb": {"rel": p.get("rel", ""), "why": why, "dir": p["run"]}}
+    # As boot.py's: the previous firmware again, with a note of why for it to report; the floor
+    # and the releases refused before are kept.
+    b = {"run": p.get("prev") or "", "rel": p.get("prel", ""), "floor": p.get("floor", ""),
+         "rb": {"rel": p.get("rel", ""), "why": why, "dir": p["run"], "trial": "try" in p}}
+    if p.get("bad"):
+        b["bad"] = p["bad"]
+    return b
 
 
 def _size(path):
