@@ -327,6 +327,15 @@ class LineReader:
         return line.decode()
 
 
+def peak_rss_kib() -> int:
+    """VmHWM: getrusage's ru_maxrss survives exec on Linux, so it can be the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -439,7 +448,7 @@ async def main_async(spec: dict[str, Any], lines: LineReader) -> None:
             say({"ev": "result", "samples": sh.samples, "syncs": sh.syncs, "drops": sh.drops, "counts": sh.counts,
                  "outcomes": sh.outcomes, "events_unacked": unacked, "events_made": sum(c.next_event - 1 for c in sh.cases),
                  "cases": len(sh.cases), "cpu_s": cpu_s(),
-                 "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+                 "peak_rss_kib": peak_rss_kib()})
         elif cmd in ("quit", ""):
             break
     for t in tasks:
