@@ -9,8 +9,9 @@
 #
 # One module of ~440 lines on purpose: the keypad is one state machine (its states share the
 # lockouts, the display and the timeouts), and on a chip every module costs heap of its own.
-from lockcase import phone
-from lockcase.compat import const, ticks_add, ticks_diff
+import sys
+
+from lockcase.compat import const, forget, ticks_add, ticks_diff
 from lockcase.safestate import PF, PL, PS, SF, SL, SS
 
 IDLE = "idle"
@@ -23,6 +24,7 @@ LOCKOUT = "lockout"  # showing the staff-PIN lockout countdown; shoppers may typ
 OFFLINE = "offline"  # not provisioned or config error: keys do nothing
 
 _MAX_PIN = const(12)
+_MAX_DIGITS = const(15)  # phone.MAX_DIGITS, E.164's cap (phone.py loads only while a number is typed)
 _CODE_LEN = const(6)
 _MSG_MS = const(3000)
 # Token bucket for key presses: a person types at most a few keys a second.
@@ -56,7 +58,7 @@ class Entry:
         self.country = cfg["country"]
         self.timeout_ms = cfg["entry_timeout_s"] * 1000
         self.help_key = "A" if cfg.get("keypad") == "4x4" else None
-        self.buf = bytearray(phone.MAX_DIGITS if phone.MAX_DIGITS > _MAX_PIN else _MAX_PIN)
+        self.buf = bytearray(_MAX_DIGITS if _MAX_DIGITS > _MAX_PIN else _MAX_PIN)
         self.n = 0
         self.state = IDLE
         self._last_key = now
@@ -137,7 +139,7 @@ class Entry:
                 self._message(now, "Too many tries", self._wait_text(self._until[PS], now), IDLE)
                 return
             self.state = PHONE
-            self._push(k, phone.MAX_DIGITS)
+            self._push(k, _MAX_DIGITS)
 
     def _phone_key(self, k, now):
         if k == "*":
@@ -147,7 +149,7 @@ class Entry:
         elif k == "#":
             self._submit_phone(now)
         elif "0" <= k <= "9":
-            self._push(k, phone.MAX_DIGITS)
+            self._push(k, _MAX_DIGITS)
 
     def _staff_key(self, k, now):
         if k == "*":
@@ -193,6 +195,7 @@ class Entry:
 
     def _submit_phone(self, now):
         digits = bytes(self.buf[: self.n]).decode()
+        phone = _phone()  # kept on this frame: _clear() below unloads the module
         try:
             e164 = phone.to_e164(digits, self.country)
         except ValueError as exc:
@@ -406,6 +409,8 @@ class Entry:
         for i in range(len(self.buf)):
             self.buf[i] = 0
         self.n = 0
+        if "lockcase.phone" in sys.modules:
+            forget("lockcase.phone")  # the number is gone: its table and code go too (_phone)
 
     # -- display --------------------------------------------------------------------------------
     def _message(self, now, l1, l2, after):
@@ -428,7 +433,7 @@ class Entry:
                 d.show("Phone no. then #", "# = help" if not self.help_key else "A = help")
         elif st == PHONE:
             digits = bytes(self.buf[: self.n]).decode()
-            d.show("Phone:", phone.group(digits, self.country)[-d.width :])
+            d.show("Phone:", _phone().group(digits, self.country)[-d.width :])
         elif st == STAFF:
             until = self._until[SS]
             if until is not None:
@@ -448,3 +453,13 @@ class Entry:
             d.show(*self.offline_text)
 
     offline_text = ("Not provisioned", "Lock closed")  # type: tuple[str, str]
+
+
+def _phone():
+    # The numbering table and its code (lockcase.phone: about 5 KB of a chip's heap) are loaded
+    # while a shopper types a number and unloaded with the digits (_clear), not held by every
+    # case all day: the production case's heap is tightest when its cloud link connects
+    # (docs/memory.md).
+    from lockcase import phone
+
+    return phone

@@ -1,0 +1,49 @@
+"""What stays loaded (issue 10): the modules a case needs only now and then are loaded when used
+and dropped after, so the heap of a case that is waiting for its next shopper does not hold them.
+
+Run on the compiled firmware on the 32-bit MicroPython, as a chip runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_micropython
+
+# The phone numbering table and its code (lockcase.phone) are loaded while a shopper types a
+# number and go with the digits: once the number is sent, and when an abandoned entry times out.
+_PHONE_ON_USE = """
+import sys
+from fakecloud import Cloud
+from mp_test_entry import Rig, PHONE, WAIT, IDLE
+
+def loaded():
+    return "lockcase.phone" in sys.modules
+
+assert not loaded(), "loaded with the keypad flows"
+cloud = Cloud()
+r = Rig(cloud=cloud)
+assert not loaded(), "loaded with the entry"
+r.type("2025550")
+assert r.e.state == PHONE and r.d.text[1] == "202 555 0", (r.e.state, r.d.text)
+assert loaded(), "not loaded while a number is typed"
+r.type("143#")
+assert r.e.state == WAIT and cloud.sent == [("phone", "+12025550143")], (r.e.state, cloud.sent)
+assert not loaded(), "kept after the number was sent"
+r.e.cloud_result("timeout", r.t)
+r.wait(5000)
+r.type("2025550")
+assert loaded()
+r.wait(r.e.timeout_ms + 1000)
+assert r.e.state == IDLE, r.e.state
+assert not loaded(), "kept after the entry timed out"
+print("PHONE OK")
+"""
+
+
+def test_phone_module_is_loaded_on_use_and_dropped_after(tmp_path: Path) -> None:
+    script = tmp_path / "phone_on_use.py"
+    script.write_text(_PHONE_ON_USE)
+    r = run_micropython([str(script)], heap="256k", compiled=True, bits=32, cwd=tmp_path)
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 0 and "PHONE OK" in out, out
