@@ -150,3 +150,24 @@ def test_a_text_that_cannot_be_sent_is_counted(settings: Settings, clock: FakeCl
         assert all(ch.done for ch in s.scalars(select(Challenge)))
     rt.engine.dispose()
 
+
+
+def test_every_metric_the_operations_guide_names_exists() -> None:
+    """docs/operations.md's table and alert rules name only metrics this code exports (a renamed
+    metric would leave an alert that never fires)."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    exported = {s.name for fam in REGISTRY.collect() if fam.name.startswith("casecloud_") for s in fam.samples}
+    exported |= {fam.name for fam in REGISTRY.collect() if fam.name.startswith("casecloud_")}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    named = set(re.findall(r"\bcasecloud_[a-z_]+[a-z]", doc))
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    missing = {n for n in named if n not in exported
+               and not any(n.endswith(x) and n[: -len(x)] in exported for x in suffixes)}
+    assert named and not missing, missing
+    defined = {fam.name for fam in REGISTRY.collect() if fam.name.startswith("casecloud_")}
+    undocumented = {d for d in defined if not any(n == d or n.startswith(d + "_") for n in named)}
+    assert not undocumented, undocumented
