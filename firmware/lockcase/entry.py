@@ -196,6 +196,9 @@ class Entry:
     def _submit_phone(self, now):
         digits = bytes(self.buf[: self.n]).decode()
         phone = _phone()  # kept on this frame: _clear() below unloads the module
+        if phone is None:  # no memory to load it now: the digits stay, the shopper tries again
+            self._message(now, "Busy, sorry", "Press # again", PHONE)
+            return
         try:
             e164 = phone.to_e164(digits, self.country)
         except ValueError as exc:
@@ -433,7 +436,8 @@ class Entry:
                 d.show("Phone no. then #", "# = help" if not self.help_key else "A = help")
         elif st == PHONE:
             digits = bytes(self.buf[: self.n]).decode()
-            d.show("Phone:", _phone().group(digits, self.country)[-d.width :])
+            ph = _phone()
+            d.show("Phone:", (ph.group(digits, self.country) if ph else digits)[-d.width :])
         elif st == STAFF:
             until = self._until[SS]
             if until is not None:
@@ -460,6 +464,13 @@ def _phone():
     # while a shopper types a number and unloaded with the digits (_clear), not held by every
     # case all day: the production case's heap is tightest when its cloud link connects
     # (docs/memory.md).
-    from lockcase import phone
+    # None when there is no memory to load it: the caller shows the digits ungrouped, or asks
+    # for another '#', and the case keeps running (a MemoryError here would end its loop).
+    try:
+        from lockcase import phone
 
-    return phone
+        return phone
+    except MemoryError:
+        forget("lockcase.phone")  # nothing half-loaded is left to be found next time
+        print("entry: out of memory loading the phone table")
+        return None

@@ -47,3 +47,47 @@ def test_phone_module_is_loaded_on_use_and_dropped_after(tmp_path: Path) -> None
     r = run_micropython([str(script)], heap="256k", compiled=True, bits=32, cwd=tmp_path)
     out = r.stdout.decode() + r.stderr.decode()
     assert r.returncode == 0 and "PHONE OK" in out, out
+
+
+# With no memory left to load the table, typing and sending a number must not end the case's
+# loop with a MemoryError: the digits show ungrouped, '#' asks for another try, and once memory is
+# back the same number goes out.
+_PHONE_NO_MEMORY = """
+import gc, sys
+from fakecloud import Cloud
+from mp_test_entry import Rig, PHONE, WAIT, MESSAGE
+
+cloud = Cloud()
+r = Rig(cloud=cloud)
+gc.collect()
+hog = None  # a chain, not a list: a growing list would leave its old arrays free
+for size in (4096, 1024, 256, 64):
+    try:
+        while True:
+            hog = (bytearray(size), hog)
+    except MemoryError:
+        pass
+for _ in range(6):  # a few hundred bytes back: enough to step, not to load a module
+    hog = hog[1]
+r.type("2025550143")
+assert r.e.state == PHONE and r.d.text[1] == "2025550143", (r.e.state, r.d.text)
+assert "lockcase.phone" not in sys.modules
+r.type("#")
+assert r.e.state == MESSAGE and r.d.text == ("Busy, sorry", "Press # again"), (r.e.state, r.d.text)
+assert cloud.sent == []
+hog = None
+gc.collect()
+r.wait(4000)
+assert r.e.state == PHONE, r.e.state
+r.type("#")
+assert r.e.state == WAIT and cloud.sent == [("phone", "+12025550143")], (r.e.state, cloud.sent)
+print("NO MEMORY OK")
+"""
+
+
+def test_phone_entry_without_memory_for_the_table(tmp_path: Path) -> None:
+    script = tmp_path / "phone_no_memory.py"
+    script.write_text(_PHONE_NO_MEMORY)
+    r = run_micropython([str(script)], heap="256k", compiled=True, bits=32, cwd=tmp_path)
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 0 and "NO MEMORY OK" in out, out
