@@ -298,7 +298,8 @@ class Handler:
                 if p.topic.kind == "req" and (due := dl[i]) is not None:
                     over = rt.clock() - due
                     if i in late or over + ahead > 0:  # its case has given up: no decision, no count
-                        rt.policy.late(s, case, body["t"], max(int(over * 1000), 0))
+                        if body["t"] != "fwget":  # a release's chunk is no shopper's: asked again, not journaled
+                            rt.policy.late(s, case, body["t"], max(int(over * 1000), 0))
                         fx.notes.append(("case %s %s -> late by %d ms", case.id, body["t"], int(over * 1000)))
                         late_now += 1
                         continue

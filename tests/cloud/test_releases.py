@@ -421,3 +421,14 @@ def test_the_rollout_step_runs_with_the_worker_sides_tasks(rt: Runtime) -> None:
     from casecloud.tasks import supervised
 
     assert "rollouts" in [t.name for t in supervised(rt, worker=True)]
+
+
+def test_a_chunk_request_past_its_deadline_is_dropped_without_a_journal_entry(
+        rt: Runtime, api: TestClient, shop: dict[str, Any], ready: dict[str, Any], clock: FakeClock) -> None:
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    hello(h, dev)
+    api.post("/v1/admin/rollouts", json={"release": "sim-1.1.0", "case": "c1"}, headers=H)
+    late = h.decide([dev.msg("req", {"t": "fwget", "rel": "sim-1.1.0", "f": 0, "off": 0})], [clock() - 1])
+    assert late.ready == [[]]  # unanswered: the case asks again
+    with rt.sessions() as s:  # and not journaled as a shopper's late request
+        assert s.scalar(select(func.count()).select_from(Event).where(Event.source == "cloud")) == 0
