@@ -37,6 +37,12 @@ _TOPIC = re.compile(r"^[^/]+/v\d+/([A-Za-z0-9_-]{1,64})/([A-Za-z0-9_-]{1,64})/[a
 # or 20+ characters of base64/url-safe alphabet holding both digits and letters.
 _DIGITS = re.compile(r"(?<![\w.:])\+?\d[\d\s()-]{5,}\d(?![\w.])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The safety net under the net: nine digits or more in one run, whatever stands around them (a
+# trailing dot or letter, a "+" sent as %2B, dots or brackets between groups) are a number to hide,
+# unless the run is a dotted IPv4 address or begins with a date.
+_LONG_RUN = re.compile(r"\d(?:[\s().-]{0,2}\d){8,}")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_PLUS = re.compile(r"%2B", re.I)
 _HEXISH = re.compile(r"\b[0-9a-fA-F]{24,}\b")
 _TOKENISH = re.compile(r"(?<![\w/.-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{20,}={0,2}(?![\w/.-])")
 _SECRET_FIELDS = re.compile(r"pass|token|secret|key|cookie|authori|session|sid|code|otp|phone|num|pin", re.I)
@@ -50,10 +56,18 @@ def _mask_digits(m: re.Match[str]) -> str:
     return m.group(0) if len(digits) < 7 or _DATE.fullmatch(m.group(0)) else "…" + digits[-2:]
 
 
+def _mask_long_run(m: re.Match[str]) -> str:
+    run = m.group(0)
+    if _IPV4.fullmatch(run) or _DATE.match(run):
+        return run
+    return "…" + re.sub(r"\D", "", run)[-2:]
+
+
 def scrub_text(text: str) -> str:
     """What a line must not carry, replaced: phone-like digit runs keep their last two digits."""
+    text = _HEXISH.sub("[hex]", _PLUS.sub("+", text))  # hex first: its digit runs are not numbers
     text = _DIGITS.sub(_mask_digits, text)
-    text = _HEXISH.sub("[hex]", text)
+    text = _LONG_RUN.sub(_mask_long_run, text)
     return _TOKENISH.sub("[redacted]", text)
 
 
