@@ -40,7 +40,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The safety net under the net: nine digits or more in one run, whatever stands around them (a
 # trailing dot or letter, a "+" sent as %2B, dots or brackets between groups) are a number to hide,
 # unless the run is a dotted IPv4 address or begins with a date.
-_LONG_RUN = re.compile(r"\d(?:[\s().-]{0,2}\d){8,}")
+_LONG_RUN = re.compile(r"\+?\d(?:[\s().-]{0,2}\d){8,}")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _PLUS = re.compile(r"%2B", re.I)
 _HEXISH = re.compile(r"\b[0-9a-fA-F]{24,}\b")
@@ -58,7 +58,7 @@ def _mask_digits(m: re.Match[str]) -> str:
 
 def _mask_long_run(m: re.Match[str]) -> str:
     run = m.group(0)
-    if _IPV4.fullmatch(run) or _DATE.match(run):
+    if _IPV4.fullmatch(run) or _DATE.match(run.lstrip("+")):
         return run
     return "…" + re.sub(r"\D", "", run)[-2:]
 
@@ -66,8 +66,8 @@ def _mask_long_run(m: re.Match[str]) -> str:
 def scrub_text(text: str) -> str:
     """What a line must not carry, replaced: phone-like digit runs keep their last two digits."""
     text = _HEXISH.sub("[hex]", _PLUS.sub("+", text))  # hex first: its digit runs are not numbers
+    text = _LONG_RUN.sub(_mask_long_run, text)  # before the 7-digit rule, which would take a part
     text = _DIGITS.sub(_mask_digits, text)
-    text = _LONG_RUN.sub(_mask_long_run, text)
     return _TOKENISH.sub("[redacted]", text)
 
 
