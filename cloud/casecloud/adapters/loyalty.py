@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 import httpx
-from sqlalchemy import String, select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
 from casecloud import codec, db
@@ -40,6 +40,11 @@ class Loyalty(Protocol):
 
 def new_member_id() -> str:
     return "m_" + secrets.token_hex(8)
+
+
+# A batch's tokens at once (prefetch), built once: building the statement cost as much as running it.
+_BY_CARDS = select(Member).where(Member.card_hash.in_(bindparam("hashes", expanding=True)))
+_BY_APP_TOKENS = select(Member).where(Member.app_token_hash.in_(bindparam("hashes", expanding=True)))
 
 
 class BuiltinLoyalty:
@@ -74,11 +79,11 @@ class BuiltinLoyalty:
         `by_token` to find in this transaction; returns the members found (batch.py)."""
         cache: dict[tuple[bool, str], Member | None] = db.scratch(s).setdefault("members_by_token", {})
         found: list[Member] = []
-        for app, col in ((False, Member.card_hash), (True, Member.app_token_hash)):
+        for app, stmt in ((False, _BY_CARDS), (True, _BY_APP_TOKENS)):
             want = {self._h.token(t) for t, src in tokens if (src == "app") == app} - {h for a, h in cache if a == app}
             if not want:
                 continue
-            for m in s.scalars(select(Member).where(col.in_(sorted(want)))):
+            for m in s.scalars(stmt, {"hashes": sorted(want)}):
                 h = m.app_token_hash if app else m.card_hash
                 if h is not None:
                     cache[(app, h)] = m
