@@ -60,6 +60,10 @@ def test_ready_follows_postgresql_and_the_broker(tmp_path: Path, own_pg: PgServe
             assert r.json()["ready"] is False and "database unreachable" in r.json()["detail"], r.text
             h = wait_status(base + "/healthz", 503, procs[base], logs[base]).json()
             assert h["database"] is False and "database unreachable" in h["detail"]
+            # anyone who reaches a probe reads it: the driver's text (host, port, user) is the log's
+            port = str(own_pg.port)
+            assert port not in r.text and port not in str(h), (r.text, h)
+            assert [ln for ln in logs[base].read_text().splitlines() if "database unreachable" in ln and port in ln]
             assert wait_status(base + "/livez", 200, procs[base], logs[base]).json()["live"] is True
         own_pg._start()  # pyright: ignore[reportPrivateUsage]
         for base in procs:

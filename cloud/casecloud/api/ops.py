@@ -20,6 +20,7 @@ A `--worker-only` process serves these four on `ops_host:ops_port` (`ops_app`), 
 
 import asyncio
 import hmac
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from casecloud.api.services import Services
 from casecloud.runtime import Runtime
 from casecloud.settings import sqlite_path
 from casecloud.supervise import Supervised
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["ops"])
 _bearer = HTTPBearer(auto_error=False)
@@ -85,8 +88,13 @@ class DatabaseProbe:
             except TimeoutError:
                 self._last = f"database unreachable: no answer within {self._timeout:g} s"
             except Exception as e:
-                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-                self._last = f"database unreachable: {type(e).__name__}" + (f" ({first})" if first else "")
+                # The driver's text names hosts, ports and users: it goes to the log, and the
+                # probes, which answer anyone who reaches them, say only the error's kind.
+                was = self._last
+                self._last = f"database unreachable: {type(e).__name__}"
+                if self._last != was:
+                    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+                    log.warning("%s (%s)", self._last, first)
             self._at = time.monotonic()
             return self._last
 
