@@ -14,7 +14,7 @@ from bench.fleet import FleetConfig, run, summary
 
 def test_fleet_accounting(tmp_path: Path) -> None:
     cfg = FleetConfig(cases=20, workers=2, shards=2, cases_per_store=10, rate=10, events=4, app_rate=2,
-                      beat_s=2, warmup_s=1, steady_s=3, req_wait_s=3, reconnect_limit_s=60)
+                      beat_s=2, warmup_s=1, steady_s=3, reconnect_limit_s=60)
     rep = run(cfg, tmp_path, log=lambda *_: None)
 
     st = rep["steady"]
