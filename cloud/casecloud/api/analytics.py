@@ -23,12 +23,13 @@ from casecloud.models import Case, Store, StoreHours
 router = APIRouter(tags=["analytics"])
 
 Days = Annotated[int, Query(ge=1, le=publish.MAX_DAYS, description="whole UTC days before today")]
+Minute = Annotated[int, Field(ge=0, le=1440)]  # minutes after local midnight (hours.validate checks the rest)
 
 
 class HoursIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tz: str = Field(max_length=64, description="IANA time zone, e.g. Europe/Berlin")
-    week: list[list[int] | None] = Field(
+    week: list[list[Minute] | None] = Field(
         min_length=7, max_length=7,
         description="Monday first: [open, close] in minutes after local midnight, or null (closed)")
 
