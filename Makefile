@@ -105,8 +105,9 @@ soak: deps sysdeps $(MP32)
 		tests/host/test_safety_props.py -k any_script
 
 # The fleet simulator (issue 15, bench/fleet.py): PostgreSQL, Mosquitto, two workers, the API and
-# 10,000 virtual cases sending 500 shopper requests/s, then a whole-fleet reconnect; both cores for
-# about five minutes. ARGS: e.g. --cases 2000 --workers 1 --rate 200 (--help lists them).
+# 10,000 virtual cases (connecting at 100/s) sending 500 shopper requests/s, then a whole-fleet
+# reconnect; both cores for five to fifteen minutes (docs/scaling.md).
+# ARGS: e.g. --cases 2000 --workers 1 --rate 200 (--help lists them).
 # Writes build/fleet.json.
 .PHONY: fleet
 fleet: deps sysdeps
