@@ -372,6 +372,8 @@ def test_store_hours_from_the_analytics_page(world: tuple[Runtime, list[str]], m
     assert r.status_code == 422 and "tz: unknown time zone" in r.text
     r = mgr.post("/console/stores/s1/hours", data=form | {"tz": "Europe/Berlin", "open2": "9am"})
     assert r.status_code == 422 and "Wed: opening and closing times as HH:MM" in r.text
+    r = mgr.post("/console/stores/s1/hours", data=form | {"tz": "Europe/Berlin", "close3": "18:30"})
+    assert r.status_code == 422 and "(Thu): whole hours only" in r.text  # review M5
     assert mgr.post("/console/stores/s1/hours", data=form | {"csrf_token": "0" * 64}).status_code == 403
     r = mgr.post("/console/stores/s1/hours", data=form | {"tz": "Europe/Berlin"})
     assert r.status_code == 303 and r.headers["location"] == "/console/stores/s1/analytics?hours=saved"

@@ -1,7 +1,9 @@
 """A store's opening hours (the `store_hours` row): what counts as an after-hours open.
 
 `week` holds seven entries, Monday first: `[open, close]` in minutes after local midnight
-(0 <= open < close <= 1440), or None for a day the store is closed. No row: the store set no hours
+(0 <= open < close <= 1440, whole hours only), or None for a day the store is closed. Whole hours,
+because a boundary a manager can move minute by minute splits the door opens of an hour into
+counts that subtraction gives back (review M5); hours apply from today on (api/analytics.py). No row: the store set no hours
 and no open counts as after hours. Local time is the store's IANA zone (`tz`), daylight saving
 included (zoneinfo).
 """
@@ -53,6 +55,8 @@ def validate(tz: str, week: Any) -> list[list[int] | None]:
               and 0 <= day[0] < day[1] <= 1440)
         if not ok:
             raise BadHours(f"week[{i}] ({WEEKDAYS[i]}): [open, close] with 0 <= open < close <= 1440, or null")
+        if day[0] % 60 or day[1] % 60:
+            raise BadHours(f"week[{i}] ({WEEKDAYS[i]}): whole hours only (minutes a multiple of 60)")
         out.append([day[0], day[1]])
     return out
 

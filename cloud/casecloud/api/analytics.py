@@ -110,7 +110,9 @@ def read_hours(store_id: str, s: DB, _p: StoreManager) -> HoursOut:
 
 @router.put("/v1/admin/stores/{store_id}/hours")
 def set_hours(store_id: str, body: HoursIn, s: DB, rt: Rt, p: StoreManager) -> HoursOut:
-    """Set the store's opening hours; the last 90 days' after-hours opens are recounted with them."""
+    """Set the store's opening hours, from today on: today's opens are recounted with them (today
+    is never shown), the days already shown keep their counts. Recounting past days would let a
+    manager read one hidden hour's opens as the difference of two settings (review M5)."""
     _store(s, store_id)
     try:
         week = hours.validate(body.tz, body.week)
@@ -122,7 +124,8 @@ def set_hours(store_id: str, body: HoursIn, s: DB, rt: Rt, p: StoreManager) -> H
     else:
         row.tz, row.week, row.updated_at = body.tz, week, rt.now()
     s.flush()
-    n = aggregate.recount_store(s, store_id, rt.now(), rt.settings.otp_ttl_s, rt.now() - publish.MAX_DAYS * 86_400)
+    today = rt.now() - rt.now() % 86_400
+    n = aggregate.recount_store(s, store_id, rt.now(), rt.settings.otp_ttl_s, today)
     audit.record(s, p.actor, "store.hours", rt.now(), target=("store", store_id), store=store_id,
                  detail={"tz": body.tz})
     return HoursOut(store=store_id, tz=body.tz, week=week, recounted=n)
