@@ -3,6 +3,8 @@ month, privacy of the aggregate tables and exports, and the small-count rule (su
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 from typing import Any
 
@@ -14,8 +16,17 @@ from sqlalchemy.orm import Session
 from casecloud.analytics import metrics
 from casecloud.analytics.aggregate import fold, rebuild
 from casecloud.analytics.hours import after_hours_rule, validate
-from casecloud.analytics.publish import fleet_json, fleet_view, store_csv, store_json, store_view
-from casecloud.analytics.suppress import K, hidden_parts
+from casecloud.analytics.publish import (
+    case_json,
+    fleet_json,
+    fleet_view,
+    hours_json,
+    store_csv,
+    store_hours,
+    store_json,
+    store_view,
+)
+from casecloud.analytics.suppress import GROUPS, K, hidden_parts, protect
 from casecloud.models import (
     Alert,
     AnalyticsDay,
@@ -280,3 +291,130 @@ def test_two_workers_never_fold_at_once_on_postgresql(pg_server: Any, tmp_path: 
             assert s.scalars(select(AnalyticsDay.n).where(AnalyticsDay.metric == "forced")).all() == [6]
     finally:
         rt.engine.dispose()
+
+
+# --- linked metrics (review M6) -------------------------------------------------------------------
+
+LINKED = sorted({g.total for g in GROUPS} | {p for g in GROUPS for p in g.parts})
+
+
+def _gives_back(true: dict[str, int], shown: dict[str, int | None]) -> list[str]:
+    """What an attacker gets back from one position's shown figures by subtracting within a linked
+    group: a hidden count alone (the total minus the other parts), or a small leftover."""
+    found = []
+    for g in GROUPS:
+        t = shown.get(g.total, 0)
+        hidden = [p for p in g.parts if shown.get(p, 0) is None and true.get(p, 0)]
+        if t is None:
+            if true.get(g.total, 0) and g.exact and not hidden:
+                found.append(f"{g.total} = sum of its shown parts")
+            continue
+        rest = t - sum(shown.get(p, 0) or 0 for p in g.parts)
+        if g.exact and len(hidden) == 1:
+            found.append(f"{hidden[0]} = {g.total} - shown parts = {rest}")
+        elif not g.exact and not hidden and 0 < rest < K:
+            found.append(f"{g.total} minus its parts = {rest}")
+        elif not g.exact and len(hidden) == 1 and true.get(g.total, 0) == true.get(hidden[0], 0):
+            found.append(f"{hidden[0]} = {g.total}")
+        elif 0 < rest < K and hidden:
+            found.append(f"{g.total}: hidden parts add up to {rest}")
+    return found
+
+
+def _column_gives_back(whole: int | None, true_whole: int, parts: list[tuple[int, int | None]]) -> bool:
+    """A store-day and its parts (true, shown): a hidden part alone, or a small hidden remainder."""
+    if whole is None:
+        return true_whole > 0 and all(s is not None for _, s in parts)
+    hidden = [n for n, s in parts if s is None and n]
+    return len(hidden) == 1 or 0 < sum(hidden) < K
+
+
+@st.composite
+def cell_counts(draw: st.DrawFn) -> dict[str, int]:
+    """One case-day's linked metrics as the events make them: allow the sum of the grants, the
+    trusted, after-hours and acknowledged counts within their totals."""
+    n = st.integers(0, 9)
+    out = {f"grant.{m}": draw(n) for m in ("phone", "card", "nfc", "app")}
+    out["allow"] = sum(out.values())
+    out["trusted"] = draw(st.integers(0, out["allow"]))
+    out["opened"] = draw(st.integers(0, 25))
+    out["after_hours"] = draw(st.integers(0, out["opened"]))
+    out["help"] = draw(n)
+    out["help_acked"] = draw(st.integers(0, out["help"]))
+    return out
+
+
+@given(st.lists(cell_counts(), min_size=1, max_size=4))
+def test_no_linked_metric_gives_a_hidden_count_back(parts: list[dict[str, int]]) -> None:
+    """protect() on a store-day of up to 4 cases: no position (the store-day, each case-day) gives
+    a hidden count back through a linked group, and no metric's column gives a case-day back."""
+    whole = {m: sum(p.get(m, 0) for p in parts) for m in LINKED}
+    top, hide = protect(whole, dict(enumerate(parts)))
+    def as_shown(cells: dict[str, int], h: set[str]) -> dict[str, int | None]:
+        return {m: (None if m in h else cells.get(m, 0)) for m in LINKED}
+    assert all(m in top for m, n in whole.items() if 0 < n < K)
+    assert not _gives_back(whole, as_shown(whole, top))
+    for i, p in enumerate(parts):
+        assert not _gives_back(p, as_shown(p, hide[i])), (i, p, hide[i])
+    for m in LINKED:
+        col = [(p.get(m, 0), None if m in hide[i] else p.get(m, 0)) for i, p in enumerate(parts)]
+        assert not _column_gives_back(None if m in top else whole[m], whole[m], col), (m, col)
+
+
+def _linked_day(rt: Runtime, cells: dict[tuple[str, int, str], int]) -> None:
+    """The analytics tables as a fold leaves them: (case, hour of day 0, metric) -> n, its days."""
+    with rt.sessions.begin() as s:
+        seed(s, 1, 3, START)
+        s.execute(insert(AnalyticsHour), [{"case_id": c, "hour": START + h * 3600, "metric": m, "store_id": "st0",
+                                           "n": n} for (c, h, m), n in cells.items()])
+        days: dict[tuple[str, str], int] = {}
+        for (c, _h, m), n in cells.items():
+            days[(c, m)] = days.get((c, m), 0) + n
+        s.execute(insert(AnalyticsDay), [{"case_id": c, "day": START, "metric": m, "store_id": "st0", "n": n}
+                                          for (c, m), n in days.items()])
+
+
+def _shown(f: dict[str, Any]) -> int | None:
+    return None if f["value"] is None else int(f["value"])
+
+
+def test_the_reviewers_day_gives_nothing_back_in_json_csv_or_hours(rt: Runtime) -> None:
+    """Review M6: 8 phone grants and 3 trusted card taps showed allow 11 and grant.phone 8 beside
+    grant.card '< 5' (11 - 8 = 3); likewise after_hours within opened and help_acked within help."""
+    cells = {("c0-0", 9, "grant.phone"): 5, ("c0-0", 10, "grant.phone"): 3, ("c0-1", 11, "grant.card"): 3,
+             ("c0-0", 9, "allow"): 5, ("c0-0", 10, "allow"): 3, ("c0-1", 11, "allow"): 3,
+             ("c0-1", 11, "trusted"): 3, ("c0-1", 11, "req.card"): 3, ("c0-0", 9, "req.phone"): 8,
+             ("c0-0", 12, "opened"): 18, ("c0-1", 10, "opened"): 2, ("c0-1", 10, "after_hours"): 2,
+             ("c0-0", 12, "after_hours"): 16, ("c0-2", 13, "help"): 7, ("c0-2", 13, "help_acked"): 6}
+    _linked_day(rt, cells)
+    true_day: dict[str, int] = {}
+    true_case: dict[str, dict[str, int]] = {}
+    true_hour: dict[int, dict[str, int]] = {}
+    for (c, h, m), n in cells.items():
+        true_day[m] = true_day.get(m, 0) + n
+        true_case.setdefault(c, {})[m] = true_case.get(c, {}).get(m, 0) + n
+        true_hour.setdefault(h, {})[m] = n + true_hour.get(h, {}).get(m, 0)
+    with rt.sessions.begin() as s:
+        v = store_view(s, "st0", START + DAY + 10, 1)
+        body = store_json(v)
+        day = {m: _shown(figs[0]) for m, figs in body["daily"].items()}
+        assert day["grant.card"] is None and day["allow"] == 11  # the reviewer's figures, still
+        assert not _gives_back(true_day, day), day
+        cases = {c: case_json(v, c) for c in ("c0-0", "c0-1", "c0-2")}
+        for c, cj in cases.items():
+            shown_c = {m: _shown(figs[0]) for m, figs in cj["daily"].items()}
+            assert not _gives_back(true_case.get(c, {}), shown_c), (c, shown_c)
+        for m in true_day:
+            col = [(true_case.get(c, {}).get(m, 0), _shown(cases[c]["daily"][m][0])) for c in cases]
+            assert not _column_gives_back(day[m], true_day[m], col), (m, col)
+        hj = hours_json("st0", START, store_hours(s, "st0", START))
+        for h in range(24):
+            shown_h = {m: _shown(figs[h]) for m, figs in hj["hourly"].items()}
+            assert not _gives_back(true_hour.get(h, {}), shown_h), (h, shown_h)
+        for m in true_day:
+            col = [(true_hour.get(h, {}).get(m, 0), _shown(hj["hourly"][m][h])) for h in range(24)]
+            assert not _column_gives_back(day[m], true_day[m], col), (m, col)
+        # the CSV carries the same figures as the JSON
+        rows = list(csv.DictReader(io.StringIO(store_csv(v))))
+        csv_day = {r["column"]: r["value"] for r in rows if r["section"] == "daily" and r["row"] == "2026-09-22"}
+        assert csv_day == {m: f[0]["text"] for m, f in body["daily"].items()}

@@ -28,7 +28,7 @@ from casecloud.analytics.metrics import (
     SHOPPER,
     percentile,
 )
-from casecloud.analytics.suppress import Figure, K, cell, hidden_parts, plain, total
+from casecloud.analytics.suppress import Figure, K, cell, plain, protect, total
 from casecloud.models import AnalyticsDay, AnalyticsHour, Case, Store
 
 MAX_DAYS = 90
@@ -115,17 +115,17 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
         else:
             case_day[(day, metric)][case_id] = n
     metrics = sorted({m for _, m in case_day}, key=_order)
-    for m in metrics:
-        figs: list[Figure] = []
-        for d in v.days:
-            parts = case_day.get((d, m), {})
-            p = sum(parts.values())
-            figs.append(cell(p))
-            hide = hidden_parts(p, parts)
+    hour_cells = _hour_cells(s, store_id, start, end)
+    for d in v.days:  # each store-day with its case-days and store-hours (protect_day)
+        whole = {m: sum(case_day.get((d, m), {}).values()) for m in metrics}
+        per_case = {c: {m: case_day.get((d, m), {}).get(c, 0) for m in metrics} for c in cases}
+        top, hide, _ = protect_day(whole, per_case, hour_cells.get(d, {}))
+        for m in metrics:
+            v.daily.setdefault(m, []).append(cell(whole[m], m in top))
             for c in cases:
-                v.case_daily.setdefault(c, {}).setdefault(m, []).append(cell(parts.get(c, 0), c in hide))
-        v.daily[m] = figs
-        v.totals[m] = total(figs)
+                v.case_daily.setdefault(c, {}).setdefault(m, []).append(cell(per_case[c][m], m in hide[c]))
+    for m in metrics:
+        v.totals[m] = total(v.daily[m])
     v.trusted_share = share(v.totals.get("trusted"), v.totals.get("allow"))
     for name in DURATIONS:
         h = hist.get(name, Counter())
@@ -146,41 +146,74 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
     return v
 
 
-def store_hours(s: Session, store_id: str, day: int) -> dict[str, list[Figure]]:
-    """One whole UTC day of a store hour by hour: per metric 24 store-hour cells, protected within
-    their store-day (suppress rule 3). Health and duration metrics are left out (the day's view
-    has them)."""
-    per: dict[str, dict[int, int]] = defaultdict(dict)
+def _hour_cells(s: Session, store_id: str, start: int, end: int) -> dict[int, dict[int, dict[str, int]]]:
+    """day -> hour of day (UTC) -> metric -> the store-hour's count, health and durations left out."""
+    out: dict[int, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for hour, metric, n in s.execute(
             select(AnalyticsHour.hour, AnalyticsHour.metric, func.sum(AnalyticsHour.n)).where(
-                AnalyticsHour.store_id == store_id, AnalyticsHour.hour >= day, AnalyticsHour.hour < day + DAY)
+                AnalyticsHour.store_id == store_id, AnalyticsHour.hour >= start, AnalyticsHour.hour < end)
             .group_by(AnalyticsHour.hour, AnalyticsHour.metric)):
         if not is_health(metric) and not is_duration(metric):
-            per[metric][(hour - day) // HOUR] = int(n)
-    out: dict[str, list[Figure]] = {}
-    for m in sorted(per, key=_order):
-        parts = per[m]
-        hide = hidden_parts(sum(parts.values()), parts)
-        out[m] = [cell(parts.get(h, 0), h in hide) for h in range(24)]
+            out[hour - hour % DAY][(hour % DAY) // HOUR][metric] = int(n)
     return out
+
+
+def protect_day(whole: dict[str, int], per_case: dict[str, dict[str, int]], per_hour: dict[int, dict[str, int]]
+                ) -> tuple[set[str], dict[str, set[str]], dict[int, set[str]]]:
+    """A store-day's metrics to hide, and those of its case-days and of its store-hours: each part
+    protected within the store-day and across linked metrics (suppress.protect). The store-day's
+    own hidden metrics are those of both, so the day's view, a case's and the hourly view agree."""
+    metrics = set(whole) | {m for cells in per_hour.values() for m in cells}
+    whole = {m: whole.get(m, 0) for m in metrics}
+    top: set[str] = set()
+    while True:
+        top_c, hide_c = protect(whole, per_case, top)
+        top_h, hide_h = protect(whole, per_hour, top_c)
+        if top_h == top:
+            return top, hide_c, hide_h
+        top = top_h
+
+
+def _day_cases(s: Session, store_id: str, day: int) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for _sid, case_id, _day, metric, n in day_rows(s, [store_id], day, day + DAY):
+        if not is_health(metric) and not is_duration(metric):
+            out[case_id][metric] = n
+    return out
+
+
+def _protect_hours(s: Session, store_id: str, day: int, hours: dict[int, dict[str, int]]
+                   ) -> tuple[list[str], dict[int, set[str]]]:
+    """A day's store-hours, protected within their store-day, linked metrics together."""
+    per_case = _day_cases(s, store_id, day)
+    metrics = sorted({m for cells in hours.values() for m in cells}, key=_order)
+    whole = {m: sum(cells.get(m, 0) for cells in per_case.values()) for m in
+             {m for cells in per_case.values() for m in cells}}
+    _top, _hc, hide = protect_day(whole, per_case, hours)
+    return metrics, hide
+
+
+def store_hours(s: Session, store_id: str, day: int) -> dict[str, list[Figure]]:
+    """One whole UTC day of a store hour by hour: per metric 24 store-hour cells, protected within
+    their store-day (suppress rule 3) and across linked metrics. Health and duration metrics are
+    left out (the day's view has them)."""
+    hours = _hour_cells(s, store_id, day, day + DAY).get(day, {})
+    metrics, hide = _protect_hours(s, store_id, day, hours)
+    return {m: [cell(hours[h].get(m, 0), m in hide[h]) if h in hours else cell(0) for h in range(24)]
+            for m in metrics}
 
 
 RANKED = ("abandon_code", "abandon_phone", "forced", "held_open", "tamper", "code_burst", "after_hours")
 
 
 def _by_hour(s: Session, store_id: str, start: int, end: int, metric: str) -> list[Figure]:
-    """A metric per hour of day (UTC) over the period: each store-hour a cell, protected within its
-    store-day (suppress rule 3), then summed shown cells per hour of day."""
-    per: dict[int, dict[int, int]] = defaultdict(dict)  # day -> hour -> n
-    for hour, n in s.execute(select(AnalyticsHour.hour, func.sum(AnalyticsHour.n)).where(
-            AnalyticsHour.store_id == store_id, AnalyticsHour.metric == metric, AnalyticsHour.hour >= start,
-            AnalyticsHour.hour < end).group_by(AnalyticsHour.hour)):
-        per[hour - hour % DAY][hour] = int(n)
+    """A metric per hour of day (UTC) over the period: each store-hour a cell, protected as the
+    day's hourly view protects it (store_hours), then summed shown cells per hour of day."""
     by: list[list[Figure]] = [[] for _ in range(24)]
-    for parts in per.values():
-        hide = hidden_parts(sum(parts.values()), parts)
-        for h, n in parts.items():
-            by[(h % DAY) // HOUR].append(cell(n, h in hide))
+    for day, hours in _hour_cells(s, store_id, start, end).items():
+        _metrics, hide = _protect_hours(s, store_id, day, hours)
+        for h, cells in hours.items():
+            by[h].append(cell(cells.get(metric, 0), metric in hide[h]))
     return [total(f) for f in by]
 
 
