@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from casecloud.analytics.suppress import GROUPS, K
 from casecloud.models import Alert, Case, Event, Staff, Store
 
 MEMBER_IDS = [f"m_{i:08x}deadbeef" for i in range(40)]
@@ -176,3 +177,26 @@ def write(s: Session, gen: Gen) -> int:
 def _chunks(rows: list[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]]:
     for i in range(0, len(rows), n):
         yield rows[i:i + n]
+
+
+def linked_give_back(true: dict[str, int], shown: dict[str, int | None]) -> list[str]:
+    """What an attacker gets back from one position's shown figures by subtracting within a linked
+    group: a hidden count alone (the total minus the other parts), or a small leftover."""
+    found = []
+    for g in GROUPS:
+        t = shown.get(g.total, 0)
+        hidden = [p for p in g.parts if shown.get(p, 0) is None and true.get(p, 0)]
+        if t is None:
+            if true.get(g.total, 0) and g.exact and not hidden:
+                found.append(f"{g.total} = sum of its shown parts")
+            continue
+        rest = t - sum(shown.get(p, 0) or 0 for p in g.parts)
+        if g.exact and len(hidden) == 1:
+            found.append(f"{hidden[0]} = {g.total} - shown parts = {rest}")
+        elif not g.exact and not hidden and 0 < rest < K:
+            found.append(f"{g.total} minus its parts = {rest}")
+        elif not g.exact and len(hidden) == 1 and true.get(g.total, 0) == true.get(hidden[0], 0):
+            found.append(f"{hidden[0]} = {g.total}")
+        elif 0 < rest < K and hidden:
+            found.append(f"{g.total}: hidden parts add up to {rest}")
+    return found

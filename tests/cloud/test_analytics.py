@@ -21,6 +21,7 @@ from casecloud.analytics.publish import (
     fleet_json,
     fleet_view,
     hours_json,
+    protect_day,
     store_csv,
     store_hours,
     store_json,
@@ -38,7 +39,7 @@ from casecloud.models import (
     StoreHours,
 )
 from casecloud.runtime import Runtime
-from tests.cloud.analytics_gen import MEMBER_IDS, STAFF_IDS, Gen, month_rows, seed
+from tests.cloud.analytics_gen import MEMBER_IDS, STAFF_IDS, Gen, linked_give_back, month_rows, seed
 
 DAY = 86_400
 START = 1_790_035_200  # a UTC midnight, Tuesday 2026-09-22
@@ -298,29 +299,6 @@ def test_two_workers_never_fold_at_once_on_postgresql(pg_server: Any, tmp_path: 
 LINKED = sorted({g.total for g in GROUPS} | {p for g in GROUPS for p in g.parts})
 
 
-def _gives_back(true: dict[str, int], shown: dict[str, int | None]) -> list[str]:
-    """What an attacker gets back from one position's shown figures by subtracting within a linked
-    group: a hidden count alone (the total minus the other parts), or a small leftover."""
-    found = []
-    for g in GROUPS:
-        t = shown.get(g.total, 0)
-        hidden = [p for p in g.parts if shown.get(p, 0) is None and true.get(p, 0)]
-        if t is None:
-            if true.get(g.total, 0) and g.exact and not hidden:
-                found.append(f"{g.total} = sum of its shown parts")
-            continue
-        rest = t - sum(shown.get(p, 0) or 0 for p in g.parts)
-        if g.exact and len(hidden) == 1:
-            found.append(f"{hidden[0]} = {g.total} - shown parts = {rest}")
-        elif not g.exact and not hidden and 0 < rest < K:
-            found.append(f"{g.total} minus its parts = {rest}")
-        elif not g.exact and len(hidden) == 1 and true.get(g.total, 0) == true.get(hidden[0], 0):
-            found.append(f"{hidden[0]} = {g.total}")
-        elif 0 < rest < K and hidden:
-            found.append(f"{g.total}: hidden parts add up to {rest}")
-    return found
-
-
 def _column_gives_back(whole: int | None, true_whole: int, parts: list[tuple[int, int | None]]) -> bool:
     """A store-day and its parts (true, shown): a hidden part alone, or a small hidden remainder."""
     if whole is None:
@@ -353,9 +331,9 @@ def test_no_linked_metric_gives_a_hidden_count_back(parts: list[dict[str, int]])
     def as_shown(cells: dict[str, int], h: set[str]) -> dict[str, int | None]:
         return {m: (None if m in h else cells.get(m, 0)) for m in LINKED}
     assert all(m in top for m, n in whole.items() if 0 < n < K)
-    assert not _gives_back(whole, as_shown(whole, top))
+    assert not linked_give_back(whole, as_shown(whole, top))
     for i, p in enumerate(parts):
-        assert not _gives_back(p, as_shown(p, hide[i])), (i, p, hide[i])
+        assert not linked_give_back(p, as_shown(p, hide[i])), (i, p, hide[i])
     for m in LINKED:
         col = [(p.get(m, 0), None if m in hide[i] else p.get(m, 0)) for i, p in enumerate(parts)]
         assert not _column_gives_back(None if m in top else whole[m], whole[m], col), (m, col)
@@ -399,18 +377,18 @@ def test_the_reviewers_day_gives_nothing_back_in_json_csv_or_hours(rt: Runtime) 
         body = store_json(v)
         day = {m: _shown(figs[0]) for m, figs in body["daily"].items()}
         assert day["grant.card"] is None and day["allow"] == 11  # the reviewer's figures, still
-        assert not _gives_back(true_day, day), day
+        assert not linked_give_back(true_day, day), day
         cases = {c: case_json(v, c) for c in ("c0-0", "c0-1", "c0-2")}
         for c, cj in cases.items():
             shown_c = {m: _shown(figs[0]) for m, figs in cj["daily"].items()}
-            assert not _gives_back(true_case.get(c, {}), shown_c), (c, shown_c)
+            assert not linked_give_back(true_case.get(c, {}), shown_c), (c, shown_c)
         for m in true_day:
             col = [(true_case.get(c, {}).get(m, 0), _shown(cases[c]["daily"][m][0])) for c in cases]
             assert not _column_gives_back(day[m], true_day[m], col), (m, col)
         hj = hours_json("st0", START, store_hours(s, "st0", START))
         for h in range(24):
             shown_h = {m: _shown(figs[h]) for m, figs in hj["hourly"].items()}
-            assert not _gives_back(true_hour.get(h, {}), shown_h), (h, shown_h)
+            assert not linked_give_back(true_hour.get(h, {}), shown_h), (h, shown_h)
         for m in true_day:
             col = [(true_hour.get(h, {}).get(m, 0), _shown(hj["hourly"][m][h])) for h in range(24)]
             assert not _column_gives_back(day[m], true_day[m], col), (m, col)
@@ -418,3 +396,26 @@ def test_the_reviewers_day_gives_nothing_back_in_json_csv_or_hours(rt: Runtime) 
         rows = list(csv.DictReader(io.StringIO(store_csv(v))))
         csv_day = {r["column"]: r["value"] for r in rows if r["section"] == "daily" and r["row"] == "2026-09-22"}
         assert csv_day == {m: f[0]["text"] for m, f in body["daily"].items()}
+
+
+@given(st.lists(st.lists(cell_counts(), min_size=1, max_size=3), min_size=1, max_size=3))
+def test_a_day_s_cases_and_hours_together_give_nothing_back(grid: list[list[dict[str, int]]]) -> None:
+    """protect_day on a store-day of cases (rows) by hours (columns): the store-day, each case-day
+    and each store-hour protected across linked metrics and within the store-day, with one set of
+    hidden store-day metrics for the day's view, a case's and the hourly view."""
+    def add(cells: list[dict[str, int]]) -> dict[str, int]:
+        return {m: sum(c.get(m, 0) for c in cells) for m in LINKED}
+    per_case = {f"c{i}": add(row) for i, row in enumerate(grid)}
+    width = max(len(row) for row in grid)
+    per_hour = {h: add([row[h] for row in grid if h < len(row)]) for h in range(width)}
+    whole = add(list(per_case.values()))
+    top, hide_c, hide_h = protect_day(whole, per_case, per_hour)
+    def as_shown(cells: dict[str, int], h: set[str]) -> dict[str, int | None]:
+        return {m: (None if m in h else cells.get(m, 0)) for m in LINKED}
+    assert not linked_give_back(whole, as_shown(whole, top))
+    for parts, hide in ((per_case, hide_c), (per_hour, hide_h)):
+        for k, p in parts.items():
+            assert not linked_give_back(p, as_shown(p, hide[k])), (k, p, hide[k])  # type: ignore[index]
+        for m in LINKED:
+            col = [(p.get(m, 0), None if m in hide[k] else p.get(m, 0)) for k, p in parts.items()]  # type: ignore[index]
+            assert not _column_gives_back(None if m in top else whole[m], whole[m], col), (m, col)

@@ -10,6 +10,7 @@ import calendar
 import csv
 import io
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -23,10 +24,12 @@ from sqlalchemy import delete
 from casecloud import registry
 from casecloud.accounts import users
 from casecloud.analytics.aggregate import rebuild
+from casecloud.analytics.publish import day_rows, label
 from casecloud.api import create_app
 from casecloud.models import Alert, Event, Staff, StoreHours
 from casecloud.runtime import Runtime, build
 from casecloud.settings import Settings
+from tests.cloud.analytics_gen import linked_give_back
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -387,3 +390,28 @@ def test_store_hours_from_the_analytics_page(world: tuple[Runtime, list[str]], m
     with rt.sessions.begin() as s:  # the world's other tests read s1 without hours
         s.execute(delete(StoreHours))
         rebuild(s, NOW, rt.settings.otp_ttl_s)
+
+
+def test_the_analytics_page_gives_no_hidden_count_back_across_linked_metrics(
+        world: tuple[Runtime, list[str]], mgr: TestClient) -> None:
+    """Review M6 on the page: each day's column of the per-day table, subtracted within a linked
+    group (allow and its grants, trusted, after_hours within opens, acknowledged help calls), gives
+    no hidden count back; and the page shows what the API's JSON shows."""
+    rt, _ = world
+    truth: dict[str, dict[str, int]] = {}
+    with rt.sessions.begin() as s:
+        for _sid, _c, day, metric, n in day_rows(s, ["s1"], NOW - 7 * 86_400, NOW - NOW % 86_400):
+            truth.setdefault(time.strftime("%m-%d", time.gmtime(day)), {}).setdefault(metric, 0)
+            truth[time.strftime("%m-%d", time.gmtime(day))][metric] += n
+    t = tables_of(mgr.get("/console/stores/s1/analytics").text)
+    body = mgr.get("/v1/admin/stores/s1/analytics?days=7").json()
+    head, *rows = t["daily"]
+    by_label = {label(m): m for m in body["daily"]}
+    checked = 0
+    for i, d in enumerate(head[1:-1], start=1):
+        shown = {by_label[r[0]]: (None if r[i] == "< 5" else int(r[i])) for r in rows}
+        for m, v in shown.items():  # the page's figure is the JSON's
+            assert body["daily"][m][i - 1]["text"] == rows[[by_label[r[0]] for r in rows].index(m)][i]
+            checked += v is None
+        assert not linked_give_back(truth.get(d, {}), shown), (d, shown)
+    assert checked  # some cells are hidden: the check has something to find
