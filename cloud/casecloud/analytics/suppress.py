@@ -14,6 +14,9 @@
    figures (2 days minus 1 day, this week minus last, a total minus its rows) gives a sum of shown
    cells: nothing hidden.
 5. Durations (time to open, help acknowledgement) are shown as p50/p90 over K or more samples only.
+6. Linked metrics (GROUPS: a total and its parts, such as allow and the grants by method) are
+   protected together at each cell position, in turn with rule 3 (protect): no group's shown
+   members leave a hidden count alone or hidden counts adding up to less than K.
 
 Health figures (minutes offline, boots and firmware versions, faults) count a machine's states, not
 people, and are shown as they are.
