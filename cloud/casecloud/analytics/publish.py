@@ -116,10 +116,13 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
             case_day[(day, metric)][case_id] = n
     metrics = sorted({m for _, m in case_day}, key=_order)
     hour_cells = _hour_cells(s, store_id, start, end)
+    by_hour: list[list[Figure]] = [[] for _ in range(24)]
     for d in v.days:  # each store-day with its case-days and store-hours (protect_day)
         whole = {m: sum(case_day.get((d, m), {}).values()) for m in metrics}
         per_case = {c: {m: case_day.get((d, m), {}).get(c, 0) for m in metrics} for c in cases}
-        top, hide, _ = protect_day(whole, per_case, hour_cells.get(d, {}))
+        top, hide, hide_h = protect_day(whole, per_case, hour_cells.get(d, {}))
+        for h, cells in hour_cells.get(d, {}).items():  # door opens by hour of day: shown store-hours
+            by_hour[h].append(cell(cells.get("opened", 0), "opened" in hide_h[h]))
         for m in metrics:
             v.daily.setdefault(m, []).append(cell(whole[m], m in top))
             for c in cases:
@@ -142,7 +145,7 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
         v.cases.append((c, row))
     v.cases.sort(key=lambda cr: (-(cr[1]["abandons"].value or 0), -(cr[1]["forced"].value or 0), cr[0]))
     if with_hours:
-        v.by_hour = _by_hour(s, store_id, start, end, "opened")
+        v.by_hour = [total(f) for f in by_hour]  # summed shown store-hours, as the hourly view shows them
     return v
 
 
@@ -204,17 +207,6 @@ def store_hours(s: Session, store_id: str, day: int) -> dict[str, list[Figure]]:
 
 
 RANKED = ("abandon_code", "abandon_phone", "forced", "held_open", "tamper", "code_burst", "after_hours")
-
-
-def _by_hour(s: Session, store_id: str, start: int, end: int, metric: str) -> list[Figure]:
-    """A metric per hour of day (UTC) over the period: each store-hour a cell, protected as the
-    day's hourly view protects it (store_hours), then summed shown cells per hour of day."""
-    by: list[list[Figure]] = [[] for _ in range(24)]
-    for day, hours in _hour_cells(s, store_id, start, end).items():
-        _metrics, hide = _protect_hours(s, store_id, day, hours)
-        for h, cells in hours.items():
-            by[h].append(cell(cells.get(metric, 0), metric in hide[h]))
-    return [total(f) for f in by]
 
 
 def share(part: Figure | None, whole: Figure | None) -> Figure:
