@@ -60,6 +60,9 @@ class Entry:
         self.help_key = "A" if cfg.get("keypad") == "4x4" else None
         self.buf = bytearray(_MAX_DIGITS if _MAX_DIGITS > _MAX_PIN else _MAX_PIN)
         self.n = 0
+        self._keys = 0  # digits typed into this number or code, deleted ones too: "abandoned"'s n
+        # ticks of the shopper flow's first key or tap, or None: the grant's wait_ms (lock.t0)
+        self._t0 = None
         self.state = IDLE
         self._last_key = now
         self._msg_until = now
@@ -139,16 +142,21 @@ class Entry:
                 self._message(now, "Too many tries", self._wait_text(self._until[PS], now), IDLE)
                 return
             self.state = PHONE
+            self._keys = 1
+            if self._t0 is None:  # else a tap asked for this number: the flow began with it
+                self._t0 = now
             self._push(k, _MAX_DIGITS)
 
     def _phone_key(self, k, now):
         if k == "*":
             self._pop()
             if self.n == 0:
+                self._abandon(PHONE)
                 self.state = IDLE
         elif k == "#":
             self._submit_phone(now)
         elif "0" <= k <= "9":
+            self._keys += 1
             self._push(k, _MAX_DIGITS)
 
     def _staff_key(self, k, now):
@@ -179,6 +187,7 @@ class Entry:
         if k == "*":
             self._pop()
         elif "0" <= k <= "9":
+            self._keys += 1
             self._push(k, _CODE_LEN)
             if self.n == _CODE_LEN:
                 code = bytes(self.buf[: self.n]).decode()
@@ -188,8 +197,10 @@ class Entry:
                 if self.refused(now, "otp") or cloud is None:
                     return
                 self.state = WAIT
+                self.lock.t0 = self._t0
                 cloud.code(code, now)
         elif k == "#" and self.n == 0:
+            self._abandon(CODE)
             self._clear()
             self.state = IDLE
 
@@ -210,6 +221,7 @@ class Entry:
         if self.refused(now, "phone", last2=phone.last2(e164)) or cloud is None:
             return
         self.state = WAIT
+        self.lock.t0 = self._t0
         cloud.phone(e164, now)
 
     def refused(self, now, source, last2=None):
@@ -266,6 +278,8 @@ class Entry:
     def waiting(self, now):
         # A request went to the cloud from elsewhere (a card tap): show it and hold the keypad.
         self._clear()
+        self._last_key = now  # the flow's start, for step() to forget it if it goes no further
+        self._t0 = self.lock.t0 = now
         self.state = WAIT
         self._render(now)
 
@@ -274,11 +288,14 @@ class Entry:
         # left (denied_code): the tries the cloud still gives the texted code, if it said
         if self._quiet_until is not None:
             self._quiet_until = ticks_add(now, _HASH_QUIET_MS)  # the answer to an auto-submit
+        if kind not in ("code_sent", "need_phone", "denied_code"):
+            self._t0 = self.lock.t0 = None  # the flow ended (a grant has taken its wait_ms)
         if kind == "code_sent":
             self._clear()
             self.state = CODE
         elif kind == "need_phone":
             self._clear()
+            self._last_key = now  # the typed number continues the tap's flow (step, _idle_key)
             self._message(now, "Not verified:", "type phone no.", IDLE)
         elif kind == "granted":
             self._success(_SHOP)
@@ -329,8 +346,11 @@ class Entry:
             return
         if st == LOCKOUT or (st == STAFF and self._until[SS] is not None):
             self._render(now)  # the countdown
+        if self._t0 is not None and st == IDLE and ticks_diff(now, self._last_key) >= self.timeout_ms:
+            self._t0 = None  # a tap's need_phone or a spent code, and no key since: the flow is over
         if st in (PHONE, STAFF, CODE) or self._pending_star:
             if ticks_diff(now, self._last_key) >= self.timeout_ms:
+                self._abandon(st)
                 self._clear()
                 self._pending_star = False
                 self.state = IDLE
@@ -397,6 +417,14 @@ class Entry:
             self._flooding = False
         return True
 
+    def _abandon(self, st):
+        # A number or code typed and left (timed out, or deleted back to nothing) before it was
+        # sent: counted by the store's analytics, with no digit of it, not even the last two.
+        if self._keys and (st == PHONE or st == CODE):
+            self.bus.emit("abandoned", step=st, n=self._keys if self._keys < 20 else 20)
+        self._keys = 0
+        self._t0 = None
+
     # -- buffer ---------------------------------------------------------------------------------
     def _push(self, k, limit):
         if self.n < limit:
@@ -412,6 +440,7 @@ class Entry:
         for i in range(len(self.buf)):
             self.buf[i] = 0
         self.n = 0
+        self._keys = 0
         if "lockcase.phone" in sys.modules:
             forget("lockcase.phone")  # the number is gone: its table and code go too (_phone)
 

@@ -22,6 +22,7 @@ JOURNALED = (
     "fault",
     "fault_cleared",
     "help",
+    "abandoned",  # a number or code typed and left unsent: d.step, d.n (keys typed), no digits
     "staff_unconfirmed",  # a staff credential used while the cloud could not confirm the set
     "fw",  # an over-the-air update's progress: d.rel, d.st, d.pct, d.why (docs/ota.md)
 )

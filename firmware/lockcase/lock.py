@@ -105,6 +105,9 @@ class Lock:
         self.store = store
         self.tamper_blocks = cfg.get("tamper_blocks_shoppers", True)
         self.why = None  # why the last grant() was refused: "duty", "tamper" or "store"
+        # ticks of the shopper flow's first key or tap, set by the entry as its request goes to
+        # the cloud: the next shopper grant journals how long the shopper waited (wait_ms).
+        self.t0 = None
         self._duty_clear_at = now  # from then on the duty record on flash may read 0
         self.tamper_latched = False
         if store is not None:
@@ -190,10 +193,14 @@ class Lock:
         # Journaled after the coil: a journal append can cost a flash erase, too slow to stand
         # between a shopper and the lock; the record above covers a cut in between, and the
         # journal marks the grant as its own once the record is on flash (SafeState.journaled).
-        if store is None:
-            self.bus.emit("granted", source=source, who=who, ms=ms)
-        else:
-            self.bus.emit("granted", source=source, who=who, ms=ms, g=store.get(G))
+        d = {"source": source, "who": who, "ms": ms}
+        if store is not None:
+            d["g"] = store.get(G)
+        t0 = self.t0
+        if t0 is not None and source != "staff":
+            self.t0 = None
+            d["wait_ms"] = ticks_diff(now, t0)
+        self.bus.emit("granted", **d)
         return True
 
     def shoppers_blocked(self):

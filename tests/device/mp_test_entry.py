@@ -242,3 +242,119 @@ def test_unprovisioned_ignores_keys():
     r = Rig(provisioned=False)
     r.type("**2468#")
     assert r.e.state == OFFLINE and r.lock.grants == []
+
+
+# -- what the store's analytics count (issue 14): abandoned entries, time from the first key ------
+def _abandoned(r):
+    return [d for k, d in r.events if k == "abandoned"]
+
+
+def test_a_number_typed_and_left_journals_one_abandoned_event_without_digits():
+    r = Rig(cloud=Cloud())
+    r.type("2025550143")
+    r.wait(21000)
+    r.wait(21000)
+    assert _abandoned(r) == [{"step": "phone", "n": 10}]  # once, and no digit of it, nor the last two
+    r.type("20**")  # typed, then deleted back to nothing: a clear
+    assert r.e.state == IDLE and _abandoned(r)[1:] == [{"step": "phone", "n": 2}]
+    r.wait(21000)
+    assert len(_abandoned(r)) == 2
+    r.type("1" * 25)  # more than the number holds: the count is capped, the digits are not in it
+    r.wait(21000)
+    assert _abandoned(r)[2:] == [{"step": "phone", "n": 20}]
+
+
+def test_a_submitted_number_or_code_journals_no_abandoned_event():
+    c = Cloud()
+    r = Rig(cloud=c)
+    r.type("2025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("123456")
+    assert c.sent[-1] == ("code", "123456")
+    r.e.cloud_result("denied_code", r.t, "Wrong code", 2)
+    r.wait(60000)
+    r.type("**2468#")  # and a staff PIN is never a shopper's abandoned entry
+    r.type("**24")
+    r.wait(21000)
+    assert _abandoned(r) == []
+
+
+def test_a_code_typed_and_left_is_abandoned_at_the_code_step():
+    r = Rig(cloud=Cloud())
+    r.type("2025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("12")
+    r.wait(21000)
+    assert r.e.state == IDLE and _abandoned(r) == [{"step": "code", "n": 2}]
+    r.type("2025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("1*#")  # typed, deleted, and left the code screen
+    assert r.e.state == IDLE and _abandoned(r)[1:] == [{"step": "code", "n": 1}]
+
+
+class _Pin:
+    v = 0
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+
+
+class _Timer:
+    def arm(self, ms, cb):
+        pass
+
+    def cancel(self):
+        pass
+
+
+def _real_lock_rig(cloud):
+    from lockcase.drivers.coil import Coil
+    from lockcase.lock import Lock as RealLock
+
+    r = Rig(cloud=cloud)
+    bus = r.e.bus
+    r.lock = r.e.lock = RealLock(Coil(_Pin()), lambda: False, None, _Timer(), bus, config.defaults(), r.t)
+    return r
+
+
+def test_a_grant_carries_the_wait_from_the_first_key():
+    c = Cloud()
+    r = _real_lock_rig(c)
+    r.type("2")
+    first = r.t
+    r.type("025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.wait(5000)
+    r.type("123456")
+    r.t += 700  # the cloud's answer
+    assert r.lock.grant("phone", r.t, who="g1")  # what the cloud link does on "allow"
+    r.e.cloud_result("granted", r.t)
+    (g,) = [d for k, d in r.events if k == "granted"]
+    assert g["wait_ms"] == r.t - first and g["source"] == "phone"
+    assert r.lock.t0 is None  # taken by this grant: the next one carries no wait of this flow
+
+
+def test_a_tap_starts_the_wait_and_a_number_it_asks_for_continues_it():
+    r = _real_lock_rig(Cloud())
+    tap = r.t = r.t + 500
+    r.e.waiting(r.t)  # what a card tap does before it asks the cloud
+    r.t += 600
+    r.e.cloud_result("need_phone", r.t)
+    r.wait(3100)
+    r.type("2025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("123456")
+    r.t += 500
+    assert r.lock.grant("card", r.t, who="g2")
+    (g,) = [d for k, d in r.events if k == "granted"]
+    assert g["wait_ms"] == r.t - tap
+
+
+def test_a_staff_grant_carries_no_wait():
+    r = _real_lock_rig(Cloud())
+    r.type("2025550143#")  # a shopper's request in flight
+    assert r.e.state == WAIT and r.lock.grant("staff", r.t, who="ann")  # a badge meanwhile
+    (g,) = [d for k, d in r.events if k == "granted"]
+    assert "wait_ms" not in g and r.lock.t0 is not None
