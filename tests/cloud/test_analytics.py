@@ -419,3 +419,39 @@ def test_a_day_s_cases_and_hours_together_give_nothing_back(grid: list[list[dict
         for m in LINKED:
             col = [(p.get(m, 0), None if m in hide[k] else p.get(m, 0)) for k, p in parts.items()]  # type: ignore[index]
             assert not _column_gives_back(None if m in top else whole[m], whole[m], col), (m, col)
+
+
+def test_typed_and_abandoned_entries_and_the_wait_from_the_first_key_are_counted(rt: Runtime) -> None:
+    """The case's own `abandoned` (digits typed, never sent) by step, and its grants' `wait_ms`
+    (from the first key or tap) as the `h_first` histogram; shown under the same rule as the rest."""
+    with rt.sessions.begin() as s:
+        seed(s, 1, 1, START)
+        g = Gen(random.Random(0), "st0", "c0-0")
+        t = START + 9 * 3600
+        for i in range(6):
+            g.ev("case", "abandoned", t + i * 300, step="phone", n=10)
+        for i in range(2):
+            g.ev("case", "abandoned", t + 4000 + i * 300, step="code", n=3)
+        g.ev("case", "abandoned", t + 5000, step="+15551234567", n=1)  # no step of ours: other
+        waits = [3500, 4000, 9000, 12_001, 25_000]  # -> bins <= 4, 4, 10, 15, 30 s
+        for i, w in enumerate(waits):
+            g.ev("case", "granted", t + 6000 + i * 300, source="phone", who="g_1", ms=3000, g=i + 1, wait_ms=w)
+        # not a shopper's wait, or not a wait at all: no sample
+        g.ev("case", "granted", t + 8000, source="staff", who=STAFF_IDS[0], ms=3000, g=6, wait_ms=1000)
+        g.ev("case", "granted", t + 8300, source="card", who="g_2", ms=3000, g=7, wait_ms=-5)
+        g.ev("case", "granted", t + 8600, source="card", who="g_3", ms=3000, g=8, wait_ms=True)
+        g.ev("case", "granted", t + 8900, source="nfc", who="g_4", ms=3000, g=9)
+        s.execute(insert(Event), g.rows)
+    with rt.sessions.begin() as s:
+        fold(s, START + 2 * DAY, rt.settings.otp_ttl_s)
+        days = {m: n for m, n in s.execute(select(AnalyticsDay.metric, AnalyticsDay.n))}
+        assert days["abandon_typed.phone"] == 6 and days["abandon_typed.code"] == 2
+        assert days["abandon_typed.other"] == 1
+        first = {int(m.split(":")[1]): n for m, n in days.items() if m.startswith("h_first:")}
+        edges = metrics.EDGES["h_first"]
+        assert {edges[b]: n for b, n in first.items()} == {4: 2, 10: 1, 15: 1, 30: 1}
+        assert sum(first.values()) >= K and metrics.percentile(first, "h_first", 0.5) == 10
+        v = store_view(s, "st0", START + DAY + 10, 1)
+        assert v.daily["abandon_typed.phone"][0].text == "6"
+        assert v.daily["abandon_typed.code"][0].text == "< 5"  # the small-count rule, as for any count
+        assert v.totals["abandon_typed.code"].partial

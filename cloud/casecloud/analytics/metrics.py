@@ -15,10 +15,13 @@ Where each figure comes from (docs/analytics.md has the table):
 - grants: the case's `granted` (the coil energized), by `source`, staff split by credential kind;
 - denials: the cloud's `deny` by `why`, the case's `denied` for the reasons only it decides;
 - abandoned: a code texted and no code entered within the code's lifetime (`abandon_code`); a tap
-  asked for the phone number and none submitted in that time (`abandon_phone`);
-- time to open: from the flow's first request (the tap, or the typed number's submission: the
-  keypad's first key is not sent) to the `granted` (histogram `h_grant`) and to the `opened` that
-  follows within a minute (`h_open`); door-open dwell: `opened` to the next `closed` (`h_dwell`);
+  asked for the phone number and none submitted in that time (`abandon_phone`); digits typed on
+  the keypad and left unsent, the case's own `abandoned` by its `step` (`abandon_typed.phone`,
+  `abandon_typed.code`);
+- time to open: from the flow's first request (the tap, or the typed number's submission) to the
+  `granted` (histogram `h_grant`) and to the `opened` that follows within a minute (`h_open`);
+  from the flow's first key or tap, as the case measured it (the grant's `wait_ms`), to the
+  `granted` (`h_first`); door-open dwell: `opened` to the next `closed` (`h_dwell`);
 - theft pressure: `forced`, `held_open`, `tamper`, `lockout`, `key_flood`, wrong-code bursts (the
   third wrong code within 5 minutes on one case), `after_hours` opens (store hours, hours.py);
 - health: `boot` and `fw:<version>` (boots per firmware version), `fault` and `fault:<part>`,
@@ -54,10 +57,12 @@ CASE_REASONS = frozenset({"bad_pin", "offline", "tamper"})
 REASONS = ("unknown", "bad_number", "bad_code", "expired", "flagged", "no_guests", "rate_limited",
            "unavailable", "bad_pin", "offline", "tamper", "other")
 ALARMS = ("forced", "held_open", "tamper", "lockout", "key_flood")
+TYPED_STEPS = ("phone", "code")  # an `abandoned` event's step: the keypad screen left
 # Histogram bins: the upper edges in seconds (the last bin is everything above).
 EDGES: dict[str, tuple[int, ...]] = {
     "h_grant": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
     "h_open": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
+    "h_first": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
     "h_dwell": (5, 10, 20, 30, 60, 90, 120, 180, 300, 600),
     "h_ack": (30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200),
 }
@@ -200,6 +205,9 @@ def _event_metrics(w: _Window, i: int, ttl: int, staff_kind: Callable[[str], str
             yield bin_of("h_dwell", w.evs[j].ts - e.ts)
     elif e.kind in ALARMS:
         yield e.kind
+    elif e.kind == "abandoned":
+        step = d.get("step")
+        yield f"abandon_typed.{step}" if step in TYPED_STEPS else "abandon_typed.other"
     elif e.kind == "fault":
         yield "fault"
         part = token(d.get("part"))
@@ -277,6 +285,10 @@ def _grant_metrics(w: _Window, i: int, ttl: int, staff_kind: Callable[[str], str
     yield f"grant.{src}" if src in SHOPPER else "grant.other"
     if src not in SHOPPER:
         return
+    wait = d.get("wait_ms")
+    # the case's monotonic clock, from the first key or tap; bool is an int too
+    if type(wait) is int and 0 <= wait < HOUR * 1000:
+        yield bin_of("h_first", -(-wait // 1000))  # whole seconds, rounded up: a bin's upper edge
     a = w.before(i, GRANT_AFTER_ALLOW_S, _is("allow", "cloud"))
     if a is None:
         return
