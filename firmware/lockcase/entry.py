@@ -143,8 +143,9 @@ class Entry:
                 return
             self.state = PHONE
             self._keys = 1
-            if self._t0 is None:  # else a tap asked for this number: the flow began with it
-                self._t0 = now
+            t0 = self._t0
+            if t0 is None or ticks_diff(now, t0) >= self.timeout_ms:
+                self._t0 = now  # else a tap just asked for this number: the flow began with it
             self._push(k, _MAX_DIGITS)
 
     def _phone_key(self, k, now):
@@ -278,7 +279,6 @@ class Entry:
     def waiting(self, now):
         # A request went to the cloud from elsewhere (a card tap): show it and hold the keypad.
         self._clear()
-        self._last_key = now  # the flow's start, for step() to forget it if it goes no further
         self._t0 = self.lock.t0 = now
         self.state = WAIT
         self._render(now)
@@ -295,7 +295,6 @@ class Entry:
             self.state = CODE
         elif kind == "need_phone":
             self._clear()
-            self._last_key = now  # the typed number continues the tap's flow (step, _idle_key)
             self._message(now, "Not verified:", "type phone no.", IDLE)
         elif kind == "granted":
             self._success(_SHOP)
@@ -346,8 +345,6 @@ class Entry:
             return
         if st == LOCKOUT or (st == STAFF and self._until[SS] is not None):
             self._render(now)  # the countdown
-        if self._t0 is not None and st == IDLE and ticks_diff(now, self._last_key) >= self.timeout_ms:
-            self._t0 = None  # a tap's need_phone or a spent code, and no key since: the flow is over
         if st in (PHONE, STAFF, CODE) or self._pending_star:
             if ticks_diff(now, self._last_key) >= self.timeout_ms:
                 self._abandon(st)
@@ -423,7 +420,7 @@ class Entry:
         if self._keys and (st == PHONE or st == CODE):
             self.bus.emit("abandoned", step=st, n=self._keys if self._keys < 20 else 20)
         self._keys = 0
-        self._t0 = None
+        self._t0 = self.lock.t0 = None
 
     # -- buffer ---------------------------------------------------------------------------------
     def _push(self, k, limit):

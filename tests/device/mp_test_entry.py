@@ -358,3 +358,18 @@ def test_a_staff_grant_carries_no_wait():
     assert r.e.state == WAIT and r.lock.grant("staff", r.t, who="ann")  # a badge meanwhile
     (g,) = [d for k, d in r.events if k == "granted"]
     assert "wait_ms" not in g and r.lock.t0 is not None
+
+
+def test_a_number_typed_long_after_a_tap_starts_its_own_wait():
+    r = _real_lock_rig(Cloud())
+    r.e.waiting(r.t)
+    r.e.cloud_result("need_phone", r.t + 500)
+    r.wait(60000)  # the shopper who tapped left; the next one types a number
+    r.type("2")
+    first = r.t
+    r.type("025550143#")
+    r.e.cloud_result("code_sent", r.t)
+    r.type("123456")
+    assert r.lock.grant("phone", r.t, who="g3")
+    (g,) = [d for k, d in r.events if k == "granted"]
+    assert g["wait_ms"] == r.t - first
