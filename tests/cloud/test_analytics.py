@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, inspect, select
 from sqlalchemy.orm import Session
 
-from casecloud.analytics import metrics
+from casecloud.analytics import metrics, publish
 from casecloud.analytics.aggregate import fold, rebuild
 from casecloud.analytics.hours import after_hours_rule, validate
 from casecloud.analytics.publish import (
@@ -455,3 +455,7 @@ def test_typed_and_abandoned_entries_and_the_wait_from_the_first_key_are_counted
         assert v.daily["abandon_typed.phone"][0].text == "6"
         assert v.daily["abandon_typed.code"][0].text == "< 5"  # the small-count rule, as for any count
         assert v.totals["abandon_typed.code"].partial
+        # shown with the other durations and named in words, like the other metrics
+        p50, _p90 = v.durations["h_first"]
+        assert p50.value == 10, v.durations
+        assert publish.label("abandon_typed.phone") == "Abandoned: number started, never submitted"
