@@ -31,7 +31,6 @@ import math
 import os
 import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from casecloud.runtime import build
 from casecloud.settings import Settings
 from sim.process import free_port
 from tests.cloud.conftest import mosquitto_binary, shipped_conf
+from tests.cloud.helpers import stop, wait_listening
 from tests.cloud.pgserver import PgServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,25 +164,11 @@ def mosquitto(workdir: Path, files_dir: Path, port: int | None) -> Iterator[tupl
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=workdir)
     try:
-        deadline = time.monotonic() + 120  # it reads its ACL for about 8 s at 10,000 cases
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited {proc.returncode}: see {conf}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mosquitto did not start listening") from None
-                time.sleep(0.05)
+        # it reads its ACL for about 8 s at 10,000 cases
+        wait_listening(proc, port, 120, lambda: f"mosquitto exited {proc.returncode}: see {conf}")
         yield "127.0.0.1", port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
 
 
 def _service_logins(workers: int) -> dict[str, str]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from casecloud.settings import Settings
 from casecloud.worker import Worker
 from sim.process import free_port
 from tests.cloud.fakecase import FakeCase
-from tests.cloud.helpers import Loop, seed_hq, wait_for
+from tests.cloud.helpers import Loop, seed_hq, stop, wait_for, wait_listening
 from tests.cloud.pgserver import PgError, PgServer
 
 
@@ -101,26 +99,11 @@ def start_mosquitto(
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             cwd=workdir)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"mosquitto exited {proc.returncode}: {out}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mosquitto did not start listening") from None
-                time.sleep(0.05)
+        wait_listening(proc, port, 10, lambda: f"mosquitto exited {proc.returncode}: "
+                       + (proc.stdout.read().decode(errors="replace") if proc.stdout else ""))
         yield "127.0.0.1", port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 5)
 
 
 @pytest.fixture

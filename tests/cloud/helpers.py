@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import re
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +27,33 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def wait_listening(proc: subprocess.Popen[Any], port: int, timeout: float, exited: Callable[[], str],
+                   name: str = "mosquitto") -> None:
+    """Until a started server accepts connections on 127.0.0.1:port; RuntimeError (with what
+    `exited()` says) if the process ends first, or when `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(exited())
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start listening") from None
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Loop:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cloud.helpers import wait_for
+from tests.cloud.helpers import stop, wait_for
 
 METRICS_TOKEN = "scrape-token-for-tests"
 ADMIN_TOKEN = "bootstrap-token-for-tests"
@@ -38,12 +38,7 @@ def casecloud(log: Path, env: dict[str, str], *args: str) -> Iterator[subprocess
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 10)
 
 
 def get(url: str, **kw: object) -> httpx.Response | None:
