@@ -168,16 +168,20 @@ def test_provision_writes_the_cloud_key_only_when_it_matches_the_pinned_fingerpr
     cloud.rt.settings.release_keys = [other, keys[2]]
     fp = release.fingerprint(keys[2])[:16]
     # a cloud's key alone is never taken: without a pin or a key file, no ota_key
+    boots = deployed.boots
     plain = provision(deployed, cloud, tmp_path, "--no-selftest", "--json")
     assert plain.code == 0, plain.all
     assert plain.json()["ota_key"] is None
+    deployed.wait_boot(boots)  # provision resets the board: the firmware seen must be the new boot's
     deployed.wait_firmware()
     assert "ota_key" not in device_config(deployed)
     # a pin that matches none of the cloud's keys is refused before anything changes
     wrong = provision(deployed, cloud, tmp_path, "--no-selftest", "--force", "--ota-key-fingerprint", "0" * 16)
     assert wrong.code == 2 and "no release key with fingerprint" in wrong.err
+    boots = deployed.boots
     r = provision(deployed, cloud, tmp_path, "--no-selftest", "--force", "--ota-key-fingerprint", fp)
     assert r.code == 0, r.all
+    deployed.wait_boot(boots)
     deployed.wait_firmware()
     assert device_config(deployed)["ota_key"] == keys[2]
 
