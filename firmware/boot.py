@@ -10,8 +10,9 @@ import os  # noqa: E402
 
 try:
     os.stat("ota.json")
-    import otaboot  # noqa: E402  (the switch runs at import)
+    import otaboot  # noqa: E402
 
+    otaboot.run()
     del otaboot
 except OSError:
     pass

@@ -1,4 +1,4 @@
-# The over-the-air update's switch (docs/ota.md), run by boot.py at import after the lock is safe,
+# The over-the-air update's switch (docs/ota.md), run by boot.py (run()) after the lock is safe,
 # and only where an update ever switched (ota.json exists). Like boot.py, it is deployed by
 # casectl and never replaced by an update: a release carries its own copy, which never runs.
 #
@@ -21,7 +21,9 @@ def _root():
         return False
 
 
-def _back(p, why):
+def back(p, why):
+    # The rollback record, for the boot's switch and the running release's own check
+    # (lockcase/ota/update.py) alike: one definition, so both roll back the same way.
     b = {"run": p.get("prev") or "", "rel": p.get("prel", ""), "floor": p.get("floor", ""),
          "rb": {"rel": p.get("rel", ""), "why": why, "dir": p["run"], "trial": "try" in p}}
     if p.get("bad"):
@@ -69,7 +71,7 @@ def _switch():
         else:
             p["try"] -= 1
     if why is not None and (trial or _root()):
-        p = _back(p, why)
+        p = back(p, why)
     if why is not None or trial:
         _save(p)
     run = p["run"]
@@ -89,11 +91,11 @@ def _switch():
         sys.modules["board"] = first
         why = "board: %r" % (exc,)
         if "try" in p:
-            p = _back(p, why)
+            p = back(p, why)
         else:  # a confirmed release: a few more boots before it is given up
             p["fail"] = p.get("fail", 0) + 1
             if p["fail"] >= 3 and _root():
-                p = _back(p, why)
+                p = back(p, why)
         _save(p)
         first.fatal(exc)  # resets: the next boot runs the previous firmware, or tries again
         return
@@ -101,8 +103,9 @@ def _switch():
         _save(p)
 
 
-try:
-    _switch()
-except Exception as _e:  # a flash that cannot take the pointer: run what is first on the path
-    print("ota: boot:", repr(_e))
-sys.modules.pop("otaboot", None)  # its code goes once boot.py drops its name
+def run():
+    try:
+        _switch()
+    except Exception as e:  # a flash that cannot take the pointer: run what is first on the path
+        print("ota: boot:", repr(e))
+    sys.modules.pop("otaboot", None)  # its code goes once boot.py drops its name

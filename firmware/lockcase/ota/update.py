@@ -520,13 +520,11 @@ def no_cloud(board):
 
 
 def _back(p, why):
-    # As boot.py's: the previous firmware again, with a note of why for it to report; the floor
-    # and the releases refused before are kept.
-    b = {"run": p.get("prev") or "", "rel": p.get("prel", ""), "floor": p.get("floor", ""),
-         "rb": {"rel": p.get("rel", ""), "why": why, "dir": p["run"], "trial": "try" in p}}
-    if p.get("bad"):
-        b["bad"] = p["bad"]
-    return b
+    # The boot's own rollback record (otaboot.py, beside boot.py, or the release's copy of it):
+    # importing it no longer switches anything, and one definition keeps both paths the same.
+    from otaboot import back
+
+    return back(p, why)
 
 
 def _size(path):
