@@ -4,8 +4,9 @@ socat gives the MicroPython Unix port a pseudo-terminal with a stable name (the 
 the sim board's boot path (boards/sim/start.py --fw flash, the same file every sim process boots
 through) plays the chip's boot ROM: mount the flash (a LittleFS image in a file), run boot.py and
 main.py from it when they are there, and fall to the REPL (`micropython -i`) otherwise, or when
-the firmware is interrupted with Ctrl-C (isig on the pty turns the byte into SIGINT, as the USB
-REPL of a board does). So `casectl deploy`, `provision` and `mpremote connect <port> resume ...`
+the firmware is interrupted with Ctrl-C (the sim board reads the byte off the console, as a
+board's UART interrupt does: boards/sim/hw.py, watch_console; not SIGINT, which the Unix port
+mishandles while the board's timer thread runs). So `casectl deploy`, `provision` and `mpremote connect <port> resume ...`
 work on it as on a board.
 
 A reset ends the process (Ctrl-D at the REPL does that on the Unix port; so do the sim's watchdog
@@ -48,6 +49,9 @@ class SimDevice:
         self.heap = heap
         self.restart = restart
         self.boots = 0
+        # One line per process that ended: how and why (the cause a reset wrote for the next boot),
+        # so a test that meets an unexpected restart can say what restarted the board.
+        self.history: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop = False
         self._sup: threading.Thread | None = None
@@ -58,7 +62,7 @@ class SimDevice:
         self.socat = socat
 
     def _write_boot(self) -> Path:
-        args = ["--flash", self.flash, "--ctl", f"127.0.0.1:{self.ctl_port}", "--fw", "flash"]
+        args = ["--flash", self.flash, "--ctl", f"127.0.0.1:{self.ctl_port}", "--fw", "flash", "--uart", "1"]
         if self.hands_port:
             args += ["--hands", str(self.hands_port)]
         # socat splits its exec address on spaces and colons: a script without arguments is safe.
@@ -72,8 +76,10 @@ class SimDevice:
     def _cmd(self, boot: Path) -> list[str]:
         if any(c in str(boot) + self.port for c in " :,!"):
             raise RuntimeError(f"socat cannot take {self.workdir} (spaces, colons or commas in the path)")
-        return [self.socat, f"pty,link={self.port},raw,echo=0",
-                f"exec:{boot},pty,stderr,setsid,ctty,raw,echo=0,isig=1"]
+        # SIM_DEVICE_TRACE=1: socat writes everything that crosses the port to socat.log
+        trace = ["-v"] if os.environ.get("SIM_DEVICE_TRACE") else []
+        return [self.socat, *trace, f"pty,link={self.port},raw,echo=0",
+                f"exec:{boot},pty,stderr,setsid,ctty,raw,echo=0"]
 
     def start(self, timeout: float = 20) -> SimDevice:
         boot = self._write_boot()
@@ -90,10 +96,19 @@ class SimDevice:
                 self.proc = subprocess.Popen(self._cmd(boot), stdout=log, stderr=subprocess.STDOUT,
                                              start_new_session=True)
                 self.boots += 1
-                self.proc.wait()
+                t0 = time.monotonic()
+                rc = self.proc.wait()
+                self.history.append(self._ended(rc, time.monotonic() - t0))
                 if not self.restart or self._stop:
                     break
                 time.sleep(0.05)
+
+    def _ended(self, rc: int, ran_s: float) -> str:
+        try:
+            cause = Path(self.flash + ".cause").read_text().strip()
+        except OSError:
+            cause = "no reset cause written (soft reset, exit or power cut)"
+        return f"boot {self.boots}: ran {ran_s:.1f} s, socat exit {rc}, {cause}"
 
     def wait_port(self, timeout: float = 20) -> None:
         """Wait for the port, and for the board to have mounted its flash (so it is booting)."""

@@ -4,6 +4,7 @@
 # In real-time mode a thread plays the part of the timer peripheral and the watchdog, so the coil
 # cut-off and a watchdog reset still happen when the firmware's main loop is stuck. In virtual
 # mode (tests) nothing runs by itself: advance() moves the clock and fires what is due.
+import sys
 import time
 
 try:
@@ -31,10 +32,16 @@ class Hardware:
         self.on_reset = None  # fn(cause): what a reset means for this run (exit, restart, ...)
         self._lock = _thread.allocate_lock() if _thread else None
         self._thread_running = False
+        self._main = _thread.get_ident() if _thread else None
+        self._uart = None  # a poll on stdin while it is the board's USB serial (watch_console)
+        self._kbd = False  # a Ctrl-C came in: raised in the main thread at its next clock read
         self.t0 = self.ticks_ms()
 
     # -- clock ----------------------------------------------------------------------------------
     def ticks_ms(self):
+        if self._kbd and _thread.get_ident() == self._main:
+            self._kbd = False
+            raise KeyboardInterrupt
         if self.virtual:
             return self._v
         return time.ticks_add(time.ticks_ms(), self._offset)
@@ -106,9 +113,36 @@ class Hardware:
         self._thread_running = True
         _thread.start_new_thread(self._run, ())
 
+    def watch_console(self):
+        """stdin is the board's USB serial (the sim device's pty): a Ctrl-C byte on it interrupts the
+        firmware, as a board's UART receive interrupt does (KeyboardInterrupt in the main thread, at
+        its next read of the clock, which its loop does every step). Not the Unix port's SIGINT: with
+        this board's timer thread running, the port raised the signal's KeyboardInterrupt in either
+        thread, and about 1 interrupt in 10 was lost, killed the timer thread, came twice or
+        crashed the process ("FATAL: uncaught NLR"), so the pty is opened without isig."""
+        if self.virtual or _thread is None:
+            return
+        import select
+
+        self._uart = select.poll()
+        self._uart.register(sys.stdin, select.POLLIN)
+        self.start_thread()
+
+    def _console(self):
+        # Byte by byte: what follows the Ctrl-C (mpremote's Ctrl-A, at once) is the REPL's to read.
+        u = self._uart
+        while u.poll(0):
+            b = sys.stdin.buffer.read(1)
+            if b == b"\x03" or not b:  # not b: the console is gone (the port closed)
+                self._uart = None  # the REPL reads the console from now on
+                self._kbd = bool(b)
+                return
+
     def _run(self):
         while self._thread_running and not self.reset_cause:
             self.poll()
+            if self._uart is not None:
+                self._console()
             time.sleep_ms(2)
 
 

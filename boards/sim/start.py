@@ -2,7 +2,7 @@
 # main.py. Every sim process boots here (sim/process.py's SimCase, sim/device.py's SimDevice, the
 # benches; docs/sim.md):
 #   micropython boards/sim/start.py --flash case.img [--ctl 127.0.0.1:7700] [--config cfg.json]
-#       [--fw DIR | --fw flash] [--hands PORT] [--heap-report 1]
+#       [--fw DIR | --fw flash] [--hands PORT] [--heap-report 1] [--uart 1]
 # Where the firmware comes from:
 # - the checkout's firmware/ (or --fw DIR) from source, with boards/sim/board.py as `board`;
 # - a compiled sim build: compiled to start.mpy inside it, this runs as `micropython -m start ...`
@@ -24,7 +24,7 @@ def _repo():
 
 def _args(argv):
     opts = {"flash": "sim-case.img", "ctl": None, "config": None, "fw": None, "heap-report": None,
-            "hands": None}
+            "hands": None, "uart": None}
     i = 1
     while i < len(argv):
         k = argv[i].lstrip("-")
@@ -33,7 +33,7 @@ def _args(argv):
             i += 2
         else:
             raise SystemExit("usage: start.py --flash IMG [--ctl HOST:PORT] [--config FILE]"
-                             " [--fw DIR|flash] [--hands PORT] [--heap-report 1]")
+                             " [--fw DIR|flash] [--hands PORT] [--heap-report 1] [--uart 1]")
     return opts
 
 
@@ -137,6 +137,9 @@ def main():
     board.OPTIONS["heap_report"] = bool(opts["heap-report"])
 
     board.end_process_on_reset(cause_file)
+    if opts["uart"]:
+        # stdin is the board's USB serial (sim/device.py's pty): Ctrl-C on it stops the firmware
+        board.HW.watch_console()
     if not on_flash:
         from boards.sim import flash as simflash
 

@@ -348,7 +348,9 @@ def provision(
     opts.ota_key_fingerprint = ota_key_fingerprint
     steps: list[str] = []
     with out.progress() as p, _cloud(cloud, token_file) as cl:
-        task = p.add_task("connecting to the device", total=None)
+        task = p.add_task("checking the cloud", total=None)
+        pv.check_cloud(cl, opts)
+        p.update(task, description="connecting to the device")
         with Device(port) as dev:
             def on_step(s: dict[str, Any]) -> None:
                 steps.append(_step_line(s))

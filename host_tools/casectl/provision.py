@@ -125,6 +125,7 @@ class Options:
     # cloud that could choose the key a case trusts could sign its firmware. Neither: no ota_key.
     ota_key: str | None = None
     ota_key_fingerprint: str | None = None
+    cloud_checked: bool = False  # check_cloud ran (before the device was opened)
 
     def __repr__(self) -> str:
         return f"Options(store={self.store!r}, case={self.case!r}, <secrets hidden>)"
@@ -302,6 +303,20 @@ def wait_online(cloud: Cloud, case: str, timeout_s: float, poll_s: float = 0.5) 
     return back
 
 
+def check_cloud(cloud: Cloud, opts: Options) -> None:
+    """Everything that can refuse the provisioning without the device: the ids, the cloud reachable
+    with this token, the pinned release key. Run before the device is opened, so a refused command
+    leaves a working case alone (opening it interrupts its firmware, and closing resets it)."""
+    check_id("store", opts.store)
+    check_id("case", opts.case)
+    cloud.stores()
+    if opts.ota_key is None and opts.ota_key_fingerprint:
+        from casectl.release_cloud import pinned_key
+
+        opts.ota_key = pinned_key(cloud, opts.ota_key_fingerprint)
+    opts.cloud_checked = True
+
+
 def provision(dev: Device, cloud: Cloud, opts: Options,
               phase: Callable[[str], None] | None = None,
               on_step: Callable[[dict[str, Any]], None] | None = None) -> Report:
@@ -312,14 +327,9 @@ def provision(dev: Device, cloud: Cloud, opts: Options,
     def mark(name: str) -> None:
         marks[name] = round(time.monotonic() - t0, 3)
 
-    check_id("store", opts.store)
-    check_id("case", opts.case)
-    say("checking the cloud")
-    cloud.stores()  # reachable, and the token works, before anything changes anywhere
-    if opts.ota_key is None and opts.ota_key_fingerprint:
-        from casectl.release_cloud import pinned_key
-
-        opts.ota_key = pinned_key(cloud, opts.ota_key_fingerprint)
+    if not opts.cloud_checked:
+        say("checking the cloud")
+        check_cloud(cloud, opts)
     mark("cloud_checked")
 
     say("checking the device")

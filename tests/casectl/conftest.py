@@ -85,6 +85,8 @@ def device(tmp_path: Path) -> Iterator[SimDevice]:
     d = tmp_path / "dev"
     with SimDevice(d) as sd:
         yield sd
+        # shown with a failing test's report: every restart of the board and its cause
+        print("sim device boots:", *sd.history, sep="\n  ")
 
 
 def deploy_now(sd: SimDevice, build_dir: Path) -> None:

@@ -1,0 +1,47 @@
+"""The sim board's console (boards/sim/hw.py, watch_console): a Ctrl-C byte on the sim device's
+serial interrupts the firmware in its main thread, as a board's UART interrupt does, and leaves
+what follows it for the REPL. It replaced the pty's SIGINT, which the Unix port raised in either of
+the board's two threads (lost, doubled, or a crashed process in about 1 interrupt in 10)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+_PROGRAM = """
+import sys, time, _thread
+from boards.sim.hw import Hardware, Timer
+hw = Hardware()
+ticks = [0]
+def tick(_t):
+    ticks[0] += 1
+t = Timer(hw)
+t.init(mode=Timer.PERIODIC, period=5, callback=tick)
+hw.watch_console()
+start = time.ticks_ms()
+caught = None
+try:
+    while time.ticks_diff(time.ticks_ms(), start) < %(wait)d:
+        hw.ticks_ms()  # the firmware's loop reads the board's clock every step
+        time.sleep_ms(1)
+except KeyboardInterrupt:
+    caught = _thread.get_ident()
+before = ticks[0]
+time.sleep_ms(60)
+print("caught", caught is not None and caught == hw._main)
+print("timer thread alive", ticks[0] > before)
+print("left", repr(sys.stdin.buffer.read()))
+"""
+
+
+def test_ctrl_c_interrupts_the_main_thread_and_leaves_the_rest_to_the_repl(mpy: Callable[..., str]) -> None:
+    out = mpy(_PROGRAM % {"wait": 3000}, input="junk\r\x03\r\x01print(1)\x04")
+    assert "caught True" in out, out
+    assert "timer thread alive True" in out, out  # the board's timers still run at the REPL
+    assert "left b'\\r\\x01print(1)\\x04'" in out, out  # mpremote's Ctrl-A is the REPL's
+
+
+def test_other_bytes_do_not_interrupt(mpy: Callable[..., str]) -> None:
+    out = mpy(_PROGRAM % {"wait": 300}, input="\r\x01abc")
+    assert "caught False" in out, out
+    # read byte by byte while the firmware runs, as a UART's receive interrupt drops them
+    assert "timer thread alive True" in out, out
