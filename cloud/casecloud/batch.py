@@ -5,13 +5,18 @@ The worker takes whatever the broker has delivered (at least one message, at mos
 `worker.MAX_BATCH`) and hands it to `Handler.decide`, which checks and decides every message of
 the batch in ONE database transaction:
 
-1. read the batch's cases (keys, replay windows) and stores in one query;
+1. on PostgreSQL, lock the batch's case rows in id order (`db.lock_in_order`) before anything
+   writes them: two workers' batches that share cases then queue for them instead of each
+   holding some rows the other waits for (a deadlock, which PostgreSQL breaks after a second by
+   failing one batch); then read the cases (keys, replay windows) and stores in one query;
 2. check each message in order (docs/protocol.md), sliding each case's window in memory, and
    decide it (policy; what each kind of message does: dispatch.py), which adds rows to the
    transaction; rate counters are summed once per key and written with one upsert (policy.py),
    case events with one INSERT ... ON CONFLICT DO NOTHING;
 3. per case, one UPDATE moves the stored window by compare-and-set and reserves the seqs of the
-   replies; if another worker moved a window first, the whole batch is rolled back and redone;
+   replies; if another worker moved a window first, the whole batch is rolled back and redone
+   (on SQLite, whose reads lock nothing; on PostgreSQL the rows are the batch's from step 1, and
+   the compare-and-set stays as the guard it was);
 4. commit, then sign the replies with the reserved seqs (the worker publishes them). On SQLite the
    commit does not wait for the disk: durability.py says when it is synced, and why that is safe.
 
@@ -50,6 +55,7 @@ log = logging.getLogger("casecloud.worker")  # the worker's log, as before the s
 
 _ATTEMPTS = 10  # a batch redone this often after losing a window race goes one by one
 _EVENTS = cast(Table, Event.__table__)
+_CASE_ID = cast(Table, Case.__table__).c.id
 _KEYS = 50_000  # opened case keys kept (a fleet's cases: 40,000)
 # A batch's cases and stores, and the case and store rate windows its requests check (ratelimit.py)
 _CASES = (select(Case, Store, RateLimits.window_sum("case", Case.id), RateLimits.window_sum("store", Case.store_id))
@@ -247,6 +253,8 @@ class Handler:
             cases: dict[str, Case] = {}
             stores: dict[str, Store] = {}
             if ids:
+                # first, so what is read next is what the batch holds until its commit
+                db.lock_in_order(s, _CASE_ID, ids)
                 # with the rate windows of each case and store: one statement (docs/cloud.md)
                 rates = rt.policy.rates
                 sums: list[tuple[str, str, int]] = []
@@ -306,8 +314,8 @@ class Handler:
                     decided.append(i)
                 w.replies += fx.message(i, stores[case.store_id], case, rx, p.topic.kind, body)
             db.insert_ignore(s, _EVENTS, fx.events, ("case_id", "event_id"))
-            # one order for every worker: no deadlock between them
-            # the version read (or bumped to, desired.on_refused): a change since redoes the batch
+            # in id order, as step 1 locked them; the version read (or bumped to, desired.on_refused):
+            # a change since redoes the batch
             moves = [channel.Advance(cid, w.seen, (w.rx, w.mask), w.case.tx_seq, w.replies, w.case.desired_v)
                      for cid, w in sorted(windows.items()) if w.accepted]
             if not channel.advance(s, moves, now):

@@ -1,23 +1,25 @@
 """Engine, sessions and migrations. SQLite by default; any SQLAlchemy URL (PostgreSQL) works.
 
-Also two small pieces the hot path needs:
+Also small pieces the hot path needs:
 
 - `scratch(s)`: a dict that lives as long as the session's current transaction (per-batch caches,
   pending counters), with `before_commit` / `after_commit` hooks run by the sessions made here
   (`prepare_commit` runs the former, and the flush, ahead of the commit);
 - `insert_ignore` and `upsert_add`: multi-row INSERT ... ON CONFLICT DO NOTHING / DO UPDATE for
-  SQLite and PostgreSQL (one statement per batch), with a portable fallback.
+  SQLite and PostgreSQL (one statement per batch), with a portable fallback;
+- `lock_in_order`: a transaction's rows locked in one order before it writes them (no deadlock
+  between two workers' batches on PostgreSQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Table, create_engine, event, select, update
+from sqlalchemy import ColumnElement, Engine, Table, bindparam, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -167,6 +169,21 @@ def insert_ignore(s: Session, table: Table, rows: Sequence[dict[str, Any]], keys
                 s.execute(table.insert(), row)
         except IntegrityError:
             pass
+
+
+def lock_in_order(s: Session, column: ColumnElement[str], keys: Iterable[str]) -> None:
+    """Lock the rows of `column`'s table whose `column` is one of `keys`, in the order of `column`,
+    for the rest of the transaction (PostgreSQL: SELECT ... ORDER BY ... FOR NO KEY UPDATE, the
+    lock an UPDATE takes, so foreign-key checks of others' inserts are not held up). Two
+    transactions that lock their rows this way before writing any of them queue for the rows
+    they share, where writing them in the order their work reaches them could deadlock. A no-op
+    on SQLite, which has one writer at a time (the database is locked at the first write)."""
+    wanted = sorted(set(keys))
+    if not wanted or s.get_bind().dialect.name == "sqlite":
+        return
+    stmt = (select(column).where(column.in_(bindparam("keys", expanding=True))).order_by(column)
+            .with_for_update(key_share=True))
+    s.connection().execute(stmt, {"keys": wanted}).all()
 
 
 def upsert_add(s: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str], col: str) -> None:

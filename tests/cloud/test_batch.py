@@ -6,6 +6,7 @@ firmware codec, against a real database (SQLite, PostgreSQL); no broker is neede
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from casecloud.models import Alert, Case, Event, RateCount
 from casecloud.runtime import Runtime
 from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
+from tests.cloud.rowlocks import meanwhile, until_waiting
 
 CARD = "04AABBCC"
 
@@ -155,28 +157,36 @@ def test_events_deduplicated_within_and_across_batches(rt: Runtime, cases: dict[
 
 def test_batch_redone_when_another_worker_moved_the_window(rt: Runtime, cases: dict[str, Sim],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shared subscriptions spread one case's messages over the workers: the compare-and-set on
-    the window sends the batch that lost back to the start, and nothing is done twice."""
+    """Shared subscriptions spread one case's messages over the workers. SQLite: the other
+    worker's batch commits while ours is decided, and the compare-and-set on the window sends ours
+    back to the start. PostgreSQL: ours holds the case's row, the other waits for our commit
+    (rowlocks.py). Either way nothing is done twice."""
     c1 = cases["c1"]
     mine = [c1.token(), c1.token()]
-    theirs = c1.token()  # signed last, handled first, by the other worker
+    theirs = c1.token()  # signed last, handled first (SQLite) or after ours (PostgreSQL)
     other = Handler(rt)
     real = channel.advance
     calls = 0
+    joins: list[Any] = []
+
+    def their_batch() -> None:
+        (out,) = other.handle(*theirs)
+        assert c1.open([out])[0]["t"] == "allow"
 
     def racing(s: Any, moves: Any, now: int) -> bool:
         nonlocal calls
         calls += 1
         if calls == 1:
-            (out,) = other.handle(*theirs)
-            assert c1.open([out])[0]["t"] == "allow"
+            joins.append(meanwhile(rt, their_batch))
         return real(s, moves, now)
 
     monkeypatch.setattr(channel, "advance", racing)
     outs = Handler(rt).handle_batch(mine)
-    assert calls == 3  # ours (lost), the other worker's (inside it), ours again
+    joins[0]()
+    # SQLite: ours (lost), the other worker's (inside it), ours again; PostgreSQL: ours, theirs
+    assert calls == (3 if rt.engine.dialect.name == "sqlite" else 2)
     assert [c1.open(o)[0]["t"] for o in outs] == ["allow", "allow"]
-    assert allows(rt) == 3 and rate(rt, "case", "c1") == 3  # decisions of the lost attempt rolled back
+    assert allows(rt) == 3 and rate(rt, "case", "c1") == 3  # decisions of a lost attempt rolled back
 
 
 def test_seq_taken_by_a_command_meanwhile_redoes_the_batch(rt: Runtime, cases: dict[str, Sim],
@@ -185,18 +195,25 @@ def test_seq_taken_by_a_command_meanwhile_redoes_the_batch(rt: Runtime, cases: d
     real = channel.advance
     taken: list[int] = []
 
+    joins: list[Any] = []
+
+    def seal() -> None:
+        with rt.sessions.begin() as other:
+            case = other.get(Case, "c1")
+            assert case is not None
+            taken.append(channel.seal(other, case, "cmd", {"t": "relock"}, rt.now())[1]["seq"])
+
     def api_sends_a_command(s: Any, moves: Any, now: int) -> bool:
-        if not taken:
-            with rt.sessions.begin() as other:
-                case = other.get(Case, "c1")
-                assert case is not None
-                taken.append(channel.seal(other, case, "cmd", {"t": "relock"}, rt.now())[1]["seq"])
+        if not joins:  # SQLite: sealed now (the batch is redone); PostgreSQL: after our commit
+            joins.append(meanwhile(rt, seal))
         return real(s, moves, now)
 
     monkeypatch.setattr(channel, "advance", api_sends_a_command)
     (out,) = Handler(rt).handle_batch([c1.token()])
+    joins[0]()
     (rep,) = c1.open(out)
-    assert rep["t"] == "allow" and rep["seq"] == taken[0] + 1  # no seq used twice
+    assert rep["t"] == "allow"
+    assert rep["seq"] == (taken[0] + 1 if rt.engine.dialect.name == "sqlite" else taken[0] - 1)  # none twice
 
 
 class Crash(BaseException):
@@ -329,3 +346,62 @@ def test_lone_surrogates_from_a_case_are_rejected_not_crashed_on(rt: Runtime, ca
     assert h.rejected == {"bad_json": 1}
     with rt.sessions() as s:
         assert s.scalars(select(Event).where(Event.source == "case")).all() == []
+
+
+def test_two_workers_deciding_the_same_cases_at_once_queue_instead_of_deadlocking(
+        rt: Runtime, cases: dict[str, Sim], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers on a shared subscription get batches with the same cases, and each batch
+    writes its cases' rows as its messages reach them: one worker c2's beat then c1's request,
+    the other c1's beat then c2's request. Each request is decided once the batch has written
+    its beat's row; then each batch's last write (its windows) needs the row the other holds.
+    On PostgreSQL, batches that lock their cases in id order first queue for them instead:
+    the hook below lets a batch go on once the other has reached the same point or waits on a
+    lock (rowlocks.py), so the deadlock, when the code allows one, happens every time (and
+    PostgreSQL breaks it by failing one batch, redone one message at a time). SQLite has one
+    writer at a time: the batches run at once, the hook does not wait, and the outcome is
+    checked the same. Every message is decided once, and no batch fails."""
+    c1, c2 = cases["c1"], cases["c2"]
+    pg = rt.engine.dialect.name == "postgresql"
+    batches = {"A": [c2.msg("status", {"t": "beat", "up": 1, "synced": True}), c1.token()],
+               "B": [c1.msg("status", {"t": "beat", "up": 1, "synced": True}), c2.token()]}
+    reached = {k: threading.Event() for k in batches}
+    real = Handler._decide
+
+    def decide(self: Handler, s: Any, store: Any, case: Any, body: dict[str, Any]) -> Any:
+        r = real(self, s, store, case, body)
+        s.flush()  # the beat's row written now, as any query of the decision would (autoflush)
+        me = threading.current_thread().name
+        reached[me].set()
+        if pg:
+            other = reached["B" if me == "A" else "A"]
+            until_waiting(rt.engine, other.is_set)
+        return r
+
+    failed: list[int] = []
+    one_by_one = Handler._one_by_one
+
+    def spy(self: Handler, msgs: Any, dl: Any) -> Any:
+        failed.append(len(msgs))
+        return one_by_one(self, msgs, dl)
+
+    monkeypatch.setattr(Handler, "_decide", decide)
+    monkeypatch.setattr(Handler, "_one_by_one", spy)
+    outs: dict[str, list[list[Out]]] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            outs[name] = Handler(rt).handle_batch(batches[name])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,), name=k) for k in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and failed == []  # no batch failed (a deadlock fails one)
+    assert outs["A"][0] == [] and outs["B"][0] == []  # beats: no answer
+    assert [b["t"] for b in c1.open(outs["A"][1])] == ["allow"]
+    assert [b["t"] for b in c2.open(outs["B"][1])] == ["allow"]
+    assert allows(rt) == 2 and rate(rt, "case", "c1") == 1 and rate(rt, "case", "c2") == 1
