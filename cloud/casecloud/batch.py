@@ -122,6 +122,29 @@ def _clocked(body: dict[str, Any]) -> bool:
     return body["t"] != "hello" and not (body["t"] == "beat" and body.get("synced") is False)
 
 
+def _superseded(checked: dict[int, tuple[Case, _Window, int, dict[str, Any]]]) -> set[int]:
+    """The checked hellos that a later hello of the same case in the batch, with a higher seq
+    (signed after it), supersedes. A case takes only the `time` that answers the last hello it
+    sent (docs/protocol.md): the answer to an older one would be refused as a replay, and an
+    overloaded worker, whose queue is longer than the cases' repeat interval, would spend its
+    time on answers nobody takes. The newest hello does all an older one would (fw, online, the
+    desired state, a release to fetch). A later hello with a lower seq is none the newer (a copy
+    replayed by someone, or the case's seq file lost): both are answered, as before."""
+    out: set[int] = set()
+    newest: dict[str, int] = {}  # case id -> the highest seq of its hellos later in the batch
+    for i in sorted(checked, reverse=True):
+        case, _, _, body = checked[i]
+        if body["t"] != "hello":
+            continue
+        seq = body["seq"]
+        later = newest.get(case.id)
+        if later is not None and later > seq:
+            out.add(i)
+        else:
+            newest[case.id] = seq
+    return out
+
+
 class _LostRace(Exception):
     pass
 
@@ -289,6 +312,7 @@ class Handler:
                 w.accepted = True
                 checked[i] = (case, w, rx, body)
             self._prefetch(s, checked)
+            superseded = _superseded(checked)
             for i, ((_topic, payload), p) in enumerate(zip(msgs, pre, strict=True)):  # the decisions, in order
                 if isinstance(p, codec.Topic):
                     case = cases.get(p.case)
@@ -303,6 +327,8 @@ class Handler:
                 if (got := checked.get(i)) is None or isinstance(p, str):
                     continue
                 case, w, rx, body = got
+                if i in superseded:  # checked (its seq is in the window), acknowledged, not answered
+                    continue
                 if p.topic.kind == "req" and (due := dl[i]) is not None:
                     over = rt.clock() - due
                     if i in late or over + ahead > 0:  # its case has given up: no decision, no count
@@ -343,6 +369,7 @@ class Handler:
         metrics.LATE.inc(late_now)
         next_seq = {m.case_id: m.tx + 1 for m in moves}
         # Committed: from here on nothing may send the batch back (it would be refused as replays).
+        metrics.SUPERSEDED.inc(len(superseded))
         for reason, topic in rejected:
             self.rejected[reason] += 1
             metrics.REJECTED.labels(reason).inc()

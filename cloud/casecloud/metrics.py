@@ -51,6 +51,8 @@ MESSAGES = Counter("casecloud_messages", "Messages from cases taken by the worke
                    "(req, evt, status, ack, presence)", ["kind"])
 REJECTED = Counter("casecloud_rejected", "Messages from cases refused by the checks (bad_sig, replay, "
                    "expired, unknown_case...)", ["reason"])
+SUPERSEDED = Counter("casecloud_hellos_superseded", "Greetings left unanswered because a newer one from the same "
+                     "case came in the same batch (the case takes only the answer to its last)")
 SHED = Counter("casecloud_shed", "Requests dropped unread because their case stopped waiting (expired) or "
                "would before a batch could be decided (no_time)", ["reason"])
 LATE = Counter("casecloud_late", "Requests whose deadline passed while their batch was decided: journaled "

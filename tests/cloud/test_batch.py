@@ -6,6 +6,7 @@ firmware codec, against a real database (SQLite, PostgreSQL); no broker is neede
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, func, select, text
 
-from casecloud import channel, db, ratelimit, registry
+from casecloud import channel, codec, db, metrics, ratelimit, registry
 from casecloud.batch import Handler, Out
 from casecloud.models import Alert, Case, Event, RateCount
 from casecloud.runtime import Runtime
@@ -346,6 +347,57 @@ def test_lone_surrogates_from_a_case_are_rejected_not_crashed_on(rt: Runtime, ca
     assert h.rejected == {"bad_json": 1}
     with rt.sessions() as s:
         assert s.scalars(select(Event).where(Event.source == "case")).all() == []
+
+
+def _rows(rt: Runtime, case_id: str) -> tuple[int, int]:
+    with rt.sessions() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        return case.rx_seq, case.rx_mask
+
+
+def test_only_the_newest_hello_of_a_case_in_a_batch_is_answered(rt: Runtime, cases: dict[str, Sim]) -> None:
+    """A case repeats its hello until a time answers its last one, and refuses the answer to any
+    earlier one: with both in one batch (an overloaded worker's queue), only the newest is
+    answered. The older one is still checked (its seq slides the window) and acknowledged to the
+    broker (the worker acknowledges every message of a batch); another case's hello is answered."""
+    c1, c2 = cases["c1"], cases["c2"]
+    rx0, m0 = _rows(rt, "c1")
+    older = c1.msg("status", {"t": "hello", "fw": "1.0"})
+    beat = c1.msg("status", {"t": "beat", "up": 1, "synced": False})
+    other = c2.msg("status", {"t": "hello", "fw": "1.0"})
+    newest = c1.msg("status", {"t": "hello", "fw": "1.1"})  # the one c1's codec waits for
+    seqs = [json.loads(json.loads(m[1])["p"])["seq"] for m in (older, beat, newest)]
+    skipped = metrics.SUPERSEDED._value.get()
+    h = Handler(rt)
+    out = h.handle_batch([older, beat, other, newest])
+    assert out[0] == [] and out[1] == []
+    assert [b["t"] for b in c2.open(out[2])] == ["time"]
+    (answer,) = c1.open(out[3])  # taken: it answers the hello c1 sent last
+    assert answer["t"] == "time" and c1.codec.synced
+    assert metrics.SUPERSEDED._value.get() == skipped + 1 and h.rejected == {}
+    rx, m = rx0, m0
+    for seq in seqs:
+        rx, m = codec.window(rx, m, seq)
+    assert _rows(rt, "c1") == (rx, m) and answer["rx"] == rx  # every seq of the batch seen
+    with rt.sessions() as s:
+        case = s.get(Case, "c1")
+        assert case is not None and case.fw == "1.1"
+
+
+def test_a_later_copy_of_an_older_hello_supersedes_nothing(rt: Runtime, cases: dict[str, Sim]) -> None:
+    """Only a later hello signed after (a higher seq) supersedes: a copy of an older one coming
+    after the newest (replayed by someone, or a case whose seq file was lost) leaves the newest
+    answered, and is answered itself as before (the case refuses that answer)."""
+    c1 = cases["c1"]
+    older = c1.msg("status", {"t": "hello", "fw": "1.0"})
+    newest = c1.msg("status", {"t": "hello", "fw": "1.0"})
+    out = Handler(rt).handle_batch([newest, older])
+    (answer,) = c1.open(out[0])
+    assert answer["t"] == "time" and c1.codec.synced
+    (late,) = out[1]
+    with pytest.raises(P.Rejected):
+        c1.open([late])
 
 
 def test_two_workers_deciding_the_same_cases_at_once_queue_instead_of_deadlocking(
