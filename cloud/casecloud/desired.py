@@ -39,6 +39,10 @@ def bump_store(s: Session, store_id: str) -> list[str]:
     """After a change to the store's staff set, in its transaction: every case of the store wants
     a new version. Returns their ids."""
     s.flush()
+    # Their rows first, in id order as a worker's batch takes them (batch.py): the UPDATE alone
+    # takes them in the table's order, and a batch holding one of them would deadlock with it.
+    s.execute(select(Case.id).where(Case.store_id == store_id).order_by(Case.id)
+              .with_for_update(key_share=True)).all()
     s.execute(update(Case).where(Case.store_id == store_id)
               .values(desired_v=Case.desired_v + 1, state_sends=0, state_sent_at=None)
               .execution_options(synchronize_session="fetch"))  # loaded rows see their new versions

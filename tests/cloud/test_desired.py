@@ -6,20 +6,27 @@ firmware codec (no broker), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
 
 from casecloud import codec, desired, registry
 from casecloud.api import create_app
 from casecloud.batch import Handler, Out
 from casecloud.models import Case, Staff
-from casecloud.runtime import Runtime
+from casecloud.runtime import Runtime, build
+from casecloud.settings import Settings
 from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
-from tests.cloud.rowlocks import meanwhile
+from tests.cloud.pgserver import PgServer
+from tests.cloud.rowlocks import lock_waits, meanwhile
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -315,3 +322,77 @@ def test_a_revocation_committed_while_the_worker_decides_is_not_lost(
     # the case applies what it got and says so: the cloud only believes it for the version it is
     h.handle(*dev.msg("status", {"t": "beat", "up": 2, "synced": True, "sv": v}))
     assert not desired.pending(row(rt)) and row(rt).config_set == last[0]["set"]
+
+
+@pytest.fixture
+def pg_rt(tmp_path: Path, pg_server: PgServer, clock: FakeClock) -> Iterator[Runtime]:
+    """A runtime on PostgreSQL alone: what the test stages (a third session holding a row lock)
+    has no SQLite counterpart, whose writers lock the whole database."""
+    name = pg_server.create_database()
+    r = build(Settings(data_dir=tmp_path / "data", admin_token=SecretStr("t0ken"), database_url=pg_server.url(name)),
+              clock=clock)
+    try:
+        yield r
+    finally:
+        r.engine.dispose()
+        pg_server.drop_database(name)
+
+
+def test_a_staff_change_and_a_worker_batch_on_the_same_cases_queue_instead_of_deadlocking(
+        pg_rt: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A staff change bumps every case of its store in one UPDATE, which takes their rows in the
+    table's order; a worker's batch takes its cases' rows in id order (batch.py). Staged: x2 is
+    stored before x1; another session holds x1; the batch (x1, x2) queues for x1 first, then the
+    staff change takes x2 and queues for x1 too. Once x1 is free the batch has it and wants x2:
+    a deadlock, unless the staff change also takes the rows in id order (it then waits for x1
+    holding nothing). No batch fails, the change commits, both hellos are answered."""
+    rt = pg_rt
+    devs = {c: Device(register(rt, "s1", c), clock, c) for c in ("x2", "x1")}  # x2's row first
+    failed: list[int] = []
+    one_by_one = Handler._one_by_one
+
+    def spy(self: Handler, msgs: Any, dl: Any) -> Any:
+        failed.append(len(msgs))
+        return one_by_one(self, msgs, dl)
+
+    monkeypatch.setattr(Handler, "_one_by_one", spy)
+    out: dict[str, Any] = {}
+
+    def batch() -> None:
+        out["batch"] = Handler(rt).handle_batch([devs[c].msg("status", {"t": "hello", "fw": "1"}) for c in ("x1", "x2")])
+
+    def staff_change() -> None:
+        with rt.sessions.begin() as s:
+            out["bumped"] = desired.bump_store(s, "s1")
+
+    with rt.engine.connect() as holder:
+        holder.execute(text("SELECT id FROM cases WHERE id = 'x1' FOR NO KEY UPDATE"))
+        threads = []
+        for n, fn in enumerate((batch, staff_change), 1):
+            errors: list[BaseException] = []
+            t = threading.Thread(target=lambda fn=fn, errors=errors: _catch(fn, errors))
+            t.start()
+            threads.append((t, errors))
+            _until(lambda n=n: lock_waits(rt.engine) >= n, t)  # queued, in this order
+        holder.rollback()
+    for t, errors in threads:
+        t.join()
+        assert errors == []
+    assert failed == []  # the batch was not failed by a deadlock and redone one by one
+    assert out["bumped"] == ["x1", "x2"]
+    for c, outs in zip(("x1", "x2"), out["batch"], strict=True):
+        assert devs[c].read(outs)[0]["t"] == "time" and devs[c].codec.synced
+
+
+def _catch(fn: Any, errors: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as e:
+        errors.append(e)
+
+
+def _until(cond: Any, t: threading.Thread) -> None:
+    """Until `cond()`; AssertionError if thread `t` ended first (it did not queue)."""
+    while not cond():
+        assert t.is_alive(), "it finished without waiting for the held row"
+        time.sleep(0.005)
