@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from bench.fleet_proc import Component, Monitor
@@ -59,6 +60,12 @@ from tests.cloud.pgserver import PgServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARE_GROUP = "casecloud"
+METRICS_TOKEN = "fleet-metrics-token"
+# The workers' counters the report keeps (worker_metrics): what each took and decided, what its
+# checks refused, the greetings it left unanswered as superseded, and its batches.
+WORKER_COUNTERS = ("casecloud_messages_total", "casecloud_requests_total", "casecloud_rejected_total",
+                   "casecloud_hellos_superseded_total", "casecloud_shed_total", "casecloud_late_total",
+                   "casecloud_batch_size_count", "casecloud_batch_size_sum")
 TRUSTED_CARD, UNKNOWN_CARD = "0f1ee701", "0badbad1"
 # The policy's rate limits would refuse a fleet's worth of requests from a handful of members and
 # numbers; raised, so that every request is decided the same way whatever the run's length (the
@@ -127,6 +134,7 @@ class Stack:
     app_token: str
     broker_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    worker_ops: dict[str, int] = field(default_factory=dict)  # worker name -> its ops port
     pg: PgServer | None = None
     broker_ctx: Any = None
 
@@ -230,6 +238,8 @@ def stack(cfg: FleetConfig, workdir: Path, log: Any = print) -> Iterator[Stack]:
             env = _cloud_env(st, url, sk.host, sk.port, mqtt_username=f"worker.w{k}",
                              mqtt_password=logins[f"worker.w{k}"], mqtt_client_id=f"fleet-w{k}",
                              mqtt_share_group=SHARE_GROUP)
+            ops = sk.worker_ops[f"worker{k}"] = free_port()  # its /metrics, read at the end (worker_metrics)
+            env.update(CASECLOUD_OPS_PORT=str(ops), CASECLOUD_METRICS_TOKEN=METRICS_TOKEN)
             sk.procs[f"worker{k}"] = _spawn(f"worker{k}", [py, "-m", "casecloud", "--worker-only"], env, workdir)
         api_port = free_port()
         env = _cloud_env(st, url, sk.host, sk.port, mqtt_api_username="api.a1", mqtt_api_password=logins["api.a1"],
@@ -459,6 +469,27 @@ class AppUnlocks:
         self._client.close()
 
 
+def scrape_worker(port: int) -> dict[str, float] | str:
+    """A worker's counters of WORKER_COUNTERS from its /metrics, summed over their labels (a
+    labelled one also per label set, as `name{label="v"}`); what went wrong, if the scrape failed."""
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+                      timeout=10)
+        r.raise_for_status()
+    except httpx.HTTPError as e:
+        return f"not scraped: {e}"
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for smp in fam.samples:
+            if smp.name not in WORKER_COUNTERS:
+                continue
+            out[smp.name] = out.get(smp.name, 0.0) + smp.value
+            if smp.labels:
+                key = smp.name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(smp.labels.items())) + "}"
+                out[key] = smp.value
+    return out
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 def run(cfg: FleetConfig, workdir: Path | None = None, log: Any = print) -> dict[str, Any]:
@@ -530,6 +561,7 @@ def _measure(cfg: FleetConfig, sk: Stack, log: Any) -> dict[str, Any]:
                         log(f"broker restarted: {e}")
                     time.sleep(2)
                     t_c, cpu_c = time.monotonic(), mon.snapshot()
+            worker_metrics = {name: scrape_worker(port) for name, port in sk.worker_ops.items()}
             for s in shards:
                 s.command("stop")
             for s in shards:
@@ -542,6 +574,7 @@ def _measure(cfg: FleetConfig, sk: Stack, log: Any) -> dict[str, Any]:
         rep["database_sessions"] = {"initial_sync": waits.between(t_start, t_go), "steady": waits.between(t_a, t_b)}
         if t_kill is not None:
             rep["database_sessions"]["reconnect"] = waits.between(t_kill, t_c or time.monotonic())
+        rep["worker_metrics"] = worker_metrics
         rep["initial_sync_timeline"] = timeline(shards, t_start, t_go)
         rep["initial_synced"] = rep["initial_sync_timeline"][-1][2]
         if t_kill is not None:

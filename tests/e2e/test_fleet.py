@@ -46,4 +46,9 @@ def test_fleet_accounting(tmp_path: Path) -> None:
         assert st["cpu_s"][part] >= 0 and rep["peak_memory_kib"][part] > 0, part
         assert part in st["cpu_s_per_1000_requests"]
     assert rep["peak_memory_kib"]["postgresql"] > rep["peak_memory_kib"]["broker"]
+    # Each worker's counters read from its /metrics: between them, every request answered was decided.
+    wm = rep["worker_metrics"]
+    assert set(wm) == {"worker1", "worker2"} and all(isinstance(m, dict) for m in wm.values()), wm
+    assert sum(m["casecloud_requests_total"] for m in wm.values()) >= req["n"], wm
+    assert sum(m["casecloud_batch_size_count"] for m in wm.values()) > 0, wm
     assert [k for k, _ in summary(rep)]
