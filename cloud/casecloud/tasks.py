@@ -11,11 +11,12 @@ from casecloud.supervise import Supervised
 from casecloud.worker import Worker
 
 
-def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
-    """The worker's long-running tasks, each restarted after any failure (supervise.py)."""
+def supervised(rt: Runtime, worker: bool, *, worker_only: bool = False) -> list[Supervised]:
+    """The worker's long-running tasks, each restarted after any failure (supervise.py).
+    worker_only: the process serves no API, so the worker may decide a lone message on the loop."""
     if not worker:
         return []
-    w = Worker(rt)
+    w = Worker(rt, inline=worker_only)
     p = rt.policy
     return [Supervised("rollouts", lambda: rollout_loop(rt)),
             Supervised("worker", w.run, link=w.connected,

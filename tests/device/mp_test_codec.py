@@ -93,6 +93,38 @@ def test_time_sets_clock_and_resyncs_tx():
     assert c2.rx == 3 and c2.tx >= 501
 
 
+def test_rx_saved_before_a_command_runs_and_after_a_reply_is_acted_on():
+    # A command's copy replayed after a reset must be a replay, so its seq is on flash before it
+    # runs; a reply's or an evtack's write waits for flush(), after the coil (issue 8's tap path).
+    seqs = P.MemorySeqs(0, 0)
+    now = 1750000000
+    c = P.Codec("c1", KEY, seqs, clock=lambda: now)
+    hello = {"t": "hello", "fw": "0.1.0"}
+    c.sign(T + "status", hello)
+
+    def msg(kind, seq, **body):
+        body.update(v=1, case="c1", id="m%d" % seq, seq=seq, exp=now + 30)
+        return P.seal(KEY, T + kind, json.dumps(body))
+
+    c.open(T + "cmd", msg("cmd", 3, t="time", re=hello["id"], now=now, rx=0))
+    assert seqs.rx == 3  # a command (the time): saved at once
+    c.open(T + "rep", msg("rep", 4, t="allow", re="r1", grant="g"))
+    assert c.rx == 4 and seqs.rx == 3
+    c.open(T + "evtack", msg("evtack", 5, t="evtack", re="e1", ids=[]))
+    assert seqs.rx == 3
+    c.flush()
+    assert seqs.rx == 5
+    saves = seqs.saves
+    c.flush()
+    assert seqs.saves == saves  # nothing new: no write
+    c.open(T + "cmd", msg("cmd", 6, t="relock"))
+    assert seqs.rx == 6 and seqs.saves == saves + 1
+    # what was never flushed counts as seen anyway up to the saved rx after a reboot
+    c.open(T + "rep", msg("rep", 7, t="allow", re="r2", grant="g"))
+    c2 = P.Codec("c1", KEY, seqs, clock=lambda: now)
+    assert c2.rx == 6
+
+
 def test_tx_reserved_in_blocks():
     seqs = P.MemorySeqs(0, 0)
     c = P.Codec("c1", KEY, seqs, clock=lambda: 1750000000)

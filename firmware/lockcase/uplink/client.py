@@ -166,9 +166,13 @@ class CloudClient:
         kind = topic[topic.rfind("/") + 1 :]
         t = body["t"]
         if kind == "rep":
-            self._reply(body, now)
+            try:
+                self._reply(body, now)
+            finally:
+                self.codec.flush()  # after the coil: the seq window's write is not on the tap's path
         elif kind == "evtack":
             self._evtack(body)
+            self.codec.flush()
         elif kind == "cmd" and t != "time":
             self._command(body, now)
         elif t == "time":

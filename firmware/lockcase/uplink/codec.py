@@ -244,6 +244,7 @@ class Codec:
         self.offset = 0  # cloud time - local time, learnt from the time cmd
         self.synced = False
         self._hello = None
+        self._dirty = False  # rx moved and not saved yet (open, flush)
 
     def now(self, local=None):
         # Cloud time in epoch seconds (meaningful once synced).
@@ -302,5 +303,17 @@ class Codec:
         self.rx = rx
         self.mask = mask
         if changed:
-            self.seqs.save(rx, self._tx_limit)
+            if kind == "cmd":
+                self.seqs.save(rx, self._tx_limit)
+                self._dirty = False
+            else:
+                # Saved once acted on (flush), off a shopper's path: a reply's copy replayed after
+                # a reset matches no request (ids are random), an evtack's only acknowledges again.
+                # A command is saved before it runs, or its copy could run again after a reset.
+                self._dirty = True
         return body
+
+    def flush(self):
+        if self._dirty:
+            self._dirty = False
+            self.seqs.save(self.rx, self._tx_limit)
