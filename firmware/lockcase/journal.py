@@ -102,7 +102,8 @@ class Journal:
     def __init__(self, dirpath="journal", max_records=None, segment_records=100, clock=epoch):
         # max_records None: sized from the filesystem (size_for), segments included.
         self.dir = dirpath.rstrip("/")
-        if max_records is None:
+        sized = max_records is None
+        if sized:
             # Sized at boot only: the sizing code is not kept in RAM (lockcase.startup drops it).
             from lockcase.journal_size import size_for
 
@@ -134,6 +135,11 @@ class Journal:
         # then costs a batch, not a walk from the start of a segment of hundreds of records.
         self._hint = None
         self._open()
+        if sized and self.stored() + segment_records > self.max_records:
+            # Smaller than what is on flash (an update's second firmware took the room the size
+            # counts on, at its trial boot): what the case has not sent yet is kept, with a
+            # segment's room for this boot's events, rather than dropped to fit a number.
+            self.max_records = self.stored() + segment_records
 
     # -- public -----------------------------------------------------------------------------------
 

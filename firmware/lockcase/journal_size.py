@@ -16,6 +16,11 @@ _RESERVE = const(32768)
 _MIN_RECORDS = const(100)
 _MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every record, so no more
 _SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
+# Kept free for an over-the-air update's second firmware (docs/ota.md, "Flash space"): a release
+# of the picow or esp32s3 build takes 54 blocks of 4 KiB. On a Pico W (212 blocks) the journal
+# then gets about 2,900 records, still 8 hours offline at one event per 10 s; a journal that grew
+# into this room (sized before it was kept) keeps what it holds (Journal: never dropped at boot).
+_FW_ROOM = const(221184)
 
 
 def size_for(dirpath):
@@ -37,7 +42,7 @@ def size_for(dirpath):
     free = st[3]
     if free > st[2]:
         free = 0  # a full littlefs can count more blocks in use than it has: f_bfree wraps around
-    avail = bsize * free + held - _RESERVE
+    avail = bsize * free + held - _RESERVE - _FW_ROOM
     budget = total // _SHARE
     if avail < budget:
         budget = avail  # other files took more than their half: yield rather than fill the flash
