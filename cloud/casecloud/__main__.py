@@ -35,7 +35,7 @@ log = logging.getLogger("casecloud")
 
 
 async def serve(rt: Runtime, *, api: bool, worker: bool) -> None:
-    watch = supervised(rt, worker, worker_only=not api)
+    watch = supervised(rt, worker)
     tasks = [asyncio.create_task(t.run(), name=t.name) for t in watch]
     st = rt.settings
     try:

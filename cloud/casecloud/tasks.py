@@ -11,12 +11,11 @@ from casecloud.supervise import Supervised
 from casecloud.worker import Worker
 
 
-def supervised(rt: Runtime, worker: bool, *, worker_only: bool = False) -> list[Supervised]:
-    """The worker's long-running tasks, each restarted after any failure (supervise.py).
-    worker_only: the process serves no API, so the worker may decide a lone message on the loop."""
+def supervised(rt: Runtime, worker: bool) -> list[Supervised]:
+    """The worker's long-running tasks, each restarted after any failure (supervise.py)."""
     if not worker:
         return []
-    w = Worker(rt, inline=worker_only)
+    w = Worker(rt)
     p = rt.policy
     return [Supervised("rollouts", lambda: rollout_loop(rt)),
             Supervised("worker", w.run, link=w.connected,

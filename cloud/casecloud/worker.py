@@ -30,15 +30,12 @@ log = logging.getLogger("casecloud.worker")
 
 SUBSCRIBED = (*codec.UP_KINDS, codec.PRESENCE)
 MAX_BATCH = 256  # messages per transaction
-INLINE_S = 0.005  # a lone message is decided on the loop (Worker.inline) while batches take less
 
 
 class Worker:
-    def __init__(self, rt: Runtime, handler: Handler | None = None, *, inline: bool = False) -> None:
-        """inline: a lone message is decided on the event loop itself (see _decide)."""
+    def __init__(self, rt: Runtime, handler: Handler | None = None) -> None:
         self.rt = rt
         self.handler = handler or Handler(rt)
-        self.inline = inline
         self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._syncing: asyncio.Task[None] | None = None
@@ -115,7 +112,11 @@ class Worker:
             return []
         t0 = time.monotonic()
         try:
-            d = await self._decide([items[i] for i in keep])
+            # Always in a thread, even a lone request: deciding on the loop saved a lone tap about
+            # 1 ms, but a decision waiting on a lock (another worker's batch holding the case's
+            # row, SQLite's busy_timeout, a stalled PostgreSQL connection) then froze the loop, and
+            # a few keepalives of it dropped the broker link and lost the answer (review, 2026-12-02).
+            d = await self.load.deciding(asyncio.to_thread(self.handler.decide, [items[i] for i in keep]))
         except DatabaseUnavailable as e:
             if isinstance(e, PartlyDecided):
                 self._answer(client, batch[:e.done], e.decided)
@@ -132,24 +133,6 @@ class Worker:
         self._answer(client, batch, d)
         metrics.batch(len(batch), time.monotonic() - t0)
         return []
-
-    async def _decide(self, items: list[tuple[str, bytes]]) -> Decided:
-        """The batch's decision, in the database thread; or, in a process that runs nothing but
-        the worker (`inline`), a lone message on the loop itself while deciding is quick: the
-        hand-off to a thread and back is two thread wake-ups on a shopper's path (a lone request's
-        round trip through the broker and an idle worker went from 5.7 to 4.8 ms p50 here; docs/
-        cloud.md). The loop has nothing else to do meanwhile but this worker's next batch and its
-        /livez; a batch that hangs there leaves /livez unanswered, which a probe takes as not
-        live, as it should. Batches turning slow (recent ones above INLINE_S) or an outage go
-        back to the thread, where the stall check sees them."""
-        ld = self.load
-        if self.inline and len(items) == 1 and ld.batch_s < INLINE_S and not ld.held:
-            ld.deciding_since = time.monotonic()
-            try:
-                return self.handler.decide(items)
-            finally:
-                ld.deciding_since = None
-        return await ld.deciding(asyncio.to_thread(self.handler.decide, items))
 
     @staticmethod
     def _linked(client: aiomqtt.Client) -> None:

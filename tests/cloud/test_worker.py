@@ -3,7 +3,6 @@ with the firmware codec."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from typing import Any
@@ -183,41 +182,3 @@ def test_messages_that_arrive_together_are_decided_in_one_batch(rt: Runtime, wor
     assert case.quiet(0.3) == []  # each answered once
     assert sum(sizes) == 20 and max(sizes) > 1, sizes
 
-
-def _where(worker: Worker) -> list[str]:
-    """Records, per decided batch, whether it ran on the event loop or in a thread."""
-    seen: list[str] = []
-    real = worker.handler.decide
-
-    def decide(msgs: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-            seen.append("loop")
-        except RuntimeError:
-            seen.append("thread")
-        return real(msgs)
-
-    worker.handler.decide = decide  # type: ignore[method-assign]
-    return seen
-
-
-def test_a_worker_only_process_decides_a_lone_request_on_its_loop(rt: Runtime, worker: Worker,
-                                                                   case: FakeCase) -> None:
-    # issue 8: the hand-off to a thread and back is two wake-ups on a shopper's path
-    with rt.sessions.begin() as s:
-        registry.create_member(s, rt.hasher, rt.now(), card="0badge01", status="trusted")
-    seen = _where(worker)
-    tap = {"t": "token", "tok": "0badge01", "src": "nfc"}
-    case.send("req", dict(tap))
-    assert case.expect("rep")["t"] == "allow"
-    assert seen == ["thread"]  # not a worker-only process: the loop also serves the API
-    worker.inline = True
-    worker.load.batch_s = 0.0  # recent batches quick (a loaded machine may have made them slow)
-    case.send("req", dict(tap))
-    assert case.expect("rep")["t"] == "allow"
-    assert seen[-1] == "loop"
-    # batches turning slow go back to the thread, where /livez can see one stall
-    worker.load.batch_s = 1.0
-    case.send("req", dict(tap))
-    assert case.expect("rep")["t"] == "allow"
-    assert seen[-1] == "thread"
