@@ -125,6 +125,56 @@ def test_rx_saved_before_a_command_runs_and_after_a_reply_is_acted_on():
     assert c2.rx == 6
 
 
+def test_a_failed_seq_write_never_lets_a_command_run_twice():
+    # The write fails (flash error, no heap): the window stays where flash has it, and a later
+    # command, one a reply moved the window past in RAM included, is saved before it runs.
+    now = 1750000000
+
+    class Flaky(P.MemorySeqs):
+        fail = 0
+
+        def save(self, rx, tx):
+            if self.fail:
+                self.fail -= 1
+                raise OSError(5)
+            P.MemorySeqs.save(self, rx, tx)
+
+    seqs = Flaky(0, 0)
+    c = P.Codec("c1", KEY, seqs, clock=lambda: now)
+    hello = {"t": "hello", "fw": "0.1.0"}
+    c.sign(T + "status", hello)
+
+    def msg(kind, seq, **body):
+        body.update(v=1, case="c1", id="m%d" % seq, seq=seq, exp=now + 30)
+        return P.seal(KEY, T + kind, json.dumps(body))
+
+    c.open(T + "cmd", msg("cmd", 3, t="time", re=hello["id"], now=now, rx=0))
+    unlock = msg("cmd", 5, t="unlock", grant="g")
+    seqs.fail = 1
+    try:
+        c.open(T + "cmd", unlock)
+        assert False, "a command whose seq could not be saved was handed out"
+    except OSError:
+        pass
+    assert c.rx == 3 and seqs.rx == 3  # not moved: the command did not run, its copy may
+    c.open(T + "rep", msg("rep", 10, t="allow", re="r1", grant="g"))  # moves rx in RAM only
+    seqs.fail = 1
+    try:
+        c.flush()
+    except OSError:
+        pass
+    assert seqs.rx == 3
+    c.open(T + "cmd", unlock)  # reordered below rx: accepted once, and everything saved first
+    assert seqs.rx == 10
+    c2 = P.Codec("c1", KEY, seqs, clock=lambda: now)  # a reboot: its copy is a replay
+    assert c2.rx == 10
+    try:
+        P.window(c2.rx, c2.mask, 5)
+        assert False, "replayed command accepted after a reboot"
+    except P.Rejected as e:
+        assert e.reason == "replay", e.reason
+
+
 def test_tx_reserved_in_blocks():
     seqs = P.MemorySeqs(0, 0)
     c = P.Codec("c1", KEY, seqs, clock=lambda: 1750000000)

@@ -171,8 +171,10 @@ class CloudClient:
             finally:
                 self.codec.flush()  # after the coil: the seq window's write is not on the tap's path
         elif kind == "evtack":
-            self._evtack(body)
-            self.codec.flush()
+            try:
+                self._evtack(body)
+            finally:
+                self.codec.flush()
         elif kind == "cmd" and t != "time":
             self._command(body, now)
         elif t == "time":

@@ -182,8 +182,8 @@ class MemorySeqs:
 
 class FileSeqs:
     # Seq store in a tiny file, kept open and rewritten in place at a fixed width, then synced.
-    # It is written for every accepted message that moves the window, between the message and
-    # the lock acting on it, so it must be cheap: at 23 bytes LittleFS keeps it inline in its
+    # It is written for every accepted message that moves the window (a command's before it runs,
+    # a reply's once acted on, Codec.open/flush), so it must be cheap: at 23 bytes LittleFS keeps it inline in its
     # directory's metadata and commits it whole at sync (a cut leaves the old or the new one),
     # one metadata commit and no file created, renamed or erased; and no file object allocated
     # on a fragmented heap at the moment a shopper waits.
@@ -300,20 +300,22 @@ class Codec:
                 self.tx = body["rx"]
                 self._tx_limit = self.tx
                 changed = True
+        if kind == "cmd" and (changed or self._dirty):
+            # A command is saved before it runs (and before the window moves: a failed write
+            # leaves both as they were), with whatever a reply moved and did not save yet, or its
+            # copy could run again after a reset.
+            self.seqs.save(rx, self._tx_limit)
+            self._dirty = False
+        elif changed:
+            # A reply or an evtack is saved once acted on (flush), off a shopper's path: a reply's
+            # copy replayed after a reset matches no request (ids are random), an evtack's only
+            # acknowledges again.
+            self._dirty = True
         self.rx = rx
         self.mask = mask
-        if changed:
-            if kind == "cmd":
-                self.seqs.save(rx, self._tx_limit)
-                self._dirty = False
-            else:
-                # Saved once acted on (flush), off a shopper's path: a reply's copy replayed after
-                # a reset matches no request (ids are random), an evtack's only acknowledges again.
-                # A command is saved before it runs, or its copy could run again after a reset.
-                self._dirty = True
         return body
 
     def flush(self):
         if self._dirty:
-            self._dirty = False
             self.seqs.save(self.rx, self._tx_limit)
+            self._dirty = False  # only once written: a failed write is tried again
