@@ -68,8 +68,8 @@ MUTANTS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     (
         "journal_not_sized_from_fs",
         "lockcase/journal.py",
-        "max_records, segment_records = size_for(self.dir)",
-        "max_records, segment_records = 1000, 100",
+        "max_records, segment_records, spare = size_for(self.dir)",
+        "max_records, segment_records, spare = 1000, 100, 0",
         ("mp_test_journal_size",),
     ),
     (

@@ -103,12 +103,13 @@ class Journal:
         # max_records None: sized from the filesystem (size_for), segments included.
         self.dir = dirpath.rstrip("/")
         sized = max_records is None
+        spare = 0
         if sized:
             # Sized at boot only: the sizing code is not kept in RAM (lockcase.startup drops it).
             from lockcase.journal_size import size_for
 
             self._mkdirs()
-            max_records, segment_records = size_for(self.dir)
+            max_records, segment_records, spare = size_for(self.dir)
         # Dropping the oldest segment must leave room for a full one, so at least two must fit;
         # shrink segments rather than refuse, as a journal that will not open loses every event.
         if segment_records * 2 > max_records:
@@ -135,11 +136,12 @@ class Journal:
         # then costs a batch, not a walk from the start of a segment of hundreds of records.
         self._hint = None
         self._open()
-        if sized and self.stored() + segment_records > self.max_records:
-            # Smaller than what is on flash (an update's second firmware took the room the size
-            # counts on, at its trial boot): what the case has not sent yet is kept, with a
-            # segment's room for this boot's events, rather than dropped to fit a number.
-            self.max_records = self.stored() + segment_records
+        if sized and self.stored() > self.max_records:
+            # Sized below what is on flash (an update's second firmware took the room the size
+            # counts on, at its trial boot): what the case has not sent is kept, with up to a
+            # segment's room for this boot's events, as far as the free space beyond littlefs's
+            # reserve goes (so the flash never fills: past that, the oldest segment goes).
+            self.max_records = self.stored() + min(segment_records, spare)
 
     # -- public -----------------------------------------------------------------------------------
 

@@ -6,11 +6,14 @@ from lockcase.compat import const
 from lockcase.journal import _SEG  # loaded already: Journal() is what imports this
 
 # Sizing (docs/memory.md, "Journal"): flash bytes budgeted per record, littlefs's own overhead
-# included (95-110 B measured with a busy case's events on 4 KiB blocks; 128 leaves a margin for
-# longer events); the journal takes at most half of the filesystem, the rest being the firmware's
-# .mpy files, config, the seq/lockout/safety files and room to stage an OTA image, and it always
-# leaves _RESERVE free for littlefs's copy-on-write and those files' rewrites.
-_REC_COST = const(128)
+# included (98-107 B measured with a busy case's events on 4 KiB blocks, 101 on a Pico W; 112
+# leaves 10 % for longer events: 128 did too, but with an update's room kept free (below) it cut a
+# Pico W's journal under the 8-hour shift); the journal takes at most half of the filesystem, the
+# rest being the firmware's .mpy files, config, the seq/lockout/safety files and an update's
+# second firmware, and it always leaves _RESERVE free for littlefs's copy-on-write and those
+# files' rewrites. Records longer than budgeted eat into the update's room first: an update then
+# fails with "no space", reported, and nothing is lost.
+_REC_COST = const(112)
 _SHARE = const(2)
 _RESERVE = const(32768)
 _MIN_RECORDS = const(100)
@@ -18,18 +21,20 @@ _MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every reco
 _SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
 # Kept free for an over-the-air update's second firmware (docs/ota.md, "Flash space"): a release
 # of the picow or esp32s3 build takes 54 blocks of 4 KiB. On a Pico W (212 blocks) the journal
-# then gets about 2,900 records, still 8 hours offline at one event per 10 s; a journal that grew
-# into this room (sized before it was kept) keeps what it holds (Journal: never dropped at boot).
+# then gets 3,108 records (8.6 hours offline at one event per 10 s); a journal that already
+# holds more (the trial boot, with two firmwares on flash) keeps it, within the reserve (spare).
 _FW_ROOM = const(221184)
 
 
 def size_for(dirpath):
-    """(max_records, segment_records) for a journal in the directory dirpath (which must exist),
-    from its filesystem's statvfs at boot."""
+    """(max_records, segment_records, spare) for a journal in the directory dirpath (which must
+    exist), from its filesystem's statvfs at boot. spare: the records the free space beyond
+    littlefs's reserve could still take, for a journal that already holds more than max_records
+    (Journal keeps it: what the case has not sent is not dropped to fit a number)."""
     try:
         st = os.statvfs(dirpath)
     except OSError:
-        return 1000, 100  # no statvfs (or no directory): the size this journal always had
+        return 1000, 100, 0  # no statvfs (or no directory): the size this journal always had
     bsize = st[0] or 4096
     total = bsize * st[2]
     held = 0  # what the journal already has there is available to it, in whole blocks
@@ -51,4 +56,5 @@ def size_for(dirpath):
         n = _MAX_RECORDS
     if n < _MIN_RECORDS:
         n = _MIN_RECORDS  # the ENOSPC path still drops the oldest if even this does not fit
-    return n, (n + _SEGMENTS - 1) // _SEGMENTS
+    spare = bsize * free - _RESERVE
+    return n, (n + _SEGMENTS - 1) // _SEGMENTS, spare // _REC_COST if spare > 0 else 0
