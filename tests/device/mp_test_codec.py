@@ -93,20 +93,29 @@ def test_time_sets_clock_and_resyncs_tx():
     assert c2.rx == 3 and c2.tx >= 501
 
 
+_NOW = 1750000000
+
+
+def msg(kind, seq, **body):
+    # A message from the cloud, signed, fresh at _NOW.
+    body.update(v=1, case="c1", id="m%d" % seq, seq=seq, exp=_NOW + 30)
+    return P.seal(KEY, T + kind, json.dumps(body))
+
+
+def _synced(seqs):
+    # A codec whose hello the cloud answered with seq 3.
+    c = P.Codec("c1", KEY, seqs, clock=lambda: _NOW)
+    hello = {"t": "hello", "fw": "0.1.0"}
+    c.sign(T + "status", hello)
+    c.open(T + "cmd", msg("cmd", 3, t="time", re=hello["id"], now=_NOW, rx=0))
+    return c
+
+
 def test_rx_saved_before_a_command_runs_and_after_a_reply_is_acted_on():
     # A command's copy replayed after a reset must be a replay, so its seq is on flash before it
     # runs; a reply's or an evtack's write waits for flush(), after the coil (issue 8's tap path).
     seqs = P.MemorySeqs(0, 0)
-    now = 1750000000
-    c = P.Codec("c1", KEY, seqs, clock=lambda: now)
-    hello = {"t": "hello", "fw": "0.1.0"}
-    c.sign(T + "status", hello)
-
-    def msg(kind, seq, **body):
-        body.update(v=1, case="c1", id="m%d" % seq, seq=seq, exp=now + 30)
-        return P.seal(KEY, T + kind, json.dumps(body))
-
-    c.open(T + "cmd", msg("cmd", 3, t="time", re=hello["id"], now=now, rx=0))
+    c = _synced(seqs)
     assert seqs.rx == 3  # a command (the time): saved at once
     c.open(T + "rep", msg("rep", 4, t="allow", re="r1", grant="g"))
     assert c.rx == 4 and seqs.rx == 3
@@ -121,15 +130,13 @@ def test_rx_saved_before_a_command_runs_and_after_a_reply_is_acted_on():
     assert seqs.rx == 6 and seqs.saves == saves + 1
     # what was never flushed counts as seen anyway up to the saved rx after a reboot
     c.open(T + "rep", msg("rep", 7, t="allow", re="r2", grant="g"))
-    c2 = P.Codec("c1", KEY, seqs, clock=lambda: now)
+    c2 = P.Codec("c1", KEY, seqs, clock=lambda: _NOW)
     assert c2.rx == 6
 
 
 def test_a_failed_seq_write_never_lets_a_command_run_twice():
     # The write fails (flash error, no heap): the window stays where flash has it, and a later
     # command, one a reply moved the window past in RAM included, is saved before it runs.
-    now = 1750000000
-
     class Flaky(P.MemorySeqs):
         fail = 0
 
@@ -140,15 +147,7 @@ def test_a_failed_seq_write_never_lets_a_command_run_twice():
             P.MemorySeqs.save(self, rx, tx)
 
     seqs = Flaky(0, 0)
-    c = P.Codec("c1", KEY, seqs, clock=lambda: now)
-    hello = {"t": "hello", "fw": "0.1.0"}
-    c.sign(T + "status", hello)
-
-    def msg(kind, seq, **body):
-        body.update(v=1, case="c1", id="m%d" % seq, seq=seq, exp=now + 30)
-        return P.seal(KEY, T + kind, json.dumps(body))
-
-    c.open(T + "cmd", msg("cmd", 3, t="time", re=hello["id"], now=now, rx=0))
+    c = _synced(seqs)
     unlock = msg("cmd", 5, t="unlock", grant="g")
     seqs.fail = 1
     try:
@@ -166,7 +165,7 @@ def test_a_failed_seq_write_never_lets_a_command_run_twice():
     assert seqs.rx == 3
     c.open(T + "cmd", unlock)  # reordered below rx: accepted once, and everything saved first
     assert seqs.rx == 10
-    c2 = P.Codec("c1", KEY, seqs, clock=lambda: now)  # a reboot: its copy is a replay
+    c2 = P.Codec("c1", KEY, seqs, clock=lambda: _NOW)  # a reboot: its copy is a replay
     assert c2.rx == 10
     try:
         P.window(c2.rx, c2.mask, 5)
