@@ -6,14 +6,15 @@ from lockcase.compat import const
 from lockcase.journal import _SEG  # loaded already: Journal() is what imports this
 
 # Sizing (docs/memory.md, "Journal"): flash bytes budgeted per record, littlefs's own overhead
-# included (98-107 B measured with a busy case's events on 4 KiB blocks, 101 on a Pico W; 112
-# leaves 10 % for longer events: 128 did too, but with an update's room kept free (below) it cut a
-# Pico W's journal under the 8-hour shift); the journal takes at most half of the filesystem, the
+# included (100-119 B measured by make bench with the typical events on 4 KiB blocks, 119 on a
+# Pico W; 120 leaves 1 %: 128, with an update's room kept free (below), cut a Pico W's journal
+# under the 8-hour shift, and 120 leaves it 2,901 records, 21 above it: the firmware growing by a
+# block takes the shift below 8 hours); the journal takes at most half of the filesystem, the
 # rest being the firmware's .mpy files, config, the seq/lockout/safety files and an update's
 # second firmware, and it always leaves _RESERVE free for littlefs's copy-on-write and those
 # files' rewrites. Records longer than budgeted eat into the update's room first: an update then
 # fails with "no space", reported, and nothing is lost.
-_REC_COST = const(112)
+_REC_COST = const(120)
 _SHARE = const(2)
 _RESERVE = const(32768)
 _MIN_RECORDS = const(100)
@@ -21,7 +22,7 @@ _MAX_RECORDS = const(8640)  # a day at one event per 10 s; open reads every reco
 _SEGMENTS = const(16)  # a full journal is about this many segments (RAM: one small list each)
 # Kept free for an over-the-air update's second firmware (docs/ota.md, "Flash space"): a release
 # of the picow or esp32s3 build takes 54 blocks of 4 KiB. On a Pico W (212 blocks) the journal
-# then gets 3,108 records (8.6 hours offline at one event per 10 s); a journal that already
+# then gets 2,901 records (8.06 hours offline at one event per 10 s); a journal that already
 # holds more (the trial boot, with two firmwares on flash) keeps it, within the reserve (spare).
 _FW_ROOM = const(221184)
 
