@@ -35,7 +35,8 @@ def _codec(v):
     c = P.Codec("c1", _unhex(v["key"]), P.MemorySeqs(v["rx"], 0), clock=lambda: v["now"])
     c.mask = v["mask"]
     c.synced = v.get("synced", True)
-    c._hello = v.get("hello")
+    if v.get("hello"):
+        c.sign(T + "status", {"t": "hello", "fw": "0.1.0", "id": v["hello"]})  # the hello it answers
     return c
 
 
@@ -299,3 +300,100 @@ def test_replay_window_survives_a_reboot():
     assert _replay(c, m8) == "replay"
     assert c.open(T + "cmd", _cmd(13, now, "relock"))["seq"] == 13
     os.remove(path)
+
+
+# -- which hellos a time may answer (docs/protocol.md "Clock and resynchronization", issue 15) ------
+_CLOUD = 1750000000
+
+
+def _greeter():
+    # A codec with an unset RTC (local seconds) and its own ms ticks, both moved by the test.
+    local = [1000]
+    ticks = [0]
+    c = P.Codec("c1", KEY, P.MemorySeqs(0, 0), clock=lambda: local[0], ticks=lambda: ticks[0])
+    return c, local, ticks
+
+
+def _hello_id(c):
+    hello = {"t": "hello", "fw": "0.1.0"}
+    c.sign(T + "status", hello)
+    return hello["id"]
+
+
+def _time(seq, re):
+    return _cmd(seq, _CLOUD, "time", {"re": re, "now": _CLOUD, "rx": 0})
+
+
+def test_a_time_answering_an_earlier_hello_of_the_connection_syncs_from_its_arrival():
+    # An overloaded cloud answers the first hello after the case repeated it twice: taken (it was
+    # stamped after that hello was signed, 40 s before it arrived), the offset from the arrival.
+    c, local, ticks = _greeter()
+    first = _hello_id(c)
+    ticks[0] = 1500
+    _hello_id(c)
+    ticks[0] = 4500
+    last = _hello_id(c)
+    ticks[0] = 40000
+    local[0] = 1040
+    c.open(T + "cmd", _time(1, first))
+    assert c.synced
+    assert c.offset == _CLOUD - 1040 and c.now() == _CLOUD
+    # Once one is taken, the answers to the others (and that one again) are replays.
+    local[0] = 1041
+    ticks[0] = 41000
+    assert _replay(c, _time(2, last)) == "replay"
+    assert _replay(c, _time(3, first)) == "replay"
+    assert c.offset == _CLOUD - 1040  # the clock did not move
+    assert c.rx == 1
+
+
+def test_a_time_answering_a_hello_signed_more_than_60_s_ago_is_refused():
+    c, local, ticks = _greeter()
+    old = _hello_id(c)
+    ticks[0] = 30000
+    newer = _hello_id(c)
+    ticks[0] = 60001  # the first hello's answer could be up to 60.001 s stale: refused
+    assert _replay(c, _time(1, old)) == "replay" and not c.synced
+    c.open(T + "cmd", _time(2, newer))  # 30.001 s: taken
+    assert c.synced
+    # the bound itself, 60 s, is still taken
+    c, local, ticks = _greeter()
+    h = _hello_id(c)
+    ticks[0] = 60000
+    c.open(T + "cmd", _time(1, h))
+    assert c.synced
+
+
+def test_a_time_answering_a_hello_of_a_previous_connection_is_refused():
+    c, local, ticks = _greeter()
+    before = _hello_id(c)
+    ticks[0] = 2000
+    c.forget_hellos()  # a new connection (the client's on_up)
+    now = _hello_id(c)
+    assert _replay(c, _time(1, before)) == "replay" and not c.synced
+    c.open(T + "cmd", _time(2, now))
+    assert c.synced
+
+
+def test_only_the_last_four_hellos_are_remembered():
+    c, local, ticks = _greeter()
+    ids = []
+    for i in range(5):
+        ticks[0] = i * 1000
+        ids.append(_hello_id(c))
+    assert _replay(c, _time(1, ids[0])) == "replay" and not c.synced  # overwritten by the fifth
+    c.open(T + "cmd", _time(2, ids[1]))
+    assert c.synced
+
+
+def test_a_time_answering_a_remembered_hello_still_passes_the_seq_window():
+    # A copy of an earlier time (its seq seen) that answers a hello still remembered is a replay
+    # and forgets nothing: a fresh answer to the same hello then syncs.
+    c, local, ticks = _greeter()
+    a = _hello_id(c)
+    b = _hello_id(c)
+    c.rx, c.mask = 7, 1  # the cloud's seq 7 already seen
+    assert _replay(c, _time(7, a)) == "replay" and not c.synced
+    c.open(T + "cmd", _time(8, a))
+    assert c.synced and c.rx == 8
+    assert _replay(c, _time(9, b)) == "replay"

@@ -133,7 +133,7 @@ class Case:
         self.bus = FakeBus()
         self.lock = FakeLock()
         self.entry = FakeEntry()
-        self.codec = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: self.epoch)
+        self.codec = P.Codec("c1", KEY, P.MemorySeqs(), clock=lambda: self.epoch, ticks=lambda: self.up_ms)
         self.client = CloudClient(cfg or {"fw": "t"}, self.codec, TOPICS, self.link, self.bus, self.lock, None,
                                   lambda: self.up_ms, log=_quiet)
         self.client.entry = self.entry
@@ -192,14 +192,45 @@ def test_hello_is_repeated_with_backoff_until_answered():
     assert len(c.bodies("hello")) == hellos  # answered: no more greetings on this connection
 
 
-def test_only_the_last_hello_is_answered_by_a_time():
+def test_a_time_answering_an_earlier_hello_of_the_connection_syncs_once():
+    # An overloaded cloud answers the first hello after the case repeated it (issue 15: refused
+    # before, the fleet never converged): taken, the greeting stops, and the answer to the newest
+    # hello, arriving next, is a replay.
     c = Case()
     c.connect()
     first = c.bodies("hello")[0]
     c.run(0, 10000)
-    assert len(c.bodies("hello")) >= 2
-    # The answer to an earlier hello is refused (random ids: an old time never matches); the
-    # case stays unsynced and keeps greeting.
+    hellos = c.bodies("hello")
+    assert len(hellos) >= 2
+    c.cloud_says("cmd", {"t": "time", "re": first["id"], "now": 5000000, "rx": 0})
+    assert c.codec.synced and c.client.greeted and c.client.available()
+    c.cloud_says("cmd", {"t": "time", "re": hellos[-1]["id"], "now": 5000000, "rx": 0})
+    assert c.client.last_reject == "replay"
+    c.run(10100, 200000)
+    assert len(c.bodies("hello")) == len(hellos)
+
+
+def test_a_time_answering_a_hello_of_the_previous_connection_is_refused():
+    c = Case()
+    c.connect()
+    old = c.bodies("hello")[0]
+    c.link.up = False
+    c.run(0, 3000)
+    c.connect()  # a new connection: its hello, and only its, may be answered
+    c.cloud_says("cmd", {"t": "time", "re": old["id"], "now": 5000000, "rx": 0})
+    assert not c.codec.synced and c.client.last_reject == "replay"
+    c.answer_hello()
+    assert c.codec.synced and c.client.greeted
+
+
+def test_a_time_answering_a_hello_no_longer_remembered_is_refused():
+    # The first hello is 61 s old and 5-6 hellos back (the codec keeps 4, for 60 s each: its own
+    # test pins each bound alone).
+    c = Case()
+    c.connect()
+    first = c.bodies("hello")[0]
+    c.run(0, 61000)
+    assert len(c.bodies("hello")) >= 6
     c.cloud_says("cmd", {"t": "time", "re": first["id"], "now": 5000000, "rx": 0})
     assert not c.codec.synced and c.client.last_reject == "replay"
     c.answer_hello()

@@ -122,13 +122,11 @@ def test_cloud_signed_messages_open_on_the_case(mpy: Any) -> None:
         mpy,
         f"""
 c = P.Codec("c1", bytes(range(32)), P.MemorySeqs(0, 0), clock=lambda: 946684800)
-h = {{"t": "hello", "fw": "x"}}
+h = {{"t": "hello", "fw": "x", "id": "HELLO"}}  # the id the cloud's time answers (re=HELLO)
 c.sign("{T}status", h)
 msgs = json.loads({json.dumps(json.dumps(sent))})
 out = []
 for topic, payload in msgs:
-    if "HELLO" in payload:
-        c._hello = "HELLO"  # the cloud signed re=HELLO: stand in for the id our hello drew
     b = c.open(topic, payload.encode())
     out.append([b["t"], b.get("grant"), c.tx])
 print(json.dumps(out))

@@ -60,7 +60,7 @@ class CloudClient:
         self._evt_ids = None
         self._evt_deadline = 0
         self._beat_at = 0
-        self.greeted = False  # a time cmd answered our hello on this connection
+        self.greeted = False  # a time cmd answered one of our hellos on this connection
         self.hellos = 0  # hellos sent (status, tests)
         self._hello_wait = _HELLO_MIN_MS
         self._hello_due = 0
@@ -333,7 +333,7 @@ class CloudClient:
             self._send_events(now)
 
     def _greet(self, now):
-        # Repeats the hello until a time cmd answers it: 2 s doubling to 60 s, each wait drawn
+        # Repeats the hello until a time cmd answers one: 2 s doubling to 60 s, each wait drawn
         # from its upper half so a store's cases do not greet in step.
         if self._hello_sched and ticks_diff(now, self._hello_due) < 0:
             return
@@ -348,7 +348,10 @@ class CloudClient:
 
     def on_up(self):
         # A new connection: introduce ourselves (the answer syncs the clock) and resend events.
-        # step() repeats the hello until it is answered.
+        # step() repeats the hello until one of this connection's is answered (the codec takes
+        # the answer to any of its last few, not only the newest: docs/protocol.md "Clock"); an
+        # answer to a hello of an earlier connection no longer counts.
+        self.codec.forget_hellos()
         self._evt_ids = None
         self.greeted = False
         self._hello_wait = _HELLO_MIN_MS

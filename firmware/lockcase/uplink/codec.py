@@ -7,7 +7,7 @@ import binascii
 import json
 import os
 
-from lockcase.compat import const, json_whole
+from lockcase.compat import const, json_whole, ticks_diff, ticks_ms
 from lockcase.creds import equal, hmac_sha256
 
 VERSION = 1
@@ -17,6 +17,10 @@ TTL = 30  # seconds a message stays valid after it is signed
 WINDOW = const(16)  # seqs below the highest still accepted once, for the cloud's several connections
 _MASK = const((1 << WINDOW) - 1)  # fits a small int on 32-bit ports: no heap allocation per check
 _TX_BLOCK = const(64)  # outgoing seqs are reserved in blocks so flash is written once per 64 sends
+# The hellos of this connection whose answer (the `time` cmd) is still taken: the last _HELLOS
+# signed, each for _HELLO_MAX_MS after it was signed (Codec._answers says why that bound).
+_HELLOS = const(4)
+_HELLO_MAX_MS = const(60000)  # the longest wait between two hellos (client.py's _HELLO_MAX_MS)
 
 # kind -> type -> required fields (name, code): s str, i int, b bool, l list, d dict.
 # Every body also has the header fields of HEAD. Extra fields are allowed (forward compatible).
@@ -222,11 +226,11 @@ class FileSeqs:
 class Codec:
     """The case's codec: sign(topic, body) -> bytes, open(topic, payload, now) -> body.
 
-    Until a signed `time` cmd answering this codec's own `hello` arrives, open() refuses
+    Until a signed `time` cmd answering one of this codec's recent `hello`s arrives, open() refuses
     everything else with "no_clock": the case's RTC cannot be trusted to check `exp`.
     """
 
-    def __init__(self, case_id, key, seqs, clock=None, ttl=TTL):
+    def __init__(self, case_id, key, seqs, clock=None, ttl=TTL, ticks=None):
         self.case = case_id
         self.key = key
         self.seqs = seqs
@@ -236,6 +240,7 @@ class Codec:
 
             clock = time.time
         self.clock = clock
+        self.ticks = ticks_ms if ticks is None else ticks  # ms, monotonic: a hello's age
         rx, tx = seqs.load()
         self.rx = rx
         self.mask = _MASK if rx else 0  # after a reboot every seq up to rx counts as seen
@@ -243,7 +248,11 @@ class Codec:
         self._tx_limit = tx
         self.offset = 0  # cloud time - local time, learnt from the time cmd
         self.synced = False
-        self._hello = None
+        # The hellos awaiting their time: a ring of ids and the ticks each was signed at, two
+        # fixed lists (no allocation per hello on a chip's heap); None is a free slot.
+        self._hellos = [None] * _HELLOS
+        self._hello_ms = [self.ticks()] * _HELLOS  # (a free slot's is never read)
+        self._hello_next = 0
         self._dirty = False  # rx moved and not saved yet (open, flush)
 
     def now(self, local=None):
@@ -268,12 +277,39 @@ class Codec:
         self.tx = seq
         body["seq"] = seq
         body["exp"] = self.now(now_epoch) + self.ttl
-        if body["t"] == "hello":
-            self._hello = body["id"]
         out = seal(self.key, topic, json.dumps(body, separators=(",", ":")))
         if len(out) > MAX_BYTES:
             raise ValueError("too_large")
+        if body["t"] == "hello":
+            # Remembered as signed, a moment before it is sent: its age is never underestimated.
+            i = self._hello_next
+            self._hellos[i] = body["id"]
+            self._hello_ms[i] = self.ticks()
+            self._hello_next = (i + 1) % _HELLOS
         return out
+
+    def forget_hellos(self):
+        # A new connection (client.on_up), or a time taken: no answer to an earlier hello counts.
+        for i in range(_HELLOS):
+            self._hellos[i] = None
+
+    def _answers(self, re):
+        # The time answering `re` is fresh by construction when `re` is one of our remembered
+        # hellos, signed at most _HELLO_MAX_MS ago: a hello's id is random, so its answer, and
+        # the `now` the cloud stamped in it, came after that hello was sent; the offset is set
+        # from the answer's arrival, so its error is the time between the stamp and the arrival,
+        # at most (arrival - that hello's signing). Taking only the last hello, as before,
+        # bounded that by the repeat interval (60 s at most) for the same reason; any hello of
+        # the connection within the same 60 s keeps the bound, and an overloaded cloud whose
+        # answers come after the next repeat still syncs the case (docs/protocol.md, "Clock").
+        # The ring holds hellos of one connection only (forget_hellos), repeated at most 60 s
+        # apart, so their ages stay far inside ticks_ms's wrap.
+        for i in range(_HELLOS):
+            if self._hellos[i] == re:  # re is a str (SCHEMA): a free slot never matches
+                if ticks_diff(self.ticks(), self._hello_ms[i]) <= _HELLO_MAX_MS:
+                    return
+                break
+        raise Rejected("replay")
 
     def open(self, topic, payload, now_epoch=None):
         kind, body = verify(self.key, topic, payload)
@@ -282,9 +318,8 @@ class Codec:
         if now_epoch is None:
             now_epoch = self.clock()
         if body["t"] == "time":
-            # Fresh by construction: it answers the hello we sent last, whatever our clock says.
-            if self._hello is None or body["re"] != self._hello:
-                raise Rejected("replay")
+            # Fresh by construction (_answers), whatever our clock says.
+            self._answers(body["re"])
         elif not self.synced:
             raise Rejected("no_clock")
         elif self.now(now_epoch) > body["exp"]:
@@ -294,7 +329,7 @@ class Codec:
         if body["t"] == "time":
             self.offset = body["now"] - int(now_epoch)
             self.synced = True
-            self._hello = None
+            self.forget_hellos()  # one answer taken: the others are replays
             if body["rx"] > self.tx:
                 # Our seq file was lost: jump past what the cloud already accepted from us.
                 self.tx = body["rx"]
