@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from casecloud import channel, codec, db, keyring, logs, metrics
 from casecloud.backpressure import Load, deadline
 from casecloud.dispatch import Dispatch, Later
-from casecloud.models import Case, Event, Store
+from casecloud.models import Case, Event, Member, Store
 from casecloud.outage import DatabaseUnavailable, is_outage
 from casecloud.policy import Reply, deny
 from casecloud.ratelimit import RateLimits
@@ -60,6 +60,8 @@ _KEYS = 50_000  # opened case keys kept (a fleet's cases: 40,000)
 # A batch's cases and stores, and the case and store rate windows its requests check (ratelimit.py)
 _CASES = (select(Case, Store, RateLimits.window_sum("case", Case.id), RateLimits.window_sum("store", Case.store_id))
           .join(Store, Store.id == Case.store_id).where(Case.id.in_(bindparam("ids", expanding=True))))
+# A member's rate window, read with the member by the loyalty's prefetch (one statement for both)
+_MEMBER_WINDOW = RateLimits.window_sum("member", Member.id)
 
 
 @dataclass(frozen=True)
@@ -394,16 +396,16 @@ class Handler:
         return d
 
     def _prefetch(self, s: Session, checked: dict[int, tuple[Case, _Window, int, dict[str, Any]]]) -> None:
-        """The cards and app tokens the batch's requests name, in one query, and their members'
-        rate windows in one more, for the policy to read from the transaction's caches: a batch of
+        """The cards and app tokens the batch's requests name, with their members' rate windows,
+        in one query (a kind), for the policy to read from the transaction's caches: a batch of
         requests with different cards costs what one does (docs/cloud.md)."""
         prefetch = getattr(self.rt.policy.loyalty, "prefetch", None)
         toks = [(b["tok"][:128], b["src"]) for _, _, _, b in checked.values() if b["t"] == "token"]
         if prefetch is None or not toks:
             return
-        members = prefetch(s, toks)
-        if members:
-            self.rt.policy.rates.prefetch_keys(s, "member", [m.id for m in members])
+        rates = self.rt.policy.rates
+        found = prefetch(s, toks, _MEMBER_WINDOW, {"since": rates.since()})
+        rates.seed(s, [("member", m.id, n) for m, n in found])
 
     def _key(self, s: Session, case: Case) -> bytes:
         """The case's key, opened once per sealed value (a tenth of a message's checks otherwise):

@@ -74,9 +74,9 @@ class RateLimits:
 
     @staticmethod
     def window_sum(scope: str, key: ColumnElement[str] | InstrumentedAttribute[str]) -> ScalarSelect[int]:
-        """A column for a query of cases or stores: the `scope` window's sum for the row's `key`
-        (bind `since` to `since(now)`), so a batch reads its cases and their windows in one
-        statement (batch.py); the sums are handed to `seed`."""
+        """A column for a query of cases, stores or members: the `scope` window's sum for the
+        row's `key` (bind `since` to `since(now)`), so a batch reads its cases, and its cards'
+        members, with their windows in one statement each (batch.py); the sums go to `seed`."""
         return (select(func.coalesce(func.sum(_RATES.c.n), 0))
                 .where(_RATES.c.scope == scope, _RATES.c.key == key, _RATES.c.at > bindparam("since"))
                 .scalar_subquery())
@@ -89,18 +89,6 @@ class RateLimits:
         base = self.book(s).base
         for scope, key, n in sums:
             base.setdefault((scope, key), int(n))
-
-    def prefetch_keys(self, s: Session, scope: str, keys: Iterable[str]) -> None:
-        """Sum the `scope` windows of these keys in one query instead of one per key."""
-        book = self.book(s)
-        wanted = sorted({k for k in keys if (scope, k) not in book.base})
-        if not wanted:
-            return
-        for k in wanted:
-            book.base[(scope, k)] = 0
-        params = {"scopes": [scope], "keys": wanted, "since": self.since()}
-        for _, key, n in s.connection().execute(_SUMS, params):
-            book.base[(scope, key)] = int(n)
 
     def prefetch(self, s: Session, stores: Iterable[str], cases: Iterable[str]) -> None:
         """Sum the store and case windows of a batch in one query instead of one per key."""

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from casecloud import channel, codec, db, metrics, ratelimit, registry
 from casecloud.batch import Handler, Out
-from casecloud.models import Alert, Case, Event, RateCount
+from casecloud.models import Alert, Case, Event, Member, RateCount
 from casecloud.runtime import Runtime
 from lockcase.uplink import codec as P
 from tests.cloud.conftest import FakeClock
@@ -139,6 +139,37 @@ def test_store_limit_spans_the_cases_of_a_batch(rt: Runtime, cases: dict[str, Si
     got = [(c1 if i % 2 == 0 else c2).open(o)[0] for i, o in enumerate(outs)]
     assert [b["t"] for b in got] == ["allow", "allow", "allow", "deny"]
     assert rate(rt, "store", "s1") == 4
+
+
+def test_member_windows_read_with_their_members_are_exact(rt: Runtime, cases: dict[str, Sim],
+                                                         clock: FakeClock) -> None:
+    """Each member's rate window comes with the member, in the statement that looks the batch's
+    cards up (batch.py _prefetch): attempts of earlier batches and other cases count, those of a
+    window that has passed do not, and two members of one batch each have their own."""
+    rt.settings.rate_member = 3
+    with rt.sessions.begin() as s:
+        registry.create_member(s, rt.hasher, rt.now(), card="04DDEEFF", status="trusted")
+    c1, c2 = cases["c1"], cases["c2"]
+
+    def why(outs: list[list[Out]], sims: list[Sim]) -> list[str]:
+        return [b.get("why", b["t"]) for sim, o in zip(sims, outs, strict=True) for b in sim.open(o)]
+
+    h = Handler(rt)
+    assert why(h.handle_batch([c1.token(), c2.token()]), [c1, c2]) == ["allow", "allow"]
+    clock.advance(300)
+    assert why(h.handle_batch([c2.token("04DDEEFF"), c1.token(), c2.token()]), [c2, c1, c2]) == [
+        "allow", "allow", "rate_limited"]
+    assert rate(rt, "member", member_id(rt, CARD)) == 4 and rate(rt, "member", member_id(rt, "04DDEEFF")) == 1
+    # the first batch's two attempts out of the window, the second's two in it (refused ones count)
+    clock.advance(rt.settings.rate_window_s - 300 + 1)
+    assert why(h.handle_batch([c1.token(), c2.token(), c1.token("04DDEEFF")]), [c1, c2, c1]) == [
+        "allow", "rate_limited", "allow"]
+
+
+def member_id(rt: Runtime, card: str) -> str:
+    with rt.sessions() as s:
+        m = s.scalars(select(Member).where(Member.card_hash == rt.hasher.token(card))).one()
+        return m.id
 
 
 def test_events_deduplicated_within_and_across_batches(rt: Runtime, cases: dict[str, Sim]) -> None:

@@ -8,11 +8,11 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from typing import Protocol, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, cast
 
 import httpx
-from sqlalchemy import String, bindparam, select
+from sqlalchemy import ColumnElement, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from casecloud import codec, db
@@ -42,9 +42,19 @@ def new_member_id() -> str:
     return "m_" + secrets.token_hex(8)
 
 
-# A batch's tokens at once (prefetch), built once: building the statement cost as much as running it.
-_BY_CARDS = select(Member).where(Member.card_hash.in_(bindparam("hashes", expanding=True)))
-_BY_APP_TOKENS = select(Member).where(Member.app_token_hash.in_(bindparam("hashes", expanding=True)))
+# A batch's tokens at once (prefetch), built once per extra column: building the statement cost
+# as much as running it.
+_BY: dict[tuple[bool, int], tuple[Any, ColumnElement[Any] | None]] = {}  # (app, id(also)) -> (Select, also)
+
+
+def _by_tokens(app: bool, also: ColumnElement[Any] | None) -> Any:
+    k = (app, id(also))
+    if k not in _BY:
+        col = Member.app_token_hash if app else Member.card_hash
+        stmt = select(Member) if also is None else select(Member, also)
+        # `also` kept alive with it: no other column can take its id
+        _BY[k] = (stmt.where(col.in_(bindparam("hashes", expanding=True))), also)
+    return _BY[k][0]
 
 
 class BuiltinLoyalty:
@@ -74,21 +84,28 @@ class BuiltinLoyalty:
         return m
 
 
-    def prefetch(self, s: Session, tokens: Iterable[tuple[str, str]]) -> list[Member]:
+    def prefetch(self, s: Session, tokens: Iterable[tuple[str, str]], also: ColumnElement[Any] | None = None,
+                 params: Mapping[str, Any] | None = None) -> list[tuple[Member, Any]]:
         """Look up a batch's (token, src) pairs in one query a kind (cards, app tokens) for
-        `by_token` to find in this transaction; returns the members found (batch.py)."""
+        `by_token` to find in this transaction; returns the members found (batch.py), each with
+        the value of `also`, a column the same query computes for the member's row (batch.py: the
+        member's rate window, which would otherwise cost a statement of its own; bound by
+        `params`), or None without one."""
         cache: dict[tuple[bool, str], Member | None] = db.scratch(s).setdefault("members_by_token", {})
-        found: list[Member] = []
-        for app, stmt in ((False, _BY_CARDS), (True, _BY_APP_TOKENS)):
-            want = {self._h.token(t) for t, src in tokens if (src == "app") == app} - {h for a, h in cache if a == app}
+        found: list[tuple[Member, Any]] = []
+        toks = list(tokens)
+        for app in (False, True):
+            want = {self._h.token(t) for t, src in toks if (src == "app") == app} - {h for a, h in cache if a == app}
             if not want:
                 continue
-            for m in s.scalars(stmt, {"hashes": sorted(want)}):
+            rows: Iterable[tuple[Member, Any]] = s.execute(_by_tokens(app, also), {**(params or {}), "hashes": sorted(want)})
+            for row in rows:
+                m = row[0]
                 h = m.app_token_hash if app else m.card_hash
                 if h is not None:
                     cache[(app, h)] = m
                     want.discard(h)
-                    found.append(m)
+                    found.append((m, row[1] if also is not None else None))
             for h in want:
                 cache[(app, h)] = None
         return found
