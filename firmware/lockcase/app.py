@@ -3,7 +3,7 @@
 # it with a virtual clock; run() is the asyncio loop used on boards and in the sim.
 import asyncio
 
-from lockcase.compat import const
+from lockcase.compat import const, ticks_add, ticks_diff
 from lockcase.creds import StaffCreds
 from lockcase.display import make_display
 from lockcase.drivers.buzzer import Buzzer
@@ -45,6 +45,7 @@ class App:
             journal.attach(bus, safe.journaled)
         bus.subscribe(self._log, JOURNALED)
         self.display = self._make_display(cfg)
+        self._screen_at = None  # set while the display fails: when to try it again
         self.coil = Coil(board.lock_pin, board.lock_pwm, cfg["hold_duty"])
         self.lock = Lock(self.coil, board.door_open, board.tamper, OneShot(board.timer()), bus, cfg, now,
                          store=safe, clock=board.ticks_ms)
@@ -112,6 +113,25 @@ class App:
         if self.cloud is not None:
             self.cloud.step(now)
         self._led(now)
+        if self.display.defer:
+            self._show(now)
+
+    def _show(self, now):
+        # The screen, sent once the step's logic is done (TextDisplay.defer). A bus error must not
+        # stop the loop (the lock and the cloud work without a screen): said once as a fault,
+        # cleared when a write works again, retried once a second meanwhile.
+        if self._screen_at is not None and ticks_diff(now, self._screen_at) < 0:
+            return
+        try:
+            self.display.flush()
+        except Exception as exc:
+            if self._screen_at is None:
+                self.bus.emit("fault", part="display", error=repr(exc))
+            self._screen_at = ticks_add(now, 1000)
+            return
+        if self._screen_at is not None:
+            self._screen_at = None
+            self.bus.emit("fault_cleared", part="display")
 
     def _led(self, now):
         st = self.lock.state
@@ -152,6 +172,7 @@ class App:
             asyncio.create_task(self.link.run())
         if self.nfc is not None:
             asyncio.create_task(self.nfc.run())
+        self.display.defer = True  # from now on sent at the end of each step (_show)
         self.ready = True
         self.bus.emit("ready")
         print("READY")

@@ -39,10 +39,20 @@ class TextDisplay:
         blank = " " * width
         self._want = [blank] * height
         self._hw = [blank] * height  # "" where the hardware state is unknown
+        # Deferred (the app's running loop): show() only records the lines and flush(), at the
+        # end of the app's step, sends them. A bus write is slow (an I2C LCD's row is ~1 ms on a
+        # chip), and done in show() it stood between a card tap and its request to the cloud.
+        self.defer = False
 
     def show(self, *lines):
         w = self.width
         self._want = [_clean(lines[i] if i < len(lines) else "", w) for i in range(self.height)]
+        if not self.defer:
+            self.flush()
+
+    def flush(self):
+        """Sends the rows that differ from what the hardware holds. Raises what the bus raises
+        (the rows it did not finish are sent again by the next flush)."""
         changed = [i for i in range(self.height) if self._hw[i] != self._want[i]]
         if not changed:
             return

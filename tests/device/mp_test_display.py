@@ -278,6 +278,40 @@ def test_display_retries_after_bus_error():
     assert sim.text()[0] == "three" + " " * 11
 
 
+def test_deferred_display_sends_on_flush_only():
+    # The running app's mode: show() records, flush() (at the end of the app's step) sends.
+    bus = SimI2C()
+    sim = bus.attach(0x27, SimLcd(16, 2))
+    d = make_display("lcd1602", bus)
+    d.show("Ready")
+    d.defer = True
+    n = bus.writes
+    d.show("Please wait...")
+    d.show("Open the door", "now")
+    assert bus.writes == n and sim.text()[0].strip() == "Ready"  # nothing on the bus yet
+    assert d.lines() == ["Open the door   ", "now             "]  # what the app asked for
+    d.flush()
+    assert sim.text() == d.lines()
+    assert bus.writes - n == 4  # two rows, once each: the text shown in between never sent
+    n = bus.writes
+    d.flush()
+    assert bus.writes == n  # nothing changed since
+
+
+def test_deferred_display_resends_after_bus_error():
+    bus = SimI2C()
+    sim = bus.attach(0x27, SimLcd(16, 2))
+    d = make_display("lcd1602", bus)
+    d.defer = True
+    d.show("one")
+    bus.detach(0x27)
+    d.show("two")  # deferred: no error here, whatever the bus
+    _raises(OSError, d.flush)
+    bus.attach(0x27, sim)
+    d.flush()
+    assert sim.text()[0].strip() == "two"
+
+
 def test_lcd_events_through_display():
     events = []
     bus = SimI2C()

@@ -98,6 +98,7 @@ class Run:
         import main
 
         self.app = main.build()
+        self.app.display.defer = True  # as App.run() sets it: the screen is sent at the end of a step
         self.live_boot = self.live()
         self.hw = hw
         self.wdt = self.app.board.wdt(self.app.cfg["wdt_ms"])
