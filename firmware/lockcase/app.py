@@ -151,6 +151,13 @@ class App:
     def tap(self, uid, src, now):
         """A credential presented on the reader: a staff badge opens here, anything else asks
         the cloud (loyalty card UID or an app token). uid: hex string."""
+        self._tap(uid, src, now)
+        if self.display.defer:
+            # What the tap shows, sent once its request has left (or the coil is on), while the
+            # answer is on its way, rather than in a later step that the answer may have to wait for.
+            self._show(now)
+
+    def _tap(self, uid, src, now):
         who = self.staff.check_badge(uid) if src in ("nfc", "card") else None
         if who is not None:
             self.entry.open_for_staff(now, who)
