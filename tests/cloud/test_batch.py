@@ -166,6 +166,24 @@ def test_member_windows_read_with_their_members_are_exact(rt: Runtime, cases: di
         "allow", "rate_limited", "allow"]
 
 
+def test_one_case_and_one_card_looked_up_as_many_are(rt: Runtime, cases: dict[str, Sim]) -> None:
+    """A batch of one case, or one card, reads them with an equality, a larger one with an IN list
+    (batch.py, loyalty prefetch): the answers are the same either way."""
+    with rt.sessions.begin() as s:
+        registry.create_member(s, rt.hasher, rt.now(), card="04F1A66E", status="flagged")
+    c1, c2 = cases["c1"], cases["c2"]
+    h = Handler(rt)
+    want = ["allow", "unknown", "flagged"]
+    alone = [c1.open(h.handle_batch([c1.token(card)])[0])[0] for card in (CARD, "04000000", "04F1A66E")]
+    assert [b.get("why", b["t"]) for b in alone] == want
+    one_case = h.handle_batch([c1.token(card) for card in (CARD, "04000000", "04F1A66E")])
+    assert [b.get("why", b["t"]) for o in one_case for b in c1.open(o)] == want
+    two_cases = h.handle_batch([c1.token(CARD), c2.token("04000000"), c2.token("04F1A66E")])
+    assert [b.get("why", b["t"]) for sim, o in zip((c1, c2, c2), two_cases, strict=True) for b in sim.open(o)] == want
+    unknown = Sim(rt, c1.codec.clock, "c9", bytes(32))  # no such case, alone in its batch
+    assert h.handle_batch([unknown.token()]) == [[]] and h.rejected["unknown_case"] == 1
+
+
 def member_id(rt: Runtime, card: str) -> str:
     with rt.sessions() as s:
         m = s.scalars(select(Member).where(Member.card_hash == rt.hasher.token(card))).one()
