@@ -189,11 +189,27 @@ class Worker:
         # Not aiomqtt's publish: a task, an event and a scan of every pending call per reply. A
         # reply lost with a connection is asked for again by its case, as before.
         paho = client._client
+        sent = False
         for per_msg in outs:
             for o in per_msg:
                 rc = paho.publish(o.topic, o.payload, qos=0).rc
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     log.warning("worker: reply not published: %s", mqtt.error_string(rc))
+                sent = True
+        if sent:
+            Worker._write_now(client)
+
+    @staticmethod
+    def _write_now(client: aiomqtt.Client) -> None:
+        """Writes what paho has queued, now. Left to aiomqtt, the write waits for the loop to
+        register the socket for writing (call_soon_threadsafe) and for select() to see it
+        writable: two more turns of the loop, ~0.1-0.3 ms a reply of a lone tap. This is the loop's
+        thread, where aiomqtt's own writer calls the same, and fails the same way."""
+        try:
+            client._client.loop_write()
+        except Exception as exc:  # the connection broke: the client ends, run() reconnects
+            if not client._disconnected.done():
+                client._disconnected.set_exception(exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
