@@ -8,7 +8,8 @@ firmware's link and cloud client do (docs/protocol.md):
   reconnect after a wait drawn from [0.25 s, 1 s], and after each failed attempt from
   [0.25 s, min(20 s, 2^n s)] (full jitter, as `lockcase/uplink/link.py`);
 - greet with `hello` at once, and again after 1-2 s, 2-4 s, ... (the window doubling to 60 s,
-  upper half) until a `time` answers the last one; a `beat` right after connecting (synced false),
+  upper half) until a `time` answers one of this connection's last four hellos signed within 60 s
+  (the codec's rule, as on the firmware); a `beat` right after connecting (synced false),
   another right after the sync, then every `beat_s`; PINGREQ when nothing was sent for 30 s;
 - journal events sent in batches and kept until their `evtack`, one batch in flight, resent after
   10 s and after every new sync;
@@ -80,9 +81,9 @@ class FleetCase(LightCase):
         super().__init__(store, case, bytes.fromhex(key_hex), case, password)
         self.shard = shard
         self.up = False  # connected
-        self.synced = False  # the last hello answered on this connection
+        self.synced = False  # a hello of this connection answered
         self.connected_at = 0.0
-        self.hello_sent = 0.0  # when the last hello went out
+        self.hellos_sent: dict[str, float] = {}  # this connection's hellos: id -> when it went out
         self.hello_due = 0.0
         self.hello_wait = 2.0
         self.beat_due = 0.0
@@ -149,6 +150,8 @@ class FleetCase(LightCase):
                                        + b"online"))
         now = time.monotonic()
         self.up, self.synced, self.connected_at = True, False, now
+        self.codec.forget_hellos()  # as the firmware's on_up: an earlier connection's answer is refused
+        self.hellos_sent.clear()
         self.hello_wait = 2.0
         self._hello(now)
         self.hello_due = now + random.uniform(1.0, 2.0)
@@ -194,7 +197,9 @@ class FleetCase(LightCase):
         sh = self.shard
         t = msg["t"]
         if t == "time":
-            sh.samples["hello"].append([self.hello_sent, round((now - self.hello_sent) * 1000, 2)])
+            sent = self.hellos_sent.get(msg["re"], now)  # the hello it answers, maybe not the last
+            self.hellos_sent.clear()
+            sh.samples["hello"].append([sent, round((now - sent) * 1000, 2)])
             if not self.synced:
                 self.synced = True
                 sh.syncs.append([self.connected_at, now])
@@ -231,8 +236,9 @@ class FleetCase(LightCase):
     # --- what the case sends -----------------------------------------------------------------
 
     def _hello(self, now: float) -> None:
-        self.hello_sent = now
-        self.publish("status", {"t": "hello", "fw": FW, "boot": "power_on", "sv": 0})
+        body = {"t": "hello", "fw": FW, "boot": "power_on", "sv": 0}
+        if self.publish("status", body):
+            self.hellos_sent[body["id"]] = now
 
     def _beat(self, now: float) -> None:
         self.beat_due = now + self.shard.beat_s

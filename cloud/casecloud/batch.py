@@ -130,10 +130,10 @@ def _clocked(body: dict[str, Any]) -> bool:
 
 def _superseded(checked: dict[int, tuple[Case, _Window, int, dict[str, Any]]]) -> set[int]:
     """The checked hellos that a later hello of the same case in the batch, with a higher seq
-    (signed after it), supersedes. A case takes only the `time` that answers the last hello it
-    sent (docs/protocol.md): the answer to an older one would be refused as a replay, and an
-    overloaded worker, whose queue is longer than the cases' repeat interval, would spend its
-    time on answers nobody takes. The newest hello does all an older one would (fw, online, the
+    (signed after it), supersedes. One `time` syncs a case, which refuses any answer after it as
+    a replay (docs/protocol.md; firmware before issue 15 took only the answer to its last hello),
+    so an overloaded worker, whose queue is longer than the cases' repeat interval, would spend
+    its time on answers nobody takes. The newest hello does all an older one would (fw, online, the
     desired state, a release to fetch). A later hello with a lower seq is none the newer (a copy
     replayed by someone, or the case's seq file lost): both are answered, as before."""
     out: set[int] = set()

@@ -52,7 +52,7 @@ MESSAGES = Counter("casecloud_messages", "Messages from cases taken by the worke
 REJECTED = Counter("casecloud_rejected", "Messages from cases refused by the checks (bad_sig, replay, "
                    "expired, unknown_case...)", ["reason"])
 SUPERSEDED = Counter("casecloud_hellos_superseded", "Greetings left unanswered because a newer one from the same "
-                     "case came in the same batch (the case takes only the answer to its last)")
+                     "case came in the same batch (one answer syncs the case: it refuses the others)")
 SHED = Counter("casecloud_shed", "Requests dropped unread because their case stopped waiting (expired) or "
                "would before a batch could be decided (no_time)", ["reason"])
 LATE = Counter("casecloud_late", "Requests whose deadline passed while their batch was decided: journaled "
