@@ -27,6 +27,14 @@ class _Bounded:
         self.s = sock
         self.raw = raw
         self.timeout = timeout
+        # umqtt.simple writes a PUBLISH in five pieces (fixed header, topic length, topic, packet
+        # id, payload). With TCP_NODELAY each is a TCP segment of its own (on a chip, a Wi-Fi
+        # frame; over TLS, a record with its own ~30 bytes and encryption), and the broker wakes
+        # for each. During Client.publish the pieces before the payload are gathered here and
+        # go out in one write, the payload in a second.
+        self._payload = None  # the payload being published: its write ends the gathering
+        self._head = bytearray(128)  # topics are ~30 bytes; a longer head is written as it comes
+        self._n = 0
 
     def setblocking(self, value):
         if value:
@@ -41,7 +49,28 @@ class _Bounded:
     def write(self, buf, n=None):
         if n is not None:
             buf = memoryview(buf)[:n]
+        p = self._payload
+        if p is not None:
+            k = self._n
+            if buf is not p and k + len(buf) <= len(self._head):
+                self._head[k : k + len(buf)] = buf
+                self._n = k + len(buf)
+                return len(buf)
+            self.flush()
         return self.s.write(buf)
+
+    def gather(self, payload):
+        """Until `payload` is written, writes are kept and sent with the first that is not
+        (Client.publish). gather(None) drops what is kept (a publish that failed half-way)."""
+        self._payload = payload
+        self._n = 0
+
+    def flush(self):
+        k = self._n
+        self._payload = None
+        if k:
+            self._n = 0
+            self.s.write(memoryview(self._head)[:k])
 
     def connect(self, addr):
         pass  # already connected by open_connection()
@@ -121,6 +150,17 @@ class Client(simple.MQTTClient):
             return self.connect(clean_session)
         finally:
             setattr(simple, "socket", real)
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        # umqtt.simple's publish (and its wait for the PUBACK), its header in one write (_Bounded).
+        b = self.sock
+        if isinstance(topic, str):
+            topic = topic.encode()  # to be copied into the gathered head
+        b.gather(msg)
+        try:
+            return simple.MQTTClient.publish(self, topic, msg, retain, qos)
+        finally:
+            b.gather(None)
 
     def pending(self):
         # True when the broker has sent something; check_msg() then reads one packet.
