@@ -373,6 +373,39 @@ def _tap(app, uid, now):
     App.tap(app, uid, "nfc", now)
 
 
+def test_an_answer_delivered_while_the_request_is_being_published_is_taken():
+    # umqtt hands over what arrives while it waits for the request's PUBACK: the answer may come
+    # inside publish(), before it returns.
+    c = Case()
+    c.connect()
+    c.answer_hello()
+    publish = c.link.publish
+
+    def quick(topic, payload, retain=False):
+        ok = publish(topic, payload, retain)
+        if topic.endswith("/req"):
+            kind, body = P.verify(KEY, topic, payload)
+            c.cloud_says("rep", {"t": "allow", "re": body["id"], "grant": "g1"})
+        return ok
+
+    c.link.publish = quick
+    c.client.token("04a1b2", "nfc", 0)
+    assert c.lock.grants == [("nfc", "g1")] and c.entry.results == ["granted"], c.entry.results
+    c.run(0, 10000)
+    assert c.entry.results == ["granted"]  # no timeout afterwards
+
+
+def test_a_request_the_link_refuses_is_offline_and_not_in_flight():
+    c = Case()
+    c.connect()
+    c.answer_hello()
+    c.link.publish = lambda topic, payload, retain=False: False  # up, but the write failed
+    c.client.token("04a1b2", "nfc", 0)
+    assert c.entry.results == ["offline"]
+    c.run(0, 10000)
+    assert c.entry.results == ["offline"]  # no timeout for a request that never left
+
+
 def test_a_card_tapped_at_boot_waits_for_the_link_and_opens():
     c = Case(uptime_ms=300)
     c.entry = c.client.entry = TapEntry(c)

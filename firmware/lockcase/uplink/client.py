@@ -142,10 +142,16 @@ class CloudClient:
         except MemoryError:  # the shopper hears "offline" now, not after the request's timeout
             self.link.nomem("request")
             payload = None
-        if payload is None or not self.link.publish(self.topics["req"], payload):
+        if payload is None:
             self._result("offline", now)
             return
+        # In flight before the publish: umqtt reads what arrives while it waits for the PUBACK and
+        # hands it over at once, so the answer may be delivered inside publish() (a broker may
+        # acknowledge after it has routed the request, and the worker be that quick).
         self._pending = (body["id"], body["t"], ticks_add(now, self.timeout_ms))
+        if not self.link.publish(self.topics["req"], payload):
+            self._pending = None
+            self._result("offline", now)
 
     def _result(self, kind, now, msg=None, left=None):
         if self.entry is not None:
