@@ -26,7 +26,7 @@ class Sock:
 
 def _client(sock):
     c = Client("case-c1", "127.0.0.1", 1883)
-    c.sock = _Bounded(sock, sock, 5)
+    c.sock = c.bounded = _Bounded(sock, sock, 5)  # what attach() does once connected
     return c
 
 
@@ -92,6 +92,6 @@ def test_a_publish_that_fails_half_way_keeps_nothing_for_the_next():
         c.publish(b"a/b", b"p" * 50, False, 0)
     except OSError:
         pass
-    c.sock.s = ok = Sock()
+    c.bounded.s = ok = Sock()
     c.publish(b"a/b", b"q", False, 0)
     assert b"".join(ok.writes) == _packet(b"a/b", b"q", 0)

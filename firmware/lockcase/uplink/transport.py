@@ -136,7 +136,7 @@ class Client(simple.MQTTClient):
     """umqtt.simple's client, connected over a socket we opened, with bounded blocking."""
 
     def attach(self, sock, raw, addr, timeout, clean_session=True):
-        bounded = _Bounded(sock, raw, timeout)
+        bounded = self.bounded = _Bounded(sock, raw, timeout)  # umqtt's sock once connected
         bounded.setblocking(True)
         # What the link waits on for readability: the socket umqtt reads (TLS when there is one:
         # its poll also reports decrypted bytes it holds, which the TCP socket under it does not).
@@ -153,7 +153,7 @@ class Client(simple.MQTTClient):
 
     def publish(self, topic, msg, retain=False, qos=0):
         # umqtt.simple's publish (and its wait for the PUBACK), its header in one write (_Bounded).
-        b = self.sock
+        b = self.bounded
         if isinstance(topic, str):
             topic = topic.encode()  # to be copied into the gathered head
         b.gather(msg)
