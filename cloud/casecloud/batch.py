@@ -178,6 +178,7 @@ class Handler:
         self.rejected: Counter[str] = Counter()
         self.load = Load()
         self._keys: dict[str, bytes] = {}  # sealed case key -> the key (_key)
+        self._asked: dict[tuple[str, bytes], float | None] = {}  # the last `deadlines`, for `decide`
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -193,6 +194,9 @@ class Handler:
         return [a + b for a, b in zip(d.ready, later, strict=True)]
 
     def deadlines(self, msgs: Sequence[tuple[str, bytes]]) -> list[float | None]:
+        """Per message, when its case stops waiting (backpressure.deadline). Kept for the next
+        `decide` of these messages, which the worker asks without them (once it has shed the
+        late ones): each payload is parsed for its deadline once, not twice."""
         st = self.rt.settings
         out: list[float | None] = []
         for t, p in msgs:
@@ -201,7 +205,17 @@ class Handler:
             except Exception:  # outside decide()'s guard: one message must cost only itself here too
                 log.exception("no deadline for a message on %s: it is decided, not shed", t)
                 out.append(None)
+        self._asked = {(t, p): d for (t, p), d in zip(msgs, out, strict=True)}
         return out
+
+    def _deadlines(self, msgs: Sequence[tuple[str, bytes]]) -> list[float | None]:
+        """The deadlines `deadlines` gave for these messages, or anew. A deadline depends on the
+        message and the settings alone, so a kept one is the one it would compute now."""
+        asked, self._asked = self._asked, {}
+        try:
+            return [asked[(t, p)] for t, p in msgs]
+        except KeyError:
+            return self.deadlines(msgs)
 
     def decide(self, msgs: Sequence[tuple[str, bytes]], deadlines: Sequence[float | None] | None = None
                ) -> Decided:
@@ -211,7 +225,7 @@ class Handler:
         database is away (outage.py): then no message is to blame, and none is answered.
         deadlines: per message, when its case stops waiting (backpressure.py); a request still
         undecided then is journaled `late` instead."""
-        dl = list(deadlines) if deadlines is not None else self.deadlines(msgs)
+        dl = list(deadlines) if deadlines is not None else self._deadlines(msgs)
         try:
             return self._batch(msgs, dl)
         except DatabaseUnavailable:

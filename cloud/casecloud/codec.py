@@ -106,13 +106,18 @@ def signature(key: bytes, topic_name: str, p: str) -> str:
     return hmac.new(key, f"{topic_name}\n{p}".encode(), hashlib.sha256).hexdigest()
 
 
+# One encoder: json.dumps with any argument builds a new one for every call (the worker signs a
+# reply per request, and seals it).
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+
+
 def seal(key: bytes, topic_name: str, p: str) -> bytes:
     env = {"p": p, "s": signature(key, topic_name, p)}
-    return json.dumps(env, separators=(",", ":")).encode()
+    return _ENCODER.encode(env).encode()
 
 
 def dumps(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"))
+    return _ENCODER.encode(body)
 
 
 def new_id() -> str:
@@ -216,11 +221,14 @@ def verify(key: bytes, topic_name: str, env: Envelope) -> dict[str, Any]:
     if not hmac.compare_digest(expected, sig):
         raise Rejected("bad_sig")
     body = parse(env.p)
-    try:
-        # Escaped lone surrogates ("\\ud800") parse, but no database can store the text.
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise Rejected("bad_json") from None
+    # Escaped lone surrogates ("\\ud800") parse, but no database can store the text. Only an escape
+    # can make one: env.p itself has none (it was encoded to UTF-8 above), so a body without a
+    # "\\u" is spared the encoding (a third of this function's time).
+    if "\\u" in env.p:
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise Rejected("bad_json") from None
     if not isinstance(body, dict):
         raise Rejected("bad_json")
     if type(body.get("v")) is not int or body["v"] != VERSION:

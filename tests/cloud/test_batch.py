@@ -15,7 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, func, select, text
 
-from casecloud import channel, codec, db, metrics, ratelimit, registry
+from casecloud import batch, channel, codec, db, metrics, ratelimit, registry
 from casecloud.batch import Handler, Out
 from casecloud.models import Alert, Case, Event, Member, RateCount
 from casecloud.runtime import Runtime
@@ -166,7 +166,7 @@ def test_member_windows_read_with_their_members_are_exact(rt: Runtime, cases: di
         "allow", "rate_limited", "allow"]
 
 
-def test_one_case_and_one_card_looked_up_as_many_are(rt: Runtime, cases: dict[str, Sim]) -> None:
+def test_one_case_and_one_card_looked_up_as_many_are(rt: Runtime, cases: dict[str, Sim], clock: FakeClock) -> None:
     """A batch of one case, or one card, reads them with an equality, a larger one with an IN list
     (batch.py, loyalty prefetch): the answers are the same either way."""
     with rt.sessions.begin() as s:
@@ -180,8 +180,38 @@ def test_one_case_and_one_card_looked_up_as_many_are(rt: Runtime, cases: dict[st
     assert [b.get("why", b["t"]) for o in one_case for b in c1.open(o)] == want
     two_cases = h.handle_batch([c1.token(CARD), c2.token("04000000"), c2.token("04F1A66E")])
     assert [b.get("why", b["t"]) for sim, o in zip((c1, c2, c2), two_cases, strict=True) for b in sim.open(o)] == want
-    unknown = Sim(rt, c1.codec.clock, "c9", bytes(32))  # no such case, alone in its batch
+    unknown = Sim(rt, clock, "c9", bytes(32))  # no such case, alone in its batch
     assert h.handle_batch([unknown.token()]) == [[]] and h.rejected["unknown_case"] == 1
+
+
+def test_the_deadlines_the_worker_asked_for_are_not_computed_again(rt: Runtime, cases: dict[str, Sim],
+                                                                   clock: FakeClock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker asks a batch's deadlines (to shed what is late), then has the rest decided without
+    them: each payload is parsed for its deadline once, and the kept deadline is the one obeyed."""
+    parsed: list[str] = []
+    real = batch.deadline
+
+    def counted(topic: str, payload: bytes, wait_s: float, margin_s: float) -> float | None:
+        parsed.append(topic)
+        return real(topic, payload, wait_s, margin_s)
+
+    monkeypatch.setattr(batch, "deadline", counted)
+    c1, c2 = cases["c1"], cases["c2"]
+    h = Handler(rt)
+    items = [c1.token(), c2.token(), c1.msg("status", {"t": "beat", "up": 1})]
+    dl = h.deadlines(items)
+    assert len(parsed) == 3 and dl[0] is not None and dl[2] is None
+    d = h.decide(items[1:])  # what the worker did not shed, in order
+    assert len(parsed) == 3 and c2.open(d.ready[0])[0]["t"] == "allow"
+    late = c1.token()
+    h.deadlines([late])
+    clock.advance(rt.settings.req_wait_s)  # past its deadline, not its expiry
+    assert h.decide([late]).ready == [[]] and len(parsed) == 4  # journaled late, as its kept deadline says
+    with rt.sessions() as s:
+        assert s.scalars(select(Event.kind).where(Event.source == "cloud").order_by(Event.id.desc())).first() == "late"
+    h.decide([c1.token()])  # never asked: computed
+    assert len(parsed) == 5
 
 
 def member_id(rt: Runtime, card: str) -> str:
@@ -396,6 +426,23 @@ def test_lone_surrogates_from_a_case_are_rejected_not_crashed_on(rt: Runtime, ca
     assert h.rejected == {"bad_json": 1}
     with rt.sessions() as s:
         assert s.scalars(select(Event).where(Event.source == "case")).all() == []
+
+
+def test_escaped_text_from_a_case_is_taken_when_it_is_not_a_lone_surrogate(rt: Runtime,
+                                                                           cases: dict[str, Sim]) -> None:
+    """The surrogate check runs on bodies with a \\u escape (codec.verify): a proper one is kept,
+    beside a lone surrogate refused in the same batch."""
+    c1, c2 = cases["c1"], cases["c2"]
+    h = Handler(rt)
+    good = c1.msg("status", {"t": "hello", "fw": "1.0-\u00e9\U0001f512"})  # escaped: the codec's JSON is ASCII
+    assert b"\\u00e9" in good[1] and b"\\ud83d" in good[1]
+    bad = c2.msg("status", {"t": "hello", "fw": "1.0-\udc00"})
+    out = h.handle_batch([good, bad])
+    assert c1.open(out[0])[0]["t"] == "time" and out[1] == []
+    assert h.rejected == {"bad_json": 1}
+    with rt.sessions() as s:
+        case = s.get(Case, "c1")
+        assert case is not None and case.fw == "1.0-\u00e9\U0001f512"
 
 
 def _rows(rt: Runtime, case_id: str) -> tuple[int, int]:

@@ -69,9 +69,17 @@ class BuiltinLoyalty:
     def by_phone(self, s: Session, e164: str) -> Member | None:
         return s.scalars(select(Member).where(Member.phone_hash == self._h.phone(e164))).first()
 
+    def _hash(self, s: Session, token: str) -> str:
+        """The token's keyed hash, computed once per transaction (memory only, like the token)."""
+        hashes: dict[str, str] = db.scratch(s).setdefault("token_hashes", {})
+        h = hashes.get(token)
+        if h is None:
+            h = hashes[token] = self._h.token(token)
+        return h
+
     def by_token(self, s: Session, token: str, src: str) -> Member | None:
         app = src == "app"
-        h = self._h.token(token)
+        h = self._hash(s, token)
         # A batch of requests often names one card many times: look it up once per transaction.
         cache: dict[tuple[bool, str], Member | None] = db.scratch(s).setdefault("members_by_token", {})
         if (app, h) in cache:
@@ -86,7 +94,6 @@ class BuiltinLoyalty:
             cache[(app, h)] = m
         return m
 
-
     def prefetch(self, s: Session, tokens: Iterable[tuple[str, str]], also: ColumnElement[Any] | None = None,
                  params: Mapping[str, Any] | None = None) -> list[tuple[Member, Any]]:
         """Look up a batch's (token, src) pairs in one query a kind (cards, app tokens) for
@@ -98,7 +105,7 @@ class BuiltinLoyalty:
         found: list[tuple[Member, Any]] = []
         toks = list(tokens)
         for app in (False, True):
-            want = {self._h.token(t) for t, src in toks if (src == "app") == app} - {h for a, h in cache if a == app}
+            want = {self._hash(s, t) for t, src in toks if (src == "app") == app} - {h for a, h in cache if a == app}
             if not want:
                 continue
             stmt, by = _by_tokens(app, sorted(want), also)
