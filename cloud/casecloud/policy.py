@@ -25,7 +25,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from casecloud import db, metrics
-from casecloud.adapters.loyalty import Loyalty, LoyaltyError
+from casecloud.adapters.loyalty import Holder, Loyalty, LoyaltyError
 from casecloud.adapters.notify import Notifier
 from casecloud.adapters.sms import SmsError, SmsSender
 from casecloud.alertdelivery import AlertDelivery
@@ -348,7 +348,7 @@ class Policy:
         self.journal(s, case, "challenge", member_id=member.id, need="phone", via=src)
         return Reply("challenge", {"sid": sid, "need": "phone", "ttl": st.otp_ttl_s}, member_id=member.id)
 
-    def _member_gate(self, s: Session, store: Store, case: Case, member: Member, via: str) -> Reply | None:
+    def _member_gate(self, s: Session, store: Store, case: Case, member: Holder, via: str) -> Reply | None:
         if member.status == "flagged":
             r = deny("flagged")
         else:

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from casecloud import ratelimit, registry
+from casecloud.adapters.loyalty import Holder
 from casecloud.adapters.notify import RecordingNotifier
 from casecloud.backpressure import Load, deadline
 from casecloud.models import Case, Event, Member, RateCount
@@ -98,7 +99,7 @@ class _SlowLoyalty:
     def by_phone(self, s: Session, e164: str) -> Member | None:
         return self.inner.by_phone(s, e164)
 
-    def by_token(self, s: Session, token: str, src: str) -> Member | None:
+    def by_token(self, s: Session, token: str, src: str) -> Holder | None:
         self.clock.advance(self.seconds)
         return self.inner.by_token(s, token, src)
 

@@ -6,10 +6,11 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from casecloud import registry
-from casecloud.models import Alert, Challenge, Event, SmsOutbox, Store
+from casecloud.adapters.loyalty import Holder
+from casecloud.models import Alert, Challenge, Event, Member, SmsOutbox, Store
 from casecloud.policy import Reply
 from casecloud.runtime import Runtime
 from tests.cloud.conftest import FakeClock
@@ -51,6 +52,37 @@ def member(rt: Runtime, **kw: Any) -> tuple[str, str]:
     with rt.sessions.begin() as s:
         m, app = registry.create_member(s, rt.hasher, rt.now(), **kw)
         return m.id, app
+
+
+def test_a_token_is_read_once_a_transaction_and_afresh_in_the_next(rt: Runtime, shop: dict[str, Any]) -> None:
+    """The built-in loyalty reads a token's member with one Core statement and keeps the copy for
+    the rest of the transaction (a batch names one card many times); the next transaction reads
+    the row again, so a member flagged meanwhile is seen flagged."""
+    mid, app = member(rt, card="04C0FFEE", phone="+14155550167")
+    loyalty = rt.policy.loyalty
+    reads: list[str] = []
+
+    def read(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
+        reads.append(statement)
+
+    event.listen(rt.engine, "before_cursor_execute", read)
+    try:
+        with rt.sessions() as s:
+            first = loyalty.by_token(s, "04C0FFEE", "nfc")
+            assert first == Holder(mid, "member", "67") and len(reads) == 1
+            assert loyalty.by_token(s, "04C0FFEE", "nfc") is first and len(reads) == 1
+            assert loyalty.by_token(s, "04000000", "nfc") is None and len(reads) == 2  # no member: kept too
+            assert loyalty.by_token(s, "04000000", "nfc") is None and len(reads) == 2
+        with rt.sessions.begin() as s:
+            m = s.get(Member, mid)
+            assert m is not None
+            m.status = "flagged"
+        with rt.sessions() as s:
+            assert loyalty.by_token(s, "04C0FFEE", "nfc") == Holder(mid, "flagged", "67")
+            assert loyalty.by_token(s, app, "app") == Holder(mid, "flagged", "67")
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", read)
+    assert token(rt, "04C0FFEE").why == "flagged"
 
 
 def test_phone_gets_a_code_and_the_code_opens(rt: Runtime, shop: dict[str, Any]) -> None:
