@@ -156,3 +156,35 @@ def test_lines_name_their_case_and_store() -> None:
         {"case": "c7"}, {"case": "c9", "store": "s2"}, {"store": "s3"}, {"case": "c1", "store": "s1", "req": "abc123"},
         {}, {}]
     assert "ValueError: …67" in got[-1]["exception"] and "2025554567" not in buf.getvalue()
+
+
+def test_records_gather_nothing_no_line_shows() -> None:
+    """A worker logs a line per decision: `setup` turns off what the logging module gathers for
+    every record and the lines never show (the caller's frame, thread, process), and the line is
+    what it was."""
+    import io
+    import logging
+
+    from casecloud import logs
+
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level, logging._srcfile,  # type: ignore[attr-defined]
+              logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    seen: list[logging.LogRecord] = []
+    buf = io.StringIO()
+    try:
+        handler = logs.setup("INFO", buf)
+        handler.addFilter(lambda r: seen.append(r) or True)
+        logging.getLogger("casecloud.worker").info("case %s %s -> %s %s", "c1", "token", "allow", "",
+                                                   extra=logs.ids("c1", "s1", "r42"))
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+        logging._srcfile = before[2]  # type: ignore[attr-defined]
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing = before[3:]
+    (r,) = seen
+    assert (r.funcName, r.lineno, r.thread, r.process, r.processName) == ("(unknown function)", 0, None, None, None)
+    line = json.loads(buf.getvalue())
+    assert {k: v for k, v in line.items() if k != "ts"} == {
+        "event": "case c1 token -> allow ", "case": "c1", "store": "s1", "req": "r42", "level": "info",
+        "logger": "casecloud.worker"}
