@@ -189,22 +189,34 @@ class Worker:
         # Not aiomqtt's publish: a task, an event and a scan of every pending call per reply. A
         # reply lost with a connection is asked for again by its case, as before.
         paho = client._client
-        sent = False
-        for per_msg in outs:
-            for o in per_msg:
-                rc = paho.publish(o.topic, o.payload, qos=0).rc
-                if rc != mqtt.MQTT_ERR_SUCCESS:
-                    log.warning("worker: reply not published: %s", mqtt.error_string(rc))
-                sent = True
-        if sent:
-            Worker._write_now(client)
+        if not any(outs):
+            return
+        # Written at once (_write_now), so publish() must not have aiomqtt watch the socket for
+        # writing: aiomqtt adds that watch a loop turn later (call_soon_threadsafe), after the
+        # write has emptied paho's queue and paho has "removed" the watch not yet added, and the
+        # watch then stayed, calling loop_write hundreds of thousands of times a second until
+        # something else was written (review, 2026-12-02). Marked as watched meanwhile, paho asks
+        # for no watch; loop_write asks for one only if it leaves something unwritten. When a
+        # watch is already there or on its way (acks not yet written), the queue is left to it.
+        own = not paho._registered_write
+        if own:
+            paho._registered_write = True
+        try:
+            for per_msg in outs:
+                for o in per_msg:
+                    rc = paho.publish(o.topic, o.payload, qos=0).rc
+                    if rc != mqtt.MQTT_ERR_SUCCESS:
+                        log.warning("worker: reply not published: %s", mqtt.error_string(rc))
+        finally:
+            if own:
+                paho._registered_write = False
+                Worker._write_now(client)
 
     @staticmethod
     def _write_now(client: aiomqtt.Client) -> None:
-        """Writes what paho has queued, now. Left to aiomqtt, the write waits for the loop to
-        register the socket for writing (call_soon_threadsafe) and for select() to see it
-        writable: two more turns of the loop, ~0.1-0.3 ms a reply of a lone tap. This is the loop's
-        thread, where aiomqtt's own writer calls the same, and fails the same way."""
+        """Writes what paho has queued, now, not two more turns of the loop later (aiomqtt's watch
+        for writing, then select() seeing the socket writable): ~0.1-0.3 ms a reply of a lone tap.
+        This is the loop's thread, where aiomqtt's own writer calls the same, and fails the same way."""
         try:
             client._client.loop_write()
         except Exception as exc:  # the connection broke: the client ends, run() reconnects
