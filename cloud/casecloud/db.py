@@ -171,6 +171,10 @@ def insert_ignore(s: Session, table: Table, rows: Sequence[dict[str, Any]], keys
             pass
 
 
+# (id(column), one key) -> (the statement, the column, kept alive so that no other takes its id)
+_LOCKS: dict[tuple[int, bool], tuple[Any, ColumnElement[str]]] = {}
+
+
 def lock_in_order(s: Session, column: ColumnElement[str], keys: Iterable[str]) -> None:
     """Lock the rows of `column`'s table whose `column` is one of `keys`, in the order of `column`,
     for the rest of the transaction (PostgreSQL: SELECT ... ORDER BY ... FOR NO KEY UPDATE, the
@@ -181,9 +185,14 @@ def lock_in_order(s: Session, column: ColumnElement[str], keys: Iterable[str]) -
     wanted = sorted(set(keys))
     if not wanted or s.get_bind().dialect.name == "sqlite":
         return
-    stmt = (select(column).where(column.in_(bindparam("keys", expanding=True))).order_by(column)
-            .with_for_update(key_share=True))
-    s.connection().execute(stmt, {"keys": wanted}).all()
+    # Built once per column: building it cost as much as running it. One key (a lone request's
+    # case) by equality: an IN list is rendered anew at every execution.
+    one = len(wanted) == 1
+    k = (id(column), one)
+    if k not in _LOCKS:
+        where = column == bindparam("key") if one else column.in_(bindparam("keys", expanding=True))
+        _LOCKS[k] = (select(column).where(where).order_by(column).with_for_update(key_share=True), column)
+    s.connection().execute(_LOCKS[k][0], {"key": wanted[0]} if one else {"keys": wanted}).all()
 
 
 def upsert_add(s: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str], col: str) -> None:

@@ -57,12 +57,13 @@ def deny(why: str, **extra: Any) -> Reply:
 
 
 _EVENTS = cast(Table, Event.__table__)
+_JOURNAL = _EVENTS.insert()  # built once: building it cost half of what running it does
 
 
 def _write_journal(s: Session) -> None:
     rows = db.scratch(s).pop("journal", [])
     if rows:
-        s.connection().execute(_EVENTS.insert(), rows)
+        s.connection().execute(_JOURNAL, rows)
 
 
 class Policy:
