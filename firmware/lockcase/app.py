@@ -119,12 +119,18 @@ class App:
     def _show(self, now):
         # The screen, sent once the step's logic is done (TextDisplay.defer). A bus error must not
         # stop the loop (the lock and the cloud work without a screen): said once as a fault,
-        # cleared when a write works again, retried once a second meanwhile.
-        if self._screen_at is not None and ticks_diff(now, self._screen_at) < 0:
+        # cleared when the display works again, retried once a second meanwhile. Only the bus's
+        # errors: a bug in the display's code still ends the step (and fails an update on trial).
+        at = self._screen_at
+        failing = at is not None
+        if at is not None and ticks_diff(now, at) < 0:
             return
+        d = self.display
         try:
-            self.display.flush()
-        except Exception as exc:
+            if failing:
+                d.reinit()  # it may have lost power: set up again, every row sent
+            d.flush()
+        except OSError as exc:
             if self._screen_at is None:
                 self.bus.emit("fault", part="display", error=repr(exc))
             self._screen_at = ticks_add(now, 1000)

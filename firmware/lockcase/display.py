@@ -65,6 +65,12 @@ class TextDisplay:
     def lines(self):
         return list(self._want)
 
+    def reinit(self):
+        """Sets the controller up again and forgets what it holds (the next flush sends every
+        row): after a bus error it may have lost power, and a module that comes back is in its
+        power-on state (an HD44780 in 8-bit mode and off). Raises what the bus raises."""
+        self._hw = [""] * self.height
+
     def _write(self, rows):
         pass
 
@@ -74,6 +80,10 @@ class LcdDisplay(TextDisplay):
         self.kind = kind
         self.lcd = lcd
         super().__init__(lcd.cols, lcd.rows)
+
+    def reinit(self):
+        self.lcd._init()  # initialization by instruction: from whatever mode it is in
+        TextDisplay.reinit(self)
 
     def _write(self, rows):
         lcd = self.lcd
@@ -88,6 +98,10 @@ class OledDisplay(TextDisplay):
     def __init__(self, oled):
         self.oled = oled
         super().__init__(oled.width // 8, oled.height // 8)
+
+    def reinit(self):
+        self.oled.init_display()
+        TextDisplay.reinit(self)
 
     def _write(self, rows):
         o = self.oled

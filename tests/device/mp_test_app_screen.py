@@ -97,9 +97,28 @@ def test_a_failing_display_is_a_fault_once_and_the_step_goes_on():
     c.show(1020)
     c.show(1500)
     assert c.faults() == [("fault", "display")]  # said once, not every step
-    c.i2c.attach(0x27, c.sim)
+    # The module comes back after losing power: a new controller, in its power-on state.
+    c.sim = c.i2c.attach(0x27, SimLcd(16, 2))
     c.show(1600)  # retried once a second, not every 10 ms step
     assert c.sim.text()[0].strip() != "one"
     c.show(2010)
-    assert c.sim.text()[0].strip() == "one"
+    assert c.sim.display_on and c.sim.four_bit  # set up again, not only written
+    assert c.sim.text() == c.display.lines(), c.sim.text()
     assert c.faults() == [("fault", "display"), ("fault_cleared", "display")]
+
+
+def test_a_bug_in_the_display_code_is_not_taken_for_a_bus_fault():
+    c = Case()
+
+    def broken(rows):
+        raise TypeError("a bug")
+
+    c.display._write = broken
+    c.display.show("one")
+    try:
+        c.show(1000)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("swallowed")
+    assert c.faults() == []

@@ -95,3 +95,19 @@ def test_a_publish_that_fails_half_way_keeps_nothing_for_the_next():
     c.bounded.s = ok = Sock()
     c.publish(b"a/b", b"q", False, 0)
     assert b"".join(ok.writes) == _packet(b"a/b", b"q", 0)
+
+
+def test_a_publish_that_fails_before_its_payload_holds_nothing_back():
+    # (e.g. a MemoryError on a chip while the header is built): the writes that follow go out.
+    class NoBuffer:
+        def __len__(self):
+            return 3
+
+    s = Sock()
+    c = _client(s)
+    try:
+        c.publish(NoBuffer(), b"p", False, 0)
+    except Exception:
+        pass
+    c.ping()
+    assert s.writes and s.writes[-1] == b"\xc0\x00", s.writes
