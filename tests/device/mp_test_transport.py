@@ -42,15 +42,36 @@ def _packet(topic, payload, qos, pid=0):
     return bytes([0x30 | qos << 1]) + bytes(size) + var + payload
 
 
-def test_a_qos1_publish_is_two_writes_and_waits_for_its_puback():
-    s = Sock(b"\x40\x02\x00\x01")  # the broker's PUBACK for packet id 1
+def test_a_qos1_publish_is_two_writes_and_does_not_wait_for_its_puback():
+    s = Sock()  # nothing from the broker: umqtt's publish would block here until its timeout
     c = _client(s)
     body = b"x" * 300  # a two-byte remaining length
     c.publish(b"lockcase/v1/s1/c1/req", body, False, 1)
     assert len(s.writes) == 2, [len(w) for w in s.writes]
     assert s.writes[1] == body
     assert b"".join(s.writes) == _packet(b"lockcase/v1/s1/c1/req", body, 1, 1)
-    assert not s.incoming  # the PUBACK was read
+    c.publish(b"a/b", b"y", True, 1)
+    pkt = _packet(b"a/b", b"y", 1, 2)
+    assert b"".join(s.writes[2:]) == bytes([pkt[0] | 1]) + pkt[1:]  # retained, the next packet id
+
+
+def test_the_puback_is_read_whole_when_it_comes_and_what_follows_is_delivered():
+    got = []
+    s = Sock(b"\x40\x02\x00\x01" + _packet(b"lockcase/v1/s1/c1/rep", b"answer", 0))
+    c = _client(s)
+    c.set_callback(lambda topic, msg: got.append((topic, msg)))
+    c.publish(b"lockcase/v1/s1/c1/req", b"q", False, 1)
+    assert c.check_msg() == 0x40 and got == []
+    c.check_msg()
+    assert got == [(b"lockcase/v1/s1/c1/rep", b"answer")] and not s.incoming
+
+
+def test_packet_ids_wrap_within_1_to_65535():
+    s = Sock()
+    c = _client(s)
+    c.pid = 65535
+    c.publish(b"a/b", b"p", False, 1)
+    assert b"".join(s.writes) == _packet(b"a/b", b"p", 1, 1)  # not 65536, nor 0
 
 
 def test_a_qos0_publish_and_a_str_topic():

@@ -145,9 +145,9 @@ class CloudClient:
         if payload is None:
             self._result("offline", now)
             return
-        # In flight before the publish: umqtt reads what arrives while it waits for the PUBACK and
-        # hands it over at once, so the answer may be delivered inside publish() (a broker may
-        # acknowledge after it has routed the request, and the worker be that quick).
+        # In flight before the publish: the answer must find it whenever it is delivered, even
+        # inside publish() (umqtt.simple's own publish reads and hands over what arrives while it
+        # waits for a PUBACK; the transport's no longer waits, but a link may).
         self._pending = (body["id"], body["t"], ticks_add(now, self.timeout_ms))
         if not self.link.publish(self.topics["req"], payload):
             self._pending = None

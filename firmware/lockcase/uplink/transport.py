@@ -152,15 +152,46 @@ class Client(simple.MQTTClient):
             setattr(simple, "socket", real)
 
     def publish(self, topic, msg, retain=False, qos=0):
-        # umqtt.simple's publish (and its wait for the PUBACK), its header in one write (_Bounded).
+        """A PUBLISH in two writes (_Bounded gathers its header). At QoS 1 it does not wait for
+        the broker's PUBACK, as umqtt.simple's publish does: that blocked the case's whole loop
+        (keypad, reader, lock) for a broker round trip at every request, event batch and beat,
+        up to the socket timeout (2 s) on a poor link. wait_msg() reads the PUBACK when it comes.
+        Nothing here needed it: requests have their answers and timeouts, events their evtack,
+        and umqtt never sent anything again for a missing PUBACK anyway."""
         b = self.bounded
         if isinstance(topic, str):
             topic = topic.encode()  # to be copied into the gathered head
         b.gather(msg)
         try:
-            return simple.MQTTClient.publish(self, topic, msg, retain, qos)
+            if qos != 1:
+                return simple.MQTTClient.publish(self, topic, msg, retain, qos)
+            # umqtt's framing, with the packet id (1..65535: umqtt's own count never wraps, and
+            # id 0 after 65,535 publishes is a protocol error that ends the connection)
+            self.pid = pid = self.pid % 65535 + 1
+            n = 2 + len(topic) + 2 + len(msg)
+            head = bytearray(4)
+            head[0] = 0x32 | retain
+            i = 1
+            while n > 0x7F:
+                head[i] = (n & 0x7F) | 0x80
+                n >>= 7
+                i += 1
+            head[i] = n
+            b.write(head, i + 1)
+            b.write(bytes((len(topic) >> 8, len(topic) & 0xFF)))
+            b.write(topic)
+            b.write(bytes((pid >> 8, pid & 0xFF)))
+            b.write(msg)
         finally:
             b.gather(None)
+
+    def wait_msg(self):
+        op = simple.MQTTClient.wait_msg(self)
+        if op == 0x40:
+            # A PUBACK (of a publish above, which did not wait): umqtt read its first byte only;
+            # its length byte and packet id follow (the socket is blocking again, with a timeout).
+            self.bounded.read(3)
+        return op
 
     def pending(self):
         # True when the broker has sent something; check_msg() then reads one packet.
