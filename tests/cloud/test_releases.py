@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from casecloud import codec
 from casecloud.api import create_app
@@ -293,6 +293,35 @@ def test_a_hello_gets_the_release_after_the_time_and_acks_and_events_move_the_ca
     assert jobs.step_all(rt) == [(rid, "done")]
     detail = api.get(f"/v1/admin/rollouts/{rid}", headers=H).json()
     assert detail["state"] == "done" and detail["cases"][0]["running"] == "sim-1.1.0"
+
+
+def test_a_batch_asks_once_whether_a_rollout_is_open_and_the_next_sees_one_opened_since(
+        rt: Runtime, api: TestClient, shop: dict[str, Any], ready: dict[str, Any], clock: FakeClock) -> None:
+    """With no rollout open, a batch of greetings and heartbeats asks once whether one is, not a
+    query (and the flush of the case rows before it) per message; a rollout the API opens after
+    that batch reaches the case at its next heartbeat."""
+    h, dev = Handler(rt), Device(shop["key"], clock)
+    assert [m["t"] for m in hello(h, dev)] == ["time"]
+    asked: list[str] = []
+
+    def seen(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if "rollout" in statement.lower():
+            asked.append(statement.split(None, 1)[0].upper())
+
+    engine = rt.batch_sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        beats = [dev.msg("status", {"t": "beat", "up": n, "synced": True, "rel": ""}) for n in range(3)]
+        out = h.handle_batch([*beats, dev.msg("status", {"t": "hello", "fw": "1.0.0", "rel": ""})])
+        assert [[m["t"] for m in dev.read(o)] for o in out] == [[], [], [], ["time"]]
+        assert asked == ["SELECT"]  # before: one query a message
+        r = api.post("/v1/admin/rollouts", json={"release": "sim-1.1.0", "case": "c1"}, headers=H)
+        assert r.status_code == 201, r.text
+        assert beat(h, dev) == []  # the API sent it to the online case as it opened the rollout
+        clock.advance(61)  # past RESEND_S: told again at its next heartbeat
+        assert [m["t"] for m in beat(h, dev)] == ["fw"]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
 
 
 def test_a_refusal_in_the_ack_is_the_cases_state(rt: Runtime, api: TestClient, shop: dict[str, Any],
