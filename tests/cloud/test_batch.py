@@ -220,6 +220,25 @@ def member_id(rt: Runtime, card: str) -> str:
         return m.id
 
 
+def test_each_store_window_of_a_batch_is_its_own(rt: Runtime, cases: dict[str, Sim], clock: FakeClock) -> None:
+    """With two stores in one batch (their windows read with the cases, batch.py `_CASES`), each
+    case is limited by its own store's attempts, earlier batches' included."""
+    rt.settings.rate_store = 3
+    with rt.sessions.begin() as s:
+        registry.create_store(s, "s2", rt.now())
+        _, sec = registry.register_case(s, "s2", "c3", rt.now())
+    c1, c2 = cases["c1"], cases["c2"]
+    c3 = Sim(rt, clock, "c3", bytes.fromhex(sec.key_hex), store="s2")
+    h = Handler(rt)
+    (out,) = h.handle_batch([c3.msg("status", {"t": "hello", "fw": "1.0"})])
+    assert c3.open(out)[0]["t"] == "time"
+    assert [c1.open(o)[0]["t"] for o in h.handle_batch([c1.token(), c1.token()])] == ["allow", "allow"]
+    outs = h.handle_batch([c2.token(), c3.token(), c1.token(), c3.token()])
+    got = [sim.open(o)[0] for sim, o in zip((c2, c3, c1, c3), outs, strict=True)]
+    assert [b.get("why", b["t"]) for b in got] == ["allow", "allow", "rate_limited", "allow"]
+    assert rate(rt, "store", "s1") == 4 and rate(rt, "store", "s2") == 2
+
+
 def test_events_deduplicated_within_and_across_batches(rt: Runtime, cases: dict[str, Sim]) -> None:
     c1, c2 = cases["c1"], cases["c2"]
     e = [{"i": f"b-{n}", "k": "opened", "ts": n} for n in range(4)]
