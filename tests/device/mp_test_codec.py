@@ -397,3 +397,21 @@ def test_a_time_answering_a_remembered_hello_still_passes_the_seq_window():
     c.open(T + "cmd", _time(8, a))
     assert c.synced and c.rx == 8
     assert _replay(c, _time(9, b)) == "replay"
+
+
+def test_a_hello_s_age_is_measured_across_ticks_ms_wrap():
+    # Signed 30 s before ticks_ms wraps (every 12.4 days on a chip), answered after it.
+    import time
+
+    c, local, ticks = _greeter()
+    ticks[0] = time.ticks_add(0, -30000)
+    h = _hello_id(c)
+    ticks[0] = time.ticks_add(ticks[0], 61000)  # 61 s later, past the wrap: too old
+    assert ticks[0] < 60000
+    assert _replay(c, _time(1, h)) == "replay" and not c.synced
+    c, local, ticks = _greeter()
+    ticks[0] = time.ticks_add(0, -30000)
+    h = _hello_id(c)
+    ticks[0] = time.ticks_add(ticks[0], 59000)  # 59 s: taken
+    c.open(T + "cmd", _time(1, h))
+    assert c.synced
