@@ -137,7 +137,7 @@ def _attach_cloud(app, cfg, reset_cause):
     t0 = app._t0
     cloud = CloudClient(cc, codec, topics, link, app.bus, app.lock, app.journal,
                         lambda: ticks_diff(hw.ticks_ms(), t0))
-    link.bind(lambda t, m: cloud.on_message(t, m, hw.ticks_ms()), cloud.on_up)
+    link.bind(lambda t, m: cloud.on_message(t, m, hw.ticks_ms()), cloud.on_up, cloud.on_down)
     cloud.entry = app.entry
     cloud.app = app
     if ota[1]:

@@ -223,6 +223,36 @@ def test_a_time_answering_a_hello_of_the_previous_connection_is_refused():
     assert c.codec.synced and c.client.greeted
 
 
+def test_a_time_delivered_as_the_next_connection_subscribes_is_refused():
+    # The link closes the connection (on_down), then the next one's subscribe hands over what
+    # arrives before its SUBACK, before on_up: an answer to the old connection's hello.
+    c = Case()
+    c.connect()
+    old = c.bodies("hello")[0]
+    c.link.up = False
+    c.client.on_down()
+    c.cloud_says("cmd", {"t": "time", "re": old["id"], "now": 5000000, "rx": 0})
+    assert not c.codec.synced and c.client.last_reject == "replay"
+
+
+def test_a_closed_link_tells_its_client():
+    downs = []
+    link = Link({"host": "127.0.0.1"}, TOPICS, (), log=_quiet)
+    link.bind(_quiet, _quiet, lambda: downs.append(1))
+    link._close()
+    assert downs == [1]
+
+
+def test_a_time_for_a_hello_signed_in_the_future_is_refused():
+    # A hello's age below zero: ticks_ms wrapped (2**30 ms on a chip) while its answer was held.
+    c = Case(uptime_ms=5000)
+    c.connect()
+    c.up_ms = 4999
+    hello = c.bodies("hello")[-1]
+    c.cloud_says("cmd", {"t": "time", "re": hello["id"], "now": 5000000, "rx": 0})
+    assert not c.codec.synced and c.client.last_reject == "replay"
+
+
 def test_a_time_answering_a_hello_no_longer_remembered_is_refused():
     # The first hello is 61 s old and 5-6 hellos back (the codec keeps 4, for 60 s each: its own
     # test pins each bound alone).

@@ -352,6 +352,11 @@ class CloudClient:
         self._hello_due = ticks_add(now, w // 2 + (w // 2) * os.urandom(1)[0] // 255)
         self._hello_sched = True
 
+    def on_down(self):
+        # The connection is closed: no answer to its hellos may sync the clock, even one that the
+        # next connection delivers as it subscribes (before on_up).
+        self.codec.forget_hellos()
+
     def on_up(self):
         # A new connection: introduce ourselves (the answer syncs the clock) and resend events.
         # step() repeats the hello until one of this connection's is answered (the codec takes

@@ -306,7 +306,9 @@ class Codec:
         # apart, so their ages stay far inside ticks_ms's wrap.
         for i in range(_HELLOS):
             if self._hellos[i] == re:  # re is a str (SCHEMA): a free slot never matches
-                if ticks_diff(self.ticks(), self._hello_ms[i]) <= _HELLO_MAX_MS:
+                # Not negative either: past a ticks_ms wrap (2**30 ms on a chip, 12.4 days) a
+                # hello held back for days would seem to be from the future.
+                if 0 <= ticks_diff(self.ticks(), self._hello_ms[i]) <= _HELLO_MAX_MS:
                     return
                 break
         raise Rejected("replay")

@@ -79,6 +79,7 @@ class Link:
         self.net = net  # lockcase.drivers.wifi.Wifi, or None where the board is always online
         self.on_message = _ignore
         self.on_up = _ignore
+        self.on_down = _ignore
         self.log = log
         self.emit = emit  # the app's bus: what the store must see about the link (fault events)
         self.up = False
@@ -98,10 +99,12 @@ class Link:
         self._last_tx = 0
         self._ping_out = False
 
-    def bind(self, on_message, on_up):
+    def bind(self, on_message, on_up, on_down=_ignore):
         # The cloud client is built after the link (it sends through it); it plugs in here.
+        # on_down: the connection is closed (before any other is opened).
         self.on_message = on_message
         self.on_up = on_up
+        self.on_down = on_down
 
     # -- sending --------------------------------------------------------------------------------
     def publish(self, topic, payload, retain=False):
@@ -299,6 +302,7 @@ class Link:
     def _close(self):
         c = self.client
         self.client = None
+        self.on_down()  # first: the next connection's subscribe may deliver before its on_up
         if c is not None and c.sock is not None:
             try:
                 c.sock.close()
