@@ -184,6 +184,27 @@ def test_one_case_and_one_card_looked_up_as_many_are(rt: Runtime, cases: dict[st
     assert h.handle_batch([unknown.token()]) == [[]] and h.rejected["unknown_case"] == 1
 
 
+@pytest.mark.parametrize("flagged_first", [True, False])
+def test_a_card_held_by_a_flagged_and_a_trusted_member_is_refused(rt: Runtime, cases: dict[str, Sim],
+                                                                   flagged_first: bool) -> None:
+    """Nothing unique in the members table keeps a card from being given twice: whichever order
+    the rows come in, a flagged holder decides, alone and in a batch, in the worker and in the API's
+    lookup (a reviewer found the trusted one opened the case, 2026-12-02)."""
+    card = "04D0B1E5"
+    with rt.sessions.begin() as s:
+        for status in (("flagged", "trusted") if flagged_first else ("trusted", "flagged")):
+            registry.create_member(s, rt.hasher, rt.now(), card=card, status=status)
+    c1 = cases["c1"]
+    h = Handler(rt)
+    alone = c1.open(h.handle_batch([c1.token(card)])[0])
+    assert [b.get("why", b["t"]) for b in alone] == ["flagged"]
+    both = h.handle_batch([c1.token(card), c1.token(card)])
+    assert [b.get("why", b["t"]) for o in both for b in c1.open(o)] == ["flagged", "flagged"]
+    with rt.sessions() as s:
+        m = rt.policy.loyalty.by_token(s, card, "nfc")
+        assert m is not None and m.status == "flagged"
+
+
 def test_the_deadlines_the_worker_asked_for_are_not_computed_again(rt: Runtime, cases: dict[str, Sim],
                                                                    clock: FakeClock,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,6 +81,18 @@ def _by_tokens(app: bool, hashes: list[str], also: ColumnElement[Any] | None) ->
     return _BY[k][0], ({"hash": hashes[0]} if one else {"hashes": hashes})
 
 
+def _stricter(a: Holder | None, b: Holder) -> Holder:
+    """Of two members holding the same card or app token, the one that decides: a flagged one
+    always (nothing unique in the table keeps a card from being given twice, and a flagged
+    member's card must not open a case through another member's record), else the lower id,
+    whatever order the database returns them in."""
+    if a is None:
+        return b
+    if (a.status == "flagged") != (b.status == "flagged"):
+        return a if a.status == "flagged" else b
+    return a if a.id <= b.id else b
+
+
 class BuiltinLoyalty:
     """Members kept in the cloud's own table (admin API)."""
 
@@ -107,8 +119,11 @@ class BuiltinLoyalty:
         cache: dict[tuple[bool, str], Holder | None] = db.scratch(s).setdefault("members_by_token", {})
         if (app, h) not in cache:
             stmt, by = _by_tokens(app, [h], None)
-            row = cast("tuple[Any, ...] | None", s.connection().execute(stmt, by).first())
-            cache[(app, h)] = Holder(row[0], row[1], row[2]) if row is not None else None
+            held: Holder | None = None
+            rows: Iterable[tuple[Any, ...]] = s.connection().execute(stmt, by)
+            for row in rows:
+                held = _stricter(held, Holder(row[0], row[1], row[2]))
+            cache[(app, h)] = held
         return cache[(app, h)]
 
     def prefetch(self, s: Session, tokens: Iterable[tuple[str, str]], also: ColumnElement[Any] | None = None,
@@ -129,7 +144,7 @@ class BuiltinLoyalty:
             rows: Iterable[tuple[Any, ...]] = s.connection().execute(stmt, {**(params or {}), **by})
             for row in rows:
                 m = Holder(row[0], row[1], row[2])
-                cache[(app, row[3])] = m
+                cache[(app, row[3])] = _stricter(cache.get((app, row[3])) if row[3] not in want else None, m)
                 want.discard(row[3])
                 found.append((m, row[4] if also is not None else None))
             for h in want:
