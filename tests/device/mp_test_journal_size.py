@@ -93,11 +93,23 @@ def test_size_from_the_filesystem():
     vfs.umount(MNT)
 
 
-def test_an_offline_shift_loses_nothing():
+def _pico_w_case():
+    """A Pico W's filesystem with the firmware on it, and the case's journal: (dev, clock, journal)."""
     dev = _fs(PICO_W_BLOCKS)
     _firmware_files()
     clock = Clock()
-    j = Journal(MNT + "/j", clock=clock)
+    return dev, clock, Journal(MNT + "/j", clock=clock)
+
+
+def _reboot(dev, clock):
+    """The case resets: its filesystem mounted again, its journal opened (and sized) again."""
+    vfs.umount(MNT)
+    vfs.mount(vfs.VfsLfs2(dev), MNT)
+    return Journal(MNT + "/j", clock=clock)
+
+
+def test_an_offline_shift_loses_nothing():
+    dev, clock, j = _pico_w_case()
     assert j.max_records >= SHIFT
     # The link is down for the whole shift: nothing is read or acked.
     for i in range(SHIFT):
@@ -110,9 +122,7 @@ def test_an_offline_shift_loses_nothing():
     segs = [x for x in os.listdir(MNT + "/j") if x.endswith(".seg")]
     assert len(segs) <= 17, len(segs)  # its RAM holds one small list per segment
     # A reboot during the outage, then the link comes back: the sender's batches of 12, each acked.
-    vfs.umount(MNT)
-    vfs.mount(vfs.VfsLfs2(dev), MNT)
-    j = Journal(MNT + "/j", clock=clock)
+    j = _reboot(dev, clock)
     assert j.pending() == SHIFT
     got = 0
     while True:
@@ -135,18 +145,13 @@ def test_an_update_fits_beside_a_full_journal_and_its_trial_boot_drops_nothing()
     # issue 13 on a Pico W: the journal filled to its size, unsent (the case was offline), then an
     # update's second firmware written beside it, then its trial boot, whose own events must not
     # push out what the case has not sent yet.
-    dev = _fs(PICO_W_BLOCKS)
-    _firmware_files()
-    clock = Clock()
-    j = Journal(MNT + "/j", clock=clock)
+    dev, clock, j = _pico_w_case()
     full = j.max_records
     for i in range(full - 1):  # to the brim: the next append would drop the oldest segment
         assert j.append(*EVENTS[i % len(EVENTS)]) is not None, (i, j.last_error)
     assert j.lost == 0
     _firmware_files("/fw_a")  # raises OSError (no space) if the journal took the update's room
-    vfs.umount(MNT)
-    vfs.mount(vfs.VfsLfs2(dev), MNT)
-    j = Journal(MNT + "/j", clock=clock)  # the trial boot: sized with two firmwares on flash
+    j = _reboot(dev, clock)  # the trial boot: sized with two firmwares on flash
     assert j.pending() == full - 1
     for i in range(20):  # its boot, fw and the first shopper's events
         assert j.append("fw", {"i": i}) is not None, (i, j.last_error)
@@ -157,17 +162,12 @@ def test_an_update_fits_beside_a_full_journal_and_its_trial_boot_drops_nothing()
 def test_offline_reboots_never_grow_the_journal_past_its_size():
     # A case offline, its journal full and unsent, rebooting again and again: the size holds (the
     # oldest segment goes), and the update's room and littlefs's reserve stay free.
-    dev = _fs(PICO_W_BLOCKS)
-    _firmware_files()
-    clock = Clock()
-    j = Journal(MNT + "/j", clock=clock)
+    dev, clock, j = _pico_w_case()
     size = j.max_records
     for i in range(size + j.segment_records):
         j.append(*EVENTS[i % len(EVENTS)])
     for boot in range(6):
-        vfs.umount(MNT)
-        vfs.mount(vfs.VfsLfs2(dev), MNT)
-        j = Journal(MNT + "/j", clock=clock)
+        j = _reboot(dev, clock)
         assert j.max_records == size, (boot, j.max_records, size)
         for i in range(j.segment_records):
             j.append(*EVENTS[i % len(EVENTS)])
