@@ -27,14 +27,6 @@ class _Bounded:
         self.s = sock
         self.raw = raw
         self.timeout = timeout
-        # umqtt.simple writes a PUBLISH in five pieces (fixed header, topic length, topic, packet
-        # id, payload). With TCP_NODELAY each is a TCP segment of its own (on a chip, a Wi-Fi
-        # frame; over TLS, a record with its own ~30 bytes and encryption), and the broker wakes
-        # for each. During Client.publish the pieces before the payload are gathered here and
-        # go out in one write, the payload in a second.
-        self._payload = None  # the payload being published: its write ends the gathering
-        self._head = bytearray(128)  # topics are ~30 bytes; a longer head is written as it comes
-        self._n = 0
 
     def setblocking(self, value):
         if value:
@@ -49,28 +41,7 @@ class _Bounded:
     def write(self, buf, n=None):
         if n is not None:
             buf = memoryview(buf)[:n]
-        p = self._payload
-        if p is not None:
-            k = self._n
-            if buf is not p and k + len(buf) <= len(self._head):
-                self._head[k : k + len(buf)] = buf
-                self._n = k + len(buf)
-                return len(buf)
-            self.flush()
         return self.s.write(buf)
-
-    def gather(self, payload):
-        """Until `payload` is written, writes are kept and sent with the first that is not
-        (Client.publish). gather(None) drops what is kept (a publish that failed half-way)."""
-        self._payload = payload
-        self._n = 0
-
-    def flush(self):
-        k = self._n
-        self._payload = None
-        if k:
-            self._n = 0
-            self.s.write(memoryview(self._head)[:k])
 
     def connect(self, addr):
         pass  # already connected by open_connection()
@@ -152,38 +123,43 @@ class Client(simple.MQTTClient):
             setattr(simple, "socket", real)
 
     def publish(self, topic, msg, retain=False, qos=0):
-        """A PUBLISH in two writes (_Bounded gathers its header). At QoS 1 it does not wait for
-        the broker's PUBACK, as umqtt.simple's publish does: that blocked the case's whole loop
-        (keypad, reader, lock) for a broker round trip at every request, event batch and beat,
-        up to the socket timeout (2 s) on a poor link. wait_msg() reads the PUBACK when it comes.
-        Nothing here needed it: requests have their answers and timeouts, events their evtack,
-        and umqtt never sent anything again for a missing PUBACK anyway."""
-        b = self.bounded
+        """umqtt.simple's PUBLISH, framed here: in two writes, not its five (with TCP_NODELAY each
+        was a TCP segment of its own, on a chip a Wi-Fi frame, over TLS a record with its own
+        ~30 bytes and encryption, and the broker woke for each), and at QoS 1 without waiting for
+        the broker's PUBACK: umqtt's wait blocked the case's whole loop (keypad, reader, lock) for
+        a broker round trip at every request, event batch and beat, up to the socket timeout (2 s)
+        on a poor link. wait_msg() reads the PUBACK when it comes. Nothing here needed it:
+        requests have their answers and timeouts, events their evtack, and umqtt never sent
+        anything again for a missing PUBACK anyway."""
+        if qos not in (0, 1):
+            raise ValueError("qos 0 or 1")
         if isinstance(topic, str):
-            topic = topic.encode()  # to be copied into the gathered head
-        b.gather(msg)
-        try:
-            if qos != 1:
-                return simple.MQTTClient.publish(self, topic, msg, retain, qos)
-            # umqtt's framing, with the packet id (1..65535: umqtt's own count never wraps, and
-            # id 0 after 65,535 publishes is a protocol error that ends the connection)
+            topic = topic.encode()
+        t = len(topic)
+        n = 2 + t + 2 * qos + len(msg)
+        head = bytearray(4 + 2 + t + 2)  # the fixed header (at most 4 length bytes), topic, id
+        head[0] = 0x30 | qos << 1 | retain
+        i = 1
+        while n > 0x7F:
+            head[i] = (n & 0x7F) | 0x80
+            n >>= 7
+            i += 1
+        head[i] = n
+        head[i + 1] = t >> 8
+        head[i + 2] = t & 0xFF
+        i += 3
+        head[i : i + t] = topic
+        i += t
+        if qos:
+            # 1..65535: umqtt's own count never wraps, and id 0 after 65,535 publishes is a
+            # protocol error that ends the connection
             self.pid = pid = self.pid % 65535 + 1
-            n = 2 + len(topic) + 2 + len(msg)
-            head = bytearray(4)
-            head[0] = 0x32 | retain
-            i = 1
-            while n > 0x7F:
-                head[i] = (n & 0x7F) | 0x80
-                n >>= 7
-                i += 1
-            head[i] = n
-            b.write(head, i + 1)
-            b.write(bytes((len(topic) >> 8, len(topic) & 0xFF)))
-            b.write(topic)
-            b.write(bytes((pid >> 8, pid & 0xFF)))
-            b.write(msg)
-        finally:
-            b.gather(None)
+            head[i] = pid >> 8
+            head[i + 1] = pid & 0xFF
+            i += 2
+        b = self.bounded
+        b.write(head, i)
+        b.write(msg)
 
     def wait_msg(self):
         op = simple.MQTTClient.wait_msg(self)
