@@ -132,3 +132,14 @@ def test_a_publish_that_fails_before_its_payload_holds_nothing_back():
         pass
     c.ping()
     assert s.writes and s.writes[-1] == b"\xc0\x00", s.writes
+
+
+def test_a_malformed_puback_takes_the_link_down_instead_of_misreading_what_follows():
+    s = Sock(b"\x40\x05\x00\x01\x00\x00\x00")  # a PUBACK claiming 5 bytes
+    c = _client(s)
+    try:
+        c.check_msg()
+    except OSError as e:
+        assert e.args[0] == 71, e.args
+    else:
+        raise AssertionError("a malformed PUBACK was read as a good one")

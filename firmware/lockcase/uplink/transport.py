@@ -166,7 +166,9 @@ class Client(simple.MQTTClient):
         if op == 0x40:
             # A PUBACK (of a publish above, which did not wait): umqtt read its first byte only;
             # its length byte and packet id follow (the socket is blocking again, with a timeout).
-            self.bounded.read(3)
+            if self.bounded.read(1) != b"\x02":  # a PUBACK's remaining length: anything else is
+                raise OSError(71, "bad PUBACK")  # out of step with the broker (EPROTO: link down)
+            self.bounded.read(2)
         return op
 
     def pending(self):
