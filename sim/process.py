@@ -111,6 +111,10 @@ class SimCase:
         self._stop = False
         self._ready = threading.Event()
         self._ended = threading.Event()  # the supervisor gave up (restart=False and the process ended)
+        # The power switch: cleared, the next boot waits until it is set again (hold_next_boot).
+        self._power = threading.Event()
+        self._power.set()
+        self._off = threading.Event()  # the process has ended and the next boot waits for power
         self._sup: threading.Thread | None = None
         self.env = dict(os.environ, **(extra_env or {}))
         if compiled is not None:
@@ -144,6 +148,13 @@ class SimCase:
         with open(self.log_path, "ab") as log:
             while not self._stop:
                 self._ready.clear()
+                if not self._power.is_set():
+                    self._off.set()
+                    while not self._stop and not self._power.wait(0.05):
+                        pass
+                    self._off.clear()
+                    if self._stop:
+                        break
                 self.proc = subprocess.Popen(self._cmd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                              cwd=self.workdir, env=self.env)
                 self.boots += 1
@@ -184,6 +195,18 @@ class SimCase:
                 raise RuntimeError("the sim case did not reboot")
             time.sleep(0.02)
         self.wait_ready(timeout)
+
+    def hold_next_boot(self) -> None:
+        """The process runs on; once it ends (a reset, a crash, a kill) the case stays off until
+        power_on(): a test sets up the world the next boot sees (a broker down) without racing it."""
+        self._power.clear()
+
+    def held_off(self) -> bool:
+        """The process has ended and the next boot waits for power_on()."""
+        return self._off.is_set()
+
+    def power_on(self) -> None:
+        self._power.set()
 
     def running(self) -> bool:
         """The firmware's process is up (with restart=False: it has not crashed or reset)."""

@@ -56,10 +56,17 @@ class Env:
         self.loop.start(self.worker.run())
         wait_for(self.worker.connected.is_set)
 
-    def restart_broker(self) -> None:
+    def stop_broker(self) -> None:
         self.broker_ctx.__exit__(None, None, None)
+
+    def start_broker(self) -> None:
+        """Mosquitto again, on the same port with the same files (after stop_broker)."""
         self.broker_ctx = broker_files_ctx(self.workdir, self.secrets, port=self.port, extra=self.broker_extra)
         self.broker_ctx.__enter__()
+
+    def restart_broker(self) -> None:
+        self.stop_broker()
+        self.start_broker()
 
 
 def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = None, extra: str = "") -> Any:
