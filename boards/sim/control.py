@@ -25,6 +25,16 @@ class _Watcher:
             self.dropped += 1
 
 
+async def _until(pred, min_ms, max_ms=2000):
+    # At least min_ms, then until pred() or max_ms in all (an app whose keypad is not being
+    # scanned, a fault: the key is let go all the same).
+    await asyncio.sleep_ms(min_ms)
+    n = (max_ms - min_ms) // 5
+    while n > 0 and not pred():
+        await asyncio.sleep_ms(5)
+        n -= 1
+
+
 class Control:
     def __init__(self, board, app):
         self.board = board
@@ -80,9 +90,17 @@ class Control:
         if cmd == "keys":
             hold = int(req.get("hold_ms", 60))
             gap = int(req.get("gap_ms", 60))
+            held = self.app.keypad.held
             for k in str(req["keys"]):
-                keys.tap(k, hold)
-                await asyncio.sleep_ms(hold + gap)
+                # Typed as a person types: the key stays down at least hold_ms and until the
+                # keypad has it, then up at least gap_ms and until it is seen up. A timed 60 ms
+                # contact ("key") is lost whole when a loaded host stalls the app's loop past it
+                # (the scan never reads it twice 20 ms apart), where a finger on a chip's keypad,
+                # its loop never so stalled, is not.
+                keys.press(k)
+                await _until(lambda k=k: k in held(), hold)
+                keys.release(k)
+                await _until(lambda k=k: k not in held(), gap)
             return {"ok": True}
         if cmd == "tap":
             # Until the NFC reader is emulated: a credential read off a card or a phone.
