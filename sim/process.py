@@ -241,6 +241,11 @@ class SimClient:
 
     def __init__(self, host: str, port: int, timeout: float = 10) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # The timeout bounds the connect only. The reader thread waits for lines as long as the
+        # connection lasts: with it, a connection idle for `timeout` seconds (a test waiting on
+        # the cloud meanwhile) or one answer slower than that (an hour's `advance` on a loaded
+        # host) ended the reader and every later call raised "closed". call() has its own deadline.
+        self.sock.settimeout(None)
         self.file = self.sock.makefile("rb")
         self.timeout = timeout
         self._n = 0
