@@ -294,6 +294,14 @@ class SimClient:
     def keys(self, keys: str, **kw: Any) -> None:
         self.call("keys", keys=keys, **kw)
 
+    def door(self, opened: bool, timeout: float = 10) -> dict[str, Any]:
+        """Open (or close) the door and hold it so until the case has seen it (its debounced
+        door_open): a door opened and closed on a wall-clock timer is lost whole when a loaded host
+        stalls the case's loop past the reed switch's debounce."""
+        self.call("door", open=opened)
+        return self.wait_for(lambda s: s["door_open"] == opened, timeout,
+                             "the door seen " + ("open" if opened else "closed"))
+
     def wait_for(self, pred: Any, timeout: float = 10, what: str = "condition") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
