@@ -122,7 +122,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
         cases = list(s.scalars(select(Case).order_by(Case.id)))
         passwd = brokerfiles.passwd_file([(c.id, c.mqtt_password_hash) for c in cases]
                                          + [(u, brokerfiles.password_hash("svc-pw")) for u in ("worker.svc", "api.svc")])
-        acl = brokerfiles.acl_file([(c.store_id, c.id) for c in cases], ["worker.svc", "api.svc"])
+        acl = brokerfiles.acl_file(["worker.svc", "api.svc"])
     with start_mosquitto(tmp_path / "secure", passwd=passwd, acl=acl) as (host, port):
         rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
         rt.settings.mqtt_username, rt.settings.mqtt_password = "worker.svc", SecretStr("svc-pw")
@@ -143,6 +143,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
             time.sleep(0.3)
             _, payload = c2.send("req", {"t": "help"})
             c1.client.publish("lockcase/v1/s1/c2/req", payload, qos=1).wait_for_publish(5)
+            c1.client.publish("lockcase/v1/s9/c2/req", payload, qos=1).wait_for_publish(5)  # another store's name
             c2.expect("rep")
             with rt.sessions.begin() as s:
                 case2 = s.get(Case, "c2")
@@ -162,6 +163,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
                 leaked += [t for t, _ in [c1.inbox.get()] if "/c2/" in t]
             assert leaked == []
             assert w.handler.rejected["replay"] == 0  # c1's copy of c2's request never reached the cloud
+            assert w.handler.rejected["unknown_case"] == 0  # nor did the one under another store's name
         finally:
             c1.close()
             c2.close()
