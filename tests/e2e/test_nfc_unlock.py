@@ -22,7 +22,9 @@ NFC = {"driver": "pn532", "bus": "i2c"}
 
 @pytest.fixture
 def nfc_case(env: Env) -> Iterator[SimCase]:
-    with SimCase(env.workdir / "nfccase", env.case_config(nfc=NFC), heap="512k") as c:
+    # A 15 s grant: the door opened after a tap is inside it on a loaded host too (with the 1.5 s
+    # of env.case_config, a stall past it turned the opening into a forced entry).
+    with SimCase(env.workdir / "nfccase", env.case_config(nfc=NFC, unlock_ms=15000), heap="512k") as c:
         yield c
 
 
