@@ -65,6 +65,9 @@ def acl_file(service_users: Iterable[str], prefix: str = PREFIX) -> str:
             continue
         reads, writes = ROLES[role]
         lines.append(f"user {user}")
+        # The cases' patterns below apply to every login, this one's too (with its name as the
+        # case's level): a user's deny is read before any pattern, so it gains none of them.
+        lines.append(f"topic deny {prefix}/+/{user}/#")
         lines += [f"topic read {prefix}/+/+/{k}" for k in reads]
         lines += [f"topic write {prefix}/+/+/{k}" for k in writes]
         lines.append("")
