@@ -186,9 +186,15 @@ def test_register_rotate_delete_reach_the_broker_with_no_manual_step(tmp_path: P
                 wait_for(lambda: login_ok(port, "c1", pw2))
                 assert not login_ok(port, "c1", pw1)
                 wait_for(lambda: c1.dropped)  # the old login's connection is gone too
+                c1.close()
 
+                # A deleted case's connection must go as well: the cases' pattern lines name no
+                # case, so one still connected would keep every right of its case id.
+                c1 = Login(port, "c1", pw2, "case-c1")
+                assert c1.connack == 0
                 assert api.delete("/v1/admin/cases/c1", headers=h).status_code == 204
                 wait_for(lambda: not login_ok(port, "c1", pw2))
+                wait_for(lambda: c1.dropped)
                 c1.close()
 
                 # the broker lost its files (a new host): one admin call rebuilds them from the table
