@@ -14,7 +14,6 @@ import struct
 import subprocess
 import termios
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from casectl.cli import app
 from casectl.device import Device
 from sim.device import SimDevice
 from tests.casectl.conftest import CASECTL, TOKEN, CloudServer, cli
+from tests.casectl.holders import wait_holding
 
 # -- help -------------------------------------------------------------------------------------------
 
@@ -186,16 +186,17 @@ class Screen:
         return ["".join(x).rstrip() for x in self.rows]
 
 
-def _on_a_terminal(args: list[str], *, cols: int, during: Callable[[], None] | None = None) -> tuple[int, str]:
+def _on_a_terminal(args: list[str], *, cols: int,
+                   during: Callable[[subprocess.Popen[bytes]], None] | None = None) -> tuple[int, str]:
     """Run casectl with stdout and stderr on one pseudo-terminal, as in a technician's shell;
-    `during` runs a second after it starts. Returns the exit status and all it wrote."""
+    `during(process)` runs beside it once it started. Returns the exit status and all it wrote."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
     env = dict(os.environ, CASECTL_TOKEN=TOKEN, COLUMNS=str(cols), LINES="50", TERM="xterm-256color")
     env.pop("NO_COLOR", None)
     p = subprocess.Popen([CASECTL, *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
-    worker = threading.Timer(1.0, during) if during else None
+    worker = threading.Thread(target=during, args=(p,)) if during else None
     if worker:
         worker.start()
     out = b""
@@ -224,18 +225,21 @@ def _on_a_terminal(args: list[str], *, cols: int, during: Callable[[], None] | N
 
 
 def test_monitor_on_a_terminal_prints_whole_lines_above_one_panel(deployed: SimDevice) -> None:
-    def work_the_case() -> None:
+    def work_the_case(monitor: subprocess.Popen[bytes]) -> None:
+        # Once the monitor has the port open (it was a second after its start: a race with a
+        # process start on a loaded machine), each door held until the case has seen it (0.3 s
+        # on a wall clock was lost whole when the case's loop stalled past the debounce).
+        wait_holding(monitor, deployed.port)
         ctl = deployed.ctl()
         try:
             for _ in range(3):  # no grant: forced entry, then closed; each an event line
-                ctl.call("door", open=True)
-                time.sleep(0.3)
-                ctl.call("door", open=False)
-                time.sleep(0.3)
+                ctl.door(True)
+                ctl.door(False)
         finally:
             ctl.close()
 
-    code, raw = _on_a_terminal(["monitor", deployed.port, "--duration", "5"], cols=100, during=work_the_case)
+    # --duration counts from the port's opening: 10 s for three cycles of a fraction of a second
+    code, raw = _on_a_terminal(["monitor", deployed.port, "--duration", "10"], cols=100, during=work_the_case)
     assert code == 0, raw
     screen = Screen()
     screen.feed(raw)
