@@ -19,6 +19,7 @@ from casectl.device import Device
 from casectl.errors import DeviceError, Disconnected
 from sim.device import SimDevice
 from tests.casectl.conftest import REPO, CloudServer, cli, mpremote, socat_exe
+from tests.casectl.holders import wait_holding
 
 CHANGED = ("lockcase/app.py", "lockcase/entry.py", "lockcase/lock.py", "lockcase/journal.py", "lockcase/phone.py")
 
@@ -182,19 +183,23 @@ def test_watchdog_is_fed_while_casectl_holds_the_repl(deployed: SimDevice) -> No
 def test_errors_no_device_busy_and_not_micropython(device: SimDevice, tmp_path: Path, sim_build: Path) -> None:
     r = cli("deploy", tmp_path / "ttyNOPE", "--build-dir", sim_build)
     assert r.code == 3 and "no device on" in r.err
+    # The other program holds the port for as long as the check takes: its exec outlasts it, and
+    # the deploy starts once it has the port open (a 1 s sleep and a 4 s exec were a race with
+    # mpremote's and casectl's start on a loaded machine). Killed after: this device is the test's.
     holder = subprocess.Popen([str(Path(sys.executable).parent / "mpremote"), "connect",
-                               device.port, "resume", "exec", "import time; time.sleep(4)"],
+                               device.port, "resume", "exec", "import time; time.sleep(120)"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.0)
+        wait_holding(holder, device.port)
         r = cli("deploy", device.port, "--build-dir", sim_build)
         assert r.code == 4 and "in use by another program" in r.err, r.all
     finally:
+        holder.kill()
         holder.wait(10)
     link = tmp_path / "ttyCAT"
     cat = subprocess.Popen([socat_exe(), f"pty,link={link},raw,echo=0", "exec:cat,pty,raw,echo=0"])
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # socat's start (the cli below needs the link)
         while not link.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         r = cli("deploy", link, "--build-dir", sim_build)

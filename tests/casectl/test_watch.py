@@ -14,6 +14,7 @@ import httpx
 from casectl.build import firmware_version
 from sim.device import SimDevice
 from tests.casectl.conftest import CASECTL, TOKEN, CloudServer, cli, synced_broker
+from tests.casectl.holders import wait_holding
 from tests.casectl.test_provision import PIN, staff_file
 
 
@@ -21,7 +22,9 @@ def test_monitor_follows_the_console_and_the_state(deployed: SimDevice) -> None:
     env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
     mon = subprocess.Popen([CASECTL, "monitor", deployed.port, "--json", "--until", "forced", "--duration", "20"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(0.8)  # the monitor has the port open; the firmware keeps running (nothing was sent)
+    # The monitor has the port open (a process start: 0.8 s of sleep was a race on a loaded
+    # machine, and the forced event went by before it listened); the firmware keeps running.
+    wait_holding(mon, deployed.port)
     ctl = deployed.ctl()
     try:
         ctl.call("door", open=True)  # no grant: forced entry
