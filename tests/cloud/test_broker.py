@@ -292,7 +292,7 @@ def test_a_case_in_the_workers_share_group_takes_no_requests_from_them(tmp_path:
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "known, not fixed: the pattern ACL's store level is '+', so a case may write (and retain) its own "
     "kinds under any store name; one case retained 50,000 1 KB acks in 4 s (broker 8 -> 147 MiB), all "
-    "sent again to each new subscription of the API or a worker. Needs logins that carry the store "
+    "sent again to each new subscription of the API or a worker (shared ones too). Needs logins that carry the store "
     "(`s1/c1` with `pattern write lockcase/v1/%u/req`: Mosquitto 2.0.11 confines both levels then)"))
 def test_a_case_cannot_write_or_retain_under_another_stores_name(tmp_path: Path) -> None:
     with shop_broker(tmp_path) as (port, secrets):
