@@ -87,21 +87,27 @@ def test_bad_commands_are_refused_lock_stays_closed(env: Env, ctl: SimClient, at
 def test_one_case_cannot_publish_on_another_cases_topics(env: Env, ctl: SimClient) -> None:
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
     spy = mqtt_client(env, SERVICE_USER, SERVICE_PASSWORD, inbox)
-    spy.subscribe("lockcase/v1/s1/+/req", qos=1)
-    spy.subscribe("lockcase/v1/s1/c1/cmd", qos=1)
-    time.sleep(0.3)
+    # Subscribed once the broker has acknowledged both (a 0.3 s sleep was a race with the spy's
+    # network thread on a loaded machine, and the allowed message went by before it listened).
+    subacks: set[int] = set()
+    spy.on_subscribe = lambda _c, _u, mid, _r, _p: subacks.add(mid)
+    mids = {spy.subscribe("lockcase/v1/s1/+/req", qos=1)[1], spy.subscribe("lockcase/v1/s1/c1/cmd", qos=1)[1]}
+    wait_for(lambda: mids <= subacks, timeout=30)
     c2 = env.secrets["c2"]
     intruder = mqtt_client(env, c2.mqtt_username, c2.mqtt_password)
     publish(intruder, "lockcase/v1/s1/c1/req", b"as c1")
     publish(intruder, "lockcase/v1/s1/c1/cmd", b"unlock c1")
     publish(intruder, "lockcase/v1/s1/c2/req", b"own topic")  # allowed: proves the client works
+    # Each was sent once the broker had acknowledged the one before (publish waits for its
+    # PUBACK), and the broker queues what it lets through for the spy in that order: once the
+    # allowed one, sent last, has arrived, anything let through before it has too.
     got = []
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
+    while not got or got[-1][0] != "lockcase/v1/s1/c2/req":
         try:
-            got.append(inbox.get(timeout=0.1))
+            got.append(inbox.get(timeout=30))
         except queue.Empty:
-            pass
+            raise AssertionError(f"the allowed message never arrived; got {got}") from None
+    got += [inbox.get_nowait() for _ in range(inbox.qsize())]
     assert [t for t, _ in got] == ["lockcase/v1/s1/c2/req"]
     assert not ctl.state()["energized"]
     spy.loop_stop()
