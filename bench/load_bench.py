@@ -261,7 +261,7 @@ def _shared(workdir: Path, url: str, where: list[tuple[str, str]], workers: int,
     logins = [(f"worker.b{n}", f"bench-worker-{n}-secret") for n in range(workers)]
     entries = [(u, brokerfiles.password_hash(pw)) for u, pw in logins]
     entries += [(c.mqtt_username, brokerfiles.password_hash(c.mqtt_password)) for c in secrets.values()]
-    acl = brokerfiles.acl_file([u for u, _ in logins])
+    acl = brokerfiles.acl_file(where, [u for u, _ in logins])
     with contextlib.ExitStack() as stack:
         host, port = stack.enter_context(start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries),
                                                          acl=acl))

@@ -114,7 +114,7 @@ class BrokerSync:
         with self.sessions() as s:
             cases = [(c.id, c.store_id, c.mqtt_password_hash) for c in s.scalars(select(Case).order_by(Case.id))]
         passwd = passwd_file([*services, *((cid, h) for cid, _, h in cases)])
-        acl = acl_file([u for u, _ in services], self.prefix)
+        acl = acl_file([(store, cid) for cid, store, _ in cases], [u for u, _ in services], self.prefix)
         return passwd, acl, len(cases), len(services)
 
     def sync(self) -> SyncResult:

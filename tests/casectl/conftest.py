@@ -184,7 +184,7 @@ def synced_broker(broker_dir: Path) -> Iterator[tuple[str, int]]:
                 (API_USER, brokerfiles.password_hash(API_PASSWORD))]
     (broker_dir / SERVICE_FILE).write_text(brokerfiles.passwd_file(services))
     (broker_dir / PASSWD_FILE).write_text(brokerfiles.passwd_file(services))
-    (broker_dir / ACL_FILE).write_text(brokerfiles.acl_file([u for u, _ in services]))
+    (broker_dir / ACL_FILE).write_text(brokerfiles.acl_file([], [u for u, _ in services]))
     with start_mosquitto(broker_dir, files_dir=broker_dir) as hp:
         yield hp
 

@@ -73,7 +73,7 @@ def test_register_and_rotate_case(api: TestClient, rt: Runtime) -> None:
     assert api.post("/v1/admin/cases/zz/rotate", headers=H).status_code == 404
     passwd = api.get("/v1/admin/broker/passwd", headers=H).text
     assert passwd.startswith("c1:$7$101$") and rot["mqtt"]["password"] not in passwd
-    assert "pattern read lockcase/v1/+/%u/cmd" in api.get("/v1/admin/broker/acl", headers=H).text
+    assert "topic read lockcase/v1/s1/c1/cmd" in api.get("/v1/admin/broker/acl", headers=H).text
 
 
 def test_members_flag_trust_erase(api: TestClient, rt: Runtime) -> None:

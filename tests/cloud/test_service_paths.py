@@ -122,7 +122,7 @@ def test_broker_files_confine_each_case(tmp_path: Path, rt: Runtime, shop: dict[
         cases = list(s.scalars(select(Case).order_by(Case.id)))
         passwd = brokerfiles.passwd_file([(c.id, c.mqtt_password_hash) for c in cases]
                                          + [(u, brokerfiles.password_hash("svc-pw")) for u in ("worker.svc", "api.svc")])
-        acl = brokerfiles.acl_file(["worker.svc", "api.svc"])
+        acl = brokerfiles.acl_file([(c.store_id, c.id) for c in cases], ["worker.svc", "api.svc"])
     with start_mosquitto(tmp_path / "secure", passwd=passwd, acl=acl) as (host, port):
         rt.settings.mqtt_host, rt.settings.mqtt_port = host, port
         rt.settings.mqtt_username, rt.settings.mqtt_password = "worker.svc", SecretStr("svc-pw")

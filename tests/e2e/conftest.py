@@ -73,7 +73,7 @@ def broker_files_ctx(workdir: Path, secrets: dict[str, Any], port: int | None = 
     entries = [(u, brokerfiles.password_hash(pw)) for u, pw in
                ((SERVICE_USER, SERVICE_PASSWORD), (WORKER_USER, WORKER_PASSWORD), (API_USER, API_PASSWORD))]
     entries += [(s.mqtt_username, brokerfiles.password_hash(s.mqtt_password)) for s in secrets.values()]
-    acl = brokerfiles.acl_file([WORKER_USER, API_USER])
+    acl = brokerfiles.acl_file([("s1", c) for c in secrets], [WORKER_USER, API_USER])
     acl += f"\nuser {SERVICE_USER}\ntopic readwrite lockcase/v1/#\n"
     return start_mosquitto(workdir / "broker", passwd=brokerfiles.passwd_file(entries), acl=acl, port=port,
                            extra=extra)

@@ -242,8 +242,9 @@ def broker_passwd(s: DB, _p: Hq) -> str:
 
 @router.get("/v1/admin/broker/acl", response_class=PlainTextResponse)
 def broker_acl(s: DB, rt: Rt, _p: Hq) -> str:
+    cases = [(c.store_id, c.id) for c in s.scalars(select(Case).order_by(Case.id))]
     st = rt.settings
-    return broker.acl_file([u for u in (st.mqtt_username, st.mqtt_api_username) if u], st.topic_prefix)
+    return broker.acl_file(cases, [u for u in (st.mqtt_username, st.mqtt_api_username) if u], st.topic_prefix)
 
 
 @router.post("/v1/admin/broker/sync")
