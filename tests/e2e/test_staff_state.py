@@ -7,6 +7,8 @@ greeting after the reconnect brings it the state first), then applied == desired
 from __future__ import annotations
 
 import contextlib
+import queue
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +39,23 @@ def admin_api(env: Env) -> Iterator[TestClient]:
 
 
 def opens(ctl: Any, pin: str) -> bool:
-    """Types a staff PIN; True when the coil is energized, False on "Wrong PIN"."""
+    """Types a staff PIN; True when the coil is energized, False when the PIN is denied. Read from
+    what the case streams (watch), not by polling its state: the coil is on for 1.5 s and
+    "Wrong PIN" shows for 3 s, and a loaded machine's poll could miss either."""
+    while not ctl.stream.empty():  # ctl watches (the test called watch once)
+        ctl.stream.get_nowait()
     ctl.keys(f"**{pin}#")
-    st = ctl.wait_for(lambda s: s["energized"] or "Wrong" in s["display"][0], timeout=10, what="PIN answered")
-    if st["energized"]:
-        ctl.wait_for(lambda s: not s["energized"] and s["lock"] == "locked", timeout=10, what="relocked")
-    return bool(st["energized"])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            m = ctl.stream.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"the PIN {pin} was neither granted nor denied") from None
+        if m.get("ev") == "out" and m.get("name") == "lock" and m.get("value"):
+            ctl.wait_for(lambda s: not s["energized"] and s["lock"] == "locked", timeout=10, what="relocked")
+            return True
+        if m.get("ev") == "event" and m.get("type") == "denied":
+            return False
 
 
 def case_view(api: TestClient) -> dict[str, Any]:
@@ -57,6 +70,7 @@ def test_a_pin_revoked_while_the_case_is_offline_no_longer_opens_it(tmp_path: Pa
         with SimCase(tmp_path / "case1", cfg, heap="512k") as case:
             ctl = case.client()
             ctl.wait_for(lambda s: s["cloud"] and s["cloud"]["synced"], timeout=20, what="synced")
+            ctl.call("watch")  # opens() reads what the case streams
             added = api.post("/v1/admin/stores/s1/staff", json={"kind": "pin", "hash": pin_hash}, headers=H)
             assert added.status_code == 201 and "pushed_to" not in added.json()
             wait_for(lambda: not case_view(api)["pending"], timeout=20)
