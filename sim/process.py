@@ -313,7 +313,10 @@ class SimClient:
             time.sleep(0.02)
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        # shutdown() first: close() alone leaves the reader thread blocked in its read (the file
+        # object holds the socket open) until the sim process ends the connection.
+        for end in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                end()
+            except OSError:
+                pass
