@@ -199,6 +199,8 @@ class SimCase:
     def hold_next_boot(self) -> None:
         """The process runs on; once it ends (a reset, a crash, a kill) the case stays off until
         power_on(): a test sets up the world the next boot sees (a broker down) without racing it."""
+        if not self.restart:  # no next boot to hold: held_off() would never come true
+            raise ValueError("hold_next_boot needs a SimCase that restarts (restart=True)")
         self._power.clear()
 
     def held_off(self) -> bool:
