@@ -28,7 +28,8 @@ async def retention_loop(rt: Runtime) -> None:
     while True:
         try:
             with rt.sessions.begin() as s:
-                n = retention(s, rt.now(), rt.settings.retention_days)
+                n = retention(s, rt.now(), rt.settings.retention_days, rt.settings.event_retention_days,
+                              rt.settings.otp_ttl_s)
             if n:
                 _retention_log.info("retention: stripped member references from %d events", n)
         except Exception:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
+from casecloud.analytics.aggregate import expire_events
 from casecloud.models import Challenge, Event, LoginSession, Member, RateCount, SmsOutbox
 
 _LONG_DIGITS = re.compile(r"\d{7,}")
@@ -84,8 +85,10 @@ def erase_member(s: Session, member_id: str) -> bool:
     return True
 
 
-def retention(s: Session, now: int, days: int) -> int:
-    """Strip member references from events older than the retention; drop stale working data.
+def retention(s: Session, now: int, days: int, event_days: int = 0, otp_ttl_s: int = 120) -> int:
+    """Strip member references from events older than the retention; drop stale working data;
+    delete the raw events older than `event_days` (0: keep them) once the analytics have counted
+    them (analytics.aggregate.expire_events: the counts stay).
 
     Returns the number of events stripped.
     """
@@ -102,4 +105,6 @@ def retention(s: Session, now: int, days: int) -> int:
     s.execute(delete(SmsOutbox).where(SmsOutbox.created_at < day_ago))
     # console sessions past their absolute end (an idle one is there at most session_absolute_s)
     s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
-    return int(getattr(res, "rowcount", 0) or 0)
+    stripped = int(getattr(res, "rowcount", 0) or 0)
+    expire_events(s, now, event_days, otp_ttl_s)
+    return stripped

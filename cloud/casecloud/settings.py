@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     req_wait_s: float = 8.0
     reply_margin_s: float = 0.5
     retention_days: int = 90
+    # Raw events older than this are deleted by the retention job once the analytics have counted
+    # them; the counts stay (docs/analytics.md). 0 keeps every event.
+    event_retention_days: int = Field(default=365, ge=0)
     retention_every_s: int = 3600
     log_level: str = "INFO"
 

@@ -124,6 +124,44 @@ def test_a_fold_with_nothing_new_changes_nothing_and_a_rebuild_keeps_counts_whos
         assert _snapshot(s) == before
 
 
+def test_the_retention_job_deletes_old_events_and_the_counts_stay(rt: Runtime) -> None:
+    """Raw events have the shorter retention (settings.event_retention_days): the retention job
+    folds them in, deletes those stamped before the cut-off's UTC midnight, and every count stays,
+    through a later fold, a rebuild (the alerts, kept, reach further back than the events) and an
+    old event arriving after its neighbours have gone."""
+    from casecloud.privacy import retention
+
+    with rt.sessions.begin() as s:
+        gens = list(month_rows(s, START, 10, stores=1, cases=2, per_case_day=20))
+        for g in gens:
+            s.execute(insert(Event), g.rows)
+            for a in g.alerts:
+                s.add(Alert(**a))
+        assert any(a["kind"] == "offline" for g in gens for a in g.alerts)
+    now = START + 10 * DAY + 3600
+    with rt.sessions.begin() as s:
+        fold(s, now, rt.settings.otp_ttl_s)
+        before = _snapshot(s)
+        assert min(h for _, h, _, _, _ in before[0]) < START + DAY
+    with rt.sessions.begin() as s:
+        retention(s, now, rt.settings.retention_days, 5, rt.settings.otp_ttl_s)  # cut: START + 5 days
+    with rt.sessions.begin() as s:
+        left = s.scalars(select(Event.ts)).all()
+        assert left and min(left) >= START + 5 * DAY, "events before the cut-off are deleted"
+        assert max(left) >= START + 9 * DAY, "newer events stay"
+        assert _snapshot(s) == before, "the counts of deleted events stay"
+    with rt.sessions.begin() as s:
+        rebuild(s, now, rt.settings.otp_ttl_s)
+    with rt.sessions.begin() as s:
+        assert _snapshot(s) == before, "a rebuild recomputes only what its events can give"
+        g = Gen(random.Random(3), "st0", "c0-0")  # a journal sent very late: its neighbours are gone
+        g.ev("case", "forced", START + 2 * DAY + 7200, late=8 * DAY + 100)
+        s.execute(insert(Event), g.rows)
+    with rt.sessions.begin() as s:
+        fold(s, now + 120, rt.settings.otp_ttl_s)
+        assert _snapshot(s) == before
+
+
 def _cell_store(rt: Runtime, forced: dict[tuple[str, int], int]) -> None:
     """Store st0 with cases c0-0..c0-2 and `forced[(case, day)]` forced entries, folded."""
     with rt.sessions.begin() as s:

@@ -11,7 +11,10 @@ last run, less `GRACE_S`.
 
 Counts are recomputed per (case, hour) and replaced: `analytics_hours`, then the days those hours
 belong to in `analytics_days` (their sum). Counts of hours whose events are gone (past retention)
-are never touched by either: a rebuild starts at the oldest stored event.
+are never touched by either: `expire_events` (the retention job's) folds every event in before it
+deletes those stamped before a UTC midnight, and marks the hours up to an hour after it final
+(`final_before`): their figures look back at most REACH_S, into events now gone, so neither the
+fold nor a rebuild recomputes them again.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def _hours_around(ts: int) -> Iterable[int]:
     return range(hour_of(ts - REACH_S), hour_of(ts + REACH_S) + 1, HOUR)
 
 
+FINAL = "final_before"  # the mark: hours before it are final (their events may be gone)
+
+
 # PostgreSQL advisory lock key: one fold or rebuild at a time across worker processes (two would
 # replace the same rows). SQLite serializes writers by itself.
 _LOCK_KEY = 0x4C434131  # "LCA1"
@@ -149,12 +155,36 @@ def fold(s: Session, now: int, ttl: int) -> Folded:
     staff_kind = _staff_kinds(s)
     rules = store_hours.rules(s)
     cells = 0
-    for case_id, hours in dirty.items():
+    final = marks.get(FINAL, 0)
+    for case_id, all_hours in dirty.items():
+        hours = {h for h in all_hours if h >= final}  # an event arriving long after its peers left
+        if not hours:
+            continue
         counts = _recount(s, case_id, store_of[case_id], hours, now, ttl, staff_kind, rules)
         _replace(s, case_id, store_of[case_id], hours, counts)
         cells += len(hours)
     _set_marks(s, {"events_prev": marks.get("events", 0), "events": top, "alerts_at": now})
     return Folded(n, cells)
+
+
+def expire_events(s: Session, now: int, days: int, ttl: int) -> int:
+    """Delete the raw events stamped (and received) before the UTC midnight `days` days ago; their
+    counts stay. Every event is folded in first, in this transaction, so none leaves uncounted, and
+    the hours whose figures could look back into the deleted events (up to an hour after that
+    midnight: REACH_S < HOUR) become final. Returns the number of events deleted."""
+    if days <= 0:
+        return 0
+    _lock(s, wait=True)
+    fold(s, now, ttl)
+    cut = now - days * DAY
+    cut -= cut % DAY
+    final = max(_marks(s).get(FINAL, 0), cut + HOUR)
+    _set_marks(s, {FINAL: final})
+    deleted = 0
+    for (store_id,) in s.execute(select(Event.store_id).distinct()).all():  # each store by its (store, ts) index
+        res = s.execute(delete(Event).where(Event.store_id == store_id, Event.ts < cut, Event.received_at < cut))
+        deleted += int(getattr(res, "rowcount", 0) or 0)
+    return deleted
 
 
 def _recount(s: Session, case_id: str, store_id: str, hours: set[int], now: int, ttl: int,
@@ -210,7 +240,7 @@ def rebuild(s: Session, now: int, ttl: int, since: int | None = None) -> Folded:
         first_alert = s.scalar(select(func.min(Alert.first_at)).where(Alert.kind.in_(("help", "offline"))))
         starts = [t for t in (first, first_alert) if t is not None]
         since = hour_of(min(starts)) if starts else hour_of(now)
-    since = hour_of(since)
+    since = max(hour_of(since), _marks(s).get(FINAL, 0))  # hours before the mark keep their counts
     s.execute(delete(AnalyticsHour).where(AnalyticsHour.hour >= since))
     s.execute(delete(AnalyticsDay).where(AnalyticsDay.day >= since - since % DAY))
     top = s.scalar(select(func.max(Event.id))) or 0

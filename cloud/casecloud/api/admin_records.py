@@ -206,6 +206,6 @@ def visible_alert(s: Session, p: Principal, alert_id: int) -> None:
 
 @router.post("/v1/admin/retention/run")
 def run_retention(s: DB, rt: Rt, p: Hq) -> dict[str, int]:
-    n = retention(s, rt.now(), rt.settings.retention_days)
+    n = retention(s, rt.now(), rt.settings.retention_days, rt.settings.event_retention_days, rt.settings.otp_ttl_s)
     audit.record(s, p.actor, "retention.run", rt.now(), detail={"stripped": n})
     return {"stripped": n}
