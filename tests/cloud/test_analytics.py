@@ -497,3 +497,32 @@ def test_typed_and_abandoned_entries_and_the_wait_from_the_first_key_are_counted
         p50, _p90 = v.durations["h_first"]
         assert p50.value == 10, v.durations
         assert publish.label("abandon_typed.phone") == "Abandoned: number started, never submitted"
+
+
+def test_the_time_from_the_first_key_or_tap_to_the_door_opened_is_counted(rt: Runtime) -> None:
+    """Issue 14's 'time to open from the first key or tap to the door opened': the grant's wait_ms
+    (the case's clock, from the first key) plus the grant to the `opened` within a minute, as the
+    `h_first_open` histogram, shown as p50/p90 over 5 or more like the other times."""
+    with rt.sessions.begin() as s:
+        seed(s, 1, 1, START)
+        g = Gen(random.Random(0), "st0", "c0-0")
+        t = START + 9 * 3600
+        # (wait_ms, seconds from the grant to the door opened or None): 4+2, 4+4, 9+1, 12+6, 25+5, no open
+        for i, (w, opened) in enumerate([(3500, 2), (4000, 4), (9000, 1), (11_001, 6), (25_000, 5), (2000, None)]):
+            g.ev("case", "granted", t + i * 300, source="card", who="g_1", ms=3000, g=i + 1, wait_ms=w)
+            if opened is not None:
+                g.ev("case", "opened", t + i * 300 + opened, source="card")
+                g.ev("case", "closed", t + i * 300 + opened + 20, after=1)
+        g.ev("case", "granted", t + 3000, source="staff", who=STAFF_IDS[0], ms=3000, g=9, wait_ms=1000)
+        g.ev("case", "opened", t + 3001, source="staff")  # a staff open: no shopper's wait
+        s.execute(insert(Event), g.rows)
+    with rt.sessions.begin() as s:
+        fold(s, START + 2 * DAY, rt.settings.otp_ttl_s)
+        days = {m: n for m, n in s.execute(select(AnalyticsDay.metric, AnalyticsDay.n))}
+        edges = metrics.EDGES["h_first_open"]
+        got = {edges[int(m.split(":")[1])]: n for m, n in days.items() if m.startswith("h_first_open:")}
+        assert got == {6: 1, 8: 1, 10: 1, 20: 1, 30: 1}, got
+        v = store_view(s, "st0", START + DAY + 10, 1)
+        p50, p90 = v.durations["h_first_open"]
+        assert (p50.text, p90.text) == ("10", "30")
+        assert "h_first_open" in publish.DURATIONS

@@ -21,7 +21,8 @@ Where each figure comes from (docs/analytics.md has the table):
 - time to open: from the flow's first request (the tap, or the typed number's submission) to the
   `granted` (histogram `h_grant`) and to the `opened` that follows within a minute (`h_open`);
   from the flow's first key or tap, as the case measured it (the grant's `wait_ms`), to the
-  `granted` (`h_first`); door-open dwell: `opened` to the next `closed` (`h_dwell`);
+  `granted` (`h_first`) and on to that `opened` (`h_first_open`); door-open dwell: `opened` to
+  the next `closed` (`h_dwell`);
 - theft pressure: `forced`, `held_open`, `tamper`, `lockout`, `key_flood`, wrong-code bursts (the
   third wrong code within 5 minutes on one case), `after_hours` opens (store hours, hours.py);
 - health: `boot` and `fw:<version>` (boots per firmware version), `fault` and `fault:<part>`,
@@ -63,6 +64,7 @@ EDGES: dict[str, tuple[int, ...]] = {
     "h_grant": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
     "h_open": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
     "h_first": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
+    "h_first_open": (2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300),
     "h_dwell": (5, 10, 20, 30, 60, 90, 120, 180, 300, 600),
     "h_ack": (30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200),
 }
@@ -289,6 +291,9 @@ def _grant_metrics(w: _Window, i: int, ttl: int, staff_kind: Callable[[str], str
     # the case's monotonic clock, from the first key or tap; bool is an int too
     if type(wait) is int and 0 <= wait < HOUR * 1000:
         yield bin_of("h_first", -(-wait // 1000))  # whole seconds, rounded up: a bin's upper edge
+        o = w.after(i, OPEN_AFTER_GRANT_S, _is("opened", "case"))
+        if o is not None:  # and on to the door opened: the case's wait plus grant to open (whole s)
+            yield bin_of("h_first_open", -(-wait // 1000) + w.evs[o].ts - e.ts)
     a = w.before(i, GRANT_AFTER_ALLOW_S, _is("allow", "cloud"))
     if a is None:
         return

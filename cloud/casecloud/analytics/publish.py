@@ -54,6 +54,7 @@ LABELS: dict[str, str] = {
 # Counted as they are (machine states, not people): docs/analytics.md
 HEALTH_PREFIXES = ("offline_s", "boot", "fw:", "fault")
 DURATIONS = {"h_first": "Time to unlock from the first key or tap (s)",
+             "h_first_open": "Time to door open from the first key or tap (s)",
              "h_grant": "Time to unlock (s)", "h_open": "Time to door open (s)",
              "h_dwell": "Door-open dwell (s)", "h_ack": "Help call to acknowledgment (s)"}
 
