@@ -102,6 +102,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, l
         for i in range(2):
             ev("c2", "forced", at(6, 2, i))  # day 6: 7 forced, shown; but c2's 2 is hidden, so the total is too
         ev("c2", "held_open", at(3, 3))
+        # numbers typed and left unsent (the case's own `abandoned`): c1 6, c2 2 on day 1; a boot, a fault
+        for i in range(6):
+            ev("c1", "abandoned", at(1, 11, i * 60), step="phone", n=6)
+        for i in range(2):
+            ev("c2", "abandoned", at(1, 12, i * 60), step="phone", n=3)
+        ev("c1", "boot", at(1, 7), fw="2.0.1", reset="power")
+        ev("c1", "fault", at(1, 7, 5), part="nfc", error="no chip")
         for i in range(10):
             ev("c9", "forced", at(2, 3, i), store="s2")  # another store's
             ev("c9", "granted", at(2, 4, i), store="s2", source="phone", who="g_x", ms=1000, g=i)
@@ -415,3 +422,22 @@ def test_the_analytics_page_gives_no_hidden_count_back_across_linked_metrics(
             checked += v is None
         assert not linked_give_back(truth.get(d, {}), shown), (d, shown)
     assert checked  # some cells are hidden: the check has something to find
+
+
+def test_the_analytics_page_shows_every_figure_the_api_shows(mgr: TestClient) -> None:
+    """Every count the API's JSON carries per day is a row of the page's per-day table (the typed
+    and left entries, the staff grants by kind were in the JSON and the CSV only); health figures
+    and charts are labelled in words and figures, not metric names."""
+    page = mgr.get("/console/stores/s1/analytics").text
+    body = mgr.get("/v1/admin/stores/s1/analytics?days=7").json()
+    t = tables_of(page)
+    rows = [r[0] for r in t["daily"][1:]]
+    assert sorted(rows) == sorted(label(m) for m in body["daily"]), set(rows) ^ {label(m) for m in body["daily"]}
+    assert cell(t, "daily", "Abandoned: number started, never submitted", "05-03") == "8"  # c1 6 + c2 2
+    assert cell(t, "daily", "Grants: pin", "Total") == "5" and cell(t, "daily", "Grants: badge", "05-05") == "< 5"
+    assert "<dt>Boots on firmware 2.0.1</dt><dd>1</dd>" in page and "<dt>Faults: nfc</dt><dd>1</dd>" in page
+    assert ">fw:" not in page and ">boot<" not in page
+    # the stacked chart names each day under its bar and its figure above it, as the table does
+    for d in ("05-02", "05-08"):
+        assert f'class="tick">{d}</text>' in page, d
+    assert re.search(r'class="tick value">(≥ )?[0-9]+</text>', page)

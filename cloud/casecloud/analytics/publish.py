@@ -229,7 +229,13 @@ def _order(metric: str) -> tuple[int, str]:
 
 
 def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
+    if metric in LABELS:
+        return LABELS[metric]
+    if metric.startswith("fw:"):
+        return f"Boots on firmware {metric[3:]}"
+    if metric.startswith("fault:"):
+        return f"Faults: {metric[6:]}"
+    return {"boot": "Boots", "fault": "Faults"}.get(metric, metric)
 
 
 # --- the fleet -----------------------------------------------------------------------------------

@@ -37,7 +37,16 @@ METHOD_NAMES = {"phone": "Phone (texted code)", "card": "Card", "nfc": "NFC phon
 COLOURS = {"phone": "#1f5fa8", "card": "#8a4b00", "nfc": "#2f7d32", "app": "#6b3fa0"}
 THEFT = ("forced", "held_open", "tamper", "code_burst", "lockout", "key_flood", "after_hours")
 ROWS = ("req.phone", "req.card", "req.nfc", "req.app", "grant.phone", "grant.card", "grant.nfc", "grant.app",
-        "allow", "trusted", "abandon_code", "abandon_phone", "help", "help_acked", "opened", *THEFT)
+        "allow", "trusted", "abandon_code", "abandon_phone", "abandon_typed.phone", "abandon_typed.code",
+        "help", "help_acked", "opened", *THEFT)
+
+
+def table_rows(v: publish.StoreView) -> list[str]:
+    """The per-day table's rows: the main figures in ROWS' order, then every other count the API
+    shows (staff grants, other methods and steps), the denials by reason left out: what the JSON and
+    the CSV carry, the page shows too (the template adds the denials after them)."""
+    rest = [m for m in v.daily if m not in ROWS and not m.startswith("deny.")]
+    return [m for m in ROWS if m in v.daily] + rest
 
 
 def parse_days(raw: str | None) -> int:
@@ -67,14 +76,17 @@ def stacked_chart(v: publish.StoreView) -> dict[str, Any]:
         for m, f in zip(SHOPPER, day, strict=True):
             if not f.value:
                 continue
-            sh = h * f.value / top
+            sh = (h - 16) * f.value / top  # 16 px above the highest bar for its figure
             y -= sh
             segs.append({"y": round(y, 2), "h": round(sh, 2), "fill": COLOURS[m],
                          "title": f"{v.labels[i]}: {f.text} by {METHOD_NAMES[m]}"})
         t = total(day)
         bars.append({"x": round(i * bw + 1, 2), "w": round(max(bw - 2, 1), 2), "segs": segs, "partial": t.partial,
-                     "title": f"{v.labels[i]}: {t.text} shoppers served"})
-    return {"w": w, "h": h, "bars": bars, "top": int(top),
+                     "title": f"{v.labels[i]}: {t.text} shoppers served", "text": t.text,
+                     "mid": round(i * bw + bw / 2, 2),
+                     # every day's date under its bar while they fit (two weeks), else the first and last
+                     "label": v.labels[i][5:] if days <= 14 else ""})
+    return {"w": w, "h": h, "bars": bars, "top": int(top), "labelled": days <= 14,
             "legend": [(COLOURS[m], METHOD_NAMES[m]) for m in SHOPPER]}
 
 
@@ -110,7 +122,7 @@ def _page(request: Request, s: Session, rt: Runtime, p: Principal, store_id: str
     st = store_or_404(s, store_id)
     v = publish.store_view(s, store_id, rt.now(), n)
     hours = s.get(StoreHours, store_id)
-    rows = [m for m in ROWS if m in v.daily]
+    rows = table_rows(v)
     return render(request, "analytics_store.html", p, store=st, v=v, days=n, max_days=publish.MAX_DAYS, k=K,
                   hidden=HIDDEN, tiles=tiles(v), chart=stacked_chart(v), hours_chart=hour_chart(v), rows=rows,
                   label=publish.label, durations=publish.DURATIONS, hours=hours, week=_week_fields(hours),
@@ -178,7 +190,8 @@ def fleet_page(request: Request, s: DB, rt: Rt, p: HqPage, days: str | None = No
     n = parse_days(days)
     fv = publish.fleet_view(s, rt.now(), n)
     top = max((f["grants"].value or 0 for _, _, f in fv.stores), default=0) or 1
-    bars = [{"y": i * 26, "w": round(480 * (f["grants"].value or 0) / top, 2), "label": name or sid,
+    bars = [{"y": i * 26, "w": round(400 * (f["grants"].value or 0) / top, 2), "label": name or sid,
+             "text": f["grants"].text,
              "title": f"{name or sid}: {f['grants'].text} shoppers served"} for i, (sid, name, f) in enumerate(fv.stores)]
     return render(request, "analytics_fleet.html", p, fv=fv, days=n, max_days=publish.MAX_DAYS, k=K,
                   start=publish.day_label(fv.start), end=publish.day_label(fv.end - 86_400),
