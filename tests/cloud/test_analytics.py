@@ -54,35 +54,76 @@ def _snapshot(s: Session) -> tuple[list[Any], list[Any]]:
 
 
 def test_incremental_equals_rebuild_on_a_generated_month(rt: Runtime) -> None:
-    """A month of events arriving day by day (some a day or two late, as a case offline sends its
-    journal), folded in after each day, gives exactly the counts a rebuild computes from scratch."""
+    """A month of events arriving as they happen (some a day or two late, as a case offline sends
+    its journal), folded in every few hours, gives exactly the counts a rebuild computes from
+    scratch."""
     with rt.sessions.begin() as s:
         gens = list(month_rows(s, START, 30, stores=2, cases=2, per_case_day=20))
+        # store hours (after-hours opens), and each case-day the figures the generator has not:
+        # tamper, key floods, typed-and-left entries, a grant timed from the first key and opened
+        s.add(StoreHours(store_id="st0", tz="Europe/Berlin", week=[[540, 1200]] * 6 + [None], updated_at=START))
+    for g in gens:
+        extra = Gen(random.Random(2), g.store, g.case)
+        for d in range(30):
+            t = START + d * DAY + 3 * 3600 + 7  # 03:00 UTC and on: after hours in Berlin
+            extra.ev("case", "tamper", t)
+            extra.ev("case", "key_flood", t + 60, n=40)
+            extra.ev("case", "abandoned", t + 120, step="phone" if d % 3 else "code", n=4)
+            extra.ev("case", "granted", t + 200, source="app", who="g_w", ms=3000, g=10_000 + d, wait_ms=2500 + d * 300)
+            extra.ev("case", "opened", t + 203, source="app")
+            extra.ev("case", "closed", t + 230, after=1)
+            # a flow and a door open across a run's end (06:00, 18:00): the figures of the hour
+            # before depend on events folded in the next run
+            t6, t18 = START + d * DAY + 6 * 3600, START + d * DAY + 18 * 3600
+            extra.ev("cloud", "challenge", t6 - 20, "m_cross", "55", need="code")
+            extra.ev("cloud", "allow", t6 + 15, "m_cross", "55", grant="g_cross", via="otp")
+            extra.ev("case", "granted", t6 + 16, source="phone", who="g_cross", ms=3000, g=20_000 + d, wait_ms=30_000)
+            extra.ev("case", "opened", t18 - 30, source="phone")
+            extra.ev("case", "closed", t18 + 30, after=1)
+        g.rows += extra.rows
     rows = [r for g in gens for r in g.rows]
     alerts = [a for g in gens for a in g.alerts]
     late = 0
-    for r in rows:  # case c0-1 is offline on days 10 and 11: its events arrive on day 12
-        if r["case_id"] == "c0-1" and START + 10 * DAY <= r["ts"] < START + 12 * DAY:
+    for r in rows:  # case c0-1 is offline from day 10 18:00 to day 12: its journal arrives on day 12
+        if (r["case_id"] == "c0-1" and r["source"] == "case"
+                and START + 10 * DAY + 18 * 3600 <= r["ts"] < START + 12 * DAY):
             r["received_at"] = START + 12 * DAY + 600
             late += 1
     assert late > 20
-    for d in range(31):
-        end = START + (d + 1) * DAY
-        todays = [r for r in rows if end - DAY <= r["received_at"] < end]
+    # Folded every 6 hours (runs cut flows, door opens, outages and help calls in two), alerts
+    # written as they happen: raised open, acknowledged and resolved in the run their time falls in.
+    step, end = 6 * 3600, START + 31 * DAY
+    ids: dict[int, int] = {}
+    lo = START - DAY
+    while lo < end:
+        hi = min(lo + step, end)
         with rt.sessions.begin() as s:
-            if todays:
-                s.execute(insert(Event), todays)
-            for a in alerts:
-                if end - DAY <= a["created_at"] < end:
-                    s.add(Alert(**a))
+            batch = [r for r in rows if lo <= r["received_at"] < hi]
+            if batch:
+                s.execute(insert(Event), batch)
+            for i, a in enumerate(alerts):
+                acked = a.get("acked_at") if (a.get("acked_at") or end) < hi else None
+                resolved = a.get("resolved_at") if (a.get("resolved_at") or end) < hi else None
+                state = "resolved" if resolved else "acked" if acked else "open"
+                if lo <= a["created_at"] < hi:
+                    row = Alert(**(a | {"acked_at": acked, "resolved_at": resolved, "state": state}))
+                    s.add(row)
+                    s.flush()
+                    ids[i] = row.id
+                elif i in ids and (lo <= (a.get("acked_at") or 0) < hi or lo <= (a.get("resolved_at") or 0) < hi):
+                    row = s.get(Alert, ids[i])
+                    assert row is not None
+                    row.acked_at, row.resolved_at, row.state = acked, resolved, state
         with rt.sessions.begin() as s:
-            fold(s, end, rt.settings.otp_ttl_s)
+            fold(s, hi, rt.settings.otp_ttl_s)
+        lo = hi
+    assert len(ids) == len(alerts)
     with rt.sessions.begin() as s:
         folded = _snapshot(s)
         n = s.scalar(select(AnalyticsState.value).where(AnalyticsState.name == "events"))
         assert n == s.scalar(select(Event.id).order_by(Event.id.desc()).limit(1))
     with rt.sessions.begin() as s:
-        rebuild(s, START + 31 * DAY, rt.settings.otp_ttl_s)
+        rebuild(s, end, rt.settings.otp_ttl_s)
     with rt.sessions.begin() as s:
         rebuilt = _snapshot(s)
     assert folded == rebuilt
@@ -90,9 +131,11 @@ def test_incremental_equals_rebuild_on_a_generated_month(rt: Runtime) -> None:
     for m in ("req.phone", "req.card", "req.nfc", "req.app", "grant.phone", "grant.pin", "grant.badge",
               "deny.bad_code", "deny.offline", "abandon_code", "abandon_phone", "code_burst", "forced",
               "held_open", "lockout", "help", "help_acked", "offline_s", "trusted", "allow", "opened",
-              "fault:nfc", "fw:1.4.2"):
+              "fault:nfc", "fw:1.4.2", "tamper", "key_flood", "after_hours", "abandon_typed.phone",
+              "abandon_typed.code", "deny.no_guests", "grant.app"):
         assert m in metrics_seen, m
-    assert any(m.startswith("h_open:") for m in metrics_seen)
+    for h in ("h_open:", "h_grant:", "h_first:", "h_first_open:", "h_dwell:", "h_ack:"):
+        assert any(m.startswith(h) for m in metrics_seen), h
     # the daily table is the hourly one summed
     by_day: dict[tuple[str, int, str], int] = {}
     for c, h, m, _, v in rebuilt[0]:
