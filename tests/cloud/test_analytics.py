@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, inspect, select
@@ -167,7 +169,8 @@ def test_a_fold_with_nothing_new_changes_nothing_and_a_rebuild_keeps_counts_whos
         assert _snapshot(s) == before
 
 
-def test_the_retention_job_deletes_old_events_and_the_counts_stay(rt: Runtime) -> None:
+def test_the_retention_job_deletes_old_events_and_the_counts_stay(rt: Runtime, caplog: pytest.LogCaptureFixture
+                                                                  ) -> None:
     """Raw events have the shorter retention (settings.event_retention_days): the retention job
     folds them in, deletes those stamped before the cut-off's UTC midnight, and every count stays,
     through a later fold, a rebuild (the alerts, kept, reach further back than the events) and an
@@ -186,8 +189,9 @@ def test_the_retention_job_deletes_old_events_and_the_counts_stay(rt: Runtime) -
         fold(s, now, rt.settings.otp_ttl_s)
         before = _snapshot(s)
         assert min(h for _, h, _, _, _ in before[0]) < START + DAY
-    with rt.sessions.begin() as s:
+    with rt.sessions.begin() as s, caplog.at_level(logging.INFO, "casecloud.analytics"):
         retention(s, now, rt.settings.retention_days, 5, rt.settings.otp_ttl_s)  # cut: START + 5 days
+    assert "events stamped before 2026-09-27 UTC (their counts stay)" in caplog.text
     with rt.sessions.begin() as s:
         left = s.scalars(select(Event.ts)).all()
         assert left and min(left) >= START + 5 * DAY, "events before the cut-off are deleted"

@@ -19,6 +19,8 @@ fold nor a rebuild recomputes them again.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ from casecloud.analytics.metrics import (
     hour_of,
 )
 from casecloud.models import Alert, AnalyticsDay, AnalyticsHour, AnalyticsState, Event, Staff
+
+log = logging.getLogger("casecloud.analytics")
 
 MIN_TS = 1_500_000_000  # 2017: a case whose clock was never set says 2000 or 2021; such events are skipped
 FUTURE_S = DAY  # nor events stamped more than a day after they arrived
@@ -184,6 +188,10 @@ def expire_events(s: Session, now: int, days: int, ttl: int) -> int:
     for (store_id,) in s.execute(select(Event.store_id).distinct()).all():  # each store by its (store, ts) index
         res = s.execute(delete(Event).where(Event.store_id == store_id, Event.ts < cut, Event.received_at < cut))
         deleted += int(getattr(res, "rowcount", 0) or 0)
+    if deleted:
+        # the day as a date: the logs blank digit runs of 7 or more (logs.py), an epoch among them
+        log.info("retention: deleted %d events stamped before %s UTC (their counts stay)", deleted,
+                 time.strftime("%Y-%m-%d", time.gmtime(cut)))
     return deleted
 
 
