@@ -32,6 +32,7 @@ are finished after the commit (`Decided.finish`) without holding up the rest of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from casecloud import channel, codec, db, keyring, logs, metrics
@@ -57,6 +58,10 @@ _ATTEMPTS = 10  # a batch redone this often after losing a window race goes one 
 _EVENTS = cast(Table, Event.__table__)
 _CASE_ID = cast(Table, Case.__table__).c.id
 _KEYS = 50_000  # opened case keys kept (a fleet's cases: 40,000)
+_CASES_T = cast(Table, Case.__table__)
+# A reply signed after the commit (Handler.sign): its seq taken, and what signing it needs, at once
+_TAKE_SEQ = (update(_CASES_T).where(_CASES_T.c.id == bindparam("cid")).values(tx_seq=_CASES_T.c.tx_seq + 1)
+             .returning(_CASES_T.c.tx_seq, _CASES_T.c.store_id, _CASES_T.c.key_sealed))
 # A batch's cases and stores, and the case and store rate windows its requests check (ratelimit.py)
 _CASES_AND = (select(Case, Store, RateLimits.window_sum("case", Case.id), RateLimits.window_sum("store", Case.store_id))
               .join(Store, Store.id == Case.store_id))
@@ -427,15 +432,21 @@ class Handler:
         rates.seed(s, [("member", m.id, n) for m, n in found])
 
     def _key(self, s: Session, case: Case) -> bytes:
+        return self._opened(s, case.id, case.key_sealed)
+
+    def _opened(self, s: Session, case_id: str, sealed: str | None) -> bytes:
         """The case's key, opened once per sealed value (a tenth of a message's checks otherwise):
-        a rotated or rewrapped key is another value, so an old one is never used for it."""
-        sealed = case.key_sealed
+        a rotated or rewrapped key is another value, so an old one is never used for it. Read by
+        the deciding thread and by `finish`'s (dict operations are atomic)."""
         key = self._keys.get(sealed) if sealed is not None else None
         if key is None:
-            key = keyring.case_key(s, case)
+            if sealed is None:
+                raise keyring.KeyringError(f"case {case_id} has no sealed key (run seal_legacy)")
+            key = keyring.of(s).open(sealed)
             if len(self._keys) >= _KEYS:
-                del self._keys[next(iter(self._keys))]  # the oldest
-            self._keys[cast(str, sealed)] = key
+                with contextlib.suppress(RuntimeError, KeyError, StopIteration):  # the other thread's eviction
+                    del self._keys[next(iter(self._keys))]  # the oldest
+            self._keys[sealed] = key
         return key
 
     def _decide(self, s: Session, store: Store, case: Case, body: dict[str, Any]) -> Reply:
@@ -454,10 +465,17 @@ class Handler:
         return deny("unavailable")
 
     def sign(self, case_id: str, kind: str, body: dict[str, Any]) -> Out:
-        """Sign one message in its own transaction (takes the next seq)."""
+        """Sign one message in its own transaction (takes the next seq). One statement takes the
+        seq and reads what signing needs; the key comes from `_opened` (the row's sealed value, so
+        a key rotated since the batch is the one used). Raises channel.UnknownCase for a case
+        deleted since."""
+        st = self.rt.settings
         with self.rt.sessions.begin() as s:
-            case = s.get(Case, case_id)
-            assert case is not None
-            topic, _, payload = channel.seal(s, case, kind, body, self.rt.now(), self.rt.settings.msg_ttl_s,
-                                             self.rt.settings.topic_prefix)
+            row = s.connection().execute(_TAKE_SEQ, {"cid": case_id}).first()
+            if row is None:
+                raise channel.UnknownCase()
+            seq, store_id, sealed = row
+            key = self._opened(s, case_id, sealed)
+        topic, payload = channel.sign(key, store_id, case_id, kind, body, int(seq), self.rt.now(), st.msg_ttl_s,
+                                      st.topic_prefix)
         return Out(topic, payload)

@@ -269,6 +269,8 @@ class Policy:
         checks = [("phone", phone_hash, self.settings.rate_phone)]
         if member is not None:
             checks.insert(0, ("member", member.id, self.settings.rate_member))
+        # the windows asked next, read in one statement
+        self.rates.want(s, [(sc, k) for sc, k, _ in checks + self._wrong_code_keys(store, case, phone_hash)])
         limited = self._limits(s, store, case, checks)
         if limited is None and self._guesses_closed(s, store, case, phone_hash):
             limited = deny("rate_limited")

@@ -105,6 +105,22 @@ class RateLimits:
             if (scope, key) in wanted:  # a store and a case may share an id
                 book.base[(scope, key)] = int(n)
 
+    def want(self, s: Session, pairs: Iterable[tuple[str, str]]) -> None:
+        """Sum the windows of these (scope, key) pairs that this transaction has not read yet, in
+        one query: a typed phone number names five windows of its own (its number, its member,
+        and the wrong-code windows), each a statement of its own before."""
+        book = self.book(s)
+        wanted = set(pairs) - book.base.keys()
+        if not wanted:
+            return
+        for pair in wanted:
+            book.base[pair] = 0
+        params = {"scopes": sorted({sc for sc, _ in wanted}), "keys": sorted({k for _, k in wanted}),
+                  "since": self.since()}
+        for scope, key, n in s.connection().execute(_SUMS, params):
+            if (scope, key) in wanted:  # the IN lists cross: another pair's scope with this key
+                book.base[(scope, key)] = int(n)
+
     def record(self, s: Session, scope: str, key: str) -> None:
         self.book(s).add(scope, key, self.now())
 

@@ -65,6 +65,8 @@ _BY: dict[tuple[bool, bool, int], tuple[Any, ColumnElement[Any] | None]] = {}  #
 
 
 _MEMBERS = cast(Table, Member.__table__)
+# built once: building the select cost a typed number as much as running it
+_BY_PHONE = select(Member).where(Member.phone_hash == bindparam("h"))
 
 
 def _by_tokens(app: bool, hashes: list[str], also: ColumnElement[Any] | None) -> tuple[Any, dict[str, Any]]:
@@ -100,7 +102,10 @@ class BuiltinLoyalty:
         self._h = hasher
 
     def by_phone(self, s: Session, e164: str) -> Member | None:
-        return s.scalars(select(Member).where(Member.phone_hash == self._h.phone(e164))).first()
+        # No autoflush: nothing this transaction holds unflushed changes who has a number (members
+        # are written in transactions of their own: the admin API's), while a flush here wrote the
+        # batch's earlier challenges one at a time instead of with one insert at the commit.
+        return s.scalars(_BY_PHONE, {"h": self._h.phone(e164)}, execution_options={"autoflush": False}).first()
 
     def _hash(self, s: Session, token: str) -> str:
         """The token's keyed hash, computed once per transaction (memory only, like the token)."""

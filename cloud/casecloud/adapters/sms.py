@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import httpx
+from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from casecloud import codec
@@ -27,6 +28,9 @@ class SmsSender(Protocol):
         ...
 
 
+_OUTBOX = cast(Table, SmsOutbox.__table__).insert()
+
+
 class OutboxSms:
     """Dev backend: the text goes to the sms_outbox table, addressed by the number's hash."""
 
@@ -38,15 +42,9 @@ class OutboxSms:
         self._clock = clock
 
     def send(self, to_e164: str, text: str) -> None:
-        with self._sessions.begin() as s:
-            s.add(
-                SmsOutbox(
-                    to_hash=self._hasher.phone(to_e164),
-                    to_last2=last2(to_e164),
-                    body=text,
-                    created_at=int(self._clock()),
-                )
-            )
+        with self._sessions.begin() as s:  # a plain insert: the ORM's unit of work cost twice its statement
+            s.execute(_OUTBOX, {"to_hash": self._hasher.phone(to_e164), "to_last2": last2(to_e164), "body": text,
+                                "created_at": int(self._clock())})
         log.info("sms to %s queued in the dev outbox", mask(to_e164))
 
 
