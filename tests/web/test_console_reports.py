@@ -437,6 +437,7 @@ def test_the_analytics_page_shows_every_figure_the_api_shows(mgr: TestClient) ->
     assert cell(t, "daily", "Grants: pin", "Total") == "5" and cell(t, "daily", "Grants: badge", "05-05") == "< 5"
     assert "<dt>Boots on firmware 2.0.1</dt><dd>1</dd>" in page and "<dt>Faults: nfc</dt><dd>1</dd>" in page
     assert ">fw:" not in page and ">boot<" not in page
+    assert cell(t, "daily", "Denials: flagged member", "05-07") == "6"  # a reason in words, not its key
     # the stacked chart names each day under its bar and its figure above it, as the table does
     for d in ("05-02", "05-08"):
         assert f'class="tick">{d}</text>' in page, d

@@ -34,11 +34,17 @@ from casecloud.models import AnalyticsDay, AnalyticsHour, Case, Store
 MAX_DAYS = 90
 DEFAULT_DAYS = 7
 
+# A denial's reason (metrics.REASONS) in words, for the pages (the JSON and CSV keep the keys)
+REASON_WORDS = {"unknown": "unknown card or app", "bad_number": "wrong or invalid number",
+                "bad_code": "wrong code", "expired": "code expired", "flagged": "flagged member",
+                "no_guests": "members only", "rate_limited": "too many tries", "unavailable": "service unavailable",
+                "bad_pin": "wrong staff PIN", "offline": "case offline", "tamper": "case alarm (tamper)"}
+
 LABELS: dict[str, str] = {
     **{f"req.{m}": f"Requests: {m}" for m in SHOPPER},
     "req.other": "Requests: other",
     **{f"grant.{m}": f"Grants: {m}" for m in METHODS},
-    **{f"deny.{r}": f"Denials: {r}" for r in REASONS},
+    **{f"deny.{r}": f"Denials: {REASON_WORDS.get(r, r)}" for r in REASONS},
     "abandon_code": "Abandoned: code texted, never entered",
     "abandon_phone": "Abandoned: number asked for, never submitted",
     # typed on the keypad and left (the case's own event); overlaps the two above, so not in their sum
