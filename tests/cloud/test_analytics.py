@@ -209,6 +209,33 @@ def test_the_retention_job_deletes_old_events_and_the_counts_stay(rt: Runtime, c
         assert _snapshot(s) == before
 
 
+def test_a_failed_fold_keeps_the_events_and_the_retention_still_strips(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The events are deleted only once counted: a fold that fails leaves them all, and the
+    retention's privacy work (member references stripped) is not undone with it."""
+    from casecloud.analytics import aggregate
+    from casecloud.privacy import retention
+
+    with rt.sessions.begin() as s:
+        seed(s, 1, 1, START)
+        g = Gen(random.Random(0), "st0", "c0-0")
+        for i in range(6):
+            g.ev("cloud", "allow", START + i * 60, MEMBER_IDS[0], "42", grant="g_q", via="app")
+        s.execute(insert(Event), g.rows)
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("fold failed")
+
+    monkeypatch.setattr(aggregate, "fold", broken)
+    now = START + 400 * DAY
+    with rt.sessions.begin() as s, caplog.at_level(logging.ERROR, "casecloud.worker"):
+        assert retention(s, now, rt.settings.retention_days, 5, rt.settings.otp_ttl_s) == 6
+    assert "raw events not expired" in caplog.text
+    with rt.sessions.begin() as s:
+        assert len(s.scalars(select(Event.id)).all()) == 6  # none deleted uncounted
+        assert s.scalars(select(Event.member_id).where(Event.member_id.is_not(None))).all() == []
+
+
 def _cell_store(rt: Runtime, forced: dict[tuple[str, int], int]) -> None:
     """Store st0 with cases c0-0..c0-2 and `forced[(case, day)]` forced entries, folded."""
     with rt.sessions.begin() as s:
