@@ -165,8 +165,10 @@ def manifest_bytes(rel: str, version: str, board: str, mpy: int, min_version: st
                     "a case would then refuse this very release once confirmed")
     if not files or len(files) > MAX_FILES:
         raise ReleaseError(f"a release holds 1-{MAX_FILES} files, not {len(files)}")
+    # In path order, "files" the last key, compact: the form a case reads one entry at a time
+    # (lockcase/ota/manifest.py parse, docs/ota.md "Manifest").
     doc = {"v": 1, "rel": rel, "version": version, "board": board, "mpy": mpy, "min": min_version, "floor": floor,
-           "files": [[p, n, h] for p, n, h in files]}
+           "files": [[p, n, h] for p, n, h in sorted(files)]}
     out = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     # One set of limits: what the case's own parser refuses is never signed.
     from lockcase.ota import manifest as case_manifest

@@ -35,9 +35,9 @@ with warnings.catch_warnings():
 H = {"Authorization": "Bearer test-admin-token"}
 KEY = Ed25519PrivateKey.generate()
 PUB = casectl_release.public_hex(KEY)
-# three files, one over several chunks and one empty
+# three files, one over several chunks and one empty, in path order as a manifest lists them
 FILES = {"lockcase/app.mpy": bytes(range(256)) * 5 + b"end", "main.py": b"import lockcase.app\n",
-         "lockcase/empty.mpy": b""}
+         "other/empty.mpy": b""}
 
 
 def make(rel: str = "sim-1.1.0", *, board: str = "sim", mpy: int = 6 | (3 << 8), key: Ed25519PrivateKey = KEY,

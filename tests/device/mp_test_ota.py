@@ -102,16 +102,59 @@ def test_manifest_versions_and_release_ids():
         assert not manifest.rel_ok(bad), bad
 
 
+def _with_files(files, name="good"):
+    # The release's manifest with other files, as casectl writes one: compact, "files" last
+    # (MicroPython's json.dumps puts a space after ',' and ':', and its dicts keep no order).
+    text = release(name)["manifest"]
+    head = text[: text.index(',"files":[')]
+    return head + ',"files":' + json.dumps(files, separators=(",", ":")) + "}"
+
+
+def _refused(text, says):
+    try:
+        manifest.parse(text)
+    except ValueError as e:
+        assert str(e) == says, (str(e), says, text[-120:])
+        return
+    raise AssertionError("took " + text[-120:])
+
+
 def test_manifest_refuses_paths_out_of_the_slot_and_boot_py():
     m = json.loads(release("good")["manifest"])
-    for path in ("../x.mpy", "/x.mpy", "a//b.mpy", "a/./b", "boot.py", "a\\b", ""):
-        bad = dict(m)
-        bad["files"] = m["files"] + [[path, 1, "0" * 64]]
-        try:
-            manifest.parse(json.dumps(bad))
-        except ValueError:
-            continue
-        raise AssertionError("took " + repr(path))
+    for path in ("../x.mpy", "/x.mpy", "a//b.mpy", "a/./b", "boot.py", "a\\b", "", "a]b.mpy"):
+        _refused(_with_files(sorted(m["files"] + [[path, 1, "0" * 64]])), "bad file entry")
+
+
+def test_the_manifest_is_read_one_entry_at_a_time_as_casectl_writes_it():
+    # Streamed from a file, each entry handed over as it is read, and the same as a whole read.
+    text = release("good")["manifest"]
+    whole = manifest.parse(text)
+    assert whole["files"] == json.loads(text)["files"]
+    got = []
+    with open("/tmp/lc-ota-man.json", "wb") as f:
+        f.write(text.encode())
+    with open("/tmp/lc-ota-man.json", "rb") as f:
+        m = manifest.parse(f, lambda p, n, h: got.append([p, n, h]))
+    assert got == whole["files"] and m["files"] == len(got)
+    assert {k: v for k, v in m.items() if k != "files"} == {k: v for k, v in whole.items() if k != "files"}
+
+
+def test_the_manifest_refuses_what_it_cannot_stream_with_a_reason():
+    m = json.loads(release("good")["manifest"])
+    files = m["files"]
+    assert len(files) >= 2
+    _refused(_with_files(sorted(files + [files[0]])), "file listed twice")
+    _refused(_with_files(list(reversed(files))), "files out of order")
+    _refused(_with_files([]), "no files")
+    _refused(_with_files([f for f in files if f[0] != "main.py"]), "no main.py")
+    text = _with_files(files)
+    _refused(text.replace(',"files":[', ', "files": [', 1), "no files")  # not compact
+    _refused(text[:-1] + ',"x":1}', "manifest goes on after its files")  # "files" not last
+    _refused(text + " ", "manifest goes on after its files")
+    _refused(text.replace(',"files":[[', ',"files":[ [', 1), "bad file entry")
+    _refused(text[:-2] + ",]}", "bad file entry")
+    _refused(text[:-2], "manifest cut short")
+    _refused(text[:-1], "manifest cut short")
 
 
 def test_manifest_check_reasons():

@@ -329,26 +329,30 @@ class Ota:
         from lockcase import FLOOR, VERSION
         from lockcase.ota import manifest
 
-        try:
-            with open(_MANIFEST) as f:  # parsed from the file: its bytes never all in RAM at once
-                m = manifest.parse(f)
-        except ValueError as exc:
-            return ("refused", "manifest: %s" % exc)
-        floor = manifest.highest(self.ptr.get("floor", ""), FLOOR)
-        why = manifest.check(m, dl["rel"], self._board().NAME, VERSION, floor)
-        if why:
-            return ("refused", why)
         bs, free = slots.space()
-        need = 8 * bs  # littlefs: a file takes whole blocks; directories their metadata pairs
-        for f in m["files"]:
-            need += (f[1] + bs - 1) // bs * bs
-        if free is not None and free < need:
-            return ("failed", "no space: %d KB needed, %d free" % (need // 1024, free // 1024))
+        need = [8 * bs]  # littlefs: a file takes whole blocks; directories their metadata pairs
+
+        # The entries go to the index as the parse reads them (no list of them in RAM); the index
+        # counts only once renamed, below, after every check.
+        def each(path, size, sha):
+            need[0] += (size + bs - 1) // bs * bs
+            out.write("%s %d %s\n" % (path, size, sha))
+
+        try:
+            with open(_MANIFEST, "rb") as f, open(_INDEX + ".tmp", "w") as out:
+                m = manifest.parse(f, each)
+            floor = manifest.highest(self.ptr.get("floor", ""), FLOOR)
+            why = manifest.check(m, dl["rel"], self._board().NAME, VERSION, floor)
+        except ValueError as exc:
+            why = "manifest: %s" % exc
+        if why:
+            slots.remove(_INDEX + ".tmp")
+            return ("refused", why)
+        if free is not None and free < need[0]:
+            slots.remove(_INDEX + ".tmp")
+            return ("failed", "no space: %d KB needed, %d free" % (need[0] // 1024, free // 1024))
         dl["ver"], dl["floor"] = m["version"], m["floor"]
         slots.save(dl, DOWNLOAD)  # before the index: a resumed download always has them
-        with open(_INDEX + ".tmp", "w") as f:
-            for e in m["files"]:
-                f.write("%s %d %s\n" % (e[0], e[1], e[2]))
         os.rename(_INDEX + ".tmp", _INDEX)
         forget("lockcase.ota.manifest")
         self._resume()
