@@ -65,7 +65,10 @@ METRICS_TOKEN = "fleet-metrics-token"
 # checks refused, the greetings it left unanswered as superseded, and its batches.
 WORKER_COUNTERS = ("casecloud_messages_total", "casecloud_requests_total", "casecloud_rejected_total",
                    "casecloud_hellos_superseded_total", "casecloud_shed_total", "casecloud_late_total",
-                   "casecloud_batch_size_count", "casecloud_batch_size_sum")
+                   "casecloud_batch_size_count", "casecloud_batch_size_sum",
+                   # how long a batch takes from taken to answered: whether a request waits behind bulk traffic
+                   "casecloud_decision_seconds_count", "casecloud_decision_seconds_sum",
+                   "casecloud_decision_seconds_bucket")
 TRUSTED_CARD, UNKNOWN_CARD = "0f1ee701", "0badbad1"
 # The policy's rate limits would refuse a fleet's worth of requests from a handful of members and
 # numbers; raised, so that every request is decided the same way whatever the run's length (the
