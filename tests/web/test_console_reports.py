@@ -442,3 +442,23 @@ def test_the_analytics_page_shows_every_figure_the_api_shows(mgr: TestClient) ->
     for d in ("05-02", "05-08"):
         assert f'class="tick">{d}</text>' in page, d
     assert re.search(r'class="tick value">(≥ )?[0-9]+</text>', page)
+
+
+def test_times_per_day_and_per_case(mgr: TestClient) -> None:
+    """Issue 14's figures per day and per case include the times: p50/p90 per store-day and per
+    case over the period, each over 5 samples or more (the 5 help calls of 05-04, acknowledged
+    after 1 to 5 minutes, all on c3), in the JSON, the CSV and the page."""
+    body = mgr.get("/v1/admin/stores/s1/analytics?days=7").json()
+    ack = body["durations_daily"]["h_ack"]
+    assert [d["p50"]["text"] for d in ack] == ["–", "–", "180", "–", "–", "–", "–"]
+    assert ack[2]["p90"]["text"] == "300" and body["durations"]["h_ack"]["p50"]["text"] == "180"
+    c3 = mgr.get("/v1/admin/stores/s1/analytics/cases/c3?days=7").json()
+    c1 = mgr.get("/v1/admin/stores/s1/analytics/cases/c1?days=7").json()
+    assert c3["durations"]["h_ack"]["p50"]["text"] == "180" and c1["durations"]["h_ack"]["p50"]["text"] == "–"
+    cells = csv_cells(mgr.get("/v1/admin/stores/s1/analytics.csv?days=7").text)
+    assert cells[("durations_daily", "2024-05-04", "h_ack:p50")] == "180"
+    assert cells[("case_durations", "c3", "h_ack:p90")] == "300" and ("case_durations", "c1", "h_ack:p50") not in cells
+    t = tables_of(mgr.get("/console/stores/s1/analytics").text)
+    assert cell(t, "durations", "Help call to acknowledgment (s)", "05-04") == "180 / 300"
+    assert cell(t, "durations", "Help call to acknowledgment (s)", "05-05") == "–"
+    assert cell(t, "durations", "Help call to acknowledgment (s)", "Period p50") == "180"

@@ -93,6 +93,8 @@ class StoreView:
     totals: dict[str, Figure] = field(default_factory=dict)
     health: dict[str, Figure] = field(default_factory=dict)
     durations: dict[str, tuple[Figure, Figure]] = field(default_factory=dict)  # p50, p90
+    durations_daily: dict[str, list[tuple[Figure, Figure]]] = field(default_factory=dict)  # p50, p90 a day
+    case_durations: dict[str, dict[str, tuple[Figure, Figure]]] = field(default_factory=dict)  # over the period
     by_hour: list[Figure] = field(default_factory=list)  # door opens per hour of day (UTC), 24
     cases: list[tuple[str, dict[str, Figure]]] = field(default_factory=list)  # ranked
     # case -> metric -> a figure per day: the case-day cells, protected within their store-day
@@ -115,6 +117,8 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
     v = StoreView(store_id, start, end, [start + i * DAY for i in range(days)])
     case_day: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)  # (day, metric) -> case -> n
     hist: dict[str, Counter[int]] = defaultdict(Counter)
+    hist_day: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)  # (duration, day)
+    hist_case: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)  # (duration, case)
     health: Counter[str] = Counter()
     cases: set[str] = set(s.scalars(select(Case.id).where(Case.store_id == store_id)))
     for _sid, case_id, day, metric, n in day_rows(s, [store_id], start, end):
@@ -122,6 +126,8 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
         if is_duration(metric):
             name, b = metric.split(":", 1)
             hist[name][int(b)] += n
+            hist_day[(name, day)][int(b)] += n
+            hist_case[(name, case_id)][int(b)] += n
         elif is_health(metric):
             health[metric] += n
         else:
@@ -143,11 +149,10 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
         v.totals[m] = total(v.daily[m])
     v.trusted_share = share(v.totals.get("trusted"), v.totals.get("allow"))
     for name in DURATIONS:
-        h = hist.get(name, Counter())
-        if sum(h.values()) >= K:
-            v.durations[name] = (plain(percentile(h, name, 0.5) or 0), plain(percentile(h, name, 0.9) or 0))
-        else:
-            v.durations[name] = (Figure(None, "–"), Figure(None, "–"))
+        v.durations[name] = quantiles(hist.get(name, Counter()), name)
+        v.durations_daily[name] = [quantiles(hist_day.get((name, d), Counter()), name) for d in v.days]
+        for c in cases:
+            v.case_durations.setdefault(c, {})[name] = quantiles(hist_case.get((name, c), Counter()), name)
     v.health = {"offline_min": plain(health.pop("offline_s", 0) // 60)}
     v.health.update({m: plain(n) for m, n in sorted(health.items())})
     for c in sorted(cases):
@@ -159,6 +164,13 @@ def store_view(s: Session, store_id: str, now: int, days: int, *, with_hours: bo
     if with_hours:
         v.by_hour = [total(f) for f in by_hour]  # summed shown store-hours, as the hourly view shows them
     return v
+
+
+def quantiles(h: Counter[int], name: str) -> tuple[Figure, Figure]:
+    """p50 and p90 of a duration histogram, only over K or more samples (suppress rule 5)."""
+    if sum(h.values()) < K:
+        return Figure(None, "–"), Figure(None, "–")
+    return plain(percentile(h, name, 0.5) or 0), plain(percentile(h, name, 0.9) or 0)
 
 
 def _hour_cells(s: Session, store_id: str, start: int, end: int) -> dict[int, dict[int, dict[str, int]]]:
@@ -303,6 +315,8 @@ def store_json(v: StoreView) -> dict[str, Any]:
         "daily": {m: [fig_json(f) for f in figs] for m, figs in v.daily.items()},
         "totals": {m: fig_json(f) for m, f in v.totals.items()},
         "durations": {m: {"p50": fig_json(a), "p90": fig_json(b)} for m, (a, b) in v.durations.items()},
+        "durations_daily": {m: [{"p50": fig_json(a), "p90": fig_json(b)} for a, b in per_day]
+                            for m, per_day in v.durations_daily.items()},
         "trusted_share_pct": fig_json(v.trusted_share),
         "health": {m: fig_json(f) for m, f in v.health.items()},
         "opens_by_hour_utc": [fig_json(f) for f in v.by_hour],
@@ -314,7 +328,9 @@ def case_json(v: StoreView, case_id: str) -> dict[str, Any]:
     daily = v.case_daily.get(case_id, {})
     return {"store": v.store_id, "case": case_id, "from": day_label(v.start), "to": day_label(v.end - DAY), "k": K,
             "days": v.labels, "daily": {m: [fig_json(f) for f in figs] for m, figs in daily.items()},
-            "totals": {m: fig_json(total(figs)) for m, figs in daily.items()}}
+            "totals": {m: fig_json(total(figs)) for m, figs in daily.items()},
+            "durations": {m: {"p50": fig_json(a), "p90": fig_json(b)}
+                          for m, (a, b) in v.case_durations.get(case_id, {}).items()}}
 
 
 def hours_json(store_id: str, day: int, hours: dict[str, list[Figure]]) -> dict[str, Any]:
@@ -353,6 +369,10 @@ def store_csv(v: StoreView) -> str:
     for m, (a, b) in v.durations.items():
         line("durations", m, "p50", a)
         line("durations", m, "p90", b)
+    for m, per_day in v.durations_daily.items():
+        for lab, (a, b) in zip(v.labels, per_day, strict=True):
+            line("durations_daily", lab, f"{m}:p50", a)
+            line("durations_daily", lab, f"{m}:p90", b)
     line("shares", "trusted_share_pct", "value", v.trusted_share)
     for m, f in v.health.items():
         line("health", m, "value", f)
@@ -361,6 +381,11 @@ def store_csv(v: StoreView) -> str:
     for c, row in v.cases:
         for m, f in row.items():
             line("cases", c, m, f)
+    for c in sorted(v.case_durations):
+        for m, (a, b) in v.case_durations[c].items():
+            if a.value is not None:  # a case's times over the period, where it has 5 samples or more
+                line("case_durations", c, f"{m}:p50", a)
+                line("case_durations", c, f"{m}:p90", b)
     for c in sorted(v.case_daily):
         for m, figs in v.case_daily[c].items():
             for lab, f in zip(v.labels, figs, strict=True):
