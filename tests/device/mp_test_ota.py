@@ -380,6 +380,41 @@ def test_no_release_denial_waits_and_asks_again():
         fl.close()
 
 
+def test_a_link_lost_mid_download_asks_again_and_goes_on_from_where_it_was():
+    # The cloud link drops with a chunk request in flight (no reset): the request and its answer
+    # are lost. While the link is down nothing is asked; once it is back the case asks again
+    # (after its 10 s) for the same bytes, and the download goes on from there, not from 0.
+    fl = Flash()
+    try:
+        c, ota, cloud = _start(fl)
+        total = len(cloud.man) + sum(len(binascii.a2b_base64(b)) for b in release("good")["files"].values())
+        now = 0
+        while cloud.served < total // 2:
+            now += 30
+            assert ota.step(now)
+            cloud.answer(c, ota, now)
+        assert ota.dl["st"] == "dl"
+        while not c.link.sent:  # a request goes out ...
+            now += 30
+            ota.step(now)
+        assert len(c.link.sent) == 1
+        c.link.sent.clear()  # ... and is lost with the link
+        c.link.up = False
+        for _ in range(100):  # 30 s without a link: nothing is asked, nothing fails
+            now += 300
+            assert ota.step(now)
+        assert c.link.sent == [] and c.fw("failed") == [] and ota.dl["st"] == "dl"
+        c.link.up = True
+        run(ota, c, cloud, now=now)
+        assert ota.dl["st"] == "staged", c.fw()
+        assert cloud.served <= total + 512, (cloud.served, total)  # nothing fetched twice but that chunk
+        _files_of("good", "fw_a")
+        pcts = [d["pct"] for d in c.fw("downloading")]
+        assert pcts == sorted(pcts), pcts  # progress went on, never back
+    finally:
+        fl.close()
+
+
 # -- trial and roll back ----------------------------------------------------------------------
 def _switched(fl, boots=3, confirm_s=600):
     c, ota, cloud = _start(fl, boots=boots, confirm_s=confirm_s)
