@@ -600,3 +600,28 @@ def test_the_time_from_the_first_key_or_tap_to_the_door_opened_is_counted(rt: Ru
         p50, p90 = v.durations["h_first_open"]
         assert (p50.text, p90.text) == ("10", "30")
         assert "h_first_open" in publish.DURATIONS
+
+
+def test_times_per_hour_of_a_day(rt: Runtime) -> None:
+    """The hourly view's times: p50/p90 per store-hour over 5 samples or more (suppress rule 5)."""
+    with rt.sessions.begin() as s:
+        seed(s, 1, 2, START)
+        rows: list[dict[str, Any]] = []
+        for case, n in (("c0-0", 4), ("c0-1", 2)):  # 6 door opens at 09:00-09:59, dwell 20..70 s; 3 at 11:00
+            g = Gen(random.Random(0), "st0", case)
+            for i in range(n):
+                g.ev("case", "opened", START + 9 * 3600 + i * 600 + (0 if case == "c0-0" else 300), source="staff")
+                g.ev("case", "closed", START + 9 * 3600 + i * 600 + (0 if case == "c0-0" else 300) + 20 + 10 * i)
+            for i in range(3 if case == "c0-0" else 0):
+                g.ev("case", "opened", START + 11 * 3600 + i * 600, source="staff")
+                g.ev("case", "closed", START + 11 * 3600 + i * 600 + 30)
+            rows += g.rows
+        s.execute(insert(Event), rows)
+    with rt.sessions.begin() as s:
+        fold(s, START + DAY + 60, rt.settings.otp_ttl_s)
+        body = hours_json("st0", START, store_hours(s, "st0", START), publish.hour_durations(s, "st0", START))
+    dwell = body["durations_hourly"]["h_dwell"]
+    assert [h for h, x in enumerate(dwell) if x["p50"]["value"] is not None] == [9]  # 11:00 has 3 samples only
+    # dwell 20, 30, 40, 50 (c0-0) and 20, 30 (c0-1): bins <= 20, 30, 60 -> p50 30, p90 60
+    assert (dwell[9]["p50"]["text"], dwell[9]["p90"]["text"]) == ("30", "60")
+    assert dwell[11]["p50"]["text"] == "–"

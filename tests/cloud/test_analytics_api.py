@@ -174,6 +174,8 @@ def test_per_case_per_day_and_per_hour_figures_keep_the_rule(rt: Runtime, api: T
     day = store["days"][-1]
     hours = api.get(f"/v1/admin/stores/st0/analytics/hours?day={day}", headers=mgr0).json()
     assert hours["day"] == day and len(hours["hours_utc"]) == 24
+    assert all(len(per_hour) == 24 for per_hour in hours["durations_hourly"].values())  # the times per hour
+    assert set(hours["durations_hourly"]) >= {"h_grant", "h_open", "h_dwell", "h_ack"}
     assert any(f["text"] == "< 5" for figs in hours["hourly"].values() for f in figs)
     for m, figs in hours["hourly"].items():
         whole = store["daily"].get(m, [{"value": None}] * 7)[-1]["value"]

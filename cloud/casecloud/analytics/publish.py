@@ -230,6 +230,20 @@ def store_hours(s: Session, store_id: str, day: int) -> dict[str, list[Figure]]:
             for m in metrics}
 
 
+def hour_durations(s: Session, store_id: str, day: int) -> dict[str, list[tuple[Figure, Figure]]]:
+    """One whole UTC day of a store hour by hour: p50/p90 of each duration per store-hour, over K
+    samples or more (suppress rule 5)."""
+    hist: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
+    for hour, metric, n in s.execute(
+            select(AnalyticsHour.hour, AnalyticsHour.metric, func.sum(AnalyticsHour.n)).where(
+                AnalyticsHour.store_id == store_id, AnalyticsHour.hour >= day, AnalyticsHour.hour < day + DAY)
+            .group_by(AnalyticsHour.hour, AnalyticsHour.metric)):
+        if is_duration(metric):
+            name, b = metric.split(":", 1)
+            hist[(name, (hour % DAY) // HOUR)][int(b)] += int(n)
+    return {name: [quantiles(hist.get((name, h), Counter()), name) for h in range(24)] for name in DURATIONS}
+
+
 RANKED = ("abandon_code", "abandon_phone", "forced", "held_open", "tamper", "code_burst", "after_hours")
 
 
@@ -333,10 +347,13 @@ def case_json(v: StoreView, case_id: str) -> dict[str, Any]:
                           for m, (a, b) in v.case_durations.get(case_id, {}).items()}}
 
 
-def hours_json(store_id: str, day: int, hours: dict[str, list[Figure]]) -> dict[str, Any]:
+def hours_json(store_id: str, day: int, hours: dict[str, list[Figure]],
+               durations: dict[str, list[tuple[Figure, Figure]]] | None = None) -> dict[str, Any]:
     return {"store": store_id, "day": day_label(day), "k": K, "hours_utc": [f"{h:02d}" for h in range(24)],
             "hourly": {m: [fig_json(f) for f in figs] for m, figs in hours.items()},
-            "totals": {m: fig_json(total(figs)) for m, figs in hours.items()}}
+            "totals": {m: fig_json(total(figs)) for m, figs in hours.items()},
+            "durations_hourly": {m: [{"p50": fig_json(a), "p90": fig_json(b)} for a, b in per_hour]
+                                 for m, per_hour in (durations or {}).items()}}
 
 
 def fleet_json(fv: FleetView) -> dict[str, Any]:

@@ -82,7 +82,8 @@ def hourly_analytics(store_id: str, s: DB, rt: Rt, _p: StoreManager,
     if not first <= start < end:
         raise HTTPException(422, f"day: a whole UTC day from {publish.day_label(first)} to "
                                  f"{publish.day_label(end - 86_400)} (today is shown once it is over)")
-    return publish.hours_json(store_id, start, publish.store_hours(s, store_id, start))
+    return publish.hours_json(store_id, start, publish.store_hours(s, store_id, start),
+                              publish.hour_durations(s, store_id, start))
 
 
 @router.get("/v1/admin/stores/{store_id}/analytics.csv")
