@@ -33,8 +33,9 @@ def _update(fl, log):
     """One boot of the case through the update; returns 'confirmed', 'rolled_back' or None
     (the power went, or the case reset to switch)."""
     root, now, first = boot()
-    assert root.safe == 1, "the lock was not made safe first"
+    assert root.safe == 1 and root.first, "the lock was not made safe first"
     if first == "fw_a":
+        assert now.SAFE == [1], "the release's board did not keep the lock safe"
         assert _complete("fw_a"), "booted an incomplete release"
     p = slots.read(slots.POINTER)
     log.append((first, p.get("run"), p.get("try")))

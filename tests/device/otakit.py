@@ -216,14 +216,21 @@ def run(ota, client, cloud, steps=5000, now=0, dt=30):
     return now
 
 
-def boot(flash=None):
-    """Run boot.py as a chip does after a reset, with a stand-in root board module; returns the
-    board module that is `board` afterwards, and leaves sys.path and sys.modules as they were."""
+def boot(flash=None, src=None):
+    """Run boot.py (or the file src) as a chip does after a reset, with a stand-in root board
+    module; returns the board module that is `board` afterwards, and leaves sys.path and
+    sys.modules as they were. root.first says whether the root's lock_safe() came before anything
+    else of the boot (no release on the path, no other board module, the pointer unread)."""
     root = Board()
     root.safe = 0
     root.fatals = []
+    root.first = None
+    path = list(sys.path)
 
     def lock_safe():
+        if root.first is None:
+            root.first = (root.safe == 0 and sys.path == path and sys.modules.get("board") is root
+                          and "otaboot" not in sys.modules)
         root.safe += 1
 
     def fatal(exc):
@@ -231,11 +238,10 @@ def boot(flash=None):
 
     root.lock_safe = lock_safe
     root.fatal = fatal
-    path = list(sys.path)
     saved = sys.modules.get("board")
     sys.modules["board"] = root
     try:
-        with open(_ROOT + "/firmware/boot.py") as f:
+        with open(src or _ROOT + "/firmware/boot.py") as f:
             code = f.read()
         exec(code, {"__name__": "boot"})
         now = sys.modules.get("board")
