@@ -56,11 +56,14 @@ def keygen(
         out.document({"ok": True, "private_key": str(priv), "public_key_file": str(pub_path), "public_key": pub,
                       "fingerprint": fp})
         return
-    out.out.print(f"private key [bold]{priv}[/] (mode 0600: keep it off the cloud, back it up offline)")
-    out.out.print(f"public key  [bold]{pub_path}[/]: {pub}")
-    out.out.print(f"fingerprint [bold]{fp}[/] (provision with --ota-key {pub_path} or --ota-key-fingerprint {fp})")
+    # soft_wrap: the key, the fingerprint and the setting are copied from here, and rich would
+    # otherwise break them across lines at the terminal's width
+    out.out.print(f"private key [bold]{priv}[/] (mode 0600: keep it off the cloud, back it up offline)", soft_wrap=True)
+    out.out.print(f"public key  [bold]{pub_path}[/]: {pub}", soft_wrap=True)
+    out.out.print(f"fingerprint [bold]{fp}[/] (provision with --ota-key {pub_path} or --ota-key-fingerprint {fp})",
+                  soft_wrap=True)
     out.out.print("next: put the public key in the cloud's settings, e.g. "
-                  f"CASECLOUD_RELEASE_KEYS='[\"{pub}\"]', and restart it")
+                  f"CASECLOUD_RELEASE_KEYS='[\"{pub}\"]', and restart it", soft_wrap=True)
 
 
 @app.command()

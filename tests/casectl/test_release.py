@@ -60,6 +60,17 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(keys: tuple[Path, Path
         priv.chmod(0o600)
 
 
+def test_keygen_prints_the_keys_whole_on_a_narrow_terminal(tmp_path: Path) -> None:
+    # what the technician copies (the public key, the cloud's setting) must not be broken across
+    # lines by the terminal's width
+    r = cli("release", "keygen", "--out", tmp_path, env={"COLUMNS": "60"})
+    assert r.code == 0, r.all
+    pub = (tmp_path / "release.pub").read_text().strip()
+    fp = release.fingerprint(pub)[:16]
+    assert f"CASECLOUD_RELEASE_KEYS='[\"{pub}\"]'" in r.out, r.out
+    assert f"{tmp_path / 'release.pub'}: {pub}" in r.out and f"--ota-key-fingerprint {fp}" in r.out, r.out
+
+
 def test_build_signs_the_deploy_build_of_the_board(built: Path, keys: tuple[Path, Path, str], fw_snapshot: Path,
                                                    tmp_path: Path) -> None:
     r = release.read(built)
