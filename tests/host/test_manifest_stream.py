@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import io
 import json
+import random
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from casectl import release as crel
 from lockcase.ota import manifest
+from tests.conftest import run_micropython
 
-_SEG = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-é", min_size=1, max_size=12).filter(
+_SEG = st.text(alphabet="abcdefghijklmnopqrstuvwxyzAZ0123456789_.-", min_size=1, max_size=12).filter(
     lambda s: s not in (".", ".."))
 _PATH = st.lists(_SEG, min_size=1, max_size=4).map("/".join).filter(lambda p: p != "boot.py" and len(p) <= 96)
 _ENTRY = st.tuples(_PATH, st.integers(0, 1 << 20), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
@@ -81,3 +85,122 @@ def test_damaged_manifests_give_a_reason_and_nothing_else(files: list[tuple[str,
             continue
         # what it takes is what json takes
         assert out == json.loads(bytes(m))
+
+
+# -- what MicroPython reads otherwise -----------------------------------------------------------
+# The cloud's store and casectl run this parser under CPython, the case under MicroPython, whose
+# json differs where the text is odd: a UTF-8 BOM, NaN and Infinity (CPython only), a surrogate
+# pair's escape (CPython one character, MicroPython two), bare control characters in strings
+# (MicroPython only). A manifest CPython takes must be read alike by the case, or the cloud would
+# publish (and check the paths and floor of) a release its cases read differently or refuse.
+_HEAD = '{"v":1,"rel":"r1","version":"1.2.3","board":"sim","mpy":6,"min":"0.0.1","floor":"0.0.1"'
+_MAIN = '["main.py",10,"' + "0" * 64 + '"]'
+
+
+def _doc(head: str = _HEAD, files: str = "[" + _MAIN + "]") -> bytes:
+    return (head + ',"files":' + files + "}").encode()
+
+
+def _with_path(path: str) -> bytes:
+    # json.dumps's escapes: a NUL, a newline or a surrogate pair as \uXXXX, as a hand-made manifest may
+    entry = json.dumps([path, 1, "0" * 64], separators=(",", ":"))
+    entries = sorted([entry, _MAIN], key=lambda e: json.loads(e)[0])
+    return _doc(files="[" + ",".join(entries) + "]")
+
+
+ODD = {
+    "a BOM": b"\xef\xbb\xbf" + _doc(),
+    "a space first": b" " + _doc(),
+    "NaN in the header": _doc(_HEAD + ',"x":NaN'),
+    "-Infinity in the header": _doc(_HEAD + ',"x":[-Infinity]'),
+    "a key casectl does not write": _doc(_HEAD + ',"x":1'),
+    "files twice": _doc(_HEAD + ',"files":[]'),
+    "a surrogate pair's escape in a path": _doc(files='[["a\\ud83d\\ude00.mpy",1,"' + "0" * 64 + '"],' + _MAIN + "]"),
+}
+BAD_PATHS = ("a b.mpy", "a\nmain.py 1 " + "0" * 64, "main.py\x00x", "a\x01.mpy", "a\x7f.mpy", "é.mpy", "a\U0001f600.mpy",
+             'a"b.mpy', "a]b.mpy", "a\\b.mpy", "a:b.mpy")
+
+
+def test_what_micropython_would_read_otherwise_is_refused() -> None:
+    for what, m in ODD.items():
+        try:
+            manifest.parse(m)
+        except ValueError as e:
+            assert str(e), what
+            continue
+        raise AssertionError(f"took {what}: {m!r}")
+
+
+def test_paths_are_plain_ascii_names() -> None:
+    # The case writes each entry as a line "path size sha256" of its index and reads it back split
+    # on spaces: a path with a space or a newline broke the download (a ValueError out of the app
+    # loop at every boot); a NUL ends the name on the case's filesystem ("main.py\0x" is main.py).
+    for path in BAD_PATHS:
+        try:
+            manifest.parse(_with_path(path))
+        except ValueError as e:
+            assert str(e) == "bad file entry", (path, str(e))
+            continue
+        raise AssertionError(f"took the path {path!r}")
+    for path in ("lockcase/app.mpy", "umqtt/simple.mpy", "a-b_c.D/E9.mpy"):
+        assert [f[0] for f in manifest.parse(_with_path(path))["files"]] == sorted([path, "main.py"])
+
+
+_MP_READS = """
+import binascii, json, sys
+from lockcase.ota import manifest
+with open(sys.argv[1]) as f:
+    cases = json.loads(f.read())
+for h in cases:
+    try:
+        out = json.dumps(manifest.parse(binascii.unhexlify(h)))
+    except ValueError:
+        out = "refused"
+    except Exception as e:
+        out = "RAISED %s" % type(e).__name__
+    print(binascii.hexlify(out.encode()).decode())
+"""
+
+
+def _corpus() -> list[bytes]:
+    # the odd ones, the refused paths, and casectl's manifests damaged at random (a fixed seed)
+    rnd = random.Random(13)
+    out = [*ODD.values(), *(_with_path(p) for p in BAD_PATHS)]
+    toks = [b"[", b"]", b"{", b"}", b",", b":", b'"', b"\\", b" ", b"\t", b"\x00", b"\xc3\xa9", b"\xff", b"NaN",
+            b"\\u0000", b"\\ud83d", b",\"files\":[", b"1e400", b"-0", b"9" * 30, b"true", b"]}", b'\\"']
+    while len(out) < 400:
+        files = [("main.py", 10, "0" * 64)] + [(f"p{i}/{rnd.choice('ab')}.mpy", rnd.randint(0, 9), f"{i:064x}")
+                                              for i in range(rnd.randint(0, 4))]
+        m = bytearray(crel.manifest_bytes("r1", "1.2.3", "sim", 6, "0.0.1", "0.0.1", files))
+        for _ in range(rnd.randint(0, 2)):
+            at = rnd.randrange(len(m) + 1)
+            if rnd.random() < 0.6:
+                m[at:at] = rnd.choice(toks)
+            else:
+                del m[at:at + rnd.randint(1, 4)]
+        out.append(bytes(m))
+    return out
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_the_case_reads_every_manifest_the_cloud_takes_as_the_cloud_does(bits: int, tmp_path: Path) -> None:
+    corpus = _corpus()
+    (tmp_path / "cases.json").write_text(json.dumps([m.hex() for m in corpus]))
+    (tmp_path / "reads.py").write_text(_MP_READS)
+    proc = run_micropython([str(tmp_path / "reads.py"), str(tmp_path / "cases.json")], heap="1m", bits=bits)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    lines = proc.stdout.decode().split()
+    assert len(lines) == len(corpus)
+    taken = 0
+    for m, line in zip(corpus, lines, strict=True):
+        # MicroPython writes a surrogate as its three UTF-8-like bytes
+        case = bytes.fromhex(line).decode("utf-8", "surrogatepass")
+        assert not case.startswith("RAISED"), (m, case)
+        try:
+            cloud = manifest.parse(m)
+        except ValueError:
+            continue  # not published: what the case makes of it does not matter
+        taken += 1
+        assert case != "refused", f"the cloud takes what the case refuses: {m!r}"
+        assert json.loads(case) == cloud, f"the case reads otherwise: {m!r}"
+    assert taken >= 50  # the corpus holds manifests that are taken, not only refusals

@@ -11,6 +11,14 @@ _ENTRY_MAX = const(512)  # one ["path",size,"sha256"]: a path is at most 96 char
 _REL_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
 _REL_REST = _REL_FIRST + "._-"
 _HEX = "0123456789abcdef"
+# A path's characters: plain ASCII names. The case's index holds "path size sha256" lines split on
+# spaces (a space or newline broke the download); a NUL ends a name on its filesystem; and
+# MicroPython's json reads a surrogate pair's escape as two characters where CPython's (the cloud's
+# and casectl's check) reads one, so other characters could name another file on the case.
+_PATH_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-/"
+# The header's keys, as casectl writes them: anything else might hold what only CPython's json
+# reads (NaN, Infinity), so the cloud would take a manifest every case refuses.
+_KEYS = ("v", "rel", "version", "board", "mpy", "min", "floor")
 
 
 def version(v):
@@ -34,7 +42,7 @@ def rel_ok(rel):
 
 
 def _path_ok(p):
-    if type(p) is not str or not p or len(p) > 96 or p[0] == "/" or "\\" in p:
+    if type(p) is not str or not p or len(p) > 96 or p[0] == "/" or any(c not in _PATH_CHARS for c in p):
         return False
     for part in p.split("/"):
         if part in ("", ".", ".."):
@@ -45,6 +53,9 @@ def _path_ok(p):
 def _head(m):
     if type(m) is not dict or m.get("v") != 1:
         raise ValueError("manifest version")
+    for k in m:
+        if k not in _KEYS:
+            raise ValueError("unknown key")
     if not rel_ok(m.get("rel")):
         raise ValueError("bad rel")
     for k in ("version", "min", "floor"):
@@ -93,6 +104,9 @@ def parse(data, each=None):
     else:  # all of it at once, and nothing more to read: the same rules as a stream
         read = _none
         buf = data.encode() if isinstance(data, str) else bytes(data)
+    buf = _more(read, buf, 2)
+    if buf[:2] != b'{"':  # no BOM (CPython's json skips one, MicroPython's refuses it), no space
+        raise ValueError("not a manifest")
     while True:  # the header: every key before "files"
         i = buf.find(b',"files":[')
         if i >= 0 or len(buf) > _HEAD_MAX + 10:
