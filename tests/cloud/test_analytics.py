@@ -625,3 +625,64 @@ def test_times_per_hour_of_a_day(rt: Runtime) -> None:
     # dwell 20, 30, 40, 50 (c0-0) and 20, 30 (c0-1): bins <= 20, 30, 60 -> p50 30, p90 60
     assert (dwell[9]["p50"]["text"], dwell[9]["p90"]["text"]) == ("30", "60")
     assert dwell[11]["p50"]["text"] == "–"
+
+
+def _pinned(equations: list[tuple[list[str], str]], shown: dict[str, int | None], bound: int) -> dict[str, int]:
+    """The hidden cells (None in `shown`) that take one value only in every integer solution of
+    `equations` (each: parts summing to a total), a hidden cell being 1 or more (0 is shown)."""
+    hidden = [k for k, v in shown.items() if v is None]
+    seen: dict[str, set[int]] = {k: set() for k in hidden}
+    val: dict[str, int] = {}
+
+    def consistent() -> bool:
+        for parts, tot in equations:
+            known = [val.get(p, shown[p]) for p in parts]
+            t = val.get(tot, shown[tot])
+            if t is None:
+                continue
+            if None in known:
+                if sum(x for x in known if x is not None) + known.count(None) > t:
+                    return False
+            elif sum(x for x in known if x is not None) != t:
+                return False
+        return True
+
+    def search(i: int) -> None:
+        if i == len(hidden):
+            for k in hidden:
+                seen[k].add(val[k])
+            return
+        for x in range(1, bound + 1):
+            val[hidden[i]] = x
+            if consistent():
+                search(i + 1)
+            del val[hidden[i]]
+
+    search(0)
+    return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}
+
+
+@pytest.mark.xfail(strict=True, reason="open (issue 14 audit): protect() checks each equation of a store-day on "
+                   "its own (a case's allow and its grants, a method's store-day and its cases), not all of them "
+                   "together: here c0-2's 1 phone grant and 1 card grant follow from three shown figures")
+def test_no_hidden_count_follows_from_a_case_s_row_and_the_store_day_s_columns_together(rt: Runtime) -> None:
+    """The issue's 'a suppressed cell cannot be recovered by differencing a row or column total' over
+    the grants of one store-day: rows are the cases (allow = their grants by method), columns the
+    methods (the store-day = its cases). Shown: the store-day's phone 11 and card 14, c0-1's phone 5
+    and card 9, c0-0's allow 9 with nfc and app 0. So c0-0 + c0-2 phone = 6, card = 5, c0-0's phone
+    + card = 9: c0-2's phone + card = 2, each 1, and c0-0's card 4."""
+    grants = {"c0-0": (5, 4, 0, 0), "c0-1": (5, 9, 5, 9), "c0-2": (1, 1, 4, 2)}
+    methods = ("grant.phone", "grant.card", "grant.nfc", "grant.app")
+    cells = {(c, 10, m): n for c, ns in grants.items() for m, n in zip(methods, ns, strict=True) if n}
+    cells |= {(c, 10, "allow"): sum(ns) for c, ns in grants.items()}
+    _linked_day(rt, cells)
+    with rt.sessions.begin() as s:
+        v = store_view(s, "st0", START + DAY + 10, 1)
+        day = store_json(v)["daily"]
+        shown: dict[str, int | None] = {f"st0 {m}": _shown(day[m][0]) for m in (*methods, "allow")}
+        for c in grants:
+            daily = case_json(v, c)["daily"]
+            shown |= {f"{c} {m}": _shown(daily[m][0]) for m in (*methods, "allow")}
+    equations = [([f"{c} {m}" for m in methods], f"{c} allow") for c in grants]
+    equations += [([f"{c} {m}" for c in grants], f"st0 {m}") for m in (*methods, "allow")]
+    assert not _pinned(equations, shown, 45)
