@@ -6,6 +6,7 @@
 # flash image; the update's own peak is measured by bench/ota_bench.py.
 import binascii
 import json
+import os
 import sys
 
 from otakit import Client, Cloud, Flash, V, boot, provision, release, run
@@ -677,6 +678,44 @@ def test_a_flash_that_refuses_writes_fails_the_download_without_raising():
     finally:
         fl.dev.revive()
         fl.close()
+
+
+def test_a_cut_while_the_index_is_written_leaves_nothing_trusted_and_nothing_behind():
+    # The index is written beside (ota_idx.txt.tmp) while the manifest is parsed and renamed only
+    # after every check: a power cut in between leaves the .tmp, which nothing reads. The resumed
+    # download parses again and goes on; a cancel (or a failure) removes it with the download's
+    # other files (before: the .tmp, and the ota_dl.tmp of a cut save, stayed on flash for good).
+    torn = 0
+    for k in range(2, 12):
+        fl = Flash()
+        try:
+            c, ota, cloud = _start(fl)
+            now = 0
+            while ota._work is None:  # the manifest is in: its check is next
+                now += 30
+                ota.step(now)
+                cloud.answer(c, ota, now)
+            fl.dev.cut_after(k)
+            run(ota, c, cloud, now=now)
+            fl.reboot()
+            torn += fl.exists("ota_idx.txt.tmp")
+            c2 = Client()
+            from otakit import Board
+
+            ota2 = Ota(c2, Board())
+            if k % 2:
+                ota2.command({"rel": ""}, 0)
+                left = sorted(n for n in os.listdir() if n != "config.json")
+                assert left == [], (k, left)
+            else:
+                assert ota2.dl.get("st") == "dl", (k, ota2.dl)
+                run(ota2, c2, Cloud(release("good")))
+                assert ota2.dl.get("st") == "staged", (k, c2.fw())
+                _files_of("good", ota2.dl["slot"])
+        finally:
+            fl.dev.revive()
+            fl.close()
+    assert torn >= 3, torn  # the cuts came while the index was written
 
 
 def test_confirming_the_first_release_removes_the_roots_firmware_but_not_the_boot_kit():

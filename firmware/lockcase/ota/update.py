@@ -391,6 +391,10 @@ class Ota:
         self.dl = {}
 
     def _close(self):
+        # what a power cut or a flash error left half written (never read): the index being
+        # parsed into, the download's record being saved
+        slots.remove(_INDEX + ".tmp")
+        slots.remove(DOWNLOAD[:-5] + ".tmp")
         f = self._f
         if f is not None:
             self._f = None
