@@ -11,12 +11,16 @@ from lockcase.compat import const
 
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
-_D = -121665 * pow(121666, P - 2, P) % P
+# Written out, not computed at import: each was a modular exponentiation (0.45 ms on the 32-bit
+# port here, some 30-60 times that on a chip) in the app loop's step that loads this module.
+# _D = -121665 / 121666 mod P, _SQRT_M1 = 2^((P - 1) / 4) mod P (RFC 8032, 5.1); the RFC's vectors
+# (tests/device/mp_test_ota.py) check them.
+_D = 37095705934669439343138083508754565189542113879843219016388785533085940283555
 _D2 = 2 * _D % P
-_SQRT_M1 = pow(2, (P - 1) // 4, P)
+_SQRT_M1 = 19681161376707505956807079304988542015446066515923890162744021073123829784752
 _M64 = 0xFFFFFFFFFFFFFFFF
-# the base point B, in extended coordinates (X, Y, Z, T)
-_BY = 4 * pow(5, P - 2, P) % P
+# the base point B, in extended coordinates (X, Y, Z, T); _BY = 4/5 mod P
+_BY = 46316835694926478169428394003475163141307993866256225615783033603165251855960
 _BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
 
 # SHA-512's round constants (the first 64 bits of the fractional parts of the cube roots of the
@@ -167,8 +171,12 @@ def verify_steps(pub, sig, parts, every=8):
     strings, e.g. a file read in chunks), False otherwise."""
     if len(pub) != 32 or len(sig) != 64:
         return False
+    # A point's decoding is two modular exponentiations, the longest piece of work here: one a
+    # slice (docs/ota.md, "Heap and pacing")
     a = _decode(pub)
+    yield
     r = _decode(sig[:32])
+    yield
     s = int.from_bytes(sig[32:], "little")
     if a is None or r is None or s >= L:
         return False
@@ -178,6 +186,7 @@ def verify_steps(pub, sig, parts, every=8):
     for part in parts:
         yield from h.update_steps(part)
     k = int.from_bytes(h.digest(), "little") % L
+    yield
     # [s]B - [k]A by one double-and-add over both scalars (Straus-Shamir), compared with R
     na = ((P - a[0]) % P, a[1], 1, (P - a[3]) % P)
     b = (_BX, _BY, 1, _BX * _BY % P)
@@ -195,7 +204,7 @@ def verify_steps(pub, sig, parts, every=8):
             q = _add(q, na)
         if i % every == 0:
             yield
-    return _encode(q) == bytes(sig[:32])
+    return _encode(q) == bytes(sig[:32])  # (a slice of its own: the loop yielded at i == 0)
 
 
 def run(gen):

@@ -317,8 +317,11 @@ class Ota:
         # Generator: the signature over the manifest's bytes first (nothing of them is parsed
         # before), then what it says. Returns None (accepted: the index is written) or
         # (state, why) to refuse or fail.
+        # Each module's loading, the parse, and the index's reading back are slices of their own:
+        # one step of the app loop does one of them (bench/ota_bench.py: the longest step).
         from lockcase.ota import ed25519
 
+        yield
         dl = self.dl
         ok = yield from ed25519.verify_steps(binascii.unhexlify(self.key), binascii.unhexlify(dl["sig"]),
                                              _chunks(_MANIFEST))
@@ -329,6 +332,7 @@ class Ota:
         from lockcase import FLOOR, VERSION
         from lockcase.ota import manifest
 
+        yield
         bs, free = slots.space()
         need = [8 * bs]  # littlefs: a file takes whole blocks; directories their metadata pairs
 
@@ -355,6 +359,7 @@ class Ota:
         slots.save(dl, DOWNLOAD)  # before the index: a resumed download always has them
         os.rename(_INDEX + ".tmp", _INDEX)
         forget("lockcase.ota.manifest")
+        yield
         self._resume()
         return None
 
@@ -386,15 +391,15 @@ class Ota:
         slots.remove(DOWNLOAD)
         slots.remove(_INDEX)
         slots.remove(_MANIFEST)
+        # what a power cut or a flash error left half written (never read): the index being
+        # parsed into, the download's record being saved
+        slots.remove(_INDEX + ".tmp")
+        slots.remove(DOWNLOAD[:-5] + ".tmp")
         if slot and slot not in (self.ptr.get("run"), self.ptr.get("prev")):
             slots.rmtree(slot)
         self.dl = {}
 
     def _close(self):
-        # what a power cut or a flash error left half written (never read): the index being
-        # parsed into, the download's record being saved
-        slots.remove(_INDEX + ".tmp")
-        slots.remove(DOWNLOAD[:-5] + ".tmp")
         f = self._f
         if f is not None:
             self._f = None
