@@ -52,6 +52,7 @@ class Ota:
         self._total = 0
         self._pct = -1
         self._files = 0
+        self._redo = False  # the heap failed mid-job: start again from the flash (_lost)
         run = self.ptr.get("run")
         if self.dl and (self.dl.get("slot") == run or self.dl.get("slot") == self.ptr.get("prev")):
             slots.remove(DOWNLOAD)  # switched (the cut came before it was removed) or stale
@@ -109,6 +110,8 @@ class Ota:
             self._reply(body, now)
         except OSError as exc:
             self._flash_failed(exc)
+        except MemoryError:
+            self._lost()
         return True
 
     def _reply(self, body, now):
@@ -139,6 +142,18 @@ class Ota:
         except OSError as exc:
             self._flash_failed(exc)
             return bool(self.dl) or "try" in self.ptr  # a trial tries again at the next step
+        except MemoryError:
+            self._lost()
+            return True
+
+    def _lost(self):
+        # Out of heap in the middle of a slice or a chunk: the job in hand ended with it (a
+        # generator that raised is finished, a file may be left unopened), so it is never taken as
+        # done. The download goes on from the flash at a later step, as after a reset; a chunk
+        # asked for before is no longer taken.
+        self._work = None
+        self._req = None
+        self._redo = self.dl.get("st") == "dl"
 
     def _step(self, now):
         if "try" in self.ptr:
@@ -151,6 +166,10 @@ class Ota:
             return True
         if dl.get("st") == "staged":
             self._switch()
+            return True
+        if self._redo:
+            self._redo = False  # (set again should the heap fail once more)
+            self._resume()
             return True
         w = self._work
         if w is not None:
