@@ -175,6 +175,11 @@ def manifest_bytes(rel: str, version: str, board: str, mpy: int, min_version: st
 
     if len(out) > case_manifest.MAX_BYTES:
         raise ReleaseError(f"the manifest is {len(out)} bytes, over the {case_manifest.MAX_BYTES} a case reads")
+    # the parser's refusal would say "bad file entry" only: name the file
+    for p, _, _ in files:
+        if not case_manifest._path_ok(p):  # the case's own rule, not a copy of it
+            raise ReleaseError(f"a case cannot take the file {p!r}: a path is at most 96 of A-Z a-z 0-9 . _ - /, "
+                               "relative, without '.' or '..' parts, and not boot.py")
     try:
         case_manifest.parse(out)
     except ValueError as e:

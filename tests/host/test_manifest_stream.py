@@ -204,3 +204,9 @@ def test_the_case_reads_every_manifest_the_cloud_takes_as_the_cloud_does(bits: i
         assert case != "refused", f"the cloud takes what the case refuses: {m!r}"
         assert json.loads(case) == cloud, f"the case reads otherwise: {m!r}"
     assert taken >= 50  # the corpus holds manifests that are taken, not only refusals
+
+
+def test_casectl_names_a_file_a_case_cannot_take() -> None:
+    with pytest.raises(crel.ReleaseError, match="'notes copy.py'"):
+        crel.manifest_bytes("r1", "1.2.3", "sim", 6, "0.0.1", "0.0.1",
+                            [("main.py", 1, "0" * 64), ("notes copy.py", 1, "0" * 64)])
