@@ -200,3 +200,24 @@ def linked_give_back(true: dict[str, int], shown: dict[str, int | None]) -> list
         elif 0 < rest < K and hidden:
             found.append(f"{g.total}: hidden parts add up to {rest}")
     return found
+
+
+def pinned_by_bounds(equations: list[tuple[list[str], str]], lo: dict[str, int], hi: dict[str, int]) -> dict[str, int]:
+    """What an attacker narrows to one value by bound propagation over the published figures'
+    equations (each: parts summing to a total): the cells whose [lo, hi] (a shown cell [v, v], a
+    hidden one [1, a bound], a count never shown [0, a bound]) closes to a single value."""
+    lo, hi = dict(lo), dict(hi)
+    before = {k for k in lo if lo[k] != hi[k]}
+    changed = True
+    while changed:
+        changed = False
+        for parts, tot in equations:
+            slo, shi = sum(lo[p] for p in parts), sum(hi[p] for p in parts)
+            if slo > lo[tot] or shi < hi[tot]:
+                lo[tot], hi[tot], changed = max(lo[tot], slo), min(hi[tot], shi), True
+            for p in parts:
+                nlo, nhi = lo[tot] - (shi - hi[p]), hi[tot] - (slo - lo[p])
+                if nlo > lo[p] or nhi < hi[p]:
+                    lo[p], hi[p], changed = max(lo[p], nlo), min(hi[p], nhi), True
+                    slo, shi = sum(lo[q] for q in parts), sum(hi[q] for q in parts)
+    return {k: lo[k] for k in before if lo[k] == hi[k]}
