@@ -8,6 +8,7 @@
 # never here with one cut, rolled back).
 import binascii
 import json
+import os
 
 from otakit import Board, Client, Cloud, Flash, boot, provision, release, run
 
@@ -173,3 +174,72 @@ def test_the_pointer_file_is_small_json():
             assert json.loads(f.read())["try"] == 3
     finally:
         fl.close()
+
+
+# The root's firmware as casectl deployed it: the boot kit, and the lockcase/ the first confirmed
+# release removes to make room (docs/ota.md, "Flash space").
+ROOT_KIT = ("boot.py", "main.py", "board.mpy")
+ROOT_FW = ("lockcase/__init__.mpy", "lockcase/app.mpy", "lockcase/lock.mpy", "lockcase/uplink/client.mpy",
+           "lockcase/uplink/codec.mpy", "lockcase/entry.mpy")
+
+
+def _deploy_root(fl):
+    for path in ROOT_KIT + ROOT_FW:
+        if "/" in path:
+            slots.makedirs(path.rsplit("/", 1)[0])
+        fl.write(path, "deployed " + path)
+
+
+def _root_whole_or_gone(fl):
+    # boot.py goes back to the root's firmware whenever its lockcase/ is there: never half of it
+    have = [p for p in ROOT_FW if fl.exists(p)]
+    return have == [] and not fl.exists("lockcase") or have == list(ROOT_FW)
+
+
+def test_a_cut_anywhere_in_the_confirmation_leaves_the_roots_firmware_whole_or_gone_and_the_room_is_made():
+    # every write of the confirmation one by one (the pointer, the mark, the root's lockcase/
+    # removed): after the cut the case boots the release, the root's firmware is whole or gone,
+    # and by the time the next release downloads its room is free again
+    for n in range(1, 40):
+        fl = Flash()
+        try:
+            _deploy_root(fl)
+            provision(fl)
+            c = Client()
+            ota = Ota(c, Board())
+            cloud = Cloud(GOOD)
+            ota.command(cloud.cmd(), 0)
+            run(ota, c, cloud)
+            ota.step(1)
+            assert ota.board.resets == ["ota"]
+            _, _, first = boot()  # the trial boot
+            assert first == "fw_a"
+            c = Client()
+            c.greeted = True
+            ota = Ota(c, Board())
+            fl.dev.cut_after(n, torn=n % 2 == 1)
+            try:
+                ota.step(0)  # confirms
+            except OSError:
+                pass
+            fl.reboot()
+            assert _root_whole_or_gone(fl), (n, [p for p in ROOT_FW if fl.exists(p)])
+            root, _, first = boot()
+            assert root.first and first == "fw_a" and _complete("fw_a"), n
+            if "try" in slots.read(slots.POINTER):  # the cut came before the pointer: confirmed now
+                c = Client()
+                c.greeted = True
+                Ota(c, Board()).step(0)
+            p = slots.read(slots.POINTER)
+            assert p["run"] == "fw_a" and "try" not in p, (n, p)
+            assert _root_whole_or_gone(fl), n
+            ota = Ota(Client(), Board())  # the next release: the root's blocks are free for it
+            assert ota.command(Cloud(release("good3")).cmd(), 0) == (True, None)
+            assert [d for d in os.listdir() if d.startswith("lockcase")] == [], n
+            for kit in ROOT_KIT:
+                assert fl.exists(kit), (n, kit)
+            fl.write(slots.POINTER, "{")  # were the pointer ever unreadable: the release, the root being gone
+            _, _, first = boot()
+            assert first == "fw_a", n
+        finally:
+            fl.close()

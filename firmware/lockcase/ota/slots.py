@@ -84,15 +84,25 @@ def space():
         return 4096, None
 
 
+_PRUNED = "lockcase.old"  # the root's lockcase/ on its way out
+
+
 def prune_root():
     """The firmware casectl deployed at the root, once a release replaced it for good: its
     lockcase/ (most of its blocks) goes, so that the next release fits beside the running one on
     a small filesystem (a Pico W's: docs/ota.md, "Flash space"). boot.py, main.py and the board
-    module stay: they are the boot kit. Only where the root holds a deployed firmware."""
+    module stay: they are the boot kit. Only where the root holds a deployed firmware. Renamed out
+    of the way first (atomic on LittleFS), then removed: a power cut leaves the root's firmware
+    whole or gone for boot.py (which falls back to it while lockcase/ is there), never half of it,
+    and a later call finishes the removal."""
     try:
         os.stat("boot.py")
-        os.stat("lockcase/__init__.mpy")
     except OSError:
         return False
-    rmtree("lockcase")
+    try:
+        os.stat("lockcase/__init__.mpy")
+        os.rename("lockcase", _PRUNED)
+    except OSError:
+        pass
+    rmtree(_PRUNED)
     return True

@@ -85,6 +85,8 @@ class Ota:
             return False, "busy"  # a switched release is on trial: one change at a time
         if rel in (p.get("bad") or ()):
             return False, "refused: rolled back"
+        if p.get("run") in slots.SLOTS:  # a confirmed release runs ("try" is answered above):
+            slots.prune_root()  # the root's firmware goes, should a cut have stopped its removal
         if dl.get("rel") == rel:
             return True, None  # in progress or staged: the same command again changes nothing
         if dl:
@@ -456,15 +458,16 @@ class Ota:
                     "floor": highest(p.get("floor", ""), p.get("nfloor", ""))}
             if p.get("bad"):
                 done["bad"] = p["bad"]
+            # the mark boot.py looks for should the pointer ever be unreadable with the root's
+            # firmware gone: written before the pointer says confirmed, so never missing after
+            with open(p["run"] + "/confirmed", "w"):
+                pass
             slots.save(done, POINTER)
             self.ptr = done
             self._emit("confirmed")
-            # the mark boot.py looks for should the pointer ever be unreadable with the root's
-            # firmware gone
-            with open(p["run"] + "/confirmed", "w"):
-                pass
             prev = p.get("prev")
             if prev in slots.SLOTS:
+                slots.remove(prev + "/confirmed")  # first: a half-removed slot is never a fallback
                 slots.rmtree(prev)  # kept until now, to go back to
             elif prev == "":
                 slots.prune_root()
