@@ -179,7 +179,7 @@ def manifest_bytes(rel: str, version: str, board: str, mpy: int, min_version: st
     for p, _, _ in files:
         if not case_manifest._path_ok(p):  # the case's own rule, not a copy of it
             raise ReleaseError(f"a case cannot take the file {p!r}: a path is at most 96 of A-Z a-z 0-9 . _ - /, "
-                               "relative, without '.' or '..' parts, and not boot.py")
+                               "relative, without '.' or '..' parts, and not boot.py nor confirmed")
     try:
         case_manifest.parse(out)
     except ValueError as e:

@@ -22,7 +22,7 @@ from tests.conftest import run_micropython
 
 _SEG = st.text(alphabet="abcdefghijklmnopqrstuvwxyzAZ0123456789_.-", min_size=1, max_size=12).filter(
     lambda s: s not in (".", ".."))
-_PATH = st.lists(_SEG, min_size=1, max_size=4).map("/".join).filter(lambda p: p != "boot.py" and len(p) <= 96)
+_PATH = st.lists(_SEG, min_size=1, max_size=4).map("/".join).filter(lambda p: p not in ("boot.py", "confirmed") and len(p) <= 96)
 _ENTRY = st.tuples(_PATH, st.integers(0, 1 << 20), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
 
 
@@ -210,3 +210,16 @@ def test_casectl_names_a_file_a_case_cannot_take() -> None:
     with pytest.raises(crel.ReleaseError, match="'notes copy.py'"):
         crel.manifest_bytes("r1", "1.2.3", "sim", 6, "0.0.1", "0.0.1",
                             [("main.py", 1, "0" * 64), ("notes copy.py", 1, "0" * 64)])
+
+
+def test_a_release_cannot_carry_its_slots_confirmed_mark() -> None:
+    # otaboot.py boots the slot holding "confirmed" when the pointer is unreadable and the root's
+    # firmware is gone: a release listing that file would mark its slot while it is still being
+    # downloaded ("confirmed" sorts before "lockcase/" and "main.py").
+    try:
+        manifest.parse(_with_path("confirmed"))
+    except ValueError as e:
+        assert str(e) == "bad file entry"
+    else:
+        raise AssertionError("took a file named confirmed at the slot's root")
+    assert [f[0] for f in manifest.parse(_with_path("lockcase/confirmed"))["files"]] == ["lockcase/confirmed", "main.py"]

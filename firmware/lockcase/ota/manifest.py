@@ -47,7 +47,9 @@ def _path_ok(p):
     for part in p.split("/"):
         if part in ("", ".", ".."):
             return False
-    return p != "boot.py"  # the boot kit stays the deployed one (docs/ota.md)
+    # the boot kit stays the deployed one (docs/ota.md); "confirmed" is the slot's own mark, which
+    # otaboot.py trusts when the pointer is unreadable: only update.py writes it, once confirmed
+    return p not in ("boot.py", "confirmed")
 
 
 def _head(m):
