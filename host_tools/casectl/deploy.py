@@ -32,9 +32,11 @@ MARKER = STAGE + "/READY"
 # once everything they import is. A swap cut short anywhere leaves each file's imports in place.
 LAST = ("board.mpy", "board.py", "boot.py", "main.py")
 # What over-the-air updates keep on the case (firmware/lockcase/ota/: slots.py, update.py,
-# boot.py): the pointer boot.py reads, a download or staged release and its manifest and index,
-# the release slots. A deploy removes them all, the pointer first.
-OTA_FILES = ("ota.json", "ota.tmp", "ota_dl.json", "ota_dl.tmp", "ota_man.bin", "ota_idx.txt", "fw_a", "fw_b")
+# boot.py): the pointer boot.py reads, a download or staged release and its manifest and index
+# (and the index being written), the release slots, a root firmware's lockcase/ on its way out.
+# A deploy removes them all, the pointer first.
+OTA_FILES = ("ota.json", "ota.tmp", "ota_dl.json", "ota_dl.tmp", "ota_man.bin", "ota_idx.txt", "ota_idx.txt.tmp",
+             "fw_a", "fw_b", "lockcase.old")
 
 # Which chip each board's build is for: sys.platform, and a piece of sys.implementation._machine.
 CHIPS: dict[str, tuple[str, str]] = {"sim": ("linux", ""), "esp32s3": ("esp32", "ESP32S3"),

@@ -228,12 +228,14 @@ def test_a_deploy_drops_the_over_the_air_pointer(deployed: SimDevice, sim_build:
     from tests.casectl.conftest import deploy_now, mpremote
 
     put = mpremote(deployed.port, "exec", "import os\n"
-                   "for n in ('ota.json', 'ota_dl.json', 'ota_man.bin', 'ota_idx.txt'):\n"
+                   "for n in ('ota.json', 'ota_dl.json', 'ota_man.bin', 'ota_idx.txt', 'ota_idx.txt.tmp'):\n"
                    "    f = open(n, 'w'); f.write('{}'); f.close()\n"
                    "os.mkdir('fw_a'); os.mkdir('fw_a/lockcase'); f = open('fw_a/lockcase/app.mpy', 'w'); f.close()\n"
-                   "os.mkdir('fw_b')")
+                   "os.mkdir('fw_b')\n"
+                   # a first release's removal of the root's lockcase/, cut short (ota/slots.py)
+                   "os.mkdir('lockcase.old'); f = open('lockcase.old/app.mpy', 'w'); f.close()")
     assert put.returncode == 0, put.stderr
     deploy_now(deployed, sim_build)
     left = mpremote(deployed.port, "fs", "ls", ":").stdout
-    for name in ("ota.json", "ota_dl.json", "ota_man.bin", "ota_idx.txt", "fw_a", "fw_b"):
+    for name in ("ota.json", "ota_dl.json", "ota_man.bin", "ota_idx.txt", "fw_a", "fw_b", "lockcase.old"):
         assert name not in left, (name, left)
