@@ -71,7 +71,7 @@ def test_a_typed_number_reads_its_rate_windows_at_once(rt: Runtime, sim: Sim, st
     assert rep["t"] == "challenge" and rep["last2"] == "23"
     lock = ["SELECT cases"] if rt.engine.dialect.name == "postgresql" else []
     # the case with its store and windows; the member who has the number; the windows of the
-    # number, its member and the wrong-code limits, in one statement (before: one each, four);
+    # number, its member and the wrong-code limits, in one statement (before: one each, five);
     # the replay window and seqs; the challenge, the journal row and the rate counts
     assert batch == [*lock, "SELECT cases", "SELECT members", "SELECT rate_counts", "UPDATE", "INSERT", "INSERT",
                      "INSERT"], batch
