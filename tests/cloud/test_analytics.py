@@ -29,7 +29,7 @@ from casecloud.analytics.publish import (
     store_json,
     store_view,
 )
-from casecloud.analytics.suppress import GROUPS, K, hidden_parts, protect
+from casecloud.analytics.suppress import GROUPS, K, covers, hidden_parts, protect
 from casecloud.models import (
     Alert,
     AnalyticsDay,
@@ -298,6 +298,10 @@ def test_hidden_parts_never_leave_a_small_remainder(parts: list[int]) -> None:
     hidden_sum = sum(cells[i] for i in hide)
     if parent == 0 or parent >= K:  # a shown parent minus the shown parts is 0 or K and more
         assert hidden_sum == 0 or hidden_sum >= K
+        # and leaves each hidden part (1 or more) free from 1 to K-1, or hides every nonzero part
+        # (then the parent goes too: protect)
+        nonzero = [i for i in hide if cells[i]]
+        assert covers(hidden_sum, len(nonzero)) or all(i in hide for i, n in cells.items() if n)
     else:
         assert hidden_sum == parent
 
@@ -688,13 +692,10 @@ def test_no_hidden_count_follows_from_a_case_s_row_and_the_store_day_s_columns_t
     assert not _pinned(equations, shown, 45)
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 14 audit): the complementary rule (suppress.hidden_parts) asks the "
-                   "hidden parts to add up to 5 or more, but a hidden count is known to be 1 or more (0 is shown): "
-                   "7 hidden hours adding up to 7 are each 1")
 def test_hidden_hours_are_not_each_known_to_be_one(rt: Runtime) -> None:
-    """A store-day of 7 forced entries, one in each of 7 hours: the day shows 7, each hour '< 5', the
-    other hours 0. The hidden hours add up to 7 (the rule's 5 or more), yet, each being 1 or more,
-    each is exactly 1."""
+    """A store-day of 7 forced entries, one in each of 7 hours: each hour is hidden, and they add up
+    to 7 (point 3's 5 or more); were the day shown as 7, each hidden hour, being 1 or more, would be
+    exactly 1 (the audit's finding). The day is hidden with them (suppress.covers)."""
     with rt.sessions.begin() as s:
         seed(s, 1, 1, START)
         g = Gen(random.Random(0), "st0", "c0-0")
@@ -705,13 +706,14 @@ def test_hidden_hours_are_not_each_known_to_be_one(rt: Runtime) -> None:
         fold(s, START + DAY + 60, rt.settings.otp_ttl_s)
         day = store_json(store_view(s, "st0", START + DAY + 60, 1))["daily"]["forced"][0]
         hourly = hours_json("st0", START, store_hours(s, "st0", START))["hourly"]["forced"]
-    assert day["text"] == "7" and [f["text"] for f in hourly].count("< 5") == 7
+    assert [f["text"] for f in hourly].count("< 5") == 7
     shown: dict[str, int | None] = {"day": _shown(day)} | {f"h{h}": _shown(f) for h, f in enumerate(hourly)}
-    assert not _pinned([([f"h{h}" for h in range(24)], "day")], shown, 7)
+    assert not _pinned([([f"h{h}" for h in range(24)], "day")], shown, 12)
 
 
 @pytest.mark.xfail(strict=True, reason="open (issue 14 audit): on a generated week, the published figures of a "
-                   "store-day taken together give hidden counts back (the two xfails above, at scale)")
+                   "store-day taken together give hidden counts back (the case rows and store-day columns "
+                   "of the xfail above, at scale)")
 def test_a_generated_week_gives_no_hidden_count_back(rt: Runtime) -> None:
     """Everything a manager can fetch about each store-day of a generated week (the day's JSON,
     each case's, the hourly view) for the grants and the door opens: every case's and hour's row

@@ -6,8 +6,10 @@
 2. A cell from 1 to K-1 is shown as "< K" (primary suppression). Zero is shown.
 3. A store-day that is shown is the sum of its case-days (and of its store-hours): if its hidden
    parts added up to less than K they could be worked out by subtracting the shown parts, so more
-   parts are hidden, smallest first, until the hidden ones add up to K or more (complementary
-   suppression). What subtraction then yields is a sum of K or more over several cells.
+   parts are hidden, smallest first, until the hidden ones add up to K or more, and so much that
+   each, being 1 or more (zero is shown), could still be anything from 1 to K-1 (`covers`); with no
+   shown part left to hide, the store-day is hidden too (complementary suppression). What
+   subtraction then yields is a sum over several cells that leaves each of them 1 to K-1 at least.
 4. Everything else shown (a week, a month, a row or column total, a case over the period, a store
    in the fleet, a method's share) adds up shown cells only. A hidden cell counts as 0 there and
    the figure says it is a lower bound. So any figure is a sum of shown cells, and subtracting two
@@ -84,13 +86,23 @@ def hidden_parts(parent: int, parts: Mapping[Key, int], parent_hidden: bool = Fa
         if not nonzero and rest:
             hide.add(rest[0][0])
         return hide
-    if 0 < hidden_sum < K or len(nonzero) == 1:
+    count = len(nonzero)
+    if not covers(hidden_sum, count):
         for k, n in rest:
             hide.add(k)
             hidden_sum += n
-            if hidden_sum >= K:
+            count += 1
+            if covers(hidden_sum, count):
                 break
     return hide
+
+
+def covers(hidden_sum: int, count: int) -> bool:
+    """Whether `count` hidden nonzero parts adding up to `hidden_sum` (subtraction gives the sum)
+    leave each of them anything from 1 to K-1: each is 1 or more (0 is shown), so one part is at
+    most the sum less one for every other; that must reach K-1 (7 hidden parts adding up to 7
+    would each be 1)."""
+    return count == 0 or (count >= 2 and hidden_sum - (count - 1) >= K - 1)
 
 
 # --- linked metrics (review M6) --------------------------------------------------------------------
@@ -184,9 +196,8 @@ def protect(whole: Mapping[str, int], parts: Mapping[Key, Mapping[str, int]],
                 hide[k].add(m)
                 changed = True
             hidden_nz = [k for k in parts if m in hide[k] and column[k]]
-            if m not in top and whole.get(m, 0) and len(hidden_nz) == 1 and not any(
-                    column[k] for k in parts if m not in hide[k]):
-                top = linked_hidden(whole, top | {m})
+            if m not in top and whole.get(m, 0) and not covers(sum(column[k] for k in hidden_nz), len(hidden_nz)):
+                top = linked_hidden(whole, top | {m})  # no shown part left to hide: the whole goes
                 changed = True
         for k, p in parts.items():
             grown = linked_hidden(p, hide[k])
