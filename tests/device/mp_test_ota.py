@@ -773,6 +773,37 @@ def test_out_of_memory_in_the_middle_of_an_update_goes_on_from_the_flash():
             fl.close()
 
 
+def test_a_heap_that_fails_every_time_fails_the_download_saying_so():
+    # Retried from the flash, but not for ever: a case whose heap cannot hold the check (three
+    # failures without a job done or a chunk written in between) gives the download up, with a
+    # reason the rollout counts, and leaves nothing behind. (Retrying for ever kept bench/ota_bench.py's
+    # smallest-heap search from ever ending at a heap too small.)
+    from lockcase.ota import manifest as man
+
+    fl = Flash()
+    put_back = _flaky(man, "parse", 1)
+    man.parse = lambda *a: _raise(MemoryError("memory allocation failed"))
+    try:
+        c, ota, cloud = _start(fl)
+        now = 0
+        for _ in range(400):
+            now += 30
+            if not ota.step(now):
+                break
+            cloud.answer(c, ota, now)
+        ev = c.fw()[-1]
+        assert (ev["st"], ev["why"]) == ("failed", "out of memory"), c.fw()
+        assert ota.dl == {} and ota.step(now) is False
+        assert sorted(os.listdir()) == ["config.json"], os.listdir()
+    finally:
+        put_back()
+        fl.close()
+
+
+def _raise(exc):
+    raise exc
+
+
 def test_confirming_the_first_release_removes_the_roots_firmware_but_not_the_boot_kit():
     fl = Flash()
     try:

@@ -19,6 +19,7 @@ _READ = const(512)  # bytes read from flash per slice when re-hashing after a re
 _MANIFEST = "ota_man.bin"  # the manifest's bytes as received (its signature covers exactly these)
 _INDEX = "ota_idx.txt"  # one "path size sha256" line a file, written once the manifest checks out
 _MAX_BAD = const(4)  # releases remembered as rolled back here, refused if offered again
+_MAX_OOM = const(3)  # heap failures in a row (no job done, no chunk written between) before giving up
 
 
 def _settings():
@@ -53,6 +54,7 @@ class Ota:
         self._pct = -1
         self._files = 0
         self._redo = False  # the heap failed mid-job: start again from the flash (_lost)
+        self._oom = 0  # heap failures since the last job done or chunk written
         run = self.ptr.get("run")
         if self.dl and (self.dl.get("slot") == run or self.dl.get("slot") == self.ptr.get("prev")):
             slots.remove(DOWNLOAD)  # switched (the cut came before it was removed) or stale
@@ -156,6 +158,10 @@ class Ota:
         self._work = None
         self._req = None
         self._redo = self.dl.get("st") == "dl"
+        self._oom += 1
+        if self._oom >= _MAX_OOM and self.dl:  # this heap cannot hold it: said, and counted
+            self._oom = 0
+            self._fail("failed", "out of memory")  # (should this fail too, a later step resumes)
 
     def _step(self, now):
         if "try" in self.ptr:
@@ -178,6 +184,7 @@ class Ota:
             try:
                 next(w)
             except StopIteration as e:
+                self._oom = 0
                 if self._work is w:  # (the job may have started the next one)
                     self._work = None
                 self._worked(e.value)
@@ -302,6 +309,7 @@ class Ota:
                 f.write(data)
             self._pos += n
             self._done += n
+            self._oom = 0
             if self._pos == want:
                 self._work = self._check_manifest()
             self._progress()
@@ -322,6 +330,7 @@ class Ota:
         self._h.update(data)
         self._pos += n
         self._done += n
+        self._oom = 0
         self._progress()
         if self._pos == size:
             self._finish()
