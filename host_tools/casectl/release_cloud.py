@@ -11,7 +11,7 @@ from typing import Any
 
 from casectl.cloudapi import Cloud
 from casectl.errors import CloudError, Usage
-from casectl.release import Release, fingerprint
+from casectl.release import Release, fingerprint, verify
 
 
 def release_keys(cloud: Cloud) -> list[str]:
@@ -40,6 +40,13 @@ def publish(cloud: Cloud, rel: Release, progress: Callable[[int, int], None] | N
     """Upload the manifest and signature, then each file the cloud still misses (a publish cut
     short resumes where it stopped). Returns the release as the cloud has it."""
     doc = rel.doc
+    keys = release_keys(cloud)
+    if keys and not any(verify(k, rel.manifest, rel.sig) for k in keys):
+        # the cloud would refuse it too: say here which key it wants, before anything is sent
+        raise CloudError(f"release {doc['rel']} does not verify with the fleet's release key",
+                         f"the cloud trusts key {', '.join(fingerprint(k)[:16] for k in keys)} (fingerprint): build "
+                         "the release with that key's release.key (casectl release build --key), and publish it "
+                         "as built (a manifest changed after signing no longer verifies)")
     body = {"manifest": base64.b64encode(rel.manifest).decode(), "sig": rel.sig}
     r = cloud._req("POST", "/v1/admin/releases", json=body)
     if r.status_code == 409:  # there already: the same bytes, or another release under its id

@@ -136,6 +136,10 @@ def test_publish_rollout_status_halt(cloud: CloudServer, keys: tuple[Path, Path,
     release.write_archive(forged, tmp_path / "forged.tar")
     f = cli("release", "publish", tmp_path / "forged.tar", "--cloud", cloud.url)
     assert f.code == 7 and "does not verify" in f.err
+    # and the technician is told which key the cloud wants
+    assert f"trusts key {release.fingerprint(keys[2])[:16]}" in f.err and "--key" in f.err, f.err
+    with cloud.rt.sessions() as s:
+        assert s.get(Release, "sim-forged") is None
 
     ro = cli("release", "rollout", "sim-9.9.9", "--store", "s1", "--waves", "50,100", "--max-fail", "10",
              "--cloud", cloud.url, "--json")
