@@ -77,6 +77,9 @@ def test_hq_starts_follows_halts_and_resumes_a_rollout(rt: Runtime) -> None:
                                                       "d": {"rel": "sim-1.1.0", "st": "downloading", "pct": 40}}]}))
     shown = api.get(f"/console/hq/rollouts/{rid}").text
     assert 'value="40"' in shown and "40 %" in shown and "waiting" in shown  # wave 2 waits
+    # on a phone a row is a card of labelled lines: the waiting case's card has no empty ones
+    waiting = shown.split("waiting", 1)[1].split("</tr>", 1)[0]
+    assert "data-label" not in waiting and 'data-label="Progress"' in shown, waiting
     halted = api.post(f"/console/hq/rollouts/{rid}/halt", data={"csrf_token": csrf, "reason": "field reports"})
     assert halted.status_code == 303
     shown = api.get(halted.headers["location"]).text
