@@ -804,6 +804,47 @@ def _raise(exc):
     raise exc
 
 
+def test_a_cut_as_the_release_is_staged_leaves_no_download_files_after_the_switch():
+    # _staged records "staged" and then removes the manifest's bytes and the index: a cut between
+    # left them (up to 16 KiB of manifest) on flash through the switch and the trial, until the
+    # next update. The switch removes them too.
+    left_before = 0
+    for k in range(1, 30):
+        fl = Flash()
+        try:
+            c, ota, cloud = _start(fl)
+            now = 0
+
+            def last():  # the last file's last chunk is asked for
+                return ota._req and 0 <= ota._fi == ota._files - 1 and ota._entry[1] - ota._pos <= 512
+
+            while not last():
+                now += 30
+                ota.step(now)
+                if not last():
+                    cloud.answer(c, ota, now)
+            fl.dev.cut_after(k)  # the last chunk's answer: the file's end, then staged
+            try:
+                cloud.answer(c, ota, now)
+            except OSError:
+                pass
+            fl.reboot()
+            from otakit import Board
+
+            ota2 = Ota(Client(), Board())
+            if ota2.dl.get("st") != "staged":
+                continue  # the cut came before: the download resumes (other tests)
+            left_before += fl.exists("ota_man.bin") or fl.exists("ota_idx.txt")
+            ota2.step(now)  # quiet: the switch
+            assert ota2.board.resets == ["ota"], k
+            for name in ("ota_man.bin", "ota_idx.txt", "ota_idx.txt.tmp", "ota_dl.json"):
+                assert not fl.exists(name), (k, name)
+        finally:
+            fl.dev.revive()
+            fl.close()
+    assert left_before, "no cut fell between staged and the removals"
+
+
 def test_confirming_the_first_release_removes_the_roots_firmware_but_not_the_boot_kit():
     fl = Flash()
     try:

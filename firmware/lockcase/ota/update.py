@@ -444,6 +444,8 @@ class Ota:
         # on trial for `boots` boots, with the running firmware kept to go back to; then a reset.
         dl, p = self.dl, self.ptr
         self._emit("switching")
+        slots.remove(_INDEX)  # (_staged removed them, unless a cut came first: not needed now)
+        slots.remove(_MANIFEST)
         new = {"run": dl["slot"], "rel": dl["rel"], "ver": dl.get("ver", ""), "floor": p.get("floor", ""),
                "nfloor": dl.get("floor", ""), "prev": p.get("run", ""), "prel": p.get("rel", ""),
                "pfloor": p.get("floor", ""), "try": self.boots, "n": self.boots, "t": self.confirm_ms // 1000}
