@@ -5,5 +5,6 @@ metric computed from the events into tables that name no member, phone, card or 
 - aggregate.py: `fold` (the periodic job, jobs.analytics_loop) and `rebuild`;
 - hours.py: a store's opening hours, for after-hours opens;
 - suppress.py: small counts and the rule that keeps them from being worked out;
+- audit.py: a store-day's linked figures taken together, more hidden where they pin a count;
 - publish.py: the figures as shown (API, console, CSV), every count through suppress.py.
 """

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from casecloud.analytics import audit
 from casecloud.analytics.metrics import (
     ALARMS,
     DAY,
@@ -197,8 +198,20 @@ def protect_day(whole: dict[str, int], per_case: dict[str, dict[str, int]], per_
         top_c, hide_c = protect(whole, per_case, top)
         top_h, hide_h = protect(whole, per_hour, top_c)
         if top_h == top:
-            return top, hide_c, hide_h
+            break
         top = top_h
+    # the linked metrics' rows and columns taken together (audit.py): more hidden where they pin one
+    cells: dict[audit.Pos, dict[str, int]] = {("S", None): whole}
+    hidden: dict[audit.Pos, set[str]] = {("S", None): set(top)}
+    for c, cc in per_case.items():
+        cells[("c", c)], hidden[("c", c)] = cc, set(hide_c[c])
+    for h, hc in per_hour.items():
+        cells[("h", h)], hidden[("h", h)] = hc, set(hide_h[h])
+    if audit.settle(cells, hidden):
+        top = hidden[("S", None)]
+        hide_c = {c: hidden[("c", c)] for c in per_case}
+        hide_h = {h: hidden[("h", h)] for h in per_hour}
+    return top, hide_c, hide_h
 
 
 def _day_cases(s: Session, store_id: str, day: int) -> dict[str, dict[str, int]]:
