@@ -74,6 +74,28 @@ def test_sha512_matches_fips_180_vectors():
     assert binascii.hexlify(h.digest()).decode().startswith("cf83e1357eefb8bdf1542850d66d8007")
 
 
+# CPython's hashlib.sha512 over the digests of every message below, each hashed on its own: one
+# constant for 304 lengths (every padding case: 111, 112, 127, 128 and 239, 240 bytes are where
+# the length field moves to another block).
+SHA512_OF_ALL = ("cba98fdaea015ce4b3ba020bb0853c5b5d15b87f4bd041176dac2a7b92541d3c"
+                 "e5e2234f3d1e65631beb402105b5d5a85f769f488af0e010d12ce0735d3d9120")
+
+
+def test_sha512_matches_cpythons_for_every_length_to_300_bytes_and_multi_block():
+    acc = ed25519.Sha512()
+    for n in list(range(0, 301)) + [511, 512, 1000]:
+        m = bytes((i * 7 + n) & 255 for i in range(n))
+        h = ed25519.Sha512()
+        h.update(m)
+        d = h.digest()
+        h = ed25519.Sha512()
+        for at in range(0, n, 37):  # in uneven pieces: the same digest
+            h.update(m[at : at + 37])
+        assert h.digest() == d, n
+        acc.update(d)
+    assert binascii.hexlify(acc.digest()).decode() == SHA512_OF_ALL
+
+
 def test_the_verifier_works_in_slices():
     pub, msg, sig = RFC8032[3]
     g = ed25519.verify_steps(u(pub), u(sig), (u(msg)[:10], u(msg)[10:]), every=4)
