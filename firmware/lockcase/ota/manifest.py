@@ -7,7 +7,7 @@ from lockcase.compat import const, json_whole
 MAX_BYTES = 16384  # far above a board's ~60 files; bounds what is read into RAM to verify
 _CHUNK = const(128)  # read at a time while parsing
 _HEAD_MAX = const(1024)  # the keys before "files"
-_ENTRY_MAX = const(512)  # one ["path",size,"sha256"]: a path is at most 96 characters (UTF-8)
+_ENTRY_MAX = const(512)  # one ["path",size,"sha256"] is at most 178 bytes: a path is 96 ASCII characters
 _REL_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
 _REL_REST = _REL_FIRST + "._-"
 _HEX = "0123456789abcdef"
@@ -84,6 +84,19 @@ def _more(read, buf, need):
     return buf
 
 
+def _until(read, buf, mark, most):
+    # Reads on until `mark` is in `buf`, `buf` is over `most` bytes or the input ends: (buf, where
+    # the mark is, or -1).
+    i = buf.find(mark)
+    while i < 0 and len(buf) <= most:
+        got = read(_CHUNK)
+        if not got:
+            break
+        buf += got
+        i = buf.find(mark)
+    return buf, i
+
+
 def _none(_n):
     return b""
 
@@ -109,14 +122,7 @@ def parse(data, each=None):
     buf = _more(read, buf, 2)
     if buf[:2] != b'{"':  # no BOM (CPython's json skips one, MicroPython's refuses it), no space
         raise ValueError("not a manifest")
-    while True:  # the header: every key before "files"
-        i = buf.find(b',"files":[')
-        if i >= 0 or len(buf) > _HEAD_MAX + 10:
-            break
-        got = read(_CHUNK)
-        if not got:
-            break
-        buf += got
+    buf, i = _until(read, buf, b',"files":[', _HEAD_MAX + 10)  # the header: every key before "files"
     if not 0 <= i <= _HEAD_MAX:
         raise ValueError("no files")
     m = json_whole(buf[:i] + b"}")
@@ -130,13 +136,7 @@ def parse(data, each=None):
         buf = _more(read, buf, 1)
         if buf[:1] == b"]" and n == 0:
             raise ValueError("no files")
-        j = buf.find(b"]")
-        while j < 0 and len(buf) <= _ENTRY_MAX:
-            got = read(_CHUNK)
-            if not got:
-                break
-            buf += got
-            j = buf.find(b"]")
+        buf, j = _until(read, buf, b"]", _ENTRY_MAX)
         if not 0 <= j < _ENTRY_MAX or buf[:2] != b'["':
             raise ValueError("bad file entry")
         try:
